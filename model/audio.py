@@ -1,0 +1,84 @@
+"""Audio in: decode files or bytes, mix to mono, resample, normalise.
+
+One path for every caller (CLI, trainer, service). Imports no torch.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile  # libsndfile: wav, flac, ogg/vorbis/opus and mp3 in one well-kept decoder
+import soxr  # high-quality resampler, fast and torch-free
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used: unreadable, empty, too short or not finite."""
+
+
+AudioSource = str | Path | bytes | BinaryIO
+
+
+def _describe(source: AudioSource) -> str:
+    if isinstance(source, (str, Path)):
+        return f"'{source}'"
+    if isinstance(source, (bytes, bytearray)):
+        return f"{len(source)} bytes of audio"
+    return "the audio stream"
+
+
+def read_audio(source: AudioSource) -> tuple[np.ndarray, int]:
+    """Decode a file, a path or encoded bytes to mono float32 samples and their rate (Hz)."""
+    what = _describe(source)
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise AudioError("the audio is empty (0 bytes)")
+        source = io.BytesIO(source)
+    elif isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise AudioError(f"no such audio file: '{source}'")
+    try:
+        samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise AudioError(f"could not decode {what}: {error}") from None
+    return mix_to_mono(samples), int(rate)
+
+
+def mix_to_mono(samples: np.ndarray) -> np.ndarray:
+    """(frames, channels) -> (frames,): the average of the channels."""
+    if samples.ndim == 1:
+        return samples
+    if samples.shape[1] == 1:
+        return samples[:, 0]
+    return samples.mean(axis=1, dtype=np.float32)
+
+
+def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    if rate == target_rate:
+        return samples
+    return soxr.resample(samples, rate, target_rate).astype(np.float32, copy=False)
+
+
+def load_audio(source: AudioSource, sampling_rate: int) -> np.ndarray:
+    """Decode `source` and return mono float32 samples at `sampling_rate` Hz."""
+    samples, rate = read_audio(source)
+    if samples.size == 0:
+        raise AudioError(f"{_describe(source)} holds no audio (0 samples)")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{_describe(source)} holds samples that are not finite numbers (NaN or infinity)")
+    return resample(samples, rate, sampling_rate)
+
+
+def check_duration(samples: np.ndarray, min_samples: int, sampling_rate: int) -> None:
+    """Refuse audio too short to produce a single model frame."""
+    if len(samples) < min_samples:
+        raise AudioError(
+            f"audio is {len(samples) / sampling_rate:.3f} s long; at least {min_samples / sampling_rate:.3f} s is needed"
+        )
+
+
+def normalize(samples: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance, computed in float32 exactly as Hugging Face's feature extractor does."""
+    samples = np.asarray(samples, dtype=np.float32)
+    return (samples - samples.mean()) / np.sqrt(samples.var() + 1e-7)

@@ -1,0 +1,167 @@
+"""Text out: the CTC vocabulary of a `vocab.json` and greedy CTC decoding.
+
+Decoding matches `Wav2Vec2Processor.batch_decode` character for character: collapse
+repeats, drop the blank (the pad token), turn the word delimiter into a space. The
+vocabulary also reads and writes the tokenizer files transformers expects. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One emitted token and the frames it covers: [start_frame, end_frame)."""
+
+    token: str
+    start_frame: int
+    end_frame: int
+
+
+@dataclass
+class CTCVocabulary:
+    """Token ids of a character CTC model; the pad token is the CTC blank."""
+
+    tokens: dict[int, str]
+    pad_token: str = "<pad>"
+    unk_token: str = "<unk>"
+    bos_token: str = "<s>"
+    eos_token: str = "</s>"
+    word_delimiter_token: str = "|"
+    replace_word_delimiter_char: str = " "
+    do_lower_case: bool = False
+    clean_up_tokenization_spaces: bool = False
+    ids: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ids = {token: index for index, token in self.tokens.items()}
+        if self.pad_token not in self.ids:
+            raise ValueError(f"the vocabulary has no pad token {self.pad_token!r}, which CTC uses as its blank")
+
+    def __len__(self) -> int:
+        return max(self.tokens) + 1
+
+    @property
+    def blank_id(self) -> int:
+        return self.ids[self.pad_token]
+
+    # -- decoding -------------------------------------------------------------------------
+
+    def token_spans(self, frame_ids: np.ndarray | list[int]) -> list[TokenSpan]:
+        """Collapse a frame-wise id sequence into the tokens CTC emits, with their frames."""
+        spans = []
+        frame = 0
+        # Repeats collapse on the token text, as in transformers: two unknown ids in a row are one <unk>.
+        for token, run in groupby(self.tokens.get(int(index), self.unk_token) for index in frame_ids):
+            length = sum(1 for _ in run)
+            if token != self.pad_token:
+                spans.append(TokenSpan(token, frame, frame + length))
+            frame += length
+        return spans
+
+    def decode_ids(self, frame_ids: np.ndarray | list[int]) -> str:
+        """Text of a frame-wise id sequence (argmax path) as `batch_decode` gives it."""
+        chars = [
+            self.replace_word_delimiter_char if span.token == self.word_delimiter_token else span.token
+            for span in self.token_spans(frame_ids)
+        ]
+        text = "".join(chars).strip()
+        if self.do_lower_case:
+            text = text.lower()
+        if self.clean_up_tokenization_spaces:
+            text = _clean_up_spaces(text)
+        return text
+
+    def greedy_decode(self, logits: np.ndarray) -> str:
+        """Best-path decoding of one utterance's logits, shape (frames, vocab)."""
+        return self.decode_ids(np.asarray(logits).argmax(axis=-1))
+
+    # -- files ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> CTCVocabulary:
+        """Read `vocab.json` and the tokenizer settings beside it."""
+        folder = Path(folder)
+        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+        if any(isinstance(value, dict) for value in vocab.values()):
+            raise ValueError(
+                f"{folder / 'vocab.json'} holds one vocabulary per language (a multilingual adapter model); "
+                "such models are not supported"
+            )
+        tokens = {int(index): token for token, index in vocab.items()}
+        settings: dict[str, Any] = {}
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):
+            path = folder / name
+            if path.is_file():
+                settings.update(json.loads(path.read_text(encoding="utf-8")))
+        for index, added in settings.get("added_tokens_decoder", {}).items():
+            tokens.setdefault(int(index), _token_text(added))
+        added_path = folder / "added_tokens.json"
+        if added_path.is_file():
+            for token, index in json.loads(added_path.read_text(encoding="utf-8")).items():
+                tokens.setdefault(int(index), token)
+        options = {name: _token_text(settings[name]) for name in _SPECIAL_TOKENS if settings.get(name)}
+        for name in ("word_delimiter_token", "replace_word_delimiter_char"):
+            if settings.get(name) is not None:
+                options[name] = _token_text(settings[name])
+        for name in ("do_lower_case", "clean_up_tokenization_spaces"):
+            if name in settings:
+                options[name] = bool(settings[name])
+        return cls(tokens=tokens, **options)
+
+    @classmethod
+    def from_fairseq_dictionary(cls, path: str | Path) -> CTCVocabulary:
+        """A fairseq `dict.ltr.txt`: `<symbol> <count>` per line after four special symbols.
+
+        fairseq numbers `<s> <pad> </s> <unk>` 0-3 and uses `<s>` (0) as the CTC blank; the
+        Hugging Face convention calls the blank `<pad>`, so ids 0 and 1 swap names, not rows.
+        """
+        tokens = {0: "<pad>", 1: "<s>", 2: "</s>", 3: "<unk>"}
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                tokens[len(tokens)] = line.split()[0]
+        return cls(tokens=tokens)
+
+    def save(self, folder: str | Path) -> None:
+        """Write `vocab.json`, `tokenizer_config.json` and `special_tokens_map.json`."""
+        folder = Path(folder)
+        vocab = {token: index for index, token in sorted(self.tokens.items())}
+        special = {name: getattr(self, name) for name in _SPECIAL_TOKENS}
+        config = {
+            "tokenizer_class": "Wav2Vec2CTCTokenizer",
+            "processor_class": "Wav2Vec2Processor",
+            **special,
+            "word_delimiter_token": self.word_delimiter_token,
+            "replace_word_delimiter_char": self.replace_word_delimiter_char,
+            "do_lower_case": self.do_lower_case,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
+        }
+        _write_json(folder / "vocab.json", vocab)
+        _write_json(folder / "tokenizer_config.json", config)
+        _write_json(folder / "special_tokens_map.json", special)
+
+
+def _token_text(value: str | dict[str, Any]) -> str:
+    """Special tokens are saved either as text or as an `AddedToken` dict."""
+    return value["content"] if isinstance(value, dict) else value
+
+
+def _clean_up_spaces(text: str) -> str:
+    """transformers' `clean_up_tokenization`, applied when a tokenizer config asks for it."""
+    for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                           (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(spaced, joined)
+    return text
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
