@@ -1,0 +1,86 @@
+"""Our model against transformers' on random tiny models of both families: logits within 1e-5."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from conftest import save_tiny_hf_model
+from model.checkpoint import load_checkpoint
+from model.wav2vec2 import Wav2Vec2ForPreTraining
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def models(hf_ctc_folder):
+    reference = transformers.Wav2Vec2ForCTC.from_pretrained(hf_ctc_folder).eval()
+    return reference, load_checkpoint(hf_ctc_folder)
+
+
+def test_single_input_logits_match(models):
+    reference, ours = models
+    generator = torch.Generator().manual_seed(1)
+    for samples in (400, 401, 5000, 48000):  # 400 samples is the shortest input with one frame
+        audio = torch.randn(1, samples, generator=generator)
+        with torch.no_grad():
+            expected = reference(audio).logits
+            actual = ours.model(audio)
+        assert actual.shape == expected.shape
+        assert torch.max(torch.abs(actual - expected)).item() < TOLERANCE
+
+
+def test_padded_batch_logits_match(models, family):
+    """Padded batches as each family is run: with an attention mask for the layer-norm family,
+    zero padding and no mask for the group-norm family (as Hugging Face's processors do)."""
+    reference, ours = models
+    generator = torch.Generator().manual_seed(2)
+    lengths = [32000, 20000, 7001]
+    audio = torch.zeros(len(lengths), max(lengths))
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        audio[row, :length] = torch.randn(length, generator=generator)
+        mask[row, :length] = 1
+    attention_mask = mask if ours.features.return_attention_mask else None
+    with torch.no_grad():
+        expected = reference(audio, attention_mask=attention_mask).logits
+        actual = ours.model(audio, attention_mask=attention_mask)
+    assert torch.max(torch.abs(actual - expected)).item() < TOLERANCE
+    if attention_mask is not None:
+        # With a mask, each row equals the same utterance run alone, up to its own frames.
+        frames = ours.model.wav2vec2.frame_lengths(torch.tensor(lengths))
+        for row, length in enumerate(lengths):
+            with torch.no_grad():
+                alone = ours.model(audio[row:row + 1, :length])
+            assert torch.max(torch.abs(actual[row, :frames[row]] - alone[0])).item() < 1e-4
+
+
+def test_greedy_transcripts_match_batch_decode(models, hf_ctc_folder):
+    reference, ours = models
+    processor = transformers.Wav2Vec2Processor.from_pretrained(hf_ctc_folder)
+    generator = torch.Generator().manual_seed(3)
+    audio = torch.randn(4, 24000, generator=generator)
+    with torch.no_grad():
+        expected = processor.batch_decode(reference(audio).logits.argmax(-1))
+        actual = [ours.vocab.greedy_decode(logits) for logits in ours.model(audio).numpy()]
+    assert actual == expected
+    assert all(len(text) > 3 for text in actual), "random tiny models should emit text, or the check says nothing"
+
+
+def test_pretraining_model_matches(tmp_path, family):
+    folder = save_tiny_hf_model(tmp_path, family, architecture="Wav2Vec2ForPreTraining")
+    reference = transformers.Wav2Vec2ForPreTraining.from_pretrained(folder).eval()
+    ours = load_checkpoint(folder)
+    assert isinstance(ours.model, Wav2Vec2ForPreTraining)
+    generator = torch.Generator().manual_seed(4)
+    audio = torch.randn(2, 16000, generator=generator)
+    mask_time_indices = torch.rand(2, 49, generator=generator) < 0.5
+    with torch.no_grad():
+        expected = reference(audio, mask_time_indices=mask_time_indices)
+        actual = ours.model(audio, mask_time_indices=mask_time_indices)
+    for name in ("projected_states", "projected_quantized_states", "codevector_perplexity"):
+        difference = torch.max(torch.abs(getattr(actual, name) - getattr(expected, name))).item()
+        assert difference < TOLERANCE, name
+    assert np.isfinite(actual.codevector_perplexity.item()) and actual.codevector_perplexity.item() > 1
