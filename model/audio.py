@@ -45,6 +45,22 @@ def read_audio(source: AudioSource) -> tuple[np.ndarray, int]:
     return mix_to_mono(samples), int(rate)
 
 
+# Raw PCM encodings: name -> (numpy dtype, scale to [-1, 1]).
+PCM_ENCODINGS = {"pcm_s16le": ("<i2", 1 / 32768), "pcm_s32le": ("<i4", 1 / 2147483648), "pcm_f32le": ("<f4", 1.0)}
+
+
+def decode_pcm(data: bytes, encoding: str, channels: int = 1) -> np.ndarray:
+    """Headerless little-endian PCM -> mono float32 samples."""
+    if encoding not in PCM_ENCODINGS:
+        raise AudioError(f"unknown PCM encoding {encoding!r}; use one of {', '.join(PCM_ENCODINGS)}")
+    dtype, scale = PCM_ENCODINGS[encoding]
+    frame_bytes = np.dtype(dtype).itemsize * channels
+    if len(data) % frame_bytes:
+        raise AudioError(f"{len(data)} bytes is not a whole number of {encoding} frames of {channels} channel(s)")
+    samples = np.frombuffer(data, dtype=dtype).reshape(-1, channels).astype(np.float32) * np.float32(scale)
+    return mix_to_mono(samples)
+
+
 def mix_to_mono(samples: np.ndarray) -> np.ndarray:
     """(frames, channels) -> (frames,): the average of the channels."""
     if samples.ndim == 1:
