@@ -94,6 +94,22 @@ def check_duration(samples: np.ndarray, min_samples: int, sampling_rate: int) ->
         )
 
 
+def batch_input_values(utterances: list[np.ndarray], do_normalize: bool, padding_value: float = 0.0
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs for a batch: (input_values (batch, samples) float32, attention_mask (batch, samples) int64).
+
+    Each utterance is normalised over its own samples, then right-padded with `padding_value`,
+    as Hugging Face's feature extractor does.
+    """
+    width = max(len(samples) for samples in utterances)
+    input_values = np.full((len(utterances), width), padding_value, dtype=np.float32)
+    attention_mask = np.zeros((len(utterances), width), dtype=np.int64)
+    for row, samples in enumerate(utterances):
+        input_values[row, :len(samples)] = normalize(samples) if do_normalize else samples
+        attention_mask[row, :len(samples)] = 1
+    return input_values, attention_mask
+
+
 def normalize(samples: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance, computed in float32 exactly as Hugging Face's feature extractor does."""
     samples = np.asarray(samples, dtype=np.float32)

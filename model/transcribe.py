@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .audio import AudioSource, check_duration, load_audio, normalize
+from .audio import AudioSource, batch_input_values, check_duration, load_audio
 from .checkpoint import Checkpoint, load_ctc_checkpoint
 
 
@@ -33,10 +33,9 @@ class Transcriber:
 
     def logits(self, samples: np.ndarray) -> np.ndarray:
         """(samples,) at the model's rate -> (frames, vocab) logits."""
-        if self.checkpoint.features.do_normalize:
-            samples = normalize(samples)
+        input_values, _ = batch_input_values([samples], self.checkpoint.features.do_normalize)
         with torch.inference_mode():
-            return self.model(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None])[0].numpy()
+            return self.model(torch.from_numpy(input_values))[0].numpy()
 
     def transcribe(self, source: AudioSource) -> str:
         return self.vocab.greedy_decode(self.logits(self.read(source)))

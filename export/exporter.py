@@ -1,0 +1,110 @@
+"""PyTorch -> ONNX, and the int8 and fp16 variants derived from the fp32 graph."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import logging
+from pathlib import Path
+
+import onnx  # graph loading, checking and the small edits below
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from model.checkpoint import Checkpoint
+from model.wav2vec2 import Wav2Vec2ForCTC
+
+# ONNX protobufs cannot exceed 2 GB; only larger models get their weights in a side file.
+PROTOBUF_LIMIT = 2 * 1024**3
+# Normalisations stay in float32 in the fp16 variant: their variance sums overflow or lose precision in fp16.
+FP16_KEEP_FLOAT32 = ["LayerNormalization", "GroupNormalization", "InstanceNormalization"]
+
+
+class _OnnxInterface(nn.Module):
+    """The exported signature: logits = f(input_values[, attention_mask])."""
+
+    def __init__(self, model: Wav2Vec2ForCTC, uses_attention_mask: bool):
+        super().__init__()
+        self.model = model
+        self.uses_attention_mask = uses_attention_mask
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(input_values, attention_mask if self.uses_attention_mask else None)
+
+
+def inference_copy(model: Wav2Vec2ForCTC) -> Wav2Vec2ForCTC:
+    """A copy in eval mode with the positional convolution's weight norm folded into a plain weight."""
+    folded = Wav2Vec2ForCTC(model.config)
+    folded.load_state_dict(model.state_dict())
+    conv = folded.wav2vec2.encoder.pos_conv_embed.conv
+    parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+    return folded.eval()
+
+
+def export_fp32(checkpoint: Checkpoint, path: Path, opset: int | None = None) -> Path:
+    """Write the fp32 graph with dynamic batch and sample axes."""
+    uses_mask = checkpoint.features.return_attention_mask
+    module = _OnnxInterface(inference_copy(checkpoint.model), uses_mask).eval()
+    example = torch.randn(2, 2 * checkpoint.config.receptive_field + 1000)
+    batch = torch.export.Dim("batch")
+    samples = torch.export.Dim("samples", min=checkpoint.config.receptive_field)
+    arguments: tuple[torch.Tensor, ...] = (example,)
+    shapes = {"input_values": {0: batch, 1: samples}}
+    names = ["input_values"]
+    if uses_mask:
+        arguments += (torch.ones(example.shape, dtype=torch.int64),)
+        shapes["attention_mask"] = {0: batch, 1: samples}
+        names.append("attention_mask")
+    large = sum(p.numel() * p.element_size() for p in module.parameters()) > PROTOBUF_LIMIT
+    program = torch.onnx.export(module, arguments, input_names=names, output_names=["logits"],
+                                dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=large,
+                                verbose=False)
+    program.save(str(path), external_data=large)
+    graph = onnx.load(str(path), load_external_data=False)
+    for dim, name in zip(graph.graph.output[0].type.tensor_type.shape.dim, ("batch", "frames")):
+        dim.dim_param = name  # the exporter names the frame axis with its length formula
+    onnx.save(graph, str(path))
+    return path
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    """Dynamic int8 quantisation of the matrix products; the convolutional feature encoder stays float,
+    since quantising it costs wav2vec 2.0 much accuracy."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The quantizer suggests (on the root logger) a shape-inference pass that dynamic quantisation does not need.
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    return target
+
+
+def convert_fp16(source: Path, target: Path) -> Path:
+    """fp16 weights and arithmetic for GPUs; inputs, outputs and normalisations stay float32."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    graph = _unshare_initializers(onnx.load(str(source)))
+    half = convert_float_to_float16(graph, keep_io_types=True, op_block_list=FP16_KEEP_FLOAT32)
+    onnx.save(half, str(target))
+    return target
+
+
+def _unshare_initializers(graph: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every use of a weight its own copy.
+
+    The exporter deduplicates equal weights (e.g. all-ones norm scales); the fp16 converter then
+    names the float32 casts it adds per weight twice, and the graph becomes invalid.
+    """
+    weights = {weight.name: weight for weight in graph.graph.initializer}
+    uses: collections.Counter[str] = collections.Counter()
+    for node in graph.graph.node:
+        for position, name in enumerate(node.input):
+            if name not in weights:
+                continue
+            uses[name] += 1
+            if uses[name] > 1:
+                duplicate = copy.deepcopy(weights[name])
+                duplicate.name = f"{name}.use{uses[name]}"
+                graph.graph.initializer.append(duplicate)
+                node.input[position] = duplicate.name
+    return graph
