@@ -29,7 +29,7 @@ class OnnxCTCModel:
                  model_file: str = MODEL_FILE):
         self.folder = Path(folder)
         self.config = Wav2Vec2Config.from_json_file(self.folder / "config.json")
-        self.features = FeatureSettings.from_dict(json.loads((self.folder / "preprocessor_config.json").read_text()))
+        self.features = FeatureSettings.from_folder(self.folder, self.config)
         self.vocab = CTCVocabulary.from_folder(self.folder)
         manifest = self.folder / MANIFEST_FILE
         self.manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}

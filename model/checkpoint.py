@@ -91,11 +91,7 @@ def load_hf_folder(folder: Path) -> Checkpoint:
     state = {_current_weight_norm_key(key): tensor for key, tensor in _read_weights(folder).items()}
     if not any(key.startswith("wav2vec2.") for key in state):  # saved from a bare Wav2Vec2Model
         state = {f"wav2vec2.{key}": tensor for key, tensor in state.items()}
-    preprocessor = folder / "preprocessor_config.json"
-    if preprocessor.is_file():
-        features = FeatureSettings.from_dict(json.loads(preprocessor.read_text(encoding="utf-8")))
-    else:
-        features = FeatureSettings.for_model(config)
+    features = FeatureSettings.from_folder(folder, config)
     vocab = CTCVocabulary.from_folder(folder) if (folder / "vocab.json").is_file() else None
     return build_checkpoint(config, state, features, vocab, source=str(folder))
 

@@ -166,6 +166,19 @@ class FeatureSettings:
         return cls(**{key: value for key, value in values.items() if key in known})
 
     @classmethod
+    def from_folder(cls, folder: str | Path, config: Wav2Vec2Config) -> FeatureSettings:
+        """Read a model folder's settings: `preprocessor_config.json`, or the `feature_extractor` section of
+        the `processor_config.json` transformers 5 writes; without either, the family's defaults."""
+        folder = Path(folder)
+        if (folder / "preprocessor_config.json").is_file():
+            return cls.from_dict(json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8")))
+        if (folder / "processor_config.json").is_file():
+            processor = json.loads((folder / "processor_config.json").read_text(encoding="utf-8"))
+            if "feature_extractor" in processor:
+                return cls.from_dict(processor["feature_extractor"])
+        return cls.for_model(config)
+
+    @classmethod
     def for_model(cls, config: Wav2Vec2Config, sampling_rate: int = 16000) -> FeatureSettings:
         """The settings Hugging Face pairs with a model family."""
         uses_mask = config.feat_extract_norm == "layer"

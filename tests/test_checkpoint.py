@@ -269,3 +269,18 @@ def test_unreachable_hub_reference_names_the_reference(tmp_path, monkeypatch):
         resolve_model("facebook/wav2vec2-base-960h")
     with pytest.raises(ModelNotFoundError, match="no such file or folder"):
         resolve_model(str(tmp_path / "missing" / "model"))
+
+
+def test_audio_settings_come_from_the_folder(hf_ctc_folder, tmp_path, family):
+    """transformers 5 nests them in processor_config.json; 4.x and our saves write preprocessor_config.json."""
+    folder = tmp_path / "settings"
+    shutil.copytree(hf_ctc_folder, folder)
+    processor = json.loads((folder / "processor_config.json").read_text())
+    processor["feature_extractor"].update(sampling_rate=8000, do_normalize=False)
+    (folder / "processor_config.json").write_text(json.dumps(processor))
+    features = load_checkpoint(folder).features
+    assert (features.sampling_rate, features.do_normalize) == (8000, False)
+    assert features.return_attention_mask == FAMILIES[family]["return_attention_mask"]
+    saved = load_checkpoint(folder).save(tmp_path / "saved")
+    assert json.loads((saved / "preprocessor_config.json").read_text())["sampling_rate"] == 8000
+    assert load_checkpoint(saved).features == features

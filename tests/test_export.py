@@ -1,0 +1,194 @@
+"""`python -m export`: ONNX fp32 / int8 / fp16 exports of both families, verified, self-describing,
+and runnable without torch; TensorRT and CUDA where this machine has them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+import transformers
+
+from conftest import REPO, save_tiny_hf_model
+from export.runtime import OnnxCTCModel
+from model.audio import load_audio
+from model.checkpoint import load_checkpoint
+
+from test_checkpoint import write_fairseq_checkpoint
+
+
+def export(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "export", *args], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def speech(realspeech) -> list[str]:
+    return [row["path"] for row in realspeech if row["sample_rate"] in ("16000", "22050")][:3]
+
+
+@pytest.fixture(scope="module")
+def fp32_folder(hf_ctc_folder, tmp_path_factory, speech) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "fp32"
+    result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(out), "--verify-audio", *speech)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fp32 overall" in result.stdout
+    return out
+
+
+def test_folder_has_what_a_server_needs(fp32_folder, hf_ctc_folder):
+    names = {path.name for path in fp32_folder.iterdir()}
+    assert {"model.onnx", "vocab.json", "preprocessor_config.json", "config.json", "export.json"} <= names
+    assert not any(name.endswith(".data") for name in names), "small models keep their weights inside model.onnx"
+    manifest = json.loads((fp32_folder / "export.json").read_text())
+    settings = json.loads((fp32_folder / "preprocessor_config.json").read_text())
+    original = json.loads((hf_ctc_folder / "processor_config.json").read_text())["feature_extractor"]
+    assert settings["sampling_rate"] == original["sampling_rate"]
+    assert settings["return_attention_mask"] == original["return_attention_mask"]
+    assert manifest["variant"] == "fp32"
+    assert manifest["verification"]["fp32"]["max_abs_diff"] < 1e-3
+    assert manifest["verification"]["fp32"]["transcripts_equal"] == manifest["verification"]["fp32"]["transcripts"]
+
+
+def test_onnx_interface(fp32_folder, family):
+    graph = onnx.load(str(fp32_folder / "model.onnx"))
+    onnx.checker.check_model(graph)
+    inputs = {given.name: given for given in graph.graph.input}
+    expected = ["input_values", "attention_mask"] if family == "large" else ["input_values"]
+    assert list(inputs) == expected
+    assert inputs["input_values"].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    if family == "large":
+        assert inputs["attention_mask"].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    for given in inputs.values():  # batch and time are dynamic
+        assert all(dim.dim_param for dim in given.type.tensor_type.shape.dim)
+    (output,) = graph.graph.output
+    assert output.name == "logits" and output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [dim.dim_param or dim.dim_value for dim in output.type.tensor_type.shape.dim] == ["batch", "frames", 32]
+    assert not any("weight_g" in weight.name or "original0" in weight.name for weight in graph.graph.initializer)
+
+
+def test_onnx_transcribes_real_speech_like_pytorch(fp32_folder, hf_ctc_folder, speech):
+    exported = OnnxCTCModel(fp32_folder)
+    checkpoint = load_checkpoint(hf_ctc_folder)
+    utterances = [load_audio(path, 16000) for path in speech]
+    processor = transformers.Wav2Vec2Processor.from_pretrained(hf_ctc_folder)
+    reference = transformers.Wav2Vec2ForCTC.from_pretrained(hf_ctc_folder).eval()
+    for samples, logits in zip(utterances, exported.logits(utterances) if exported.uses_attention_mask
+                                else [exported.logits([u])[0] for u in utterances]):
+        with torch.no_grad():
+            expected = reference(processor(samples, sampling_rate=16000, return_tensors="pt").input_values).logits[0]
+        assert logits.shape == tuple(expected.shape)
+        assert np.abs(logits - expected.numpy()).max() < 1e-3
+        assert exported.vocab.greedy_decode(logits) == checkpoint.vocab.greedy_decode(expected.numpy())
+
+
+def test_runtime_imports_no_torch(fp32_folder):
+    script = (f"import sys; from export.runtime import OnnxCTCModel; import numpy as np; "
+              f"m = OnnxCTCModel({str(fp32_folder)!r}); m.logits([np.zeros(16000, dtype=np.float32)]); "
+              f"print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_int8_quantizes_matrix_products_only(hf_ctc_folder, tmp_path, family, speech):
+    if family != "base":
+        pytest.skip("one family is enough to check the int8 graph; both share the transformer")
+    out = tmp_path / "int8"
+    result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(out), "--quantize", "int8",
+                    "--verify-audio", *speech)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "int8 overall" in result.stdout
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    assert "Conv" in ops and "ConvInteger" not in ops, "the feature encoder must stay in float"
+    summary = json.loads((out / "export.json").read_text())["verification"]["int8"]
+    assert 0.9 <= summary["frame_agreement"] <= 1.0
+    assert summary["transcripts"] == 5 + 4 + 2 * len(speech)  # lengths alone, a padded batch, real audio both ways
+
+
+def test_fp16_keeps_io_and_layer_norms_in_float32(hf_ctc_folder, tmp_path, family):
+    if family != "large":
+        pytest.skip("checked on the layer-norm family, which has the most normalisations")
+    out = tmp_path / "fp16"
+    result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(out), "--fp16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    graph = onnx.load(str(out / "model.onnx"))
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    weights = {weight.name: weight.data_type for weight in graph.graph.initializer}
+    matmul_weights = [name for node in graph.graph.node if node.op_type == "MatMul"
+                      for name in node.input if name in weights]
+    assert matmul_weights and all(weights[name] == onnx.TensorProto.FLOAT16 for name in matmul_weights)
+    norms = [node for node in graph.graph.node if node.op_type == "LayerNormalization"]
+    assert norms and all(weights.get(node.input[1], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
+                         for node in norms)
+    summary = json.loads((out / "export.json").read_text())["verification"]["fp16"]
+    assert summary["frame_agreement"] >= 0.98
+
+
+def test_fairseq_checkpoint_exports(hf_ctc_folder, tmp_path, family):
+    if family != "base":
+        pytest.skip("the fairseq path is the same for both families once loaded")
+    hf_model = transformers.Wav2Vec2ForCTC.from_pretrained(hf_ctc_folder).eval()
+    checkpoint = write_fairseq_checkpoint(tmp_path / "checkpoint.pt", family, hf_model, old_style=False)
+    result = export("onnx", "--model", str(checkpoint), "--out", str(tmp_path / "onnx"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    audio = np.random.default_rng(0).standard_normal((1, 16000)).astype(np.float32)
+    with torch.no_grad():
+        expected = hf_model(torch.from_numpy(audio)).logits.numpy()
+    assert np.abs(OnnxCTCModel(tmp_path / "onnx").run(audio) - expected).max() < 1e-3
+
+
+def test_failed_verification_writes_nothing(hf_ctc_folder, tmp_path):
+    out = tmp_path / "strict"
+    result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(out), "--tolerance", "1e-12")
+    assert result.returncode == 1
+    assert "verification failed: fp32 export differs from PyTorch" in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments_are_refused(hf_ctc_folder, tmp_path):
+    result = export("onnx", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
+    assert result.returncode == 1 and "not found" in result.stderr and result.stderr.count("\n") == 1
+    result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(tmp_path / "x"), "--fp16",
+                    "--quantize", "int8")
+    assert result.returncode == 2 and "choose one" in result.stderr
+
+
+GPU_PROVIDERS = set(onnxruntime.get_available_providers())
+
+
+def test_tensorrt_without_a_gpu_says_what_is_missing(fp32_folder):
+    if "TensorrtExecutionProvider" in GPU_PROVIDERS:
+        pytest.skip("this machine has TensorRT")
+    result = export("tensorrt", "--onnx", str(fp32_folder / "model.onnx"))
+    assert result.returncode == 1
+    assert "TensorRT needs an NVIDIA GPU" in result.stderr and "CPUExecutionProvider" in result.stderr
+
+
+@pytest.mark.skipif("TensorrtExecutionProvider" not in GPU_PROVIDERS, reason="needs an NVIDIA GPU with TensorRT")
+def test_tensorrt_engine_matches_cpu(fp32_folder):
+    result = export("tensorrt", "--onnx", str(fp32_folder / "model.onnx"), "--max-batch", "2", "--max-seconds", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert any((fp32_folder / "tensorrt").iterdir())
+    from export.tensorrt import TensorRTProfile, tensorrt_providers
+
+    engine = OnnxCTCModel(fp32_folder, providers=tensorrt_providers(
+        fp32_folder, TensorRTProfile(max_batch=2, max_seconds=5), ["input_values"], 16000))
+    audio = [np.random.default_rng(1).standard_normal(32000).astype(np.float32)]
+    cpu = OnnxCTCModel(fp32_folder).logits(audio)[0]
+    gpu = engine.logits(audio)[0]
+    assert (cpu.argmax(-1) == gpu.argmax(-1)).mean() > 0.98
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" not in GPU_PROVIDERS, reason="needs an NVIDIA GPU with onnxruntime-gpu")
+def test_cuda_provider_matches_cpu(fp32_folder):
+    audio = [np.random.default_rng(2).standard_normal(48000).astype(np.float32)]
+    cuda = OnnxCTCModel(fp32_folder, providers=["CUDAExecutionProvider"]).logits(audio)[0]
+    assert np.abs(cuda - OnnxCTCModel(fp32_folder).logits(audio)[0]).max() < 1e-2
