@@ -59,14 +59,12 @@ def main(argv: list[str] | None = None) -> int:
 def export_onnx(args: argparse.Namespace) -> int:
     from model.audio import load_audio
     from model.checkpoint import load_ctc_checkpoint
-    from .exporter import convert_fp16, export_fp32, quantize_int8
-    from .runtime import MANIFEST_FILE, MODEL_FILE, OnnxCTCModel
-    from .verify import verify
+    from .runtime import BATCHED_MODEL_FILE, MANIFEST_FILE, MODEL_FILE
 
     checkpoint = load_ctc_checkpoint(args.model)
-    rate = checkpoint.features.sampling_rate
-    real_audio = [load_audio(path, rate) for path in args.verify_audio]
+    real_audio = [load_audio(path, checkpoint.features.sampling_rate) for path in args.verify_audio]
     variant = "int8" if args.quantize else "fp16" if args.fp16 else "fp32"
+    uses_mask = checkpoint.features.return_attention_mask
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the destination and move into place only once verified.
     with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=f".{args.out.name}.") as work:
@@ -74,36 +72,54 @@ def export_onnx(args: argparse.Namespace) -> int:
         staging.mkdir()
         write_settings(checkpoint, staging)
         print(f"exporting {args.model} ({checkpoint.config.num_hidden_layers} layers, "
-              f"{'with' if checkpoint.features.return_attention_mask else 'without'} attention mask) ...", flush=True)
-        fp32_path = export_fp32(checkpoint, staging / MODEL_FILE, args.opset)
-        fp32 = verify(checkpoint, OnnxCTCModel(staging), "fp32", real_audio)
-        print(fp32.table())
-        report = {"fp32": fp32.summary()}
-        failure = None
-        if fp32.max_abs_diff > args.tolerance:
-            failure = f"fp32 export differs from PyTorch by {fp32.max_abs_diff:.2e} > {args.tolerance:g}"
-        elif variant != "fp32":
-            reduced_path = staging / f"model.{variant}.onnx"
-            (quantize_int8 if variant == "int8" else convert_fp16)(fp32_path, reduced_path)
-            reduced = verify(checkpoint, OnnxCTCModel(staging, model_file=reduced_path.name), variant, real_audio)
-            print(reduced.table())
-            report[variant] = reduced.summary()
-            if reduced.frame_agreement < MIN_AGREEMENT[variant]:
-                failure = (f"{variant} agrees with fp32 on {reduced.frame_agreement:.2%} of frames, "
-                           f"below {MIN_AGREEMENT[variant]:.0%}")
-            reduced_path.replace(fp32_path)
+              f"{'with' if uses_mask else 'without'} attention mask) ...", flush=True)
+        report, failure = export_graph(checkpoint, staging, MODEL_FILE, variant, args, real_audio, batched=False)
+        if not failure and not uses_mask:
+            print("exporting the padding-exact graph for batches ...", flush=True)
+            report["batched"], failure = export_graph(checkpoint, staging, BATCHED_MODEL_FILE, variant, args,
+                                                      real_audio, batched=True)
         if failure:
             print(f"error: verification failed: {failure}; nothing written to {args.out}", file=sys.stderr)
             return 1
-        manifest = {"variant": variant, "source": str(args.model), "opset": _opset(fp32_path),
-                    "inputs": ["input_values", "attention_mask"] if checkpoint.features.return_attention_mask
-                    else ["input_values"], "outputs": ["logits"], "verification": report}
+        manifest = {"variant": variant, "source": str(args.model), "opset": _opset(staging / MODEL_FILE),
+                    "inputs": ["input_values", "attention_mask"] if uses_mask else ["input_values"],
+                    "outputs": ["logits"], "batched_model": None if uses_mask else BATCHED_MODEL_FILE,
+                    "verification": report}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         if args.out.exists():
             shutil.rmtree(args.out)
         staging.rename(args.out)
     print(f"wrote {args.out / MODEL_FILE} ({variant}, {(args.out / MODEL_FILE).stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def export_graph(checkpoint, staging: Path, name: str, variant: str, args: argparse.Namespace, real_audio: list,
+                 batched: bool) -> tuple[dict, str | None]:
+    """Export one graph in fp32, verify it, then derive and verify the variant. Returns (report, failure)."""
+    from .exporter import convert_fp16, export_fp32, quantize_int8
+    from .runtime import OnnxCTCModel
+    from .verify import verify
+
+    path = export_fp32(checkpoint, staging / name, args.opset, batched=batched)
+    label = "batched fp32" if batched else "fp32"
+    fp32 = verify(checkpoint, OnnxCTCModel(staging, model_file=name), label, real_audio)
+    print(fp32.table())
+    report = {"fp32": fp32.summary()}
+    if fp32.max_abs_diff > args.tolerance:
+        return report, f"{label} export differs from PyTorch by {fp32.max_abs_diff:.2e} > {args.tolerance:g}"
+    if variant == "fp32":
+        return report, None
+    reduced_path = path.with_suffix(f".{variant}.onnx")
+    (quantize_int8 if variant == "int8" else convert_fp16)(path, reduced_path)
+    reduced = verify(checkpoint, OnnxCTCModel(staging, model_file=reduced_path.name),
+                     f"batched {variant}" if batched else variant, real_audio)
+    print(reduced.table())
+    report[variant] = reduced.summary()
+    reduced_path.replace(path)
+    if reduced.frame_agreement < MIN_AGREEMENT[variant]:
+        return report, (f"{variant} agrees with fp32 on {reduced.frame_agreement:.2%} of frames, "
+                        f"below {MIN_AGREEMENT[variant]:.0%}")
+    return report, None
 
 
 def write_settings(checkpoint, folder: Path) -> None:

@@ -19,6 +19,8 @@ from model.config import FeatureSettings, Wav2Vec2Config
 from model.ctc import CTCVocabulary
 
 MODEL_FILE = "model.onnx"
+# Group-norm models only: the graph whose rows do not depend on padding (see export.exporter.export_fp32).
+BATCHED_MODEL_FILE = "model.batched.onnx"
 MANIFEST_FILE = "export.json"
 
 

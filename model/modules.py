@@ -63,13 +63,32 @@ class ConvLayer(nn.Module):
             self.layer_norm = None
         self.activation = activation(act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """lengths: (batch,) real input steps per row, or None. Given, the group norm's statistics
+        ignore the padding, so right-padding a batch does not change any row's real output steps."""
         x = self.conv(x)
+        if lengths is not None:
+            kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
         if isinstance(self.layer_norm, nn.LayerNorm):
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        elif self.layer_norm is not None and lengths is not None:
+            valid = torch.arange(x.shape[-1], device=x.device)[None, None, :] < lengths[:, None, None]
+            x = masked_channel_norm(x, valid, self.layer_norm)
         elif self.layer_norm is not None:
             x = self.layer_norm(x)
-        return self.activation(x)
+        return self.activation(x), lengths
+
+
+def masked_channel_norm(x: torch.Tensor, valid: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """GroupNorm with one group per channel, its mean and variance taken over the `valid` steps only."""
+    weight = valid.to(x.dtype)
+    count = weight.sum(dim=-1, keepdim=True).clamp(min=1.0)
+    mean = (x * weight).sum(dim=-1, keepdim=True) / count
+    variance = ((x - mean) ** 2 * weight).sum(dim=-1, keepdim=True) / count
+    x = (x - mean) * torch.rsqrt(variance + norm.eps)
+    return x * norm.weight[:, None] + norm.bias[:, None]
 
 
 class FeatureEncoder(nn.Module):
@@ -89,10 +108,11 @@ class FeatureEncoder(nn.Module):
             in_channels = channels
         self.conv_layers = nn.ModuleList(layers)
 
-    def forward(self, samples: torch.Tensor) -> torch.Tensor:
-        x = samples[:, None, :]
+    def forward(self, samples: torch.Tensor, sample_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """With `sample_lengths`, normalisation statistics cover each row's real samples only."""
+        x, lengths = samples[:, None, :], sample_lengths
         for layer in self.conv_layers:
-            x = layer(x)
+            x, lengths = layer(x, lengths)
         return x.transpose(1, 2)
 
 

@@ -46,10 +46,17 @@ class Wav2Vec2Model(nn.Module):
         self.encoder = Encoder(config)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                mask_time_indices: torch.Tensor | None = None) -> Wav2Vec2Output:
+                mask_time_indices: torch.Tensor | None = None, masked_group_norm: bool = False) -> Wav2Vec2Output:
         """input_values: (batch, samples); attention_mask: (batch, samples), 1 on real samples;
-        mask_time_indices: (batch, frames) bool, frames to replace by the mask embedding."""
-        features = self.feature_extractor(input_values)
+        mask_time_indices: (batch, frames) bool, frames to replace by the mask embedding.
+
+        `masked_group_norm` (with an attention mask) keeps padding out of the group-norm family's
+        feature-encoder statistics, so each row of a padded batch equals that utterance run alone.
+        transformers does not do this: it is off by default, for parity.
+        """
+        use_lengths = masked_group_norm and attention_mask is not None
+        sample_lengths = attention_mask.long().sum(dim=-1) if use_lengths else None
+        features = self.feature_extractor(input_values, sample_lengths)
         frame_mask = None
         if attention_mask is not None:
             frame_mask = frame_mask_from_attention_mask(self.config, attention_mask, features.shape[1])
@@ -73,8 +80,8 @@ class Wav2Vec2ForCTC(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                mask_time_indices: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.wav2vec2(input_values, attention_mask, mask_time_indices).hidden_states
+                mask_time_indices: torch.Tensor | None = None, masked_group_norm: bool = False) -> torch.Tensor:
+        hidden = self.wav2vec2(input_values, attention_mask, mask_time_indices, masked_group_norm).hidden_states
         return self.lm_head(self.dropout(hidden))
 
 

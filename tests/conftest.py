@@ -3,6 +3,7 @@ and the real speech in ../shared/data."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -78,3 +79,114 @@ def realspeech() -> list[dict[str, str]]:
     for row in rows:
         row["path"] = str(REALSPEECH / row["audio"])
     return rows
+
+
+@pytest.fixture(scope="session")
+def exported_folder(hf_ctc_folder, tmp_path_factory, family) -> Path:
+    """The tiny model of `family` exported by `python -m export onnx` (fp32)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp(f"onnx-{family}") / "fp32"
+    speech = [str(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / name)
+              for name in ("sense_and_sensibility_01_austen_64kb-0870.wav",
+                           "sense_and_sensibility_01_austen_64kb-0880.wav")]
+    result = subprocess.run([sys.executable, "-m", "export", "onnx", "--model", str(hf_ctc_folder), "--out", str(out),
+                             "--verify-audio", *speech], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fp32 overall" in result.stdout
+    return out
+
+
+def write_arpa(sentences: list[str], path: Path) -> Path:
+    """A bigram ARPA model with absolute discounting and proper back-off weights, for tests.
+
+    Tokens are the sentence's words; <s> and </s> mark its ends.
+    """
+    import math
+    from collections import Counter
+
+    unigrams, bigrams = Counter(), Counter()
+    for sentence in sentences:
+        words = ["<s>", *sentence.split(), "</s>"]
+        unigrams.update(words)
+        bigrams.update(zip(words, words[1:]))
+    total = sum(count for word, count in unigrams.items() if word != "<s>")
+    unigram_p = {word: (unigrams[word] if word != "<s>" else 0) / total for word in unigrams}
+    unigram_p["<unk>"] = 0.5 / total
+    norm = sum(unigram_p.values())
+    unigram_p = {word: p / norm for word, p in unigram_p.items()}
+    discount = 0.5
+    followers = Counter(first for first, _ in bigrams)
+    lines = ["\\data\\", f"ngram 1={len(unigram_p)}", f"ngram 2={len(bigrams)}", "", "\\1-grams:"]
+    for word, p in sorted(unigram_p.items()):
+        if word in followers:
+            left = discount * followers[word] / unigrams[word]
+            seen = sum(unigram_p[second] for (first, second) in bigrams if first == word)
+            backoff = math.log10(left / max(1.0 - seen, 1e-9))
+            lines.append(f"{math.log10(p) if p > 0 else -99:.6f}\t{word}\t{backoff:.6f}")
+        else:
+            lines.append(f"{math.log10(p) if p > 0 else -99:.6f}\t{word}")
+    lines += ["", "\\2-grams:"]
+    for (first, second), count in sorted(bigrams.items()):
+        lines.append(f"{math.log10((count - discount) / unigrams[first]):.6f}\t{first} {second}")
+    lines += ["", "\\end\\", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def normalised_words(text: str) -> str:
+    """Upper case, letters and apostrophes only, single spaces: the tiny models' alphabet."""
+    import re
+
+    return " ".join(re.sub(r"[^A-Z' ]", " ", text.upper()).split())
+
+
+class RunningServer:
+    def __init__(self, url: str, process, log: Path):
+        self.url, self.process, self.log = url, process, log
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@contextlib.contextmanager
+def run_server(model: Path, *options: str, log_dir: Path, env: dict | None = None, wait_ready: bool = True):
+    """`python -m service` on a free loopback port, for real; stopped (SIGTERM) afterwards."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = log_dir / f"server-{port}.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "service", "--model", str(model), "--port", str(port),
+                                    *options], stdout=output, stderr=subprocess.STDOUT, cwd=REPO,
+                                   env={**os.environ, **(env or {})})
+    server = RunningServer(f"http://127.0.0.1:{port}", process, log)
+    try:
+        deadline = time.monotonic() + 120
+        while wait_ready:
+            if process.poll() is not None:
+                raise AssertionError(f"the server exited with {process.returncode}:\n{server.log_tail()}")
+            try:
+                if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not get ready:\n{server.log_tail()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -33,12 +33,8 @@ def speech(realspeech) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def fp32_folder(hf_ctc_folder, tmp_path_factory, speech) -> Path:
-    out = tmp_path_factory.mktemp("onnx") / "fp32"
-    result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(out), "--verify-audio", *speech)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "fp32 overall" in result.stdout
-    return out
+def fp32_folder(exported_folder) -> Path:
+    return exported_folder
 
 
 def test_folder_has_what_a_server_needs(fp32_folder, hf_ctc_folder):
@@ -53,6 +49,13 @@ def test_folder_has_what_a_server_needs(fp32_folder, hf_ctc_folder):
     assert manifest["variant"] == "fp32"
     assert manifest["verification"]["fp32"]["max_abs_diff"] < 1e-3
     assert manifest["verification"]["fp32"]["transcripts_equal"] == manifest["verification"]["fp32"]["transcripts"]
+    if settings["return_attention_mask"]:
+        assert manifest["batched_model"] is None and "model.batched.onnx" not in names
+    else:  # group-norm family: a second graph whose rows do not depend on padding, checked against PyTorch alone
+        assert manifest["batched_model"] == "model.batched.onnx" and "model.batched.onnx" in names
+        assert manifest["verification"]["batched"]["fp32"]["max_abs_diff"] < 1e-3
+        batched = onnx.load(str(fp32_folder / "model.batched.onnx"))
+        assert [given.name for given in batched.graph.input] == ["input_values", "attention_mask"]
 
 
 def test_onnx_interface(fp32_folder, family):

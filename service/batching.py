@@ -1,0 +1,116 @@
+"""Batching across requests: a bounded queue, and one worker thread per model that runs batches.
+
+Requests wait at most `max_wait_ms` for company; a batch holds at most `max_batch_size`
+utterances (or chunks of long ones). The event loop never blocks on inference, and a full
+queue is refused at once (the caller answers 503) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from export.runtime import OnnxCTCModel
+
+
+class QueueFull(Exception):
+    """The inference queue is at capacity."""
+
+
+@dataclass
+class Inference:
+    logits: np.ndarray  # (frames, vocab)
+    queue_ms: float
+    inference_ms: float
+    batch_size: int
+
+
+@dataclass
+class _Item:
+    samples: np.ndarray
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    enqueued: float
+
+
+class Batcher:
+    def __init__(self, engine: OnnxCTCModel, max_batch_size: int, max_wait_ms: float, capacity: int,
+                 on_batch=None):
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.capacity = capacity
+        self.on_batch = on_batch  # called with (batch size, inference seconds) after each batch
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    async def infer(self, utterances: list[np.ndarray]) -> list[Inference]:
+        """Logits for each utterance (or chunk), batched with whatever else is waiting."""
+        if self.depth + len(utterances) > self.capacity:
+            raise QueueFull(f"the inference queue is full ({self.capacity} items)")
+        loop = asyncio.get_running_loop()
+        items = [_Item(samples, loop.create_future(), loop, time.perf_counter()) for samples in utterances]
+        for item in items:
+            self._queue.put(item)
+        return list(await asyncio.gather(*(item.future for item in items)))
+
+    def _next_batch(self) -> list[_Item] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.perf_counter() + self.max_wait
+        while len(batch) < self.max_batch_size:
+            try:
+                item = self._queue.get(timeout=max(deadline - time.perf_counter(), 0))
+            except queue.Empty:
+                break
+            if item is None:  # stop after this batch
+                self._queue.put(None)
+                break
+            batch.append(item)
+        return batch
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            batch = [item for item in batch if not item.future.cancelled()]
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                logits = self.engine.logits([item.samples for item in batch])
+            except Exception as error:  # a failed batch fails its requests, never the worker
+                for item in batch:
+                    item.loop.call_soon_threadsafe(_settle, item.future, None, error)
+                continue
+            finished = time.perf_counter()
+            if self.on_batch:
+                self.on_batch(len(batch), finished - started)
+            for item, rows in zip(batch, logits):
+                result = Inference(rows, (started - item.enqueued) * 1000, (finished - started) * 1000, len(batch))
+                item.loop.call_soon_threadsafe(_settle, item.future, result, None)
+
+
+def _settle(future: asyncio.Future, result, error) -> None:
+    if future.done():  # the request was cancelled (client gone) while its batch ran
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,0 +1,107 @@
+"""Samples -> transcription: windows for long audio, batched inference, stitching, decoding.
+
+HTTP, the OpenAI-compatible route and streaming finals all go through `Pipeline.transcribe`,
+so the same audio gives the same text whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from export.runtime import OnnxCTCModel
+
+from .audio_input import check_usable
+from .batching import Batcher, QueueFull
+from .chunking import plan_windows, stitch
+from .decoding import BeamSearch, Decoded, greedy_decode
+from .errors import ApiError
+from .metrics import Metrics
+from .settings import Settings
+
+
+class DecodeOptions(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    decoder: Literal["greedy", "beam"] | None = Field(None, description="default: beam with an LM, else greedy")
+    beam_width: int | None = Field(None, ge=1, le=1024)
+    hotwords: list[str] = Field(default_factory=list, max_length=100)
+    hotword_weight: float = Field(10.0, ge=0, le=100)
+    word_timestamps: bool = True
+
+
+@dataclass
+class Timings:
+    queue: float = 0.0
+    inference: float = 0.0
+    decode: float = 0.0
+
+
+@dataclass
+class Transcription:
+    text: str
+    words: list[dict]
+    duration: float
+    decoder: str
+    timings: Timings = field(default_factory=Timings)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, engine: OnnxCTCModel, metrics: Metrics):
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics
+        self.rate = engine.features.sampling_rate
+        self.frame_seconds = engine.config.samples_per_frame / self.rate
+        self.batcher = Batcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.queue_capacity,
+                               on_batch=metrics.record_batch)
+        self.beam = BeamSearch(engine.vocab, settings.lm, settings.lm_alpha, settings.lm_beta,
+                               settings.decode_workers)
+
+    def start(self) -> None:
+        self.batcher.start()
+        self.beam.warm_up()
+        warm = np.random.default_rng(0).standard_normal(self.rate).astype(np.float32) * 0.1
+        self.engine.logits([warm])  # the first run allocates and plans; do it before the first request
+
+    def stop(self) -> None:
+        self.batcher.stop()
+        self.beam.close()
+
+    async def logits(self, samples: np.ndarray) -> tuple[np.ndarray, Timings]:
+        windows = plan_windows(len(samples), self.engine.config, int(self.settings.chunk_seconds * self.rate),
+                               int(self.settings.chunk_context_seconds * self.rate))
+        try:
+            results = await self.batcher.infer([samples[window.start:window.end] for window in windows])
+        except QueueFull as error:
+            raise ApiError(503, "overloaded", f"{error}; retry shortly", headers={"Retry-After": "1"}) from None
+        finally:
+            self.metrics.queue_depth.set(self.batcher.depth)
+        for result in results:
+            self.metrics.queue_seconds.observe(result.queue_ms / 1000)
+        timings = Timings(queue=max(r.queue_ms for r in results), inference=sum(r.inference_ms for r in results))
+        return stitch(windows, [result.logits for result in results]), timings
+
+    async def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Transcription:
+        check_usable(samples, self.engine.config.receptive_field, self.rate)
+        logits, timings = await self.logits(samples)
+        decoder = options.decoder or ("beam" if self.settings.lm else "greedy")
+        started = time.perf_counter()
+        decoded = await self.decode(logits, decoder, options)
+        timings.decode = (time.perf_counter() - started) * 1000
+        self.metrics.decode_seconds.labels(decoder).observe(timings.decode / 1000)
+        words = [asdict(word) for word in decoded.words] if options.word_timestamps else []
+        return Transcription(decoded.text, words, round(len(samples) / self.rate, 3), decoder, timings)
+
+    async def decode(self, logits: np.ndarray, decoder: str, options: DecodeOptions) -> Decoded:
+        if decoder == "greedy":
+            return greedy_decode(self.engine.vocab, logits, self.frame_seconds)
+        return await self.beam.decode(logits, self.frame_seconds, options.beam_width or self.settings.beam_width,
+                                      options.hotwords, options.hotword_weight)

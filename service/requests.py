@@ -1,0 +1,85 @@
+"""Reading requests: bodies under a size cap, multipart forms, and option fields."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from .errors import ApiError
+
+RAW_AUDIO_TYPES = ("application/octet-stream",)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes `limit` bytes (declared or actual)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "upload_too_large", f"the upload is {int(declared)} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "upload_too_large", f"the upload is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def parse_multipart(request: Request, body: bytes) -> FormData:
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        return await MultiPartParser(request.headers, stream(), max_files=4, max_fields=64).parse()
+    except MultiPartException as error:
+        raise ApiError(400, "invalid_multipart", f"the multipart body could not be read: {error.message}") from None
+
+
+async def audio_and_fields(request: Request, limit: int) -> tuple[bytes, dict[str, list[str]]]:
+    """The audio (multipart field `file`, or the raw body) and every other field, by name."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await read_body(request, limit)
+    fields: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        fields.setdefault(name, []).append(value)
+    if media_type == "multipart/form-data":
+        form = await parse_multipart(request, body)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            names = ", ".join(sorted(set(form.keys()))) or "none"
+            raise ApiError(422, "missing_file", f"send the audio in the multipart field 'file' (fields sent: {names})",
+                           "file")
+        audio = await upload.read()
+        for name, value in form.multi_items():
+            if name != "file":
+                if isinstance(value, UploadFile):
+                    raise ApiError(422, "unexpected_file", f"only 'file' may hold a file, not '{name}'", name)
+                fields.setdefault(name, []).append(value)
+        return audio, fields
+    if media_type.startswith("audio/") or media_type in RAW_AUDIO_TYPES:
+        return body, fields
+    shown = media_type or "none"
+    raise ApiError(415, "unsupported_media_type", f"content type '{shown}' is not audio; send multipart/form-data "
+                                                  "with a 'file' field, or the audio itself as audio/* or "
+                                                  "application/octet-stream")
+
+
+def parse_fields(model: type[BaseModel], fields: dict[str, list[str]], lists: tuple[str, ...] = ()) -> BaseModel:
+    """Validate form or query fields into `model`; list fields may repeat or hold comma-separated values."""
+    values: dict[str, object] = {}
+    for name, given in fields.items():
+        key = name.removesuffix("[]")
+        if key in lists:
+            values[key] = [part.strip() for value in given for part in value.split(",") if part.strip()]
+        else:
+            values[key] = given[-1]
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "request"
+        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ApiError(422, "invalid_parameter", f"{where}: {message}", where) from None

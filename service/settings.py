@@ -1,0 +1,56 @@
+"""Server settings: every option from the command line or the environment (`ASR_*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASR_", protected_namespaces=())
+
+    model: str = Field(description="exported model folder (python -m export onnx), Hugging Face folder or Hub id, "
+                                   "or fairseq checkpoint; non-ONNX models are exported once into cache_dir")
+    lm: Path | None = Field(None, description="KenLM language model, ARPA or binary, for beam search")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_name: str | None = Field(None, description="name reported in responses and /v1/models "
+                                                     "(default: the model's folder name)")
+    cache_dir: Path = Field(Path.home() / ".cache" / "w2v-asr", description="where non-ONNX models are exported to")
+    provider: str = Field("cpu", description="onnxruntime execution provider: cpu, cuda or tensorrt")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: one per core)")
+    # Batching across requests.
+    max_batch_size: int = Field(8, ge=1)
+    max_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits for more requests")
+    queue_capacity: int = Field(64, ge=1, description="queued inference items before 503 Retry-After")
+    # Decoding.
+    decode_workers: int = Field(1, ge=1, description="worker processes for beam search")
+    beam_width: int = Field(100, ge=1, le=1024)
+    lm_alpha: float = Field(0.5, description="language model weight")
+    lm_beta: float = Field(1.0, description="word insertion bonus")
+    # Long audio.
+    chunk_seconds: float = Field(30.0, gt=0, description="audio per inference chunk")
+    chunk_context_seconds: float = Field(5.0, ge=0, description="context each side of a chunk, not transcribed twice")
+    # Limits.
+    max_upload_mb: float = Field(100.0, gt=0)
+    max_audio_seconds: float = Field(3600.0, gt=0)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="accepted bearer tokens; empty: no auth")
+    max_streams: int = Field(16, ge=1)
+    stream_max_message_bytes: int = Field(1 << 20, ge=1024)
+    stream_idle_seconds: float = Field(30.0, gt=0)
+    stream_max_seconds: float = Field(3600.0, gt=0, description="longest audio one stream may send")
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in ("cpu", "cuda", "tensorrt"):
+            raise ValueError("provider must be cpu, cuda or tensorrt")
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        return [key.strip() for key in value.split(",") if key.strip()] if isinstance(value, str) else value

@@ -1,0 +1,228 @@
+"""Websocket streaming at /v1/stream: partial results while audio arrives, a final per segment.
+
+Protocol: a JSON config first, then binary PCM frames, then {"type": "eof"} (or
+{"type": "finalize"} to end the current segment and go on). Segments end at pauses found by
+voice-activity detection (`endpointing` ms of non-speech; false: never), at
+`max_segment_seconds`, at "finalize" and at "eof". A final is the offline transcription of
+exactly that segment's audio, so it equals what /transcribe returns for the same samples.
+Partials decode only the last few seconds of the segment, so their cost stays bounded however
+long a stream runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import Literal
+
+import numpy as np
+import soxr
+import webrtcvad  # WebRTC's voice-activity detector: tiny, fast, no model files
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import Field, ValidationError
+
+from model.audio import AudioError, decode_pcm
+
+from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from .errors import ApiError
+from .pipeline import DecodeOptions, Pipeline
+
+router = APIRouter()
+
+PARTIAL_WINDOW_SECONDS = 8.0  # partials decode at most this much of the segment's end
+PARTIAL_EVERY_SECONDS = 0.5  # of new audio between partials
+VAD_RATE = 16000
+VAD_FRAME = 480  # 30 ms at 16 kHz, a frame size WebRTC's VAD accepts
+
+
+class StreamConfig(DecodeOptions):
+    type: Literal["config"] | None = None
+    sample_rate: int = Field(16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
+    encoding: Literal["pcm_s16le", "pcm_f32le"] = "pcm_s16le"
+    interim_results: bool = True
+    endpointing: int | Literal[False] = Field(800, description="ms of pause that end a segment; false: never")
+    max_segment_seconds: float = Field(30.0, gt=0)
+
+
+class _Closed(Exception):
+    """Raised to end the stream with a websocket close code and reason."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class Stream:
+    def __init__(self, websocket: WebSocket, pipeline: Pipeline, config: StreamConfig, max_seconds: float):
+        self.websocket = websocket
+        self.pipeline = pipeline
+        self.config = config
+        self.max_samples = int(max_seconds * pipeline.rate)
+        self.rate = pipeline.rate
+        self.resampler = None if config.sample_rate == self.rate else soxr.ResampleStream(
+            config.sample_rate, self.rate, 1, dtype="float32")
+        self.segment = np.zeros(0, dtype=np.float32)
+        self.segment_start = 0  # samples since the stream began
+        self.received = 0
+        self.since_partial = 0
+        self.vad = webrtcvad.Vad(2)
+        self.vad_pending = np.zeros(0, dtype=np.float32)
+        self.silence_ms = 0
+        self.heard_speech = False
+
+    async def add_audio(self, data: bytes) -> None:
+        try:
+            samples = decode_pcm(data, self.config.encoding)
+        except AudioError as error:
+            raise _Closed(1007, str(error)) from None
+        if self.resampler is not None:
+            samples = self.resampler.resample_chunk(samples)
+        self.received += len(samples)
+        if self.received > self.max_samples:
+            raise _Closed(1009, f"the stream is over its limit of {self.max_samples / self.rate:g} s of audio")
+        self.segment = np.concatenate([self.segment, samples.astype(np.float32, copy=False)])
+        self.since_partial += len(samples)
+        if self.config.endpointing is not False and self._pause_ended(samples):
+            await self.finish_segment()
+        elif len(self.segment) >= self.config.max_segment_seconds * self.rate:
+            await self.finish_segment()
+        elif self.config.interim_results and self.since_partial >= PARTIAL_EVERY_SECONDS * self.rate:
+            await self.send_partial()
+
+    def _pause_ended(self, samples: np.ndarray) -> bool:
+        """Feed the VAD; True once `endpointing` ms of non-speech follow speech."""
+        audio = samples if self.rate == VAD_RATE else soxr.resample(samples, self.rate, VAD_RATE)
+        self.vad_pending = np.concatenate([self.vad_pending, audio])
+        frames = len(self.vad_pending) // VAD_FRAME
+        pcm = (np.clip(self.vad_pending[:frames * VAD_FRAME], -1, 1) * 32767).astype("<i2")
+        self.vad_pending = self.vad_pending[frames * VAD_FRAME:]
+        for index in range(frames):
+            if self.vad.is_speech(pcm[index * VAD_FRAME:(index + 1) * VAD_FRAME].tobytes(), VAD_RATE):
+                self.heard_speech, self.silence_ms = True, 0
+            else:
+                self.silence_ms += 30
+        return self.heard_speech and self.silence_ms >= self.config.endpointing
+
+    async def send_partial(self) -> None:
+        self.since_partial = 0
+        window = self.segment[-int(PARTIAL_WINDOW_SECONDS * self.rate):]
+        if len(window) < self.pipeline.engine.config.receptive_field:
+            return
+        logits, _ = await self.pipeline.logits(window)
+        text = (await self.pipeline.decode(logits, "greedy", self.config)).text
+        await self.websocket.send_json({"type": "partial", "text": text})
+
+    async def finish_segment(self) -> None:
+        """Send the final for the audio so far (all of it, nothing trimmed) and start a new segment."""
+        segment, start = self.segment, self.segment_start
+        self.segment = np.zeros(0, dtype=np.float32)
+        self.segment_start += len(segment)
+        self.since_partial, self.silence_ms, self.heard_speech = 0, 0, False
+        if len(segment) == 0:
+            return
+        try:
+            result = await self.pipeline.transcribe(segment, self.config)
+            text, words = result.text, result.words
+        except ApiError as error:
+            if error.code not in ("silent_audio", "audio_too_short"):
+                raise
+            text, words = "", []
+        offset = start / self.rate
+        for word in words:
+            word["start"] = round(word["start"] + offset, 3)
+            word["end"] = round(word["end"] + offset, 3)
+        await self.websocket.send_json({"type": "final", "text": text, "words": words, "start": round(offset, 3),
+                                        "end": round((start + len(segment)) / self.rate, 3)})
+
+    async def flush_resampler(self) -> None:
+        if self.resampler is not None:
+            tail = self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            self.segment = np.concatenate([self.segment, tail.astype(np.float32, copy=False)])
+
+
+def _authorised(websocket: WebSocket, keys: list[str]) -> bool:
+    if not keys:
+        return True
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
+
+
+@router.websocket("/v1/stream")
+async def stream(websocket: WebSocket) -> None:
+    server = websocket.app.state.server
+    settings = server.settings
+    await websocket.accept()
+    if not _authorised(websocket, settings.api_keys):
+        await _refuse(websocket, 1008, "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>")
+        return
+    if server.pipeline is None:
+        await _refuse(websocket, 1013, "model_not_ready", "the model is not loaded yet; retry shortly")
+        return
+    if server.streams >= settings.max_streams:
+        await _refuse(websocket, 1013, "too_many_streams", f"this server takes at most {settings.max_streams} "
+                                                          "streams at once; retry shortly")
+        return
+    server.streams += 1
+    server.metrics.active_streams.inc()
+    try:
+        await _serve(websocket, server.pipeline, settings)
+    except _Closed as closed:
+        await _refuse(websocket, closed.code, "stream_error", closed.reason)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        server.streams -= 1
+        server.metrics.active_streams.dec()
+
+
+async def _receive(websocket: WebSocket, idle_seconds: float, max_bytes: int) -> dict:
+    try:
+        message = await asyncio.wait_for(websocket.receive(), timeout=idle_seconds)
+    except asyncio.TimeoutError:
+        raise _Closed(1001, f"no message for {idle_seconds:g} s; closing the idle stream") from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    size = len(message.get("bytes") or b"") + len(message.get("text") or "")
+    if size > max_bytes:
+        raise _Closed(1009, f"a message of {size} bytes is over the limit of {max_bytes}")
+    return message
+
+
+async def _serve(websocket: WebSocket, pipeline: Pipeline, settings) -> None:
+    first = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
+    if first.get("text") is None:
+        raise _Closed(1003, "send a JSON config first, then binary audio")
+    try:
+        config = StreamConfig.model_validate_json(first["text"])
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "config"
+        raise _Closed(1007, f"bad config: {where}: {problem['msg']}") from None
+    stream = Stream(websocket, pipeline, config, settings.stream_max_seconds)
+    while True:
+        message = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
+        if message.get("bytes") is not None:
+            await stream.add_audio(message["bytes"])
+            continue
+        try:
+            kind = json.loads(message["text"]).get("type")
+        except (json.JSONDecodeError, AttributeError):
+            raise _Closed(1007, "control messages are JSON objects with a type: eof or finalize") from None
+        if kind == "finalize":
+            await stream.finish_segment()
+        elif kind == "eof":
+            await stream.flush_resampler()
+            await stream.finish_segment()
+            await websocket.close(1000)
+            return
+        else:
+            raise _Closed(1007, f"unknown message type {kind!r}; expected eof or finalize")
+
+
+async def _refuse(websocket: WebSocket, code: int, error: str, message: str) -> None:
+    try:
+        await websocket.send_json({"type": "error", "error": error, "message": message})
+        await websocket.close(code, reason=message[:120])
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the client is already gone

@@ -1,0 +1,535 @@
+"""The server, for real: `python -m service` on loopback with tiny exported models, real audio,
+a KenLM language model the tests write, HTTP, websockets and the official OpenAI client."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+import websockets
+
+from conftest import DATA, REALSPEECH, normalised_words, run_server, write_arpa
+from export.runtime import BATCHED_MODEL_FILE, MODEL_FILE, OnnxCTCModel
+from model.audio import load_audio
+from service.batching import Batcher
+from service.chunking import plan_windows, stitch
+
+
+# -- the engine: batching equality and long-audio windows, without HTTP ------------------------------
+
+def test_batched_logits_equal_single_request_logits(exported_folder, family):
+    """Padding must not change any request's logits: the group-norm family serves its padding-exact graph."""
+    name = BATCHED_MODEL_FILE if (exported_folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE
+    assert (name == BATCHED_MODEL_FILE) == (family == "base")
+    engine = OnnxCTCModel(exported_folder, model_file=name)
+    generator = np.random.default_rng(3)
+    utterances = [0.1 * generator.standard_normal(n).astype(np.float32) for n in (48000, 20000, 7001, 400)]
+    batched = engine.logits(utterances)
+    for samples, rows in zip(utterances, batched):
+        alone = engine.logits([samples])[0]
+        assert rows.shape == alone.shape
+        assert np.abs(rows - alone).max() < 1e-4
+    if family == "base":  # the plain graph, like transformers, does depend on padding
+        plain = OnnxCTCModel(exported_folder)
+        assert np.abs(plain.logits(utterances)[2] - plain.logits([utterances[2]])[0]).max() > 1e-3
+
+
+def test_batcher_gathers_concurrent_requests(exported_folder):
+    engine = OnnxCTCModel(exported_folder, model_file=BATCHED_MODEL_FILE
+                          if (exported_folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE)
+    sizes = []
+    batcher = Batcher(engine, max_batch_size=4, max_wait_ms=200, capacity=16,
+                      on_batch=lambda size, _: sizes.append(size))
+    batcher.start()
+    generator = np.random.default_rng(4)
+    utterances = [0.1 * generator.standard_normal(16000 + 1000 * i).astype(np.float32) for i in range(6)]
+
+    async def all_at_once():
+        return await asyncio.gather(*(batcher.infer([samples]) for samples in utterances))
+
+    try:
+        results = asyncio.run(all_at_once())
+    finally:
+        batcher.stop()
+    assert sorted(sizes, reverse=True)[0] == 4 and sum(sizes) == 6
+    for samples, (result,) in zip(utterances, results):
+        assert np.abs(result.logits - engine.logits([samples])[0]).max() < 1e-4
+
+
+def test_long_audio_windows_cover_every_frame_once(exported_folder):
+    engine = OnnxCTCModel(exported_folder)
+    samples = np.concatenate([load_audio(path, 16000) for path in sorted(
+        (DATA / "unlabeled-librispeech").glob("*.flac"))[:4]])
+    windows = plan_windows(len(samples), engine.config, chunk_samples=10 * 16000, context_samples=3 * 16000)
+    assert len(windows) >= 3
+    stitched = stitch(windows, [engine.logits([samples[w.start:w.end]])[0] for w in windows])
+    whole = engine.logits([samples])[0]
+    assert stitched.shape == whole.shape
+    agreement = (stitched.argmax(-1) == whole.argmax(-1)).mean()
+    assert agreement > 0.97, agreement
+
+
+# -- the running server ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory, realspeech) -> Path:
+    sentences = [normalised_words(row["text"]) for row in realspeech]
+    return write_arpa(sentences, tmp_path_factory.mktemp("lm") / "bigram.arpa")
+
+
+@pytest.fixture(scope="module")
+def server(exported_folder, lm, tmp_path_factory):
+    with run_server(exported_folder, "--lm", str(lm), "--max-wait-ms", "30", "--max-audio-seconds", "300",
+                    "--chunk-seconds", "20", "--model-name", "tiny", log_dir=tmp_path_factory.mktemp("logs")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def speech_files(realspeech) -> dict[str, str]:
+    rows = {(row["path"].rsplit(".", 1)[-1], row["sample_rate"]): row["path"] for row in realspeech}
+    return {"wav16": rows[("wav", "16000")], "wav22": rows[("wav", "22050")], "mp3": rows[("mp3", "48000")],
+            "flac": str(sorted((DATA / "unlabeled-librispeech").glob("*.flac"))[0])}
+
+
+def offline_text(folder: Path, path: str) -> str:
+    engine = OnnxCTCModel(folder)
+    return engine.vocab.greedy_decode(engine.logits([load_audio(path, 16000)])[0])
+
+
+def post_file(server, path: str, endpoint: str = "/transcribe", **fields) -> httpx.Response:
+    with open(path, "rb") as handle:
+        return httpx.post(server.url + endpoint, files={"file": (Path(path).name, handle)}, data=fields, timeout=60)
+
+
+def test_health_ready_models_metrics(server):
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    assert httpx.get(server.url + "/ready").json() == {"status": "ready", "model": "tiny"}
+    assert httpx.get(server.url + "/v1/models").json()["data"][0]["id"] == "tiny"
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'asr_model_info{name="tiny"' in metrics
+
+
+def test_transcribe_formats_equal_offline_greedy(server, exported_folder, speech_files):
+    for name, path in speech_files.items():
+        response = post_file(server, path, decoder="greedy")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["text"] == offline_text(exported_folder, path), name
+        assert body["decoder"] == "greedy" and body["model"] == "tiny"
+        assert abs(body["duration"] - soundfile.info(path).duration) < 0.05
+        assert set(body["timings"]) == {"queue", "inference", "decode"}
+        words = body["words"]
+        assert [w["word"] for w in words] == body["text"].split()
+        assert all(0 <= w["start"] < w["end"] <= body["duration"] + 0.02 for w in words)
+        assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:]))
+        assert all(0 < w["confidence"] <= 1 for w in words)
+
+
+def test_raw_body_and_raw_pcm(server, exported_folder, speech_files):
+    path = speech_files["wav16"]
+    expected = offline_text(exported_folder, path)
+    data = Path(path).read_bytes()
+    response = httpx.post(server.url + "/transcribe?decoder=greedy", content=data,
+                          headers={"content-type": "audio/wav"})
+    assert response.status_code == 200 and response.json()["text"] == expected
+    samples, rate = soundfile.read(path, dtype="int16")
+    response = httpx.post(server.url + f"/transcribe?decoder=greedy&sample_rate={rate}&encoding=pcm_s16le",
+                          content=samples.tobytes(), headers={"content-type": "application/octet-stream"})
+    assert response.status_code == 200 and response.json()["text"] == expected
+
+
+def test_beam_search_is_the_default_with_an_lm(server, speech_files):
+    body = post_file(server, speech_files["wav16"]).json()
+    assert body["decoder"] == "beam"
+    assert body["words"] and [w["word"] for w in body["words"]] == body["text"].split()
+    hot = post_file(server, speech_files["wav16"], hotwords="DASHWOOD", hotword_weight="100", beam_width="16")
+    assert hot.status_code == 200 and hot.json()["decoder"] == "beam"
+
+
+def test_concurrent_requests_batch_and_equal_sequential_results(server, speech_files):
+    paths = list(speech_files.values()) * 3
+    sequential = [post_file(server, path, decoder="greedy").json()["text"] for path in paths]
+    before = _histogram_count(server, "asr_batch_size", above=1)
+    with ThreadPoolExecutor(len(paths)) as pool:
+        concurrent = list(pool.map(lambda path: post_file(server, path, decoder="greedy").json()["text"], paths))
+    assert concurrent == sequential
+    assert _histogram_count(server, "asr_batch_size", above=1) > before, "concurrent requests should share batches"
+
+
+def _histogram_count(server, name: str, above: float) -> float:
+    """Observations of histogram `name` greater than `above`."""
+    total = at_most = 0.0
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        if line.startswith(f"{name}_count"):
+            total = float(line.split()[-1])
+        if line.startswith(f'{name}_bucket{{le="{above:.1f}"}}'):
+            at_most = float(line.split()[-1])
+    return total - at_most
+
+
+def test_long_audio_is_chunked_and_stitched(server, exported_folder):
+    """Over a minute of real speech, windows of 20 s: the text matches one whole pass closely, and the
+    word timestamps run on across window borders."""
+    samples = np.concatenate([load_audio(path, 16000) for path in sorted(
+        (DATA / "unlabeled-librispeech").glob("*.flac"))[:5]])
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, 16000, format="WAV", subtype="FLOAT")
+    response = httpx.post(server.url + "/transcribe?decoder=greedy", content=buffer.getvalue(),
+                          headers={"content-type": "audio/wav"}, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    engine = OnnxCTCModel(exported_folder)
+    whole = engine.vocab.greedy_decode(engine.logits([samples])[0])
+    assert _char_error_rate(body["text"], whole) < 0.05
+    starts = [w["start"] for w in body["words"]]
+    assert starts == sorted(starts) and starts[-1] > len(samples) / 16000 - 10
+
+
+def _char_error_rate(hypothesis: str, reference: str) -> float:
+    previous = list(range(len(reference) + 1))
+    for i, h in enumerate(hypothesis, 1):
+        current = [i]
+        for j, r in enumerate(reference, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (h != r)))
+        previous = current
+    return previous[-1] / max(len(reference), 1)
+
+
+# -- bad input: always a 4xx JSON error naming the problem, and the server keeps serving ---------------
+
+def _wav(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
+def _wav_header_rate(rate: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.zeros(rate // 10, dtype="<i2").tobytes())
+    return buffer.getvalue()
+
+
+SPEECH = load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
+                    "sense_and_sensibility_01_austen_64kb-0880.wav", 16000)
+GOOD_WAV = _wav(SPEECH)
+
+BAD_INPUTS = [
+    # (name, request kwargs, path, status, words expected in the message)
+    ("empty body", dict(content=b"", headers={"content-type": "audio/wav"}), "/transcribe", 400, "no audio"),
+    ("empty file", dict(files={"file": ("a.wav", b"")}), "/transcribe", 400, "no audio"),
+    ("truncated wav", dict(content=GOOD_WAV[:30], headers={"content-type": "audio/wav"}), "/transcribe", 400,
+     "could not decode"),
+    ("corrupt bytes", dict(files={"file": ("a.wav", b"RIFF" + bytes(range(256)) * 8)}), "/transcribe", 400,
+     "could not decode"),
+    ("text file", dict(files={"file": ("a.txt", b"hello, this is not audio\n" * 20)}), "/transcribe", 400,
+     "could not decode"),
+    ("json body", dict(json={"audio": "x"}), "/transcribe", 415, "not audio"),
+    ("plain text type", dict(content=b"abc", headers={"content-type": "text/plain"}), "/transcribe", 415,
+     "not audio"),
+    ("no content type", dict(content=GOOD_WAV, headers={"content-type": ""}), "/transcribe", 415, "not audio"),
+    ("wrong field name", dict(files={"audio": ("a.wav", GOOD_WAV)}), "/transcribe", 422, "field 'file'"),
+    ("file sent as text", dict(data={"file": "not a file"}, files={"other": ("x", b"1")}), "/transcribe", 422,
+     "file"),
+    ("unknown option", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"decoded": "greedy"}), "/transcribe", 422,
+     "decoded: unknown field"),
+    ("bad decoder", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"decoder": "viterbi"}), "/transcribe", 422,
+     "decoder"),
+    ("beam width zero", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"beam_width": "0"}), "/transcribe", 422,
+     "beam_width"),
+    ("beam width huge", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"beam_width": "100000"}), "/transcribe",
+     422, "beam_width"),
+    ("beam width not a number", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"beam_width": "wide"}),
+     "/transcribe", 422, "beam_width"),
+    ("unknown encoding", dict(content=b"\0" * 3200, headers={"content-type": "application/octet-stream"},
+                              params={"encoding": "mulaw", "sample_rate": "8000"}), "/transcribe", 422,
+     "unknown encoding"),
+    ("pcm without rate", dict(content=b"\0" * 3200, headers={"content-type": "application/octet-stream"},
+                              params={"encoding": "pcm_s16le"}), "/transcribe", 422, "sample_rate"),
+    ("pcm odd bytes", dict(content=b"\1" * 3201, headers={"content-type": "application/octet-stream"},
+                           params={"encoding": "pcm_s16le", "sample_rate": "16000"}), "/transcribe", 400,
+     "whole number"),
+    ("huge pcm rate", dict(content=b"\1" * 3200, headers={"content-type": "application/octet-stream"},
+                           params={"encoding": "pcm_s16le", "sample_rate": "10000000"}), "/transcribe", 422,
+     "sample rate"),
+    ("zero pcm rate", dict(content=b"\1" * 3200, headers={"content-type": "application/octet-stream"},
+                           params={"encoding": "pcm_s16le", "sample_rate": "0"}), "/transcribe", 422,
+     "sample rate"),
+    ("huge header rate", dict(content=_wav_header_rate(2_000_000), headers={"content-type": "audio/wav"}),
+     "/transcribe", 422, "sample rate"),
+    ("10 ms of audio", dict(content=_wav(SPEECH[:160]), headers={"content-type": "audio/wav"}), "/transcribe", 400,
+     "0.010 s long"),
+    ("silence", dict(content=_wav(np.zeros(32000, dtype=np.float32)), headers={"content-type": "audio/wav"}),
+     "/transcribe", 422, "silent"),
+    ("not finite", dict(content=_wav(np.full(8000, np.nan, dtype=np.float32), subtype="FLOAT"),
+                        headers={"content-type": "audio/wav"}), "/transcribe", 400, "not finite"),
+    ("too long", dict(content=_wav(np.tile(SPEECH, 200)[:16000 * 301]), headers={"content-type": "audio/wav"}),
+     "/transcribe", 413, "at most 300"),
+    ("openai bad format", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"model": "x", "response_format": "xml"}),
+     "/v1/audio/transcriptions", 422, "response_format"),
+    ("openai bad granularity", dict(files={"file": ("a.wav", GOOD_WAV)},
+                                    data={"model": "x", "response_format": "verbose_json",
+                                          "timestamp_granularities[]": "syllable"}),
+     "/v1/audio/transcriptions", 422, "timestamp_granularities"),
+    ("openai without file", dict(data={"model": "x"}, files={"other": ("a.wav", GOOD_WAV)}),
+     "/v1/audio/transcriptions", 422, "file"),
+    ("unknown path", dict(content=b"x"), "/transcribe/now", 404, "not found"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, path, status, words", BAD_INPUTS, ids=[row[0] for row in BAD_INPUTS])
+def test_bad_input_gets_a_clear_4xx(server, name, kwargs, path, status, words):
+    response = httpx.post(server.url + path, timeout=60, **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert words.lower() in error["message"].lower(), error
+    assert httpx.post(server.url + "/transcribe", content=GOOD_WAV,
+                      headers={"content-type": "audio/wav"}, timeout=60).status_code == 200
+
+
+# -- OpenAI compatibility, with the official client ------------------------------------------------
+
+def test_openai_client(server, speech_files, exported_folder):
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    path = speech_files["wav22"]
+    expected = post_file(server, path).json()
+    with open(path, "rb") as audio:
+        result = client.audio.transcriptions.create(model="tiny", file=audio)
+    assert result.text == expected["text"]
+    with open(path, "rb") as audio:
+        text = client.audio.transcriptions.create(model="tiny", file=audio, response_format="text")
+    assert text.strip() == expected["text"]
+    with open(path, "rb") as audio:
+        verbose = client.audio.transcriptions.create(model="tiny", file=audio, response_format="verbose_json",
+                                                     timestamp_granularities=["word", "segment"])
+    assert verbose.text == expected["text"] and abs(verbose.duration - expected["duration"]) < 1e-6
+    assert [w.word for w in verbose.words] == [w["word"] for w in expected["words"]]
+    assert " ".join(s.text for s in verbose.segments) == " ".join(w["word"] for w in expected["words"])
+    for kind, first in (("srt", "1\n00:00:"), ("vtt", "WEBVTT\n\n00:00:")):
+        with open(path, "rb") as audio:
+            subtitles = client.audio.transcriptions.create(model="tiny", file=audio, response_format=kind)
+        assert subtitles.startswith(first) and expected["words"][0]["word"] in subtitles
+
+
+# -- limits: queue, upload size, API keys, readiness --------------------------------------------------
+
+def test_full_queue_answers_503_with_retry_after(exported_folder, tmp_path):
+    long = _wav(np.tile(SPEECH, 10)[:16000 * 25])
+    with run_server(exported_folder, "--queue-capacity", "2", "--chunk-seconds", "5", "--chunk-context-seconds",
+                    "1", log_dir=tmp_path) as server:
+        response = httpx.post(server.url + "/transcribe", content=long, headers={"content-type": "audio/wav"})
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert "queue is full" in response.json()["error"]["message"]
+        assert httpx.post(server.url + "/transcribe", content=GOOD_WAV,
+                          headers={"content-type": "audio/wav"}).status_code == 200
+
+
+def test_api_keys_and_upload_limit(exported_folder, tmp_path):
+    with run_server(exported_folder, "--api-keys", "k1,k2", "--max-upload-mb", "0.05", log_dir=tmp_path) as server:
+        headers = {"content-type": "audio/wav"}
+        response = httpx.post(server.url + "/transcribe", content=GOOD_WAV[:1000], headers=headers)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        assert httpx.get(server.url + "/v1/models").status_code == 401
+        assert httpx.get(server.url + "/v1/models", headers={"authorization": "Bearer nope"}).status_code == 401
+        assert httpx.get(server.url + "/health").status_code == 200
+        assert httpx.get(server.url + "/metrics").status_code == 200
+        authorised = {**headers, "authorization": "Bearer k2"}
+        small = _wav(SPEECH[:16000])
+        assert httpx.post(server.url + "/transcribe", content=small, headers=authorised).status_code == 200
+        big = httpx.post(server.url + "/transcribe", content=GOOD_WAV * 2, headers=authorised)
+        assert big.status_code == 413 and "limit" in big.json()["error"]["message"]
+
+
+def test_missing_model_and_bad_options_are_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, "-m", "service"], capture_output=True, text=True, cwd=REPO,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and result.stderr.strip() == "error: --model (or ASR_MODEL) is required"
+    result = subprocess.run([sys.executable, "-m", "service", "--model", str(tmp_path / "none")],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "not found" in result.stderr
+
+
+def test_settings_from_environment(exported_folder, tmp_path):
+    with run_server(exported_folder, log_dir=tmp_path, env={"ASR_MODEL_NAME": "from-env"}) as server:
+        assert httpx.get(server.url + "/v1/models").json()["data"][0]["id"] == "from-env"
+
+
+# -- websocket streaming ------------------------------------------------------------------------------
+
+async def _stream(url: str, config: dict, samples: np.ndarray, frame_seconds: float = 0.1,
+                  control: list[tuple[int, dict]] = ()) -> list[dict]:
+    """Send `samples` as pcm_s16le frames; `control` sends extra JSON messages after frame i."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    step = int(frame_seconds * config.get("sample_rate", 16000))
+    messages = []
+    async with websockets.connect(url.replace("http", "ws") + "/v1/stream") as socket:
+        await socket.send(json.dumps(config))
+        for index, start in enumerate(range(0, len(pcm), step)):
+            await socket.send(pcm[start:start + step].tobytes())
+            for after, message in control:
+                if after == index:
+                    await socket.send(json.dumps(message))
+        await socket.send(json.dumps({"type": "eof"}))
+        async for text in socket:
+            messages.append(json.loads(text))
+    return messages
+
+
+def _transcribe_samples(server, samples: np.ndarray) -> dict:
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    response = httpx.post(server.url + "/transcribe?decoder=greedy&encoding=pcm_s16le&sample_rate=16000",
+                          content=pcm.tobytes(), headers={"content-type": "application/octet-stream"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_stream_without_endpointing_equals_offline(server):
+    samples = np.concatenate([SPEECH, load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" /
+                                                 "librivox" / "sense_and_sensibility_01_austen_64kb-0870.wav", 16000)])
+    config = {"sample_rate": 16000, "encoding": "pcm_s16le", "interim_results": True, "endpointing": False,
+              "max_segment_seconds": 600, "decoder": "greedy"}
+    messages = asyncio.run(_stream(server.url, config, samples))
+    finals = [m for m in messages if m["type"] == "final"]
+    partials = [m for m in messages if m["type"] == "partial"]
+    assert len(finals) == 1 and len(partials) >= 5
+    expected = _transcribe_samples(server, samples)
+    assert finals[0]["text"] == expected["text"]
+    assert finals[0]["start"] == 0 and abs(finals[0]["end"] - len(samples) / 16000) < 1e-3
+    assert [w["word"] for w in finals[0]["words"]] == [w["word"] for w in expected["words"]]
+
+
+def test_stream_endpointing_splits_at_pauses_and_each_final_equals_offline(server):
+    pause = np.zeros(int(1.5 * 16000), dtype=np.float32)
+    other = load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
+                       "sense_and_sensibility_01_austen_64kb-0890.wav", 16000)
+    samples = np.concatenate([SPEECH, pause, other])
+    config = {"sample_rate": 16000, "encoding": "pcm_s16le", "interim_results": False, "endpointing": 600,
+              "decoder": "greedy"}
+    finals = [m for m in asyncio.run(_stream(server.url, config, samples, frame_seconds=0.03)) if m["type"] == "final"]
+    assert len(finals) >= 2
+    assert finals[0]["start"] == 0 and finals[-1]["end"] == pytest.approx(len(samples) / 16000, abs=1e-3)
+    for a, b in zip(finals, finals[1:]):
+        assert a["end"] == b["start"], "segments are contiguous: no audio dropped"
+    for final in finals:
+        segment = samples[round(final["start"] * 16000):round(final["end"] * 16000)]
+        if np.abs(segment).max() > 1e-3:
+            assert final["text"] == _transcribe_samples(server, segment)["text"]
+    assert finals[0]["end"] < len(SPEECH) / 16000 + 1.5, "the first segment ends in the pause"
+
+
+def test_stream_finalize_and_max_segment(server):
+    config = {"sample_rate": 16000, "encoding": "pcm_s16le", "interim_results": False, "endpointing": False,
+              "max_segment_seconds": 1.0, "decoder": "greedy"}
+    finals = [m for m in asyncio.run(_stream(server.url, config, SPEECH)) if m["type"] == "final"]
+    assert len(finals) == int(np.ceil(len(SPEECH) / 16000))
+    assert all(f["end"] - f["start"] <= 1.0 + 1e-6 for f in finals)
+    config["max_segment_seconds"] = 60
+    finals = [m for m in asyncio.run(_stream(server.url, config, SPEECH, control=[(5, {"type": "finalize"})]))
+              if m["type"] == "final"]
+    assert len(finals) == 2 and finals[0]["end"] == pytest.approx(0.6, abs=1e-3)
+
+
+def test_stream_resamples_other_rates(server):
+    samples, rate = soundfile.read(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
+                                   "sense_and_sensibility_01_austen_64kb-0880.wav", dtype="float32")
+    import soxr
+
+    at_8k = soxr.resample(samples, rate, 8000)
+    config = {"sample_rate": 8000, "encoding": "pcm_f32le", "endpointing": False, "decoder": "greedy"}
+
+    async def send():
+        async with websockets.connect(server.url.replace("http", "ws") + "/v1/stream") as socket:
+            await socket.send(json.dumps(config))
+            for start in range(0, len(at_8k), 800):
+                await socket.send(at_8k[start:start + 800].astype("<f4").tobytes())
+            await socket.send(json.dumps({"type": "eof"}))
+            return [json.loads(m) async for m in socket]
+
+    finals = [m for m in asyncio.run(send()) if m["type"] == "final"]
+    assert len(finals) == 1 and finals[0]["end"] == pytest.approx(len(at_8k) / 8000, abs=0.01)
+    assert finals[0]["text"]
+
+
+@pytest.mark.parametrize("first, reason", [
+    (b"\0\0", "JSON config first"),
+    ('{"sample_rate": 16000, "encoding": "opus"}', "encoding"),
+    ('{"sample_rate": 99999999}', "sample_rate"),
+    ('{"endpointing": "soon"}', "endpointing"),
+    ('{"sample_rate": 16000, "colour": "blue"}', "colour"),
+    ("not json", "bad config"),
+])
+def test_stream_bad_config_is_refused(server, first, reason):
+    async def attempt():
+        async with websockets.connect(server.url.replace("http", "ws") + "/v1/stream") as socket:
+            await socket.send(first)
+            error = json.loads(await socket.recv())
+            with pytest.raises(websockets.ConnectionClosed):
+                await socket.recv()
+            return error, socket.close_code
+
+    error, code = asyncio.run(attempt())
+    assert error["type"] == "error" and reason in error["message"]
+    assert code in (1003, 1007)
+
+
+def test_stream_limits(exported_folder, tmp_path):
+    with run_server(exported_folder, "--max-streams", "1", "--stream-idle-seconds", "1",
+                    "--stream-max-message-bytes", "4096", "--stream-max-seconds", "2", log_dir=tmp_path) as server:
+        url = server.url.replace("http", "ws") + "/v1/stream"
+
+        async def scenario():
+            results = {}
+            async with websockets.connect(url) as first:
+                await first.send(json.dumps({"endpointing": False}))
+                async with websockets.connect(url) as second:  # over the cap of one stream
+                    results["cap"] = json.loads(await second.recv())["message"]
+                await first.send(b"\0" * 5000)  # over the message size
+                results["size"] = json.loads(await first.recv())["message"]
+            async with websockets.connect(url) as idle:
+                await idle.send(json.dumps({}))
+                results["idle"] = json.loads(await asyncio.wait_for(idle.recv(), 5))["message"]
+            async with websockets.connect(url) as long:
+                await long.send(json.dumps({"endpointing": False, "interim_results": False}))
+                for _ in range(20):  # 0.128 s per message, past the 2 s cap
+                    await long.send(b"\0" * 4096)
+                results["duration"] = json.loads(await long.recv())["message"]
+            return results
+
+        results = asyncio.run(scenario())
+        assert "at most 1 streams" in results["cap"]
+        assert "over the limit of 4096" in results["size"]
+        assert "idle" in results["idle"]
+        assert "limit of 2 s of audio" in results["duration"]
+        metrics = httpx.get(server.url + "/metrics").text
+        assert "asr_active_streams 0.0" in metrics
+
+
+def test_metrics_after_traffic(server, speech_files):
+    post_file(server, speech_files["wav16"])
+    metrics = httpx.get(server.url + "/metrics").text
+    for family in ("asr_requests_total", "asr_request_duration_seconds_bucket", "asr_queue_wait_seconds_bucket",
+                   "asr_inference_seconds_bucket", "asr_decode_seconds_bucket", "asr_batch_size_bucket",
+                   "asr_audio_seconds_total", "asr_real_time_factor_bucket", "asr_active_streams",
+                   "asr_queue_depth", "asr_model_info"):
+        assert family in metrics, family
+    assert 'asr_requests_total{endpoint="/transcribe",status="200"}' in metrics
+    assert 'asr_requests_total{endpoint="/transcribe",status="422"}' in metrics
