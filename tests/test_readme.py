@@ -1,26 +1,56 @@
-"""The README's Python example runs as written, with a tiny local model and a real recording."""
+"""The README's examples run as written: its Python blocks and curl commands, against a real server,
+with a tiny local model and real recordings in place of the names the README uses."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+
+from conftest import DATA, REALSPEECH, REPO, run_server
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+SPEECH_WAV = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
+    "sense_and_sensibility_01_austen_64kb-0880.wav"
+SPEECH_RAW = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "goforward.raw"  # 16 kHz s16le
 
 
-def test_python_examples_run(hf_ctc_folder, realspeech, tmp_path):
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert blocks, "the README should show how to use the package from Python"
-    audio = next(row["path"] for row in realspeech if row["path"].endswith(".mp3"))
-    exported = tmp_path / "onnx"
-    result = subprocess.run([sys.executable, "-m", "export", "onnx", "--model", str(hf_ctc_folder), "--out",
-                             str(exported)], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
+@pytest.fixture(scope="module")
+def server(exported_folder, tmp_path_factory):
+    with run_server(exported_folder, log_dir=tmp_path_factory.mktemp("logs")) as running:
+        yield running
+
+
+def localise(text: str, server, hf_ctc_folder, exported_folder) -> str:
+    flac = str(sorted((DATA / "unlabeled-librispeech").glob("*.flac"))[0])
+    for name, value in (("facebook/wav2vec2-base-960h", str(hf_ctc_folder)),
+                        ("wav2vec2-base-960h-onnx", str(exported_folder)),
+                        ("http://127.0.0.1:8000", server.url), ("ws://127.0.0.1:8000", server.url.replace("http", "ws")),
+                        ("speech.wav", str(SPEECH_WAV)), ("speech.flac", flac), ("speech.raw", str(SPEECH_RAW))):
+        text = text.replace(name, value)
+    return text
+
+
+def test_python_examples_run(server, hf_ctc_folder, exported_folder):
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert len(blocks) >= 4, "model, ONNX runtime, OpenAI client and streaming examples"
     for block in blocks:
-        code = (block.replace("facebook/wav2vec2-base-960h", str(hf_ctc_folder)).replace("speech.wav", audio)
-                .replace("wav2vec2-base-960h-onnx", str(exported)))
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip(), "the example prints a transcript"
+        code = localise(block, server, hf_ctc_folder, exported_folder)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert result.returncode == 0, f"{block}\n{result.stderr[-2000:]}"
+        assert result.stdout.strip(), f"the example prints something:\n{block}"
+
+
+def test_curl_examples_run(server, hf_ctc_folder, exported_folder):
+    commands = [line for line in README.splitlines() if line.startswith("curl ")]
+    assert len(commands) >= 4
+    for command in commands:
+        args = shlex.split(localise(command, server, hf_ctc_folder, exported_folder))
+        result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, command
+        body = json.loads(result.stdout)
+        assert "text" in body and "error" not in body, (command, body)
