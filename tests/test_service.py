@@ -538,3 +538,18 @@ def test_metrics_after_traffic(server, speech_files):
         assert family in metrics, family
     assert 'asr_requests_total{endpoint="/transcribe",status="200"}' in metrics
     assert 'asr_requests_total{endpoint="/transcribe",status="422"}' in metrics
+
+
+def test_pytorch_checkpoint_is_exported_once_at_startup(hf_ctc_folder, tmp_path, family):
+    if family != "base":
+        pytest.skip("one family is enough: the export itself is tested in test_export")
+    cache = tmp_path / "cache"
+    with run_server(hf_ctc_folder, "--cache-dir", str(cache), log_dir=tmp_path) as server:
+        assert httpx.post(server.url + "/transcribe", content=GOOD_WAV, headers={"content-type": "audio/wav"},
+                          timeout=60).status_code == 200
+    (exported,) = cache.iterdir()
+    assert (exported / "model.onnx").is_file() and (exported / "export.json").is_file()
+    stamp = (exported / "model.onnx").stat().st_mtime_ns
+    with run_server(hf_ctc_folder, "--cache-dir", str(cache), log_dir=tmp_path) as server:
+        assert httpx.get(server.url + "/ready").status_code == 200
+    assert (exported / "model.onnx").stat().st_mtime_ns == stamp, "the second start reuses the export"
