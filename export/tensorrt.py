@@ -8,6 +8,7 @@ Needs an NVIDIA GPU and onnxruntime-gpu with TensorRT libraries.
 
 from __future__ import annotations
 
+import ctypes
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import onnxruntime
 from .runtime import MANIFEST_FILE, OnnxCTCModel
 
 CACHE_FOLDER = "tensorrt"
+TENSORRT_LIBRARY = "libnvinfer.so.10"  # the TensorRT major version onnxruntime-gpu 1.31 is built against
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -61,6 +63,12 @@ def check_available() -> None:
         raise TensorRTUnavailable(
             "TensorRT needs an NVIDIA GPU with onnxruntime-gpu and the TensorRT libraries installed "
             f"(pip install '.[gpu]' tensorrt); this onnxruntime offers only {', '.join(available)}")
+    try:  # onnxruntime-gpu lists the provider even when TensorRT itself is missing
+        ctypes.CDLL(TENSORRT_LIBRARY)
+    except OSError:
+        raise TensorRTUnavailable(
+            f"onnxruntime-gpu offers TensorRT, but TensorRT's library {TENSORRT_LIBRARY} is not installed or not "
+            "on LD_LIBRARY_PATH (pip install tensorrt-cu13, or NVIDIA's TensorRT packages)") from None
 
 
 def build_engine(model_path: Path, profile: TensorRTProfile) -> OnnxCTCModel:
