@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import copy
 import logging
+import re
 from pathlib import Path
 
 import onnx  # graph loading, checking and the small edits below
@@ -18,6 +19,8 @@ from model.wav2vec2 import Wav2Vec2ForCTC
 # ONNX protobufs cannot exceed 2 GB; only larger models get their weights in a side file.
 PROTOBUF_LIMIT = 2 * 1024**3
 # Normalisations stay in float32 in the fp16 variant: their variance sums overflow or lose precision in fp16.
+# The first conv layer's module path as it ends a node's scope in the exporter's metadata ("...0:" or "...0.conv:")
+FIRST_CONV_LAYER = re.compile(r"feature_extractor\.conv_layers\.0[.:]")
 FP16_KEEP_FLOAT32 = ["LayerNormalization", "GroupNormalization", "InstanceNormalization"]
 
 
@@ -94,9 +97,46 @@ def convert_fp16(source: Path, target: Path) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     graph = _unshare_initializers(onnx.load(str(source)))
-    half = convert_float_to_float16(graph, keep_io_types=True, op_block_list=FP16_KEEP_FLOAT32)
-    onnx.save(half, str(target))
+    # The first conv layer's statistics sum over up to every sample of the input (masked in the batched
+    # graph, written with plain ops the op list cannot catch): far beyond fp16's range of 65504.
+    first_layer = [node.name for node in graph.graph.node
+                   if any(prop.key == "namespace" and FIRST_CONV_LAYER.search(prop.value) for prop in node.metadata_props)]
+    half = convert_float_to_float16(graph, keep_io_types=True, op_block_list=FP16_KEEP_FLOAT32,
+                                    node_block_list=first_layer)
+    onnx.save(_join_float32_chains(half), str(target))
     return target
+
+
+def _join_float32_chains(graph: onnx.ModelProto) -> onnx.ModelProto:
+    """Let blocked nodes feed each other in float32.
+
+    The fp16 converter wraps every blocked node on its own: float16 -> float32 before it, float32 -> float16
+    after it, so a chain of blocked nodes still rounds (and overflows) through float16 between each pair.
+    Here a consumer reads the producer's float32 output directly; casts left without readers go, as do
+    the identical copies of one cast the converter adds for each blocked consumer of a float16 value.
+    """
+    nodes = graph.graph.node
+    float32_source = {node.output[0]: node.input[0] for node in nodes  # fp16 value -> its fp32 original
+                      if node.op_type == "Cast" and node.name.endswith("_cast_to_fp16_node")}
+    replace = {node.output[0]: float32_source[node.input[0]] for node in nodes
+               if node.op_type == "Cast" and node.name.endswith("_cast_to_fp32_node") and node.input[0] in float32_source}
+    for node in nodes:
+        node.input[:] = [replace.get(name, name) for name in node.input]
+    graph_outputs = {output.name for output in graph.graph.output}
+    seen: set[str] = set()
+    kept = []
+    for node in nodes:
+        if node.op_type == "Cast" and node.name.endswith("_cast_to_fp32_node") and (
+                node.output[0] in replace or node.output[0] in seen):
+            continue
+        seen.update(node.output)
+        kept.append(node)
+    read = {name for node in kept for name in node.input} | graph_outputs
+    kept = [node for node in kept if not (node.op_type == "Cast" and node.name.endswith("_cast_to_fp16_node")
+                                          and node.output[0] not in read)]
+    del graph.graph.node[:]
+    graph.graph.node.extend(kept)
+    return graph
 
 
 def _unshare_initializers(graph: onnx.ModelProto) -> onnx.ModelProto:

@@ -35,7 +35,7 @@ def frame_lengths(config: Wav2Vec2Config, sample_lengths: torch.Tensor) -> torch
     """Output frames of the feature encoder for inputs of `sample_lengths` samples."""
     lengths = sample_lengths
     for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        lengths = (lengths - kernel) // stride + 1  # integer ops in ONNX too, exact in any float precision
     return lengths.clamp(min=0)
 
 
@@ -70,7 +70,7 @@ class ConvLayer(nn.Module):
         x = self.conv(x)
         if lengths is not None:
             kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
-            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+            lengths = (lengths - kernel) // stride + 1  # integer ops in ONNX too, exact in any float precision
         if isinstance(self.layer_norm, nn.LayerNorm):
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
         elif self.layer_norm is not None and lengths is not None:

@@ -117,13 +117,18 @@ def test_int8_quantizes_matrix_products_only(hf_ctc_folder, tmp_path, family, sp
     assert summary["transcripts"] == 5 + 4 + 2 * len(speech)  # lengths alone, a padded batch, real audio both ways
 
 
-def test_fp16_keeps_io_and_layer_norms_in_float32(hf_ctc_folder, tmp_path, family):
-    if family != "large":
-        pytest.skip("checked on the layer-norm family, which has the most normalisations")
-    out = tmp_path / "fp16"
+@pytest.fixture(scope="module")
+def fp16_folder(hf_ctc_folder, tmp_path_factory, family) -> Path:
+    out = tmp_path_factory.mktemp(f"fp16-{family}") / "fp16"
     result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(out), "--fp16")
     assert result.returncode == 0, result.stderr[-3000:]
-    graph = onnx.load(str(out / "model.onnx"))
+    return out
+
+
+def test_fp16_keeps_io_and_layer_norms_in_float32(fp16_folder, family):
+    if family != "large":
+        pytest.skip("checked on the layer-norm family, which has the most normalisations")
+    graph = onnx.load(str(fp16_folder / "model.onnx"))
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     weights = {weight.name: weight.data_type for weight in graph.graph.initializer}
@@ -133,8 +138,23 @@ def test_fp16_keeps_io_and_layer_norms_in_float32(hf_ctc_folder, tmp_path, famil
     norms = [node for node in graph.graph.node if node.op_type == "LayerNormalization"]
     assert norms and all(weights.get(node.input[1], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
                          for node in norms)
-    summary = json.loads((out / "export.json").read_text())["verification"]["fp16"]
+    summary = json.loads((fp16_folder / "export.json").read_text())["verification"]["fp16"]
     assert summary["frame_agreement"] >= 0.98
+
+
+def test_fp16_never_counts_samples_in_half_precision(fp16_folder):
+    """fp16 tops out at 65504 (4 s of 16 kHz audio), so sample counts, lengths and the first layer's
+    statistics over all samples must stay integer or float32. (A CPU runs fp16 graphs largely in
+    float32, so only a GPU shows the damage: see test_fp16_on_cuda_matches_fp32.)"""
+    for path in sorted(fp16_folder.glob("*.onnx")):
+        graph = onnx.load(str(path))  # the converter's value_info records each value's type
+        types = {value.name: value.type.tensor_type.elem_type for value in
+                 [*graph.graph.value_info, *graph.graph.input, *graph.graph.output]}
+        assert not [node.name for node in graph.graph.node if node.op_type == "Floor"], path.name
+        sums = {node.name: types.get(node.output[0]) for node in graph.graph.node if node.op_type == "ReduceSum"}
+        assert all(kind in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64) for kind in sums.values()), (path.name, sums)
+        if path.name == "model.batched.onnx":  # the masked statistics: a count and two sums over all samples
+            assert len(sums) >= 3
 
 
 def test_fairseq_checkpoint_exports(hf_ctc_folder, tmp_path, family):
@@ -214,3 +234,16 @@ def test_cuda_provider_matches_cpu(fp32_folder):
     # onnxruntime's default on Ampere and later: TF32 matmuls, faster, logits ~1e-2 apart, same frames
     fast = OnnxCTCModel(fp32_folder, providers=["CUDAExecutionProvider"]).logits(audio)[0]
     assert (fast.argmax(-1) == cpu.argmax(-1)).mean() > 0.98
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" not in GPU_PROVIDERS, reason="needs an NVIDIA GPU with onnxruntime-gpu")
+def test_fp16_on_cuda_matches_fp32(fp16_folder, fp32_folder):
+    generator = np.random.default_rng(3)
+    audio = [0.1 * generator.standard_normal(seconds * 16000).astype(np.float32) for seconds in (20, 3)]
+    cpu = [OnnxCTCModel(fp32_folder).logits([samples])[0] for samples in audio]
+    for name in sorted(path.name for path in fp16_folder.glob("*.onnx")):
+        engine = OnnxCTCModel(fp16_folder, providers=["CUDAExecutionProvider"], model_file=name)
+        assert engine.session.get_providers()[0] == "CUDAExecutionProvider"
+        got = engine.logits(audio) if engine.uses_attention_mask else [engine.logits([a])[0] for a in audio]
+        for half, full in zip(got, cpu):
+            assert (half.argmax(-1) == full.argmax(-1)).mean() > 0.95, name
