@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     stream_idle_seconds: float = Field(30.0, gt=0)
     stream_max_seconds: float = Field(3600.0, gt=0, description="longest audio one stream may send")
 
+    @field_validator("lm", "model_name", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):  # ASR_LM= in an env file or compose means "no LM", not the current folder
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, value: str) -> str:

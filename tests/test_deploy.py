@@ -1,0 +1,61 @@
+"""Deployment files checked against the real server: the Grafana dashboard queries only metrics the
+server exports, and docker-compose.yml passes only settings the server knows. (Building and running
+the images is tests/docker/smoke.sh's job: it needs a Docker engine.)"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import REPO, run_server
+from service.settings import Settings
+
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "asr.json"
+
+
+def dashboard_metrics() -> set[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return {name for panel in panels for target in panel["targets"] for name in re.findall(r"\basr_\w+", target["expr"])}
+
+
+def test_every_dashboard_metric_is_exported(exported_folder, family, realspeech, tmp_path):
+    if family != "base":
+        pytest.skip("the metrics do not depend on the model family")
+    audio = Path(realspeech[0]["path"])
+    with run_server(exported_folder, log_dir=tmp_path) as server:
+        response = httpx.post(server.url + "/transcribe", files={"file": audio.open("rb")}, timeout=60)
+        assert response.status_code == 200, response.text
+        exported = {line.split("{")[0].split(" ")[0] for line in httpx.get(server.url + "/metrics").text.splitlines()
+                    if line and not line.startswith("#")}
+    wanted = dashboard_metrics()
+    assert len(wanted) >= 10  # requests, latencies, queue, batch sizes, real-time factor, streams, model
+    assert wanted <= exported, f"not exported: {sorted(wanted - exported)}"
+
+
+def test_dashboard_panels_cover_what_operators_watch():
+    titles = " ".join(panel["title"].lower() for panel in json.loads(DASHBOARD.read_text())["panels"])
+    for topic in ("requests", "latency", "queue depth", "batch size", "real-time factor", "active streams"):
+        assert topic in titles, topic
+    datasource = (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    uids = {panel["datasource"]["uid"] for panel in json.loads(DASHBOARD.read_text())["panels"]}
+    assert uids == {re.search(r"uid: (\S+)", datasource).group(1)}
+
+
+def test_compose_sets_only_known_settings():
+    fields = {f"ASR_{name.upper()}" for name in Settings.model_fields}
+    compose = (REPO / "docker-compose.yml").read_text() + (REPO / "docker-compose.gpu.yml").read_text()
+    passed = set(re.findall(r"^\s+(ASR_\w+):", compose, flags=re.MULTILINE))
+    assert passed and passed <= fields, sorted(passed - fields)
+    scrape = (REPO / "deploy" / "prometheus.yml").read_text()
+    assert re.search(r'targets: \["asr:8000"\]', scrape) and "metrics_path: /metrics" in scrape
+
+
+def test_empty_settings_from_compose_mean_unset(monkeypatch):
+    monkeypatch.setenv("ASR_LM", "")  # what `ASR_LM: ${ASR_LM:-}` passes when no LM is configured
+    monkeypatch.setenv("ASR_MODEL_NAME", " ")
+    settings = Settings(model="m")
+    assert settings.lm is None and settings.model_name is None
