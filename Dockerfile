@@ -10,9 +10,9 @@ ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE} AS build
 ENV DEBIAN_FRONTEND=noninteractive
-# python3-dev and g++: kenlm compiles from source.
+# python3-dev and a C/C++ toolchain: kenlm compiles from source (with CMake, which pip fetches).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev g++ \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -50,6 +50,7 @@ FROM build AS tools
 # torch from its CPU index unless told otherwise (e.g. https://download.pytorch.org/whl/cu130);
 # wheels placed in docker/wheels/ (say, a torch downloaded once) are used first.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG ONNXRUNTIME=onnxruntime
 COPY docker/wheels/ /build/wheels/
 RUN python3 /build/requirements.py export train --onnxruntime ${ONNXRUNTIME} > /build/tools.txt \
     && pip install --find-links /build/wheels --extra-index-url ${TORCH_INDEX} -r /build/tools.txt

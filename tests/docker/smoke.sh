@@ -16,7 +16,7 @@ PORT=${ASR_SMOKE_PORT:-18000}
 if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else COMPOSE=(docker-compose); fi
 WORK=$(mktemp -d)
 export COMPOSE_PROJECT_NAME=w2v-asr-smoke ASR_MODELS_DIR=$WORK/models ASR_PUBLISH_PORT=$PORT
-export ASR_IMAGE=w2v-asr:smoke ASR_TOOLS_IMAGE=w2v-asr-tools:smoke DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
+export ASR_IMAGE=w2v-asr:smoke ASR_TOOLS_IMAGE=w2v-asr-tools:smoke
 mkdir -p "$ASR_MODELS_DIR"
 
 step() { printf '\n== %s\n' "$*"; }
