@@ -56,9 +56,11 @@ RUN python3 /build/requirements.py export train --onnxruntime ${ONNXRUNTIME} > /
     && pip install --find-links /build/wheels --extra-index-url ${TORCH_INDEX} -r /build/tools.txt
 COPY . /app/
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/asr asr
-ENV PYTHONPATH=/app PYTHONUNBUFFERED=1 HF_HOME=/home/asr/.cache/huggingface
+# Any user may run it (`--user "$(id -u):$(id -g)"` writes files the host user owns): caches go to /tmp.
+ENV PYTHONPATH=/app PYTHONUNBUFFERED=1 HOME=/tmp HF_HOME=/tmp/huggingface
 WORKDIR /home/asr
 USER asr
-# docker run --rm -v "$PWD/models:/models" w2v-asr-tools export onnx --model /models/hf --out /models/onnx
+# docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/models:/models" w2v-asr-tools \
+#     export onnx --model /models/my-checkpoint --out /models/onnx
 ENTRYPOINT ["python3", "-m"]
 CMD ["export", "--help"]

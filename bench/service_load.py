@@ -146,10 +146,14 @@ def main() -> None:
 
     engine = OnnxCTCModel(work / "onnx", model_file=BATCHED_MODEL_FILE)
     engine.logits(audio[:8])
-    started = time.perf_counter()
-    for begin in range(0, len(audio), 8):
-        engine.logits(audio[begin:begin + 8])
-    raw = total_audio / (time.perf_counter() - started)
+    passes = []
+    for _ in range(3):  # the best of three passes: the engine's speed without any server around it
+        started = time.perf_counter()
+        for begin in range(0, len(audio), 8):
+            engine.logits(audio[begin:begin + 8])
+        passes.append(total_audio / (time.perf_counter() - started))
+    raw = max(passes)
+    del engine
     print(f"raw onnxruntime engine, batches of 8: {raw:.1f} audio seconds per second\n")
 
     print("| batching | clients | throughput (audio s/s) | of raw engine | p50 latency | p95 | p99 | requests |")
@@ -169,11 +173,15 @@ def main() -> None:
     print("| real-time streams | partial latency p50 | p95 | last final after eof |")
     print("|---|---|---|---|")
     speech = np.concatenate(audio[:3])[:16000 * 12]
+    sustained = 0
     with run_server(work / "onnx", "--max-batch-size", "8", log_dir=logs) as server:
         for count in (1, 2, 4, 8, 12):
             result = asyncio.run(streams_level(server.url, speech, count))
             print(f"| {count} | {result['p50']:.2f} s | {result['p95']:.2f} s | {result['final']:.2f} s |",
                   flush=True)
+            if result["p95"] < 1.0 and result["final"] < 2.0:  # partials keep pace, finals come promptly
+                sustained = count
+    print(f"\nreal-time streams sustained (partial p95 < 1 s, final < 2 s after eof): {sustained}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def localise(text: str, server, hf_ctc_folder, exported_folder) -> str:
     flac = str(sorted((DATA / "unlabeled-librispeech").glob("*.flac"))[0])
     for name, value in (("facebook/wav2vec2-base-960h", str(hf_ctc_folder)),
                         ("wav2vec2-base-960h-onnx", str(exported_folder)),
-                        ("http://127.0.0.1:8000", server.url), ("ws://127.0.0.1:8000", server.url.replace("http", "ws")),
+                        ("http://127.0.0.1:8000", server.url), ("http://localhost:8000", server.url), ("ws://127.0.0.1:8000", server.url.replace("http", "ws")),
                         ("speech.wav", str(SPEECH_WAV)), ("speech.flac", flac), ("speech.raw", str(SPEECH_RAW))):
         text = text.replace(name, value)
     return text

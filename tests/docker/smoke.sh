@@ -46,10 +46,11 @@ docker run --rm --entrypoint python3 "$ASR_IMAGE" -c "import importlib.util as u
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^w2v-asr(-tools)?:smoke "
 
 step "a checkpoint becomes an ONNX model inside the tools image"
-docker run --rm --user "$(id -u):$(id -g)" -e HOME=/tmp -v "$ASR_MODELS_DIR:/models" -v "$REPO/tests/docker:/smoke:ro" \
-    --entrypoint python3 "$ASR_TOOLS_IMAGE" /smoke/tiny_model.py /models/hf
-"${COMPOSE[@]}" --profile tools run --rm --user "$(id -u):$(id -g)" -e HOME=/tmp tools \
-    export onnx --model /models/hf --out /models/onnx
+docker run --rm --user "$(id -u):$(id -g)" -v "$ASR_MODELS_DIR:/models" -v "$REPO/tests/docker:/smoke:ro" \
+    --entrypoint python3 "$ASR_TOOLS_IMAGE" /smoke/tiny_model.py /models/my-checkpoint
+# as the README says:
+"${COMPOSE[@]}" --profile tools run --rm --user "$(id -u):$(id -g)" tools \
+    export onnx --model /models/my-checkpoint --out /models/onnx
 ls "$ASR_MODELS_DIR/onnx"
 
 step "docker compose up"
