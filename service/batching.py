@@ -1,8 +1,10 @@
 """Batching across requests: a bounded queue, and one worker thread per model that runs batches.
 
 Requests wait at most `max_wait_ms` for company; a batch holds at most `max_batch_size`
-utterances (or chunks of long ones). The event loop never blocks on inference, and a full
-queue is refused at once (the caller answers 503) instead of growing memory.
+utterances (or chunks of long ones). What was gathered runs in groups of similar length, so
+padding costs at most `MAX_PADDING` of the real audio (padded samples are computed for nothing,
+and on a CPU they cost as much as real ones). The event loop never blocks on inference, and a
+full queue is refused at once (the caller answers 503) instead of growing memory.
 """
 
 from __future__ import annotations
@@ -16,6 +18,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from export.runtime import OnnxCTCModel
+
+
+MAX_PADDING = 0.2  # padded samples per real sample that a group may carry
+
+
+def length_groups(lengths: list[int], max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices grouped by similar length: each group's padded size (count x longest) is at most
+    (1 + max_padding) x its real size."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        group = groups[-1] if groups else None
+        if group and (len(group) + 1) * lengths[index] <= (1 + max_padding) * (
+                sum(lengths[i] for i in group) + lengths[index]):
+            group.append(index)
+        else:
+            groups.append([index])
+    return groups
 
 
 class QueueFull(Exception):
@@ -92,19 +111,23 @@ class Batcher:
             batch = [item for item in batch if not item.future.cancelled()]
             if not batch:
                 continue
-            started = time.perf_counter()
-            try:
-                logits = self.engine.logits([item.samples for item in batch])
-            except Exception as error:  # a failed batch fails its requests, never the worker
-                for item in batch:
-                    item.loop.call_soon_threadsafe(_settle, item.future, None, error)
-                continue
-            finished = time.perf_counter()
-            if self.on_batch:
-                self.on_batch(len(batch), finished - started)
-            for item, rows in zip(batch, logits):
-                result = Inference(rows, (started - item.enqueued) * 1000, (finished - started) * 1000, len(batch))
-                item.loop.call_soon_threadsafe(_settle, item.future, result, None)
+            for group in length_groups([len(item.samples) for item in batch]):
+                self._run([batch[index] for index in group])
+
+    def _run(self, batch: list[_Item]) -> None:
+        started = time.perf_counter()
+        try:
+            logits = self.engine.logits([item.samples for item in batch])
+        except Exception as error:  # a failed batch fails its requests, never the worker
+            for item in batch:
+                item.loop.call_soon_threadsafe(_settle, item.future, None, error)
+            return
+        finished = time.perf_counter()
+        if self.on_batch:
+            self.on_batch(len(batch), finished - started)
+        for item, rows in zip(batch, logits):
+            result = Inference(rows, (started - item.enqueued) * 1000, (finished - started) * 1000, len(batch))
+            item.loop.call_soon_threadsafe(_settle, item.future, result, None)
 
 
 def _settle(future: asyncio.Future, result, error) -> None:

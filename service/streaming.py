@@ -66,6 +66,7 @@ class Stream:
         self.segment_start = 0  # samples since the stream began
         self.received = 0
         self.since_partial = 0
+        self.partial: asyncio.Task | None = None  # at most one partial in flight: a busy server skips, never queues
         self.vad = webrtcvad.Vad(2)
         self.vad_pending = np.zeros(0, dtype=np.float32)
         self.silence_ms = 0
@@ -88,7 +89,7 @@ class Stream:
         elif len(self.segment) >= self.config.max_segment_seconds * self.rate:
             await self.finish_segment()
         elif self.config.interim_results and self.since_partial >= PARTIAL_EVERY_SECONDS * self.rate:
-            await self.send_partial()
+            self.start_partial()
 
     def _pause_ended(self, samples: np.ndarray) -> bool:
         """Feed the VAD; True once `endpointing` ms of non-speech follow speech."""
@@ -104,17 +105,42 @@ class Stream:
                 self.silence_ms += 30
         return self.heard_speech and self.silence_ms >= self.config.endpointing
 
-    async def send_partial(self) -> None:
+    def start_partial(self) -> None:
+        """Decode the segment's last seconds in the background while audio keeps arriving; if the
+        previous partial is still running, skip this one, so a slow server sends partials less
+        often instead of falling behind."""
+        if self.partial is not None:
+            if not self.partial.done():
+                return
+            self.partial.result()  # a failed partial (e.g. the client went away) ends the stream here
         self.since_partial = 0
         window = self.segment[-int(PARTIAL_WINDOW_SECONDS * self.rate):]
-        if len(window) < self.pipeline.engine.config.receptive_field:
-            return
-        logits, _ = await self.pipeline.logits(window)
+        if len(window) >= self.pipeline.engine.config.receptive_field:
+            self.partial = asyncio.create_task(self._send_partial(window))
+
+    async def _send_partial(self, window: np.ndarray) -> None:
+        try:
+            logits, _ = await self.pipeline.logits(window)
+        except ApiError as error:
+            if error.status == 503:  # the inference queue is full: this partial is skipped
+                return
+            raise
         text = (await self.pipeline.decode(logits, "greedy", self.config)).text
         await self.websocket.send_json({"type": "partial", "text": text})
 
+    async def settle_partial(self) -> None:
+        """Wait for the partial in flight, so that it never arrives after its segment's final."""
+        partial, self.partial = self.partial, None
+        if partial is not None:
+            await partial
+
+    def cancel_partial(self) -> None:
+        if self.partial is not None and not self.partial.done():
+            self.partial.cancel()
+
     async def finish_segment(self) -> None:
         """Send the final for the audio so far (all of it, nothing trimmed) and start a new segment."""
+        await self.settle_partial()
         segment, start = self.segment, self.segment_start
         self.segment = np.zeros(0, dtype=np.float32)
         self.segment_start += len(segment)
@@ -200,24 +226,27 @@ async def _serve(websocket: WebSocket, pipeline: Pipeline, settings) -> None:
         where = ".".join(str(part) for part in problem["loc"]) or "config"
         raise _Closed(1007, f"bad config: {where}: {problem['msg']}") from None
     stream = Stream(websocket, pipeline, config, settings.stream_max_seconds)
-    while True:
-        message = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
-        if message.get("bytes") is not None:
-            await stream.add_audio(message["bytes"])
-            continue
-        try:
-            kind = json.loads(message["text"]).get("type")
-        except (json.JSONDecodeError, AttributeError):
-            raise _Closed(1007, "control messages are JSON objects with a type: eof or finalize") from None
-        if kind == "finalize":
-            await stream.finish_segment()
-        elif kind == "eof":
-            await stream.flush_resampler()
-            await stream.finish_segment()
-            await websocket.close(1000)
-            return
-        else:
-            raise _Closed(1007, f"unknown message type {kind!r}; expected eof or finalize")
+    try:
+        while True:
+            message = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
+            if message.get("bytes") is not None:
+                await stream.add_audio(message["bytes"])
+                continue
+            try:
+                kind = json.loads(message["text"]).get("type")
+            except (json.JSONDecodeError, AttributeError):
+                raise _Closed(1007, "control messages are JSON objects with a type: eof or finalize") from None
+            if kind == "finalize":
+                await stream.finish_segment()
+            elif kind == "eof":
+                await stream.flush_resampler()
+                await stream.finish_segment()
+                await websocket.close(1000)
+                return
+            else:
+                raise _Closed(1007, f"unknown message type {kind!r}; expected eof or finalize")
+    finally:
+        stream.cancel_partial()
 
 
 async def _refuse(websocket: WebSocket, code: int, error: str, message: str) -> None:

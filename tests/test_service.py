@@ -381,8 +381,8 @@ def test_settings_from_environment(exported_folder, tmp_path):
 # -- websocket streaming ------------------------------------------------------------------------------
 
 async def _stream(url: str, config: dict, samples: np.ndarray, frame_seconds: float = 0.1,
-                  control: list[tuple[int, dict]] = ()) -> list[dict]:
-    """Send `samples` as pcm_s16le frames; `control` sends extra JSON messages after frame i."""
+                  control: list[tuple[int, dict]] = (), pace: float = 0.0) -> list[dict]:
+    """Send `samples` as pcm_s16le frames, `pace` seconds apart; `control` sends extra JSON messages after frame i."""
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
     step = int(frame_seconds * config.get("sample_rate", 16000))
     messages = []
@@ -390,6 +390,7 @@ async def _stream(url: str, config: dict, samples: np.ndarray, frame_seconds: fl
         await socket.send(json.dumps(config))
         for index, start in enumerate(range(0, len(pcm), step)):
             await socket.send(pcm[start:start + step].tobytes())
+            await asyncio.sleep(pace)
             for after, message in control:
                 if after == index:
                     await socket.send(json.dumps(message))
@@ -412,10 +413,12 @@ def test_stream_without_endpointing_equals_offline(server):
                                                  "librivox" / "sense_and_sensibility_01_austen_64kb-0870.wav", 16000)])
     config = {"sample_rate": 16000, "encoding": "pcm_s16le", "interim_results": True, "endpointing": False,
               "max_segment_seconds": 600, "decoder": "greedy"}
-    messages = asyncio.run(_stream(server.url, config, samples))
+    # 5x faster than real time: partials (one in flight at a time) have time to run while audio arrives
+    messages = asyncio.run(_stream(server.url, config, samples, pace=0.02))
     finals = [m for m in messages if m["type"] == "final"]
     partials = [m for m in messages if m["type"] == "partial"]
     assert len(finals) == 1 and len(partials) >= 5
+    assert messages[-1]["type"] == "final", "no partial arrives after its segment's final"
     expected = _transcribe_samples(server, samples)
     assert finals[0]["text"] == expected["text"]
     assert finals[0]["start"] == 0 and abs(finals[0]["end"] - len(samples) / 16000) < 1e-3
@@ -553,3 +556,18 @@ def test_pytorch_checkpoint_is_exported_once_at_startup(hf_ctc_folder, tmp_path,
     with run_server(hf_ctc_folder, "--cache-dir", str(cache), log_dir=tmp_path) as server:
         assert httpx.get(server.url + "/ready").status_code == 200
     assert (exported / "model.onnx").stat().st_mtime_ns == stamp, "the second start reuses the export"
+
+
+def test_batches_run_in_groups_of_similar_length():
+    from service.batching import MAX_PADDING, length_groups
+
+    generator = np.random.default_rng(0)
+    for _ in range(50):
+        lengths = [int(n) for n in generator.integers(8000, 16000 * 12, size=int(generator.integers(1, 17)))]
+        groups = length_groups(lengths)
+        assert sorted(index for group in groups for index in group) == list(range(len(lengths)))
+        for group in groups:
+            real = sum(lengths[i] for i in group)
+            assert len(group) * max(lengths[i] for i in group) <= (1 + MAX_PADDING) * real
+    assert length_groups([16000] * 8) == [list(range(8))], "equal lengths stay one batch"
+    assert len(length_groups([16000, 16000 * 10])) == 2, "a short and a long utterance are not padded together"
