@@ -1,0 +1,104 @@
+"""`python -m training`: manifests of real corpora, and WER/CER evaluation with the server's decoders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, REPO, normalised_words, write_arpa
+from model.transcribe import Transcriber
+from training.manifest import read_manifest
+from training.metrics import error_rates, normalize_text
+
+
+def training(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
+
+
+def test_manifest_of_a_transcribed_corpus(tmp_path):
+    out = tmp_path / "fsdd-test.jsonl"
+    result = training("manifest", "--transcripts", str(DATA / "fsdd" / "transcripts_test.tsv"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "300 files (300 with text)" in result.stdout
+    entries = read_manifest(out)
+    assert len(entries) == 300 and all(entry.audio.is_file() for entry in entries)
+    first = json.loads(out.read_text().splitlines()[0])
+    assert set(first) == {"audio", "duration", "text"}
+    by_name = {entry.audio.name: entry for entry in entries}
+    assert by_name["3_theo_0.wav"].text == "three"
+    assert all(0.1 < entry.duration < 3.0 for entry in entries)  # isolated digits at 8 kHz
+
+
+def test_manifest_of_a_folder_with_duration_limits(tmp_path):
+    out = tmp_path / "corpus" / "unlabeled.jsonl"
+    folder = DATA / "unlabeled-librispeech"
+    result = training("manifest", "--audio-dir", str(folder), "--out", str(out), "--max-seconds", "15")
+    assert result.returncode == 0, result.stderr
+    entries = read_manifest(out)
+    skipped = int(result.stdout.split("; ")[1].split()[0])
+    assert len(entries) + skipped == len(list(folder.glob("*.flac"))) and skipped > 0
+    assert all(entry.text is None and entry.duration <= 15 for entry in entries)
+
+
+def test_manifest_paths_are_relative_inside_the_corpus(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "audio").mkdir(parents=True)
+    source = DATA / "fsdd" / "recordings" / "7_lucas_3.wav"
+    (corpus / "audio" / "a.wav").write_bytes(source.read_bytes())
+    (corpus / "text.tsv").write_text("audio/a.wav\tseven\n")
+    assert training("manifest", "--audio-dir", str(corpus / "audio"), "--transcripts", str(corpus / "text.tsv"),
+                    "--out", str(corpus / "m.jsonl")).returncode == 0
+    assert json.loads((corpus / "m.jsonl").read_text())["audio"] == "audio/a.wav"
+    moved = tmp_path / "moved"
+    corpus.rename(moved)
+    (entry,) = read_manifest(moved / "m.jsonl")
+    assert entry.audio.is_file() and entry.text == "seven"
+
+
+def test_manifest_errors_are_one_line(tmp_path):
+    result = training("manifest", "--out", str(tmp_path / "m.jsonl"))
+    assert result.returncode == 1 and result.stderr.startswith("error: give --audio-dir")
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("missing.wav\thello\n")
+    result = training("manifest", "--transcripts", str(bad), "--out", str(tmp_path / "m.jsonl"))
+    assert result.returncode == 1 and "missing.wav" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_error_rates_normalise_both_sides():
+    assert normalize_text("Hello, WORLD! It's -- 'fine'.") == "hello world it's fine"
+    rates = error_rates(["HE WAS NOT ILL", "the cat"], ["he was not ill.", "the hat sat"])
+    assert rates["words"] == 6 and rates["substitutions"] == 1 and rates["insertions"] == 1
+    assert rates["wer"] == pytest.approx(2 / 6)
+    assert rates["cer"] > 0
+
+
+def test_evaluate_scores_a_model(hf_ctc_folder, family, realspeech, tmp_path):
+    if family != "base":
+        pytest.skip("scoring does not depend on the family")
+    rows = [row for row in realspeech if row["audio"].endswith(".wav")][:3]
+    transcriber = Transcriber.load(str(hf_ctc_folder))
+    own = [transcriber.transcribe(row["path"]) for row in rows]
+    exact, real = tmp_path / "exact.jsonl", tmp_path / "real.jsonl"
+    exact.write_text("".join(json.dumps({"audio": row["path"], "duration": 1.0, "text": text}) + "\n"
+                             for row, text in zip(rows, own)))
+    real.write_text("".join(json.dumps({"audio": row["path"], "duration": 1.0, "text": row["text"]}) + "\n"
+                            for row in rows))
+    result = training("evaluate", "--model", str(hf_ctc_folder), "--manifest", str(exact))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["greedy"]["wer"] == 0.0  # the model's own output as the reference
+
+    lm = write_arpa([normalised_words(row["text"]) for row in rows], tmp_path / "lm.arpa")
+    details = tmp_path / "details.jsonl"
+    result = training("evaluate", "--model", str(hf_ctc_folder), "--manifest", str(real), "--lm", str(lm),
+                      "--beam-width", "16", "--details", str(details))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["utterances"] == 3 and report["greedy"]["wer"] > 0.5  # random weights
+    assert 0 <= report["beam"]["cer"] and report["beam"]["words"] == report["greedy"]["words"]
+    lines = [json.loads(line) for line in details.read_text().splitlines()]
+    assert [line["greedy"] for line in lines] == own and all("beam" in line for line in lines)
