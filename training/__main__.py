@@ -1,6 +1,6 @@
-"""Command line: `python -m training manifest ...` and `python -m training evaluate ...`.
+"""Command line: `python -m training manifest | pretrain | evaluate ...`.
 
-Pretraining, CTC fine-tuning, synthetic speech and pseudo-labelling are still to come.
+CTC fine-tuning, synthetic speech and pseudo-labelling are still to come.
 """
 
 from __future__ import annotations
@@ -33,10 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--lm-beta", type=float, default=1.0)
     evaluate.add_argument("--details", type=Path, help="write each utterance's reference and hypotheses (JSONL)")
 
+    pretrain = commands.add_parser("pretrain", help="self-supervised pretraining on unlabeled audio")
+    pretrain.add_argument("--config", type=Path, help="YAML or JSON config (presets in training/configs/)")
+    pretrain.add_argument("--resume", type=Path, help="a checkpoint folder of this run to continue from")
+    pretrain.add_argument("overrides", nargs="*", help="key=value settings over the config, e.g. max_steps=1000")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "manifest":
             return _manifest(args)
+        if args.command == "pretrain":
+            return _pretrain(args)
         return _evaluate(args)
     except (OSError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -53,6 +60,18 @@ def _manifest(args) -> int:
     labelled = sum(entry.text is not None for entry in entries)
     hours = sum(entry.duration for entry in entries) / 3600
     print(f"{args.out}: {len(entries)} files ({labelled} with text), {hours:.2f} h; {skipped} left out for duration")
+    return 0
+
+
+def _pretrain(args) -> int:
+    from .config import PretrainConfig, load_config
+    from .pretrain import pretrain
+
+    config = load_config(PretrainConfig, args.config, args.overrides)
+    if not config.manifest:
+        raise ValueError("no manifest: set manifest in the config or as manifest=PATH")
+    last = pretrain(config, args.resume)
+    print(f"saved {last}")
     return 0
 
 

@@ -77,8 +77,9 @@ class PretrainingLosses:
 class PretrainingObjective:
     def __init__(self, model: Wav2Vec2ForPreTraining, mask_prob: float = 0.65, mask_length: int = 10,
                  num_negatives: int = 100, temperature: float = 0.1, diversity_weight: float = 0.1,
-                 feature_penalty_weight: float = 10.0):
+                 feature_penalty_weight: float = 10.0, forward=None):
         self.model = model
+        self.forward = forward or model  # e.g. the DistributedDataParallel wrapper of `model`
         self.mask_prob, self.mask_length = mask_prob, mask_length
         self.num_negatives, self.temperature = num_negatives, temperature
         self.diversity_weight, self.feature_penalty_weight = diversity_weight, feature_penalty_weight
@@ -97,7 +98,7 @@ class PretrainingObjective:
         mask_tensor = torch.from_numpy(mask).to(input_values.device)
 
         self._features.clear()
-        out = self.model(input_values, attention_mask, mask_time_indices=mask_tensor)
+        out = self.forward(input_values, attention_mask, mask_time_indices=mask_tensor)
         features = self._features.pop()
         context, targets = out.projected_states.float(), out.projected_quantized_states.float()
 

@@ -1,0 +1,63 @@
+"""Length-bucketed batches bounded by total audio, reproducible and resumable.
+
+Utterances of similar length go together (little padding); a batch holds as many as fit in
+`max_batch_seconds` counting padding (size x longest). Each epoch shuffles within lengths and
+the order of batches, from the seed and the epoch number alone, so a resumed run replays the
+same batches from the same position.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def make_batches(durations: list[float], max_batch_seconds: float, seed: int, epoch: int) -> list[list[int]]:
+    generator = np.random.default_rng([seed, epoch])
+    # Sort by length, with ties (and near-ties) broken at random so batches differ between epochs.
+    order = np.lexsort((generator.random(len(durations)), np.round(np.asarray(durations), 1)))
+    batches, current, longest = [], [], 0.0
+    for index in order:
+        duration = durations[index]
+        if current and (len(current) + 1) * max(longest, duration) > max_batch_seconds:
+            batches.append(current)
+            current, longest = [], 0.0
+        current.append(int(index))
+        longest = max(longest, duration)
+    if current:
+        batches.append(current)
+    return [batches[i] for i in generator.permutation(len(batches))]
+
+
+class BatchStream:
+    """Endless batches, epoch after epoch; `state()` / `restore()` give the position for resuming."""
+
+    def __init__(self, durations: list[float], max_batch_seconds: float, seed: int, rank: int = 0, world: int = 1):
+        self.durations, self.max_batch_seconds, self.seed = durations, max_batch_seconds, seed
+        self.rank, self.world = rank, world
+        self.epoch, self.position = 0, 0
+        self._batches = self._epoch_batches()
+
+    def _epoch_batches(self) -> list[list[int]]:
+        batches = make_batches(self.durations, self.max_batch_seconds, self.seed, self.epoch)
+        usable = len(batches) - len(batches) % self.world  # every process gets as many batches
+        if usable == 0:
+            raise ValueError("fewer batches per epoch than processes: use more data or smaller batches")
+        return batches[self.rank:usable:self.world]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[int]:
+        if self.position >= len(self._batches):
+            self.epoch, self.position = self.epoch + 1, 0
+            self._batches = self._epoch_batches()
+        batch = self._batches[self.position]
+        self.position += 1
+        return batch
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+        self._batches = self._epoch_batches()

@@ -1,0 +1,103 @@
+"""Training configs: YAML or JSON files, presets, and `key=value` overrides from the command line.
+
+A config has a `model` section (any Wav2Vec2Config field, on top of a `preset`: base, large or
+tiny) and the command's own settings. Overrides use dotted keys: `model.hidden_size=64`,
+`max_steps=2000`, `manifest=data/train.jsonl`; values are read as YAML (numbers, booleans, lists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml  # config files; JSON is YAML too
+
+from model.config import Wav2Vec2Config
+
+# The paper's architectures, and one small enough to train on a CPU in minutes.
+PRESETS: dict[str, dict[str, Any]] = {
+    "base": {},  # Wav2Vec2Config's defaults are wav2vec 2.0 base
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                  feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True, codevector_dim=768,
+                  proj_codevector_dim=768),
+    "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
+                 conv_dim=[64] * 7, num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=4,
+                 num_codevectors_per_group=32, num_codevector_groups=2, codevector_dim=64, proj_codevector_dim=64),
+}
+
+
+@dataclass
+class PretrainConfig:
+    manifest: str = ""  # audio to learn from (text, if any, is ignored)
+    output_dir: str = "runs/pretrain"
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "base"})
+    # The objective (paper values).
+    mask_prob: float = 0.65
+    mask_length: int = 10
+    num_negatives: int = 100
+    logit_temperature: float = 0.1
+    diversity_weight: float = 0.1
+    feature_penalty_weight: float = 10.0
+    feature_grad_mult: float = 0.1
+    gumbel_start: float = 2.0
+    gumbel_end: float = 0.5
+    gumbel_decay: float = 0.999995
+    # Optimisation.
+    learning_rate: float = 5e-4
+    warmup_steps: int = 32_000
+    max_steps: int = 400_000
+    weight_decay: float = 0.01
+    clip_norm: float = 10.0
+    max_batch_seconds: float = 200.0  # audio per batch (padding included), before accumulation
+    accumulation: int = 1
+    max_sample_seconds: float = 15.6  # longer recordings are randomly cropped
+    min_sample_seconds: float = 2.0
+    precision: str = "auto"  # auto: bf16 on GPUs that have it, else fp16 on GPUs, fp32 on CPUs
+    seed: int = 1
+    log_every: int = 10
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+
+
+def model_config(section: dict[str, Any]) -> Wav2Vec2Config:
+    values = dict(section)
+    preset = values.pop("preset", "base")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    known = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown model settings: {', '.join(unknown)}")
+    return Wav2Vec2Config(**{**PRESETS[preset], **values})
+
+
+def load_config(kind: type, path: Path | None, overrides: list[str]):
+    """The dataclass `kind` from a YAML/JSON file (optional) with `key=value` overrides applied."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a config is a mapping of settings")
+    for override in overrides:
+        key, separator, text = override.partition("=")
+        if not separator or not key:
+            raise ValueError(f"override {override!r}: expected key=value")
+        target = values
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = yaml.safe_load(text)
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    config = kind(**values)
+    model_config(config.model)  # fail now, not after loading data
+    return config
+
+
+def save_config(config, path: Path) -> None:
+    path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")

@@ -1,0 +1,125 @@
+"""What every training command shares: processes (torchrun), precision, optimiser and schedule,
+checkpoints that resume exactly, and metrics (a JSONL file and a progress bar)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class Processes:
+    """This process's place among those torchrun started (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @classmethod
+    def start(cls) -> Processes:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            device = torch.device("cuda", local)
+        else:
+            device = torch.device("cpu")
+        if world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(int(os.environ.get("RANK", "0")), world, device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else None)
+        dist.all_reduce(tensor)
+        return float(tensor) / self.world
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 (or fp16) autocast on GPUs, plain fp32 on CPUs; `precision`: auto, fp32, bf16 or fp16."""
+    if precision == "auto":
+        precision = "fp32" if device.type != "cuda" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if precision == "fp32":
+        return nullcontext(), None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return torch.autocast(device.type, dtype=dtype), scaler
+
+
+def warmup_then_linear_decay(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return factor
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_trainer_state(folder: Path, step: int, optimiser, scheduler, batches, scaler) -> None:
+    torch.save({"step": step, "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+                "batches": batches.state(), "rng": rng_state(),
+                "scaler": scaler.state_dict() if scaler else None}, folder / TRAINER_STATE)
+
+
+def load_trainer_state(folder: Path, optimiser, scheduler, batches, scaler) -> int:
+    state = torch.load(folder / TRAINER_STATE, weights_only=False)  # our own file: RNG states are not tensors
+    optimiser.load_state_dict(state["optimiser"])
+    scheduler.load_state_dict(state["scheduler"])
+    batches.restore(state["batches"])
+    set_rng_state(state["rng"])
+    if scaler and state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    return state["step"]
+
+
+def prune_checkpoints(output_dir: Path, keep: int, protect: Path | None = None) -> None:
+    folders = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    for folder in folders[:-keep] if keep > 0 else []:
+        if folder != protect:
+            shutil.rmtree(folder)
+
+
+class MetricsLog:
+    """One JSON object per logged step, appended (a resumed run continues the same file)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")

@@ -1,0 +1,139 @@
+"""`python -m training pretrain`: self-supervised wav2vec 2.0 pretraining on unlabeled audio."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from model.audio import batch_input_values, load_audio
+from model.checkpoint import Checkpoint
+from model.config import FeatureSettings
+from model.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
+
+from .batches import BatchStream
+from .config import PretrainConfig, model_config, save_config
+from .loop import (MetricsLog, Processes, autocast, load_trainer_state, prune_checkpoints, save_trainer_state,
+                   warmup_then_linear_decay)
+from .manifest import read_manifest
+from .pretraining import PretrainingObjective, gumbel_temperature, scale_feature_encoder_gradients
+
+
+def pretrain(config: PretrainConfig, resume: Path | None = None) -> Path:
+    """Train to `config.max_steps`; returns the last checkpoint folder (HF Wav2Vec2ForPreTraining + trainer state)."""
+    processes = Processes.start()
+    try:
+        return _pretrain(config, resume, processes)
+    finally:
+        processes.close()
+
+
+def _pretrain(config: PretrainConfig, resume: Path | None, processes: Processes) -> Path:
+    torch.manual_seed(config.seed + processes.rank)
+    output = Path(config.output_dir)
+    rate = 16000
+    entries = [entry for entry in read_manifest(Path(config.manifest)) if entry.duration >= config.min_sample_seconds]
+    if not entries:
+        raise ValueError(f"{config.manifest}: no audio of at least {config.min_sample_seconds} s")
+    durations = [min(entry.duration, config.max_sample_seconds) for entry in entries]
+    batches = BatchStream(durations, config.max_batch_seconds, config.seed, processes.rank, processes.world)
+
+    architecture = model_config(config.model)
+    model = init_weights(Wav2Vec2ForPreTraining(architecture), architecture).to(processes.device).train()
+    if resume is not None:
+        from model.checkpoint import load_checkpoint
+
+        model.load_state_dict(load_checkpoint(resume).model.state_dict())
+    scale_feature_encoder_gradients(model, config.feature_grad_mult)
+    # LayerDrop skips random transformer layers, whose weights then get no gradient in that step.
+    forward = (DistributedDataParallel(model, find_unused_parameters=architecture.layerdrop > 0)
+               if processes.world > 1 else model)
+    objective = PretrainingObjective(model, config.mask_prob, config.mask_length, config.num_negatives,
+                                     config.logit_temperature, config.diversity_weight,
+                                     config.feature_penalty_weight, forward=forward)
+    features = FeatureSettings(sampling_rate=rate, return_attention_mask=architecture.feat_extract_norm == "layer")
+
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-6,
+                                  weight_decay=config.weight_decay)
+    schedule = warmup_then_linear_decay(config.warmup_steps, config.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    precision, scaler = autocast(config.precision, processes.device)
+    step = 0
+    if resume:
+        step = load_trainer_state(resume, optimiser, scheduler, batches, scaler)
+        # The schedule is this config's (say, max_steps raised to train longer), from the step reached.
+        for group, base in zip(optimiser.param_groups, scheduler.base_lrs):
+            group["lr"] = base * schedule(step)
+
+    if processes.main:
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(config, output / "training_config.json")
+    log = MetricsLog(output / "metrics.jsonl", processes.main)
+    progress = tqdm(total=config.max_steps, initial=step, disable=not processes.main, unit="step", dynamic_ncols=True)
+    last = None
+    audio_seconds, started = 0.0, time.perf_counter()
+    while step < config.max_steps:
+        model.quantizer.temperature = gumbel_temperature(step, config.gumbel_start, config.gumbel_end,
+                                                         config.gumbel_decay)
+        totals = {"loss": 0.0, "contrastive": 0.0, "diversity": 0.0, "feature_penalty": 0.0, "accuracy": 0.0,
+                  "perplexity": 0.0}
+        for micro in range(config.accumulation):
+            # Every random choice of this step derives from (seed, step, micro, rank): resuming replays it.
+            generator = np.random.default_rng([config.seed, step, micro, processes.rank])
+            indices = next(batches)
+            audio = [_crop(load_audio(entries[i].audio, rate), int(config.max_sample_seconds * rate), generator)
+                     for i in indices]
+            audio_seconds += sum(len(samples) for samples in audio) / rate
+            input_values, attention_mask = batch_input_values(audio, do_normalize=True)
+            inputs = torch.from_numpy(input_values).to(processes.device)
+            mask = (torch.from_numpy(attention_mask).to(processes.device)
+                    if features.return_attention_mask and attention_mask is not None else None)
+            sync = micro == config.accumulation - 1 or processes.world == 1
+            with (forward.no_sync() if not sync else nullcontext()), precision:
+                result = objective(inputs, mask, generator)
+                loss = result.loss / config.accumulation
+                (scaler.scale(loss) if scaler else loss).backward()
+            for key in totals:
+                totals[key] += float(torch.as_tensor(getattr(result, key)).detach()) / config.accumulation
+        if scaler:
+            scaler.unscale_(optimiser)
+        gradient_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm))
+        if scaler:
+            scaler.step(optimiser)
+            scaler.update()
+        else:
+            optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        progress.update(1)
+        if step % config.log_every == 0 or step == config.max_steps:
+            elapsed = time.perf_counter() - started
+            record = {"step": step, **{key: round(processes.mean(value), 6) for key, value in totals.items()},
+                      "gradient_norm": round(gradient_norm, 4), "learning_rate": scheduler.get_last_lr()[0],
+                      "gumbel_temperature": round(model.quantizer.temperature, 5),
+                      "audio_seconds_per_second": round(processes.mean(audio_seconds / elapsed) * processes.world, 2)}
+            log.write(record)
+            progress.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}",
+                                 ppl=f"{record['perplexity']:.1f}", audio_s_per_s=record["audio_seconds_per_second"])
+        if step % config.save_every == 0 or step == config.max_steps:
+            last = output / f"checkpoint-{step}"
+            if processes.main:
+                Checkpoint(model, architecture, features).save(last)
+                save_trainer_state(last, step, optimiser, scheduler, batches, scaler)
+                prune_checkpoints(output, config.keep_checkpoints, protect=resume)
+    progress.close()
+    return last or resume
+
+
+def _crop(samples: np.ndarray, most: int, generator: np.random.Generator) -> np.ndarray:
+    if len(samples) <= most:
+        return samples
+    start = int(generator.integers(0, len(samples) - most + 1))
+    return samples[start:start + most]
+
