@@ -18,7 +18,6 @@ import asyncio
 import csv
 import io
 import json
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from .config import FeatureSettings, Wav2Vec2Config
 from .ctc import CTCVocabulary

@@ -135,8 +135,14 @@ class Stream:
             await partial
 
     def cancel_partial(self) -> None:
-        if self.partial is not None and not self.partial.done():
+        """The stream is over: stop the partial in flight, or read a failed one's error (the
+        stream's end already reported it), so that asyncio has nothing left to complain about."""
+        if self.partial is None:
+            return
+        if not self.partial.done():
             self.partial.cancel()
+        elif not self.partial.cancelled():
+            self.partial.exception()
 
     async def finish_segment(self) -> None:
         """Send the final for the audio so far (all of it, nothing trimmed) and start a new segment."""

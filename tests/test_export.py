@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import REPO, save_tiny_hf_model
+from conftest import REPO
 from export.runtime import OnnxCTCModel
 from export.tensorrt import TensorRTUnavailable
 from export.tensorrt import check_available as check_tensorrt
