@@ -8,6 +8,7 @@ vocabulary also reads and writes the tokenizer files transformers expects. Impor
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -85,6 +86,25 @@ class CTCVocabulary:
         """Best-path decoding of one utterance's logits, shape (frames, vocab)."""
         return self.decode_ids(np.asarray(logits).argmax(axis=-1))
 
+    # -- encoding (training targets) ---------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a transcript: normalised, spaces as the word delimiter, in the vocabulary's
+        letter case; characters the vocabulary lacks become the unknown token."""
+        text = normalize_text(text)
+        if not any(token.islower() for token in self.tokens.values() if len(token) == 1):
+            text = text.upper()  # e.g. the upper-case vocabularies of the LibriSpeech models
+        unknown = self.ids.get(self.unk_token, self.blank_id)
+        return [self.ids.get(self.word_delimiter_token if char == " " else char, unknown) for char in text]
+
+    @classmethod
+    def from_texts(cls, texts: list[str]) -> CTCVocabulary:
+        """A character vocabulary for these transcripts, laid out as Hugging Face's models are:
+        `<pad>` (the blank) 0, `<s>` 1, `</s>` 2, `<unk>` 3, the word delimiter `|` 4, then the characters."""
+        characters = sorted({char for text in texts for char in normalize_text(text)} - {" "})
+        tokens = ["<pad>", "<s>", "</s>", "<unk>", "|", *characters]
+        return cls(tokens=dict(enumerate(tokens)))
+
     # -- files ----------------------------------------------------------------------------
 
     @classmethod
@@ -148,6 +168,13 @@ class CTCVocabulary:
         _write_json(folder / "vocab.json", vocab)
         _write_json(folder / "tokenizer_config.json", config)
         _write_json(folder / "special_tokens_map.json", special)
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, letters/digits/apostrophes only, single spaces: the form transcripts take for
+    training targets and for scoring (references come as LibriSpeech upper case, punctuated text...)."""
+    text = re.sub(r"[^\w' ]+", " ", text.lower().replace("_", " "))
+    return " ".join(word.strip("'") for word in text.split() if word.strip("'"))
 
 
 def _token_text(value: str | dict[str, Any]) -> str:

@@ -278,8 +278,9 @@ class GumbelVectorQuantizer(nn.Module):
             choice = F.one_hot(scores.argmax(dim=-1), self.num_vars).type_as(scores)
             distribution = choice
         perplexity = codebook_perplexity(distribution, frame_mask)
-        per_group = choice.view(batch * frames, -1, 1) * self.codevectors  # (batch*frames, G*V, D/G)
-        codewords = per_group.view(batch * frames, self.num_groups, self.num_vars, -1).sum(dim=2)
+        # Each group's pick times its codebook (a matmul, not a (frames, G*V, D/G) product to sum).
+        codebooks = self.codevectors.view(self.num_groups, self.num_vars, -1)
+        codewords = torch.einsum("ngv,gvd->ngd", choice, codebooks.to(choice.dtype))
         return codewords.reshape(batch, frames, -1), perplexity
 
 

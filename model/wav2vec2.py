@@ -46,9 +46,12 @@ class Wav2Vec2Model(nn.Module):
         self.encoder = Encoder(config)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                mask_time_indices: torch.Tensor | None = None, masked_group_norm: bool = False) -> Wav2Vec2Output:
+                mask_time_indices: torch.Tensor | None = None, masked_group_norm: bool = False,
+                mask_feature_indices: torch.Tensor | None = None) -> Wav2Vec2Output:
         """input_values: (batch, samples); attention_mask: (batch, samples), 1 on real samples;
-        mask_time_indices: (batch, frames) bool, frames to replace by the mask embedding.
+        mask_time_indices: (batch, frames) bool, frames to replace by the mask embedding;
+        mask_feature_indices: (batch, hidden) bool, channels to zero in every frame (fine-tuning's
+        channel masking).
 
         `masked_group_norm` (with an attention mask) keeps padding out of the group-norm family's
         feature-encoder statistics, so each row of a padded batch equals that utterance run alone.
@@ -63,6 +66,8 @@ class Wav2Vec2Model(nn.Module):
         hidden, extract_features = self.feature_projection(features)
         if mask_time_indices is not None and self.config.apply_spec_augment:
             hidden = torch.where(mask_time_indices[..., None], self.masked_spec_embed.to(hidden.dtype), hidden)
+        if mask_feature_indices is not None and self.config.apply_spec_augment:
+            hidden = hidden.masked_fill(mask_feature_indices[:, None, :], 0.0)
         return Wav2Vec2Output(self.encoder(hidden, frame_mask), extract_features, frame_mask)
 
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:

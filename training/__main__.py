@@ -1,7 +1,4 @@
-"""Command line: `python -m training manifest | pretrain | evaluate ...`.
-
-CTC fine-tuning, synthetic speech and pseudo-labelling are still to come.
-"""
+"""Command line: `python -m training manifest | synth | pretrain | finetune | pseudo-label | evaluate ...`."""
 
 from __future__ import annotations
 
@@ -9,6 +6,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from .synth import DEFAULT_VOICES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +23,33 @@ def main(argv: list[str] | None = None) -> int:
     manifest.add_argument("--min-seconds", type=float, default=0.0)
     manifest.add_argument("--max-seconds", type=float, default=float("inf"))
 
+    synth = commands.add_parser("synth", help="a synthetic English corpus (espeak-ng and flite voices) and its manifest")
+    synth.add_argument("--text", type=Path, required=True, help="sentences, one per line (.gz read as gzip)")
+    synth.add_argument("--out", type=Path, required=True, help="folder for audio/ and manifest.jsonl")
+    synth.add_argument("--count", type=int, default=100, help="utterances to make")
+    synth.add_argument("--voices", default=",".join(DEFAULT_VOICES),
+                       help="comma-separated espeak:NAME / flite:NAME voices, used in turn (default: %(default)s)")
+    synth.add_argument("--min-words", type=int, default=3)
+    synth.add_argument("--max-words", type=int, default=20)
+    synth.add_argument("--speed", type=float, nargs=2, default=(0.8, 1.2), metavar=("LOW", "HIGH"),
+                       help="speaking-rate factor, drawn uniformly per utterance")
+    synth.add_argument("--pitch", type=float, nargs=2, default=(0.7, 1.3), metavar=("LOW", "HIGH"),
+                       help="pitch factor, drawn uniformly per utterance")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=4, help="synthesizer processes at once")
+
+    label = commands.add_parser("pseudo-label", help="transcribe unlabeled audio; keep confident transcripts as labels")
+    label.add_argument("--model", required=True, help="a fine-tuned CTC model (folder, Hub id or fairseq checkpoint)")
+    label.add_argument("--manifest", type=Path, required=True, help="the unlabeled audio (any text in it is ignored)")
+    label.add_argument("--out", type=Path, required=True, help="labelled manifest to write")
+    label.add_argument("--lm", type=Path, help="KenLM model: beam search with it (else greedy)")
+    label.add_argument("--beam-width", type=int, default=100)
+    label.add_argument("--lm-alpha", type=float, default=0.5)
+    label.add_argument("--lm-beta", type=float, default=1.0)
+    label.add_argument("--min-confidence", type=float, default=0.9,
+                       help="keep utterances whose mean word confidence is at least this (0-1)")
+    label.add_argument("--labelled", type=Path, help="a manifest of real labels to include in --out as well")
+
     evaluate = commands.add_parser("evaluate", help="WER and CER of a CTC model on a labelled manifest")
     evaluate.add_argument("--model", required=True, help="Hugging Face folder or Hub id, or fairseq checkpoint")
     evaluate.add_argument("--manifest", type=Path, required=True)
@@ -38,12 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     pretrain.add_argument("--resume", type=Path, help="a checkpoint folder of this run to continue from")
     pretrain.add_argument("overrides", nargs="*", help="key=value settings over the config, e.g. max_steps=1000")
 
+    finetune = commands.add_parser("finetune", help="CTC fine-tuning (from a pretrained checkpoint or scratch)")
+    finetune.add_argument("--config", type=Path, help="YAML or JSON config (examples in training/configs/)")
+    finetune.add_argument("--resume", type=Path, help="a checkpoint folder of this run to continue from")
+    finetune.add_argument("overrides", nargs="*", help="key=value settings over the config, e.g. init=runs/pt/checkpoint-9")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "manifest":
             return _manifest(args)
         if args.command == "pretrain":
             return _pretrain(args)
+        if args.command == "finetune":
+            return _finetune(args)
+        if args.command == "synth":
+            return _synth(args)
+        if args.command == "pseudo-label":
+            return _pseudo_label(args)
         return _evaluate(args)
     except (OSError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -63,6 +100,25 @@ def _manifest(args) -> int:
     return 0
 
 
+def _synth(args) -> int:
+    from .synth import Voice, synthesize
+
+    if args.count < 1 or args.workers < 1:
+        raise ValueError("--count and --workers must be at least 1")
+    if not args.min_words <= args.max_words or args.min_words < 1:
+        raise ValueError("--min-words must be at least 1 and at most --max-words")
+    if not 0 < args.speed[0] <= args.speed[1] or not 0 < args.pitch[0] <= args.pitch[1]:
+        raise ValueError("--speed and --pitch take LOW HIGH with 0 < LOW <= HIGH")
+    voices = [Voice.parse(text.strip()) for text in args.voices.split(",") if text.strip()]
+    if not voices:
+        raise ValueError("--voices names no voice")
+    entries = synthesize(args.text, args.out, args.count, voices, args.min_words, args.max_words, tuple(args.speed),
+                         tuple(args.pitch), args.seed, args.workers)
+    minutes = sum(entry.duration for entry in entries) / 60
+    print(f"{args.out / 'manifest.jsonl'}: {len(entries)} utterances, {minutes:.1f} min, {len(voices)} voices")
+    return 0
+
+
 def _pretrain(args) -> int:
     from .config import PretrainConfig, load_config
     from .pretrain import pretrain
@@ -75,18 +131,53 @@ def _pretrain(args) -> int:
     return 0
 
 
-def _evaluate(args) -> int:
+def _finetune(args) -> int:
+    from .config import FinetuneConfig, load_config
+    from .finetune import finetune
+
+    config = load_config(FinetuneConfig, args.config, args.overrides)
+    if not config.train_manifest:
+        raise ValueError("no training data: set train_manifest in the config or as train_manifest=PATH")
+    print(f"saved {finetune(config, args.resume)}")
+    return 0
+
+
+def _load_transcriber(reference: str):
     from model.checkpoint import CheckpointError
     from model.hub import ModelNotFoundError
     from model.transcribe import Transcriber
 
+    try:
+        return Transcriber.load(reference)
+    except (ModelNotFoundError, CheckpointError) as error:
+        raise ValueError(str(error)) from None
+
+
+def _pseudo_label(args) -> int:
+    from .manifest import read_manifest, write_manifest
+    from .pseudo_label import confident, pseudo_label
+
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise ValueError("--min-confidence is a probability, 0 to 1")
+    entries = read_manifest(args.manifest)
+    if not entries:
+        raise ValueError(f"{args.manifest}: no audio listed")
+    real = [entry for entry in read_manifest(args.labelled) if entry.text] if args.labelled else []
+    labelled = pseudo_label(_load_transcriber(args.model), entries, args.lm, args.beam_width, args.lm_alpha,
+                            args.lm_beta)
+    kept = confident(labelled, args.min_confidence)
+    write_manifest(real + kept, args.out)
+    hours = sum(entry.duration for entry in kept) / 3600
+    print(f"{args.out}: {len(kept)} of {len(entries)} utterances kept ({hours:.2f} h) at confidence >= "
+          f"{args.min_confidence}" + (f", with {len(real)} real labels" if real else ""))
+    return 0
+
+
+def _evaluate(args) -> int:
     from .evaluate import evaluate
     from .manifest import read_manifest
 
-    try:
-        transcriber = Transcriber.load(args.model)
-    except (ModelNotFoundError, CheckpointError) as error:
-        raise ValueError(str(error)) from None
+    transcriber = _load_transcriber(args.model)
     report = evaluate(transcriber, read_manifest(args.manifest), args.lm, args.beam_width, args.lm_alpha,
                       args.lm_beta)
     details = report.pop("details")

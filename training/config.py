@@ -62,6 +62,49 @@ class PretrainConfig:
     keep_checkpoints: int = 2
 
 
+@dataclass
+class FinetuneConfig:
+    train_manifest: str = ""  # labelled audio (entries without text are skipped)
+    eval_manifest: str = ""  # scored every eval_every steps; the best checkpoint is kept in output_dir/best
+    output_dir: str = "runs/finetune"
+    # Where to start: a pretrained or fine-tuned checkpoint (folder, Hub id or fairseq .pt), or "" for
+    # from scratch. With a checkpoint, `model` only overrides its settings (dropouts, layerdrop...).
+    init: str = ""
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "base"})
+    # A vocab.json (or a folder holding one); "" uses the init checkpoint's, else the training transcripts'.
+    vocab: str = ""
+    freeze_feature_encoder: bool = True
+    freeze_transformer_steps: int = 10_000  # only the CTC head trains for the first N updates
+    # SpecAugment-style masking (paper, 100 h: 0.5 / 10 time, 0.25 / 64 channels); saved in the model
+    # config as mask_time_* and mask_feature_*.
+    mask_time_prob: float = 0.5
+    mask_time_length: int = 10
+    mask_channel_prob: float = 0.25
+    mask_channel_length: int = 64
+    # Optimisation: Adam with the tri-stage schedule (warmup / hold / decay fractions of max_steps).
+    learning_rate: float = 5e-5
+    max_steps: int = 20_000
+    lr_phases: list[float] = field(default_factory=lambda: [0.1, 0.4, 0.5])
+    init_lr_scale: float = 0.01
+    final_lr_scale: float = 0.05
+    weight_decay: float = 0.0
+    clip_norm: float = 10.0
+    max_batch_seconds: float = 200.0  # audio per batch (padding included), before accumulation
+    accumulation: int = 1
+    max_sample_seconds: float = 30.0  # longer utterances are left out
+    precision: str = "auto"
+    seed: int = 1
+    # Evaluation: WER/CER greedy, and with beam search when an LM is given (then its WER picks the best).
+    eval_every: int = 1000
+    lm: str = ""
+    beam_width: int = 50
+    lm_alpha: float = 0.5
+    lm_beta: float = 1.0
+    log_every: int = 10
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+
+
 def model_config(section: dict[str, Any]) -> Wav2Vec2Config:
     values = dict(section)
     preset = values.pop("preset", "base")
@@ -94,6 +137,13 @@ def load_config(kind: type, path: Path | None, overrides: list[str]):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    for item in dataclasses.fields(kind):
+        # YAML reads 1e-3 (no dot) as text; numbers given for float settings become floats.
+        if item.type == "float" and item.name in values and not isinstance(values[item.name], bool):
+            try:
+                values[item.name] = float(values[item.name])
+            except (TypeError, ValueError):
+                raise ValueError(f"{item.name}: expected a number, got {values[item.name]!r}") from None
     config = kind(**values)
     model_config(config.model)  # fail now, not after loading data
     return config

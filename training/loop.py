@@ -74,6 +74,22 @@ def warmup_then_linear_decay(warmup: int, total: int):
     return factor
 
 
+def tri_stage(total: int, phases: tuple[float, float, float] = (0.1, 0.4, 0.5), init_scale: float = 0.01,
+              final_scale: float = 0.05):
+    """The fine-tuning schedule of the paper (fairseq's tri-stage): a linear warmup from
+    `init_scale` x the peak rate, a hold at the peak, then an exponential decay to `final_scale` x."""
+    warmup, hold = int(phases[0] * total), int(phases[1] * total)
+    decay = max(1, total - warmup - hold)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return init_scale + (1.0 - init_scale) * step / warmup
+        if step < warmup + hold:
+            return 1.0
+        return final_scale ** (min(step - warmup - hold, decay) / decay)
+    return factor
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -89,13 +105,15 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_trainer_state(folder: Path, step: int, optimiser, scheduler, batches, scaler) -> None:
-    torch.save({"step": step, "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+def save_trainer_state(folder: Path, step: int, optimiser, scheduler, batches, scaler, extra: dict | None = None
+                       ) -> None:
+    torch.save({"step": step, "extra": extra or {}, "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                 "batches": batches.state(), "rng": rng_state(),
                 "scaler": scaler.state_dict() if scaler else None}, folder / TRAINER_STATE)
 
 
-def load_trainer_state(folder: Path, optimiser, scheduler, batches, scaler) -> int:
+def load_trainer_state(folder: Path, optimiser, scheduler, batches, scaler) -> tuple[int, dict]:
+    """Restores everything in place; returns the step reached and the command's own saved values."""
     state = torch.load(folder / TRAINER_STATE, weights_only=False)  # our own file: RNG states are not tensors
     optimiser.load_state_dict(state["optimiser"])
     scheduler.load_state_dict(state["scheduler"])
@@ -103,7 +121,7 @@ def load_trainer_state(folder: Path, optimiser, scheduler, batches, scaler) -> i
     set_rng_state(state["rng"])
     if scaler and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
-    return state["step"]
+    return state["step"], state.get("extra", {})
 
 
 def prune_checkpoints(output_dir: Path, keep: int, protect: Path | None = None) -> None:

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import jiwer  # the standard WER/CER implementation (edit distance over words and characters)
 
-
-def normalize_text(text: str) -> str:
-    """Lower case, letters/digits/apostrophes only, single spaces: references and hypotheses come
-    with different conventions (LibriSpeech upper case, punctuated text), scored alike."""
-    text = re.sub(r"[^\w' ]+", " ", text.lower().replace("_", " "))
-    return " ".join(word.strip("'") for word in text.split() if word.strip("'"))
+from model.ctc import normalize_text
 
 
 def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float]:

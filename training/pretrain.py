@@ -65,7 +65,7 @@ def _pretrain(config: PretrainConfig, resume: Path | None, processes: Processes)
     precision, scaler = autocast(config.precision, processes.device)
     step = 0
     if resume:
-        step = load_trainer_state(resume, optimiser, scheduler, batches, scaler)
+        step, _ = load_trainer_state(resume, optimiser, scheduler, batches, scaler)
         # The schedule is this config's (say, max_steps raised to train longer), from the step reached.
         for group, base in zip(optimiser.param_groups, scheduler.base_lrs):
             group["lr"] = base * schedule(step)

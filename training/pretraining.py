@@ -102,14 +102,15 @@ class PretrainingObjective:
         features = self._features.pop()
         context, targets = out.projected_states.float(), out.projected_quantized_states.float()
 
-        rows = torch.arange(targets.shape[0])[:, None, None]
-        distractors = targets[rows, negatives.to(targets.device)]  # (batch, frames, K, dim)
-        candidates = torch.cat([targets[:, :, None], distractors], dim=2)
-        scores = F.cosine_similarity(context[:, :, None], candidates, dim=-1) / self.temperature
+        # Only masked frames are scored: their context, their target, and K distractors each.
+        rows, columns = np.nonzero(mask)
+        distractors = targets[torch.from_numpy(rows)[:, None], negatives[rows, columns].to(targets.device)]
+        true = targets[rows, columns]  # (masked frames, dim)
+        candidates = torch.cat([true[:, None], distractors], dim=1)  # (masked frames, K + 1, dim)
+        scores = F.cosine_similarity(context[rows, columns][:, None], candidates, dim=-1) / self.temperature
         # A distractor that is the very same codeword as the target cannot be told apart: leave it out.
-        same = (distractors == targets[:, :, None]).all(dim=-1)
-        scores = torch.cat([scores[..., :1], scores[..., 1:].masked_fill(same, float("-inf"))], dim=-1)
-        scores = scores[mask_tensor]  # (masked frames, K + 1); the target is candidate 0
+        same = (distractors == true[:, None]).all(dim=-1)
+        scores = torch.cat([scores[:, :1], scores[:, 1:].masked_fill(same, float("-inf"))], dim=1)
         contrastive = F.cross_entropy(scores, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
 
         codewords = config.num_codevector_groups * config.num_codevectors_per_group

@@ -1,0 +1,307 @@
+"""`python -m training finetune`: CTC fine-tuning from a pretrained checkpoint, a fine-tuned one, or scratch.
+
+The paper's recipe: a frozen feature encoder, only the CTC head trained for the first updates,
+time and channel masking, the tri-stage learning-rate schedule; periodic WER/CER evaluation
+(greedy, and beam search with a KenLM model) that keeps the best checkpoint in `output_dir/best`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from model.audio import batch_input_values, load_audio
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.config import FeatureSettings, Wav2Vec2Config
+from model.ctc import CTCVocabulary
+from model.wav2vec2 import Wav2Vec2ForCTC, init_weights
+
+from .batches import BatchStream, make_batches
+from .config import FinetuneConfig, model_config, save_config
+from .evaluate import Scorer
+from .loop import (MetricsLog, Processes, autocast, load_trainer_state, prune_checkpoints, save_trainer_state,
+                   tri_stage)
+from .manifest import Entry, read_manifest
+from .pretraining import span_mask
+
+RATE = 16000
+
+
+@dataclass
+class Example:
+    audio: Path
+    duration: float
+    text: str
+    targets: list[int]
+
+
+def finetune(config: FinetuneConfig, resume: Path | None = None) -> Path:
+    """Train to `config.max_steps`; returns the best checkpoint folder (the last one without evaluation)."""
+    processes = Processes.start()
+    try:
+        return _finetune(config, resume, processes)
+    finally:
+        processes.close()
+
+
+class _CTCForward(nn.Module):
+    """The training forward pass, one module so DistributedDataParallel wraps it whole.
+    `frozen` runs the wav2vec 2.0 body without gradients (only the CTC head learns)."""
+
+    def __init__(self, model: Wav2Vec2ForCTC):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs, attention_mask, time_mask, channel_mask, frozen: bool):
+        with torch.no_grad() if frozen else nullcontext():
+            # Padding is kept out of the group-norm statistics: each utterance trains as it is transcribed, alone.
+            hidden = self.model.wav2vec2(inputs, attention_mask, time_mask, masked_group_norm=True,
+                                         mask_feature_indices=channel_mask).hidden_states
+        return self.model.lm_head(self.model.dropout(hidden))
+
+
+def _finetune(config: FinetuneConfig, resume: Path | None, processes: Processes) -> Path:
+    torch.manual_seed(config.seed + processes.rank)
+    output = Path(config.output_dir)
+    if not config.init and config.freeze_feature_encoder and resume is None:
+        raise ValueError("training from scratch with a frozen feature encoder would leave it random: "
+                         "set freeze_feature_encoder=false, or give init=CHECKPOINT")
+    start = load_checkpoint(resume or config.init) if (resume or config.init) else None
+    entries = [entry for entry in read_manifest(Path(config.train_manifest)) if entry.text]
+    vocab = _vocabulary(config, start, [entry.text for entry in entries])
+    model, architecture = _build_model(config, start, vocab, resumed=resume is not None)
+    model.to(processes.device).train()
+    train = _examples(entries, vocab, model, config.max_sample_seconds, processes.main)
+    evaluation = ([entry for entry in read_manifest(Path(config.eval_manifest)) if entry.text]
+                  if config.eval_manifest else [])
+
+    if config.freeze_feature_encoder:
+        model.wav2vec2.feature_extractor.requires_grad_(False)
+    # Frozen steps and LayerDrop leave parameters without gradients in some steps.
+    forward = _CTCForward(model)
+    if processes.world > 1:
+        forward = DistributedDataParallel(
+            forward, find_unused_parameters=config.freeze_transformer_steps > 0 or architecture.layerdrop > 0)
+    batches = BatchStream([example.duration for example in train], config.max_batch_seconds, config.seed,
+                          processes.rank, processes.world)
+    features = FeatureSettings(sampling_rate=RATE, return_attention_mask=architecture.feat_extract_norm == "layer")
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+                                  betas=(0.9, 0.98), eps=1e-8, weight_decay=config.weight_decay)
+    schedule = tri_stage(config.max_steps, tuple(config.lr_phases), config.init_lr_scale, config.final_lr_scale)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    precision, scaler = autocast(config.precision, processes.device)
+    step, best = 0, None
+    if resume:
+        step, extra = load_trainer_state(resume, optimiser, scheduler, batches, scaler)
+        best = extra.get("best")
+        for group, base in zip(optimiser.param_groups, scheduler.base_lrs):
+            group["lr"] = base * schedule(step)
+
+    if processes.main:
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(config, output / "training_config.json")
+    log = MetricsLog(output / "metrics.jsonl", processes.main)
+    scorer = None
+    if evaluation and processes.main:
+        scorer = Scorer(vocab, architecture.samples_per_frame / RATE, Path(config.lm) if config.lm else None,
+                        config.beam_width, config.lm_alpha, config.lm_beta)
+    progress = tqdm(total=config.max_steps, initial=step, disable=not processes.main, unit="step", dynamic_ncols=True)
+    last = None
+    audio_seconds, started = 0.0, time.perf_counter()
+    try:
+        while step < config.max_steps:
+            frozen = step < config.freeze_transformer_steps
+            loss_total = 0.0
+            for micro in range(config.accumulation):
+                generator = np.random.default_rng([config.seed, step, micro, processes.rank])
+                chosen = [train[i] for i in next(batches)]
+                audio = [load_audio(example.audio, RATE) for example in chosen]
+                audio_seconds += sum(len(samples) for samples in audio) / RATE
+                sync = micro == config.accumulation - 1 or processes.world == 1
+                with (forward.no_sync() if not sync else nullcontext()), precision:
+                    loss = _ctc_loss(forward, model, architecture, vocab, audio, chosen, frozen, generator,
+                                     processes.device) / config.accumulation
+                    (scaler.scale(loss) if scaler else loss).backward()
+                loss_total += float(loss.detach())
+            if scaler:
+                scaler.unscale_(optimiser)
+            gradient_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm))
+            if scaler:
+                scaler.step(optimiser)
+                scaler.update()
+            else:
+                optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            progress.update(1)
+            if step % config.log_every == 0 or step == config.max_steps:
+                elapsed = time.perf_counter() - started
+                record = {"step": step, "loss": round(processes.mean(loss_total), 6),
+                          "gradient_norm": round(gradient_norm, 4), "learning_rate": scheduler.get_last_lr()[0],
+                          "frozen": frozen,
+                          "audio_seconds_per_second": round(processes.mean(audio_seconds / elapsed) * processes.world,
+                                                            2)}
+                log.write(record)
+                progress.set_postfix(loss=f"{record['loss']:.3f}", audio_s_per_s=record["audio_seconds_per_second"],
+                                     best_wer=f"{best['wer']:.4f}" if best else "-")
+            if scorer is not None and (step % config.eval_every == 0 or step == config.max_steps):
+                report = _evaluate(model, evaluation, scorer, config.max_batch_seconds, processes.device)
+                metric = report.get("beam", report["greedy"])
+                record = {"step": step, "eval": report}
+                if best is None or (metric["wer"], metric["cer"]) < (best["wer"], best["cer"]):
+                    best = {"step": step, "wer": metric["wer"], "cer": metric["cer"]}
+                    _save(output / "best", model, architecture, features, vocab)
+                    (output / "best" / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+                log.write({**record, "best": best})
+                progress.write(f"step {step}: greedy WER {report['greedy']['wer']:.4f} CER {report['greedy']['cer']:.4f}"
+                               + (f", beam WER {report['beam']['wer']:.4f}" if "beam" in report else "")
+                               + f" (best {best['wer']:.4f} at step {best['step']})")
+            if step % config.save_every == 0 or step == config.max_steps:
+                last = output / f"checkpoint-{step}"
+                if processes.main:
+                    _save(last, model, architecture, features, vocab)
+                    save_trainer_state(last, step, optimiser, scheduler, batches, scaler, {"best": best})
+                    prune_checkpoints(output, config.keep_checkpoints, protect=resume)
+    finally:
+        progress.close()
+        if scorer is not None:
+            scorer.close()
+    return output / "best" if best else (last or resume)
+
+
+def _ctc_loss(forward, model: Wav2Vec2ForCTC, architecture: Wav2Vec2Config, vocab: CTCVocabulary,
+              audio: list[np.ndarray], chosen: list[Example], frozen: bool, generator: np.random.Generator,
+              device: torch.device) -> torch.Tensor:
+    """Mean CTC loss per utterance of one batch, with random time and channel masks."""
+    input_values, attention_mask = batch_input_values(audio, do_normalize=True)
+    sample_lengths = torch.from_numpy(attention_mask.sum(axis=1))
+    frames = model.wav2vec2.frame_lengths(sample_lengths)
+    width = int(model.wav2vec2.frame_lengths(torch.tensor([input_values.shape[1]]))[0])
+    time_mask = channel_mask = None
+    if architecture.mask_time_prob > 0:
+        time_mask = torch.from_numpy(span_mask(frames.tolist(), width, architecture.mask_time_prob,
+                                               architecture.mask_time_length, generator,
+                                               architecture.mask_time_min_masks)).to(device)
+    if architecture.mask_feature_prob > 0:
+        hidden = architecture.hidden_size
+        channel_mask = torch.from_numpy(span_mask([hidden] * len(audio), hidden, architecture.mask_feature_prob,
+                                                  architecture.mask_feature_length, generator,
+                                                  architecture.mask_feature_min_masks)).to(device)
+    logits = forward(torch.from_numpy(input_values).to(device), torch.from_numpy(attention_mask).to(device),
+                     time_mask, channel_mask, frozen)
+    log_probs = logits.float().log_softmax(dim=-1).transpose(0, 1)  # (frames, batch, vocab), as ctc_loss wants
+    targets = torch.tensor([token for example in chosen for token in example.targets], dtype=torch.long)
+    target_lengths = torch.tensor([len(example.targets) for example in chosen], dtype=torch.long)
+    loss = F.ctc_loss(log_probs, targets.to(device), frames.to(device), target_lengths.to(device),
+                      blank=vocab.blank_id, reduction="sum", zero_infinity=True)
+    return loss / len(chosen)
+
+
+@torch.no_grad()
+def _evaluate(model: Wav2Vec2ForCTC, entries: list[Entry], scorer: Scorer, max_batch_seconds: float,
+              device: torch.device) -> dict:
+    model.eval()
+    logits: list[np.ndarray | None] = [None] * len(entries)
+    try:
+        for indices in make_batches([entry.duration for entry in entries], max_batch_seconds, seed=0, epoch=0):
+            audio = [load_audio(entries[i].audio, RATE) for i in indices]
+            input_values, attention_mask = batch_input_values(audio, do_normalize=True)
+            mask = torch.from_numpy(attention_mask).to(device)
+            rows = model(torch.from_numpy(input_values).to(device), mask, masked_group_norm=True).float().cpu()
+            frames = model.wav2vec2.frame_lengths(mask.long().sum(dim=1).cpu())
+            for row, index in enumerate(indices):
+                logits[index] = rows[row, :int(frames[row])].numpy()
+    finally:
+        model.train()
+    report, _ = scorer.score([entry.text for entry in entries], logits)
+    return report
+
+
+def _vocabulary(config: FinetuneConfig, start, texts: list[str]) -> CTCVocabulary:
+    if config.vocab:
+        path = Path(config.vocab)
+        return CTCVocabulary.from_folder(path if path.is_dir() else path.parent)
+    if start is not None and start.vocab is not None:
+        return start.vocab
+    if not texts:
+        raise ValueError(f"{config.train_manifest}: no transcribed entries to train on")
+    return CTCVocabulary.from_texts(texts)
+
+
+def _build_model(config: FinetuneConfig, start, vocab: CTCVocabulary, resumed: bool
+                 ) -> tuple[Wav2Vec2ForCTC, Wav2Vec2Config]:
+    """A CTC model for `vocab`: the start checkpoint's body (and head, when its vocabulary is kept)."""
+    masking = dict(mask_time_prob=config.mask_time_prob, mask_time_length=config.mask_time_length,
+                   mask_feature_prob=config.mask_channel_prob, mask_feature_length=config.mask_channel_length)
+    head = dict(vocab_size=len(vocab), pad_token_id=vocab.blank_id, ctc_zero_infinity=True)
+    if start is None:
+        architecture = dataclasses.replace(model_config(config.model), **masking, **head)
+        model = init_weights(Wav2Vec2ForCTC(architecture), architecture)
+        return model, architecture
+    overrides = {key: value for key, value in config.model.items() if key != "preset"}
+    known = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown model settings: {', '.join(unknown)}")
+    architecture = dataclasses.replace(start.config, **overrides, **masking, **head)
+    model = init_weights(Wav2Vec2ForCTC(architecture), architecture)
+    body = {key: value for key, value in start.model.state_dict().items() if key.startswith("wav2vec2.")}
+    if not body:  # a bare Wav2Vec2Model
+        body = {f"wav2vec2.{key}": value for key, value in start.model.state_dict().items()}
+    ours = model.state_dict()
+    # The mask embedding exists only when masking is on; keep whichever side has it.
+    body = {key: value for key, value in body.items() if key in ours or not key.endswith("masked_spec_embed")}
+    keep_head = isinstance(start.model, Wav2Vec2ForCTC) and start.vocab is not None and start.vocab.tokens == vocab.tokens
+    if keep_head:
+        body.update({key: value for key, value in start.model.state_dict().items() if key.startswith("lm_head.")})
+    elif resumed:
+        raise ValueError("the checkpoint to resume has a different vocabulary than this run")
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    missing = [key for key in missing if not key.startswith("lm_head.") and not key.endswith("masked_spec_embed")]
+    if missing or unexpected:
+        raise ValueError(f"the init checkpoint does not fit this model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    return model, architecture
+
+
+def _examples(entries: list[Entry], vocab: CTCVocabulary, model: Wav2Vec2ForCTC, max_seconds: float,
+              report: bool) -> list[Example]:
+    """Entries with their target ids; those too long, or too short for CTC to emit their text, are left out."""
+    examples, too_long, too_short, unknown = [], 0, 0, 0
+    for entry in entries:
+        if entry.duration > max_seconds:
+            too_long += 1
+            continue
+        targets = vocab.encode(entry.text)
+        repeats = sum(1 for a, b in zip(targets, targets[1:]) if a == b)  # CTC needs a blank between repeats
+        frames = int(model.wav2vec2.frame_lengths(torch.tensor([int(entry.duration * RATE)]))[0])
+        if not targets or frames < len(targets) + repeats:
+            too_short += 1
+            continue
+        unknown += targets.count(vocab.ids.get(vocab.unk_token, -1))
+        examples.append(Example(entry.audio, entry.duration, entry.text, targets))
+    if not examples:
+        raise ValueError("no usable training utterances (check the manifest's texts and durations)")
+    if report and (too_long or too_short or unknown):
+        print(f"training on {len(examples)} utterances: {too_long} left out as longer than {max_seconds} s, "
+              f"{too_short} as too short for their text; {unknown} characters outside the vocabulary")
+    return examples
+
+
+def _save(folder: Path, model, architecture: Wav2Vec2Config, features: FeatureSettings, vocab: CTCVocabulary) -> None:
+    if folder.exists() and folder.name == "best":
+        shutil.rmtree(folder)
+    Checkpoint(model, architecture, features, vocab).save(folder)
