@@ -78,7 +78,7 @@ def _finetune(config: FinetuneConfig, resume: Path | None, processes: Processes)
     if not config.init and config.freeze_feature_encoder and resume is None:
         raise ValueError("training from scratch with a frozen feature encoder would leave it random: "
                          "set freeze_feature_encoder=false, or give init=CHECKPOINT")
-    start = load_checkpoint(resume or config.init) if (resume or config.init) else None
+    start = _load(resume or config.init) if (resume or config.init) else None
     entries = [entry for entry in read_manifest(Path(config.train_manifest)) if entry.text]
     vocab = _vocabulary(config, start, [entry.text for entry in entries])
     model, architecture = _build_model(config, start, vocab, resumed=resume is not None)
@@ -228,6 +228,16 @@ def _evaluate(model: Wav2Vec2ForCTC, entries: list[Entry], scorer: Scorer, max_b
         model.train()
     report, _ = scorer.score([entry.text for entry in entries], logits)
     return report
+
+
+def _load(reference):
+    from model.checkpoint import CheckpointError
+    from model.hub import ModelNotFoundError
+
+    try:
+        return load_checkpoint(reference)
+    except (CheckpointError, ModelNotFoundError) as error:
+        raise ValueError(f"init {reference}: {error}") from None
 
 
 def _vocabulary(config: FinetuneConfig, start, texts: list[str]) -> CTCVocabulary:

@@ -55,10 +55,39 @@ class Voice:
                 "--setf", f"int_f0_target_mean={round(100 * pitch)}", "-t", text, "-o", str(out)]
 
 
-def check_programs(voices: list[Voice]) -> None:
+def check_voices(voices: list[Voice]) -> None:
+    """Both synthesizers fall back to a default voice, silently, on a name they do not know: check first."""
     missing = sorted({voice.program for voice in voices if shutil.which(voice.program) is None})
     if missing:
         raise RuntimeError(f"{' and '.join(missing)} not installed (Debian/Ubuntu: apt-get install {' '.join(missing)})")
+    known = {"espeak": set(), "flite": set()}
+    variants: set[str] = set()
+    if any(voice.engine == "espeak" for voice in voices):
+        known["espeak"] = _espeak_names("--voices")
+        variants = _espeak_names("--voices=variant")
+    if any(voice.engine == "flite" for voice in voices):
+        listing = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout
+        known["flite"] = set(listing.partition(":")[2].split())
+    for voice in voices:
+        name, _, variant = voice.name.partition("+")
+        if voice.engine == "flite" and Path(voice.name).is_file():
+            continue  # a .flitevox file
+        if name not in known[voice.engine] or (variant and variant not in variants):
+            if voice.engine == "flite":
+                raise ValueError(f"flite has no voice {voice.name!r}; it has: {', '.join(sorted(known['flite']))}")
+            english = sorted(name for name in known["espeak"] if name.lower().startswith("en"))
+            raise ValueError(f"espeak-ng has no voice {voice.name!r}; its English ones: {', '.join(english)} "
+                             "(`espeak-ng --voices` lists all; variants after '+', e.g. en-us+f2)")
+
+
+def _espeak_names(option: str) -> set[str]:
+    """Languages, voice names and voice files of `espeak-ng --voices` (or of its variants)."""
+    names = set()
+    for line in subprocess.run(["espeak-ng", option], capture_output=True, text=True).stdout.splitlines()[1:]:
+        columns = line.split()
+        if len(columns) >= 5:
+            names.update({columns[1], columns[3], columns[4].rsplit("/", 1)[-1]})
+    return names
 
 
 def pick_sentences(path: Path, count: int, min_words: int, max_words: int, seed: int) -> list[str]:
@@ -89,7 +118,7 @@ def synthesize(text_file: Path, out: Path, count: int, voices: list[Voice], min_
                speed_range: tuple[float, float] = (0.8, 1.2), pitch_range: tuple[float, float] = (0.7, 1.3),
                seed: int = 0, workers: int = 4) -> list[Entry]:
     """Write `count` utterances and `out/manifest.jsonl`; returns the manifest's entries."""
-    check_programs(voices)
+    check_voices(voices)
     sentences = pick_sentences(text_file, count, min_words, max_words, seed)
     generator = random.Random(seed)
     jobs = [(index, sentences[index % len(sentences)], voices[index % len(voices)],

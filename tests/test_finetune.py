@@ -1,0 +1,274 @@
+"""`python -m training finetune | pseudo-label | synth`: CTC fine-tuning on real speech, checkpoints that
+transformers loads with identical logits, exact resume, two processes, self-training's labels, and the
+synthetic corpus."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import DATA, REPO
+from model.audio import load_audio
+from model.checkpoint import load_checkpoint
+from model.ctc import CTCVocabulary
+from training.loop import tri_stage
+from training.manifest import read_manifest, write_manifest
+
+# A model small enough to overfit a handful of spoken digits in well under a minute on one core. The
+# layer-norm-first layout (the paper's large model) learns from scratch much sooner than the base layout.
+TINY = ["model.preset=tiny", "model.hidden_size=64", "model.num_hidden_layers=2", "model.conv_dim=[32,32,32,32,32,32,32]",
+        "model.num_conv_pos_embeddings=16", "model.feat_extract_norm=layer", "model.do_stable_layer_norm=true",
+        "model.conv_bias=true", "model.layerdrop=0", "model.hidden_dropout=0", "model.attention_dropout=0",
+        "model.activation_dropout=0", "model.final_dropout=0", "model.num_codevectors_per_group=16",
+        "model.codevector_dim=32", "model.proj_codevector_dim=32"]
+QUIET = ["mask_time_prob=0", "mask_channel_prob=0", "max_batch_seconds=8", "lr_phases=[0.05,0.85,0.1]"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def training(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout, env=ENV)
+
+
+def metrics(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """Eight real recordings of eight different digits by three speakers (FSDD)."""
+    entries = {entry.text: entry for entry in read_manifest_of_fsdd() if entry.audio.stem.endswith("_10")}
+    chosen = [entries[word] for word in ("zero", "one", "two", "three", "four", "five", "six", "seven")]
+    path = tmp_path_factory.mktemp("digits") / "digits.jsonl"
+    write_manifest(chosen, path)
+    return path
+
+
+def read_manifest_of_fsdd():
+    from training.manifest import build_manifest
+
+    entries, _ = build_manifest(transcripts=DATA / "fsdd" / "transcripts_train.tsv")
+    speakers = {"george", "jackson", "lucas"}
+    return [entry for entry in entries if entry.audio.stem.split("_")[1] in speakers]
+
+
+@pytest.fixture(scope="module")
+def overfit(digits, tmp_path_factory):
+    """From scratch to CER 0 on the eight digits (the run every later test reads)."""
+    out = tmp_path_factory.mktemp("overfit") / "run"
+    result = training("finetune", f"train_manifest={digits}", f"eval_manifest={digits}", f"output_dir={out}",
+                      *TINY, *QUIET, "freeze_feature_encoder=false", "freeze_transformer_steps=0",
+                      "learning_rate=3e-3", "max_steps=250", "eval_every=50", "save_every=250")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_finetuning_overfits_a_handful_of_real_utterances(overfit):
+    evaluations = [record for record in metrics(overfit) if "eval" in record]
+    assert [record["step"] for record in evaluations] == [50, 100, 150, 200, 250]
+    best = json.loads((overfit / "best" / "eval.json").read_text())
+    assert best["eval"]["greedy"]["cer"] <= 0.05 and best["eval"]["greedy"]["wer"] <= 0.125, best
+    losses = [record["loss"] for record in metrics(overfit) if "loss" in record]
+    assert losses[-1] < 0.2 * losses[0]
+    # The vocabulary was built from the transcripts, laid out as Hugging Face's character models.
+    vocab = CTCVocabulary.from_folder(overfit / "best")
+    assert [vocab.tokens[i] for i in range(5)] == ["<pad>", "<s>", "</s>", "<unk>", "|"]
+    assert set(vocab.tokens.values()) - {"<pad>", "<s>", "</s>", "<unk>", "|"} == set("zeroonetwothreefourfivesixseven")
+
+
+def test_the_best_checkpoint_transcribes_through_the_cli_and_evaluate(overfit, digits):
+    result = subprocess.run([sys.executable, "-m", "model", "transcribe", "--model", str(overfit / "best"),
+                             str(read_manifest(digits)[3].audio)], capture_output=True, text=True, cwd=REPO, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert "three" in result.stdout
+    report = training("evaluate", "--model", str(overfit / "best"), "--manifest", str(digits))
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["greedy"]["wer"] <= 0.125
+
+
+def test_checkpoints_load_in_transformers_with_identical_logits(overfit, digits):
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    folder = overfit / "best"
+    ours = load_checkpoint(folder).model.eval()
+    theirs = Wav2Vec2ForCTC.from_pretrained(folder).eval()
+    processor = Wav2Vec2Processor.from_pretrained(folder)
+    audio = [load_audio(entry.audio, 16000) for entry in read_manifest(digits)]
+    for samples in audio:
+        inputs = processor(samples, sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            expected = theirs(inputs.input_values).logits
+            got = ours(inputs.input_values)
+        assert torch.allclose(got, expected, atol=1e-5), float((got - expected).abs().max())
+        assert processor.batch_decode(expected.argmax(-1))[0] in {"zero", "one", "two", "three", "four", "five",
+                                                                  "six", "seven"}
+    # Intermediate checkpoints are model folders too.
+    assert Wav2Vec2ForCTC.from_pretrained(overfit / "checkpoint-250") is not None
+
+
+def test_finetune_resumes_exactly(digits, tmp_path):
+    common = [f"train_manifest={digits}", *TINY, "max_batch_seconds=3", "freeze_feature_encoder=false",
+              "freeze_transformer_steps=2", "mask_time_prob=0.3", "mask_time_length=4", "model.mask_time_min_masks=1",
+              "mask_channel_prob=0.2", "mask_channel_length=8", "model.hidden_dropout=0.1", "log_every=1",
+              "learning_rate=1e-3"]
+    straight = training("finetune", *common, f"output_dir={tmp_path / 'straight'}", "max_steps=6", "save_every=6")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = training("finetune", *common, f"output_dir={tmp_path / 'split'}", "max_steps=6", "save_every=3")
+    assert first.returncode == 0
+    shutil.rmtree(tmp_path / "split" / "checkpoint-6")  # as if stopped after step 3
+    (tmp_path / "split" / "metrics.jsonl").write_text(
+        "".join(line + "\n" for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()[:3]))
+    resumed = training("finetune", *common, f"output_dir={tmp_path / 'split'}", "max_steps=6", "save_every=3",
+                       "--resume", str(tmp_path / "split" / "checkpoint-3"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = metrics(tmp_path / "straight"), metrics(tmp_path / "split")
+    assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
+    assert [m["frozen"] for m in got] == [True, True, False, False, False, False]
+    for a, b in zip(expected, got):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+
+
+def test_frozen_parts_do_not_change(unlabeled_pretrained, digits, tmp_path):
+    """From a pretraining checkpoint: the feature encoder stays frozen throughout; the transformer
+    trains only after `freeze_transformer_steps`."""
+    out = tmp_path / "ft"
+    result = training("finetune", f"train_manifest={digits}", f"init={unlabeled_pretrained}", f"output_dir={out}",
+                      *QUIET, "freeze_transformer_steps=2", "max_steps=4", "save_every=2", "learning_rate=1e-3",
+                      "model.layerdrop=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    start = load_checkpoint(unlabeled_pretrained).model.wav2vec2.state_dict()
+    at = {step: load_checkpoint(out / f"checkpoint-{step}").model for step in (2, 4)}
+    for name, tensor in start.items():
+        if name.startswith("feature_extractor."):
+            assert torch.equal(at[4].wav2vec2.state_dict()[name], tensor), name
+    layer = "encoder.layers.0.attention.q_proj.weight"
+    assert torch.equal(at[2].wav2vec2.state_dict()[layer], start[layer]), "frozen for the first two updates"
+    assert not torch.equal(at[4].wav2vec2.state_dict()[layer], start[layer]), "trained after them"
+    assert not torch.equal(at[2].lm_head.weight, at[4].lm_head.weight)
+
+
+@pytest.fixture(scope="module")
+def unlabeled_pretrained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pretrained")
+    manifest = folder / "unlabeled.jsonl"
+    from training.manifest import build_manifest
+
+    entries, _ = build_manifest(DATA / "unlabeled-librispeech")
+    write_manifest(entries[:6], manifest)
+    result = training("pretrain", f"manifest={manifest}", f"output_dir={folder / 'run'}", *TINY, "max_steps=2",
+                      "warmup_steps=1", "max_batch_seconds=8", "max_sample_seconds=2", "num_negatives=10",
+                      "save_every=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run" / "checkpoint-2"
+
+
+def test_finetune_on_two_processes_with_torchrun(digits, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                          "-m", "training", "finetune", f"train_manifest={digits}", f"output_dir={tmp_path / 'ddp'}",
+                          *TINY, *QUIET, "freeze_feature_encoder=false", "freeze_transformer_steps=1",
+                          "max_batch_seconds=2", "max_steps=4", "log_every=1", "save_every=4", "learning_rate=1e-3"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300, env=ENV)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = metrics(tmp_path / "ddp")
+    assert [m["step"] for m in got] == [1, 2, 3, 4], "rank 0 alone writes the metrics"
+    assert (tmp_path / "ddp" / "checkpoint-4" / "model.safetensors").is_file()
+
+
+def test_finetune_refuses_bad_settings(digits, tmp_path):
+    scratch = training("finetune", f"train_manifest={digits}", f"output_dir={tmp_path}", *TINY)
+    assert scratch.returncode == 1 and "freeze_feature_encoder=false" in scratch.stderr
+    unknown = training("finetune", f"train_manifest={digits}", "learning_rat=1")
+    assert unknown.returncode == 1 and "unknown settings: learning_rat" in unknown.stderr
+    missing = training("finetune", "freeze_feature_encoder=false")
+    assert missing.returncode == 1 and "train_manifest" in missing.stderr
+    not_a_model = training("finetune", f"train_manifest={digits}", f"init={tmp_path}")
+    assert not_a_model.returncode == 1 and "config.json" in not_a_model.stderr
+
+
+def test_pseudo_labels_keep_confident_transcripts(overfit, digits, tmp_path):
+    unlabeled = tmp_path / "unlabeled.jsonl"
+    entries = read_manifest(digits)
+    write_manifest([type(entry)(entry.audio, entry.duration) for entry in entries], unlabeled)
+    out = tmp_path / "pseudo.jsonl"
+    result = training("pseudo-label", "--model", str(overfit / "best"), "--manifest", str(unlabeled), "--out", str(out),
+                      "--min-confidence", "0.5", "--labelled", str(digits))
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = read_manifest(out)
+    real, pseudo = written[:8], written[8:]
+    assert [entry.text for entry in real] == [entry.text for entry in entries], "the real labels come first"
+    assert len(pseudo) >= 6, result.stdout
+    by_audio = {entry.audio.resolve(): entry.text for entry in entries}
+    correct = sum(by_audio[entry.audio.resolve()] == entry.text for entry in pseudo)
+    assert correct >= len(pseudo) - 1
+    strict = training("pseudo-label", "--model", str(overfit / "best"), "--manifest", str(unlabeled), "--out",
+                      str(tmp_path / "none.jsonl"), "--min-confidence", "1.0")
+    assert strict.returncode == 0 and "0 of 8 utterances kept" in strict.stdout
+
+
+def test_tri_stage_schedule():
+    factor = tri_stage(100, (0.1, 0.4, 0.5), init_scale=0.01, final_scale=0.05)
+    assert factor(0) == pytest.approx(0.01)
+    assert factor(5) == pytest.approx(0.505)
+    assert factor(10) == factor(49) == 1.0
+    assert factor(75) == pytest.approx(0.05 ** 0.5)
+    assert factor(100) == pytest.approx(0.05) and factor(500) == pytest.approx(0.05)
+
+
+def test_vocabulary_encodes_transcripts():
+    vocab = CTCVocabulary.from_texts(["Hello, World!", "it's"])
+    ids = vocab.encode("HELLO  wor-ld?")
+    assert [vocab.tokens[i] for i in ids] == list("hello") + ["|"] + list("wor") + ["|"] + list("ld")
+    assert vocab.tokens[vocab.encode("q")[0]] == "<unk>"
+    upper = CTCVocabulary(tokens=dict(enumerate(["<pad>", "<s>", "</s>", "<unk>", "|", "A", "B"])))
+    assert upper.encode("ab ba") == [5, 6, 4, 6, 5], "upper-case vocabularies get upper-case targets"
+
+
+needs_voices = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                                  reason="espeak-ng and flite are not installed (.ci/run installs them)")
+
+
+@needs_voices
+def test_synth_speaks_a_text_file_with_both_engines(tmp_path):
+    text = tmp_path / "sentences.txt"
+    text.write_text("the cat sat on the mat\nshe sells sea shells by the shore\ntoo short\n"
+                    "a very long line " + "with many words " * 20 + "\n")
+    out = tmp_path / "synth"
+    result = training("synth", "--text", str(text), "--out", str(out), "--count", "4", "--min-words", "3",
+                      "--max-words", "10", "--voices", "espeak:en-us,flite:slt", "--speed", "0.7", "1.3", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    entries = read_manifest(out / "manifest.jsonl")
+    assert len(entries) == 4
+    assert {entry.text for entry in entries} == {"the cat sat on the mat", "she sells sea shells by the shore"}
+    for entry in entries:
+        samples, rate = soundfile.read(entry.audio)
+        assert rate == 16000 and samples.ndim == 1
+        assert abs(len(samples) / rate - entry.duration) < 0.01 and 0.8 < entry.duration < 6
+        assert np.abs(samples).max() > 0.05, "speech, not silence"
+    same = [entry for entry in entries if entry.text == "the cat sat on the mat"]
+    assert len(same) == 2 and same[0].duration != same[1].duration, "two voices or speeds, two durations"
+
+
+@needs_voices
+def test_synth_errors_are_one_line(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("one two three four\n")
+    bad_voice = training("synth", "--text", str(text), "--out", str(tmp_path / "o"), "--voices", "festival:x")
+    assert bad_voice.returncode == 1 and "espeak:NAME or flite:NAME" in bad_voice.stderr
+    no_lines = training("synth", "--text", str(text), "--out", str(tmp_path / "o"), "--min-words", "8")
+    assert no_lines.returncode == 1 and "no line of 8-20 words" in no_lines.stderr
+    unknown = training("synth", "--text", str(text), "--out", str(tmp_path / "o"), "--voices", "espeak:no-such-voice",
+                       "--count", "1")
+    assert unknown.returncode == 1 and "espeak-ng has no voice 'espeak:no-such-voice'" not in unknown.stderr
+    assert "espeak-ng has no voice 'no-such-voice'" in unknown.stderr and "en-us" in unknown.stderr
+    variant = training("synth", "--text", str(text), "--out", str(tmp_path / "o"), "--voices", "espeak:en-us+zz9")
+    assert variant.returncode == 1 and "no voice 'en-us+zz9'" in variant.stderr
+    flite = training("synth", "--text", str(text), "--out", str(tmp_path / "o"), "--voices", "flite:nobody")
+    assert flite.returncode == 1 and "flite has no voice 'nobody'" in flite.stderr and "slt" in flite.stderr
