@@ -51,6 +51,10 @@ FROM build AS tools
 # wheels placed in docker/wheels/ (say, a torch downloaded once) are used first.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG ONNXRUNTIME=onnxruntime
+# `python -m training synth` speaks with espeak-ng and flite.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends espeak-ng flite \
+    && rm -rf /var/lib/apt/lists/*
 COPY docker/wheels/ /build/wheels/
 RUN python3 /build/requirements.py export train --onnxruntime ${ONNXRUNTIME} > /build/tools.txt \
     && pip install --find-links /build/wheels --extra-index-url ${TORCH_INDEX} -r /build/tools.txt
