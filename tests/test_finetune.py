@@ -189,6 +189,8 @@ def test_finetune_refuses_bad_settings(digits, tmp_path):
     assert unknown.returncode == 1 and "unknown settings: learning_rat" in unknown.stderr
     missing = training("finetune", "freeze_feature_encoder=false")
     assert missing.returncode == 1 and "train_manifest" in missing.stderr
+    phases = training("finetune", f"train_manifest={digits}", "freeze_feature_encoder=false", "lr_phases=[0.5,0.6]")
+    assert phases.returncode == 1 and "lr_phases" in phases.stderr
     not_a_model = training("finetune", f"train_manifest={digits}", f"init={tmp_path}")
     assert not_a_model.returncode == 1 and "config.json" in not_a_model.stderr
 

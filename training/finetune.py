@@ -78,6 +78,8 @@ def _finetune(config: FinetuneConfig, resume: Path | None, processes: Processes)
     if not config.init and config.freeze_feature_encoder and resume is None:
         raise ValueError("training from scratch with a frozen feature encoder would leave it random: "
                          "set freeze_feature_encoder=false, or give init=CHECKPOINT")
+    if len(config.lr_phases) != 3 or min(config.lr_phases) < 0 or abs(sum(config.lr_phases) - 1) > 1e-6:
+        raise ValueError(f"lr_phases: three fractions (warm-up, hold, decay) that sum to 1, got {config.lr_phases}")
     start = _load(resume or config.init) if (resume or config.init) else None
     entries = [entry for entry in read_manifest(Path(config.train_manifest)) if entry.text]
     vocab = _vocabulary(config, start, [entry.text for entry in entries])
