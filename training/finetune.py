@@ -31,8 +31,8 @@ from model.wav2vec2 import Wav2Vec2ForCTC, init_weights
 from .batches import BatchStream, make_batches
 from .config import FinetuneConfig, model_config, save_config
 from .evaluate import Scorer
-from .loop import (MetricsLog, Processes, autocast, load_trainer_state, prune_checkpoints, save_trainer_state,
-                   tri_stage)
+from .loop import (MetricsLog, Processes, autocast, gradient_sync, load_trainer_state, optimiser_step,
+                   prune_checkpoints, save_trainer_state, tri_stage)
 from .manifest import Entry, read_manifest
 from .pretraining import span_mask
 
@@ -101,15 +101,13 @@ def _finetune(config: FinetuneConfig, resume: Path | None, processes: Processes)
     features = FeatureSettings(sampling_rate=RATE, return_attention_mask=architecture.feat_extract_norm == "layer")
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                   betas=(0.9, 0.98), eps=1e-8, weight_decay=config.weight_decay)
-    schedule = tri_stage(config.max_steps, tuple(config.lr_phases), config.init_lr_scale, config.final_lr_scale)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, tri_stage(config.max_steps, tuple(config.lr_phases), config.init_lr_scale, config.final_lr_scale))
     precision, scaler = autocast(config.precision, processes.device)
     step, best = 0, None
     if resume:
         step, extra = load_trainer_state(resume, optimiser, scheduler, batches, scaler)
         best = extra.get("best")
-        for group, base in zip(optimiser.param_groups, scheduler.base_lrs):
-            group["lr"] = base * schedule(step)
 
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
@@ -131,22 +129,12 @@ def _finetune(config: FinetuneConfig, resume: Path | None, processes: Processes)
                 chosen = [train[i] for i in next(batches)]
                 audio = [load_audio(example.audio, RATE) for example in chosen]
                 audio_seconds += sum(len(samples) for samples in audio) / RATE
-                sync = micro == config.accumulation - 1 or processes.world == 1
-                with (forward.no_sync() if not sync else nullcontext()), precision:
+                with gradient_sync(forward, micro, config.accumulation, processes.world), precision:
                     loss = _ctc_loss(forward, model, architecture, vocab, audio, chosen, frozen, generator,
                                      processes.device) / config.accumulation
                     (scaler.scale(loss) if scaler else loss).backward()
                 loss_total += float(loss.detach())
-            if scaler:
-                scaler.unscale_(optimiser)
-            gradient_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm))
-            if scaler:
-                scaler.step(optimiser)
-                scaler.update()
-            else:
-                optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
-            scheduler.step()
+            gradient_norm = optimiser_step(model, optimiser, scheduler, scaler, config.clip_norm)
             step += 1
             progress.update(1)
             if step % config.log_every == 0 or step == config.max_steps:

@@ -117,11 +117,38 @@ def load_trainer_state(folder: Path, optimiser, scheduler, batches, scaler) -> t
     state = torch.load(folder / TRAINER_STATE, weights_only=False)  # our own file: RNG states are not tensors
     optimiser.load_state_dict(state["optimiser"])
     scheduler.load_state_dict(state["scheduler"])
+    # The schedule is this run's config's (say, max_steps raised to train longer), from the step reached.
+    for group, base, factor in zip(optimiser.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
     batches.restore(state["batches"])
     set_rng_state(state["rng"])
     if scaler and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
     return state["step"], state.get("extra", {})
+
+
+def gradient_sync(forward, micro: int, accumulation: int, world: int):
+    """The context of one micro-batch's backward pass: with several processes, gradients are
+    averaged across them only on the last micro-batch of an update."""
+    if world > 1 and micro < accumulation - 1:
+        return forward.no_sync()
+    return nullcontext()
+
+
+def optimiser_step(model: torch.nn.Module, optimiser, scheduler, scaler, clip_norm: float) -> float:
+    """One update from the accumulated gradients: unscale (fp16), clip, step, clear, advance the
+    schedule. Returns the gradient norm before clipping."""
+    if scaler:
+        scaler.unscale_(optimiser)
+    gradient_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm))
+    if scaler:
+        scaler.step(optimiser)
+        scaler.update()
+    else:
+        optimiser.step()
+    optimiser.zero_grad(set_to_none=True)
+    scheduler.step()
+    return gradient_norm
 
 
 def prune_checkpoints(output_dir: Path, keep: int, protect: Path | None = None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,8 @@ from model.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
 
 from .batches import BatchStream
 from .config import PretrainConfig, model_config, save_config
-from .loop import (MetricsLog, Processes, autocast, load_trainer_state, prune_checkpoints, save_trainer_state,
-                   warmup_then_linear_decay)
+from .loop import (MetricsLog, Processes, autocast, gradient_sync, load_trainer_state, optimiser_step,
+                   prune_checkpoints, save_trainer_state, warmup_then_linear_decay)
 from .manifest import read_manifest
 from .pretraining import PretrainingObjective, gumbel_temperature, scale_feature_encoder_gradients
 
@@ -60,15 +59,12 @@ def _pretrain(config: PretrainConfig, resume: Path | None, processes: Processes)
 
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-6,
                                   weight_decay=config.weight_decay)
-    schedule = warmup_then_linear_decay(config.warmup_steps, config.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser,
+                                                  warmup_then_linear_decay(config.warmup_steps, config.max_steps))
     precision, scaler = autocast(config.precision, processes.device)
     step = 0
     if resume:
         step, _ = load_trainer_state(resume, optimiser, scheduler, batches, scaler)
-        # The schedule is this config's (say, max_steps raised to train longer), from the step reached.
-        for group, base in zip(optimiser.param_groups, scheduler.base_lrs):
-            group["lr"] = base * schedule(step)
 
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
@@ -93,23 +89,13 @@ def _pretrain(config: PretrainConfig, resume: Path | None, processes: Processes)
             inputs = torch.from_numpy(input_values).to(processes.device)
             mask = (torch.from_numpy(attention_mask).to(processes.device)
                     if features.return_attention_mask and attention_mask is not None else None)
-            sync = micro == config.accumulation - 1 or processes.world == 1
-            with (forward.no_sync() if not sync else nullcontext()), precision:
+            with gradient_sync(forward, micro, config.accumulation, processes.world), precision:
                 result = objective(inputs, mask, generator)
                 loss = result.loss / config.accumulation
                 (scaler.scale(loss) if scaler else loss).backward()
             for key in totals:
                 totals[key] += float(torch.as_tensor(getattr(result, key)).detach()) / config.accumulation
-        if scaler:
-            scaler.unscale_(optimiser)
-        gradient_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm))
-        if scaler:
-            scaler.step(optimiser)
-            scaler.update()
-        else:
-            optimiser.step()
-        optimiser.zero_grad(set_to_none=True)
-        scheduler.step()
+        gradient_norm = optimiser_step(model, optimiser, scheduler, scaler, config.clip_norm)
         step += 1
         progress.update(1)
         if step % config.log_every == 0 or step == config.max_steps:
