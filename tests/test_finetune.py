@@ -116,7 +116,7 @@ def test_checkpoints_load_in_transformers_with_identical_logits(overfit, digits)
 
 def test_finetune_resumes_exactly(digits, tmp_path):
     common = [f"train_manifest={digits}", *TINY, "max_batch_seconds=3", "freeze_feature_encoder=false",
-              "freeze_transformer_steps=2", "mask_time_prob=0.3", "mask_time_length=4", "model.mask_time_min_masks=1",
+              "freeze_transformer_steps=2", "mask_time_prob=0.3", "mask_time_length=4", "mask_time_min_masks=1",
               "mask_channel_prob=0.2", "mask_channel_length=8", "model.hidden_dropout=0.1", "log_every=1",
               "learning_rate=1e-3"]
     straight = training("finetune", *common, f"output_dir={tmp_path / 'straight'}", "max_steps=6", "save_every=6")
@@ -274,3 +274,94 @@ def test_synth_errors_are_one_line(tmp_path):
     assert variant.returncode == 1 and "no voice 'en-us+zz9'" in variant.stderr
     flite = training("synth", "--text", str(text), "--out", str(tmp_path / "o"), "--voices", "flite:nobody")
     assert flite.returncode == 1 and "flite has no voice 'nobody'" in flite.stderr and "slt" in flite.stderr
+
+
+def test_the_fsdd_recipe_runs_and_decodes_its_audio_once(digits, tmp_path):
+    """training/configs/fsdd-scratch.yaml loads and trains a few updates; the audio is decoded once,
+    before the first update, and the best checkpoint transcribes through the CLI."""
+    out = tmp_path / "recipe"
+    result = training("finetune", "--config", str(REPO / "training/configs/fsdd-scratch.yaml"),
+                      f"train_manifest={digits}", f"eval_manifest={digits}", f"output_dir={out}", "max_steps=3",
+                      "eval_every=3", "log_every=1", "max_batch_utterances=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training audio: 8 utterances, decoded once and kept in memory" in result.stdout
+    steps = [record for record in metrics(out) if "loss" in record]
+    assert [record["step"] for record in steps] == [1, 2, 3]
+    assert all(record["audio_seconds_per_second"] > 0 for record in steps)
+    saved = json.loads((out / "best" / "config.json").read_text())
+    assert (saved["mask_time_prob"], saved["mask_time_min_masks"], saved["hidden_size"]) == (0.05, 0, 192)
+    transcribed = subprocess.run([sys.executable, "-m", "model", "transcribe", "--model", str(out / "best"),
+                                  str(read_manifest(digits)[0].audio)], capture_output=True, text=True, cwd=REPO,
+                                 env=ENV, timeout=300)
+    assert transcribed.returncode == 0, transcribed.stderr
+
+
+def test_the_audio_store_decodes_each_file_once_when_it_fits(digits):
+    from training.audio_store import AudioStore
+
+    entries = read_manifest(digits)
+    paths, durations = [entry.audio for entry in entries], [entry.duration for entry in entries]
+    preloaded = AudioStore(paths, durations, 16000, preload_bytes=1e9)
+    on_demand = AudioStore(paths, durations, 16000, preload_bytes=0)
+    try:
+        for _ in range(3):
+            for indices in ([0, 1, 2], [3, 4], [5, 6, 7]):
+                for a, b in zip(preloaded.batch(indices), on_demand.batch(indices)):
+                    assert np.array_equal(a, b)
+        assert preloaded.preloaded and preloaded.decodes == len(entries)
+        assert not on_demand.preloaded and on_demand.decodes == 3 * len(entries)
+        assert np.array_equal(preloaded.batch([0])[0], load_audio(entries[0].audio, 16000))
+    finally:
+        preloaded.close()
+        on_demand.close()
+
+
+def test_resume_keeps_the_runs_schedule_unless_rescheduled(digits, tmp_path):
+    common = [f"train_manifest={digits}", *TINY, *QUIET, "freeze_feature_encoder=false", "freeze_transformer_steps=0",
+              "lr_schedule=linear", "warmup_steps=1", "learning_rate=1e-3", "log_every=1", "save_every=4"]
+    first = training("finetune", *common, f"output_dir={tmp_path / 'run'}", "max_steps=4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoint = str(tmp_path / "run" / "checkpoint-4")
+    kept = training("finetune", *common, f"output_dir={tmp_path / 'kept'}", "max_steps=6", "--resume", checkpoint)
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert "resumed on the run's own learning-rate schedule" in kept.stdout and "max_steps 4 -> 6" in kept.stdout
+    # The run's own linear decay reached 0 at its step 4: it stays there.
+    assert [record["learning_rate"] for record in metrics(tmp_path / "kept")] == [0.0, 0.0]
+    moved = training("finetune", *common, f"output_dir={tmp_path / 'moved'}", "max_steps=6", "--resume", checkpoint,
+                     "--reschedule")
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    assert "resumed on this config's learning-rate schedule" in moved.stdout
+    # Linear decay over 6 updates: after update 5, 1/5 of the peak is left; after 6, none.
+    assert [record["learning_rate"] for record in metrics(tmp_path / "moved")] == pytest.approx([2e-4, 0.0])
+    same = training("finetune", *common, f"output_dir={tmp_path / 'same'}", "max_steps=4", "--resume", checkpoint)
+    assert same.returncode == 0 and "schedule" not in same.stdout
+
+
+def test_weight_decay_skips_biases_norms_and_the_mask_embedding():
+    from model.config import Wav2Vec2Config
+    from model.wav2vec2 import Wav2Vec2ForCTC
+    from training.loop import adamw
+
+    model = Wav2Vec2ForCTC(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=16, conv_dim=[8] * 7, num_conv_pos_embedding_groups=2,
+                                          vocab_size=5))
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    decayed, kept = adamw(model, 1e-3, 0.01).param_groups
+    assert decayed["weight_decay"] == 0.01 and kept["weight_decay"] == 0.0
+    decayed_names = {names[id(p)] for p in decayed["params"]}
+    kept_names = {names[id(p)] for p in kept["params"]}
+    assert "lm_head.weight" in decayed_names and "wav2vec2.encoder.layers.0.attention.q_proj.weight" in decayed_names
+    assert "wav2vec2.feature_extractor.conv_layers.0.conv.weight" in decayed_names
+    assert {"lm_head.bias", "wav2vec2.masked_spec_embed", "wav2vec2.encoder.layer_norm.weight",
+            "wav2vec2.feature_extractor.conv_layers.0.layer_norm.weight",
+            "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original0"} <= kept_names
+    assert len(decayed_names) + len(kept_names) == len(names)
+
+
+def test_masking_is_a_finetuning_setting(digits, tmp_path):
+    old_place = training("finetune", f"train_manifest={digits}", "freeze_feature_encoder=false",
+                         "model.mask_time_min_masks=1", f"output_dir={tmp_path}")
+    assert old_place.returncode == 1 and "masking is a fine-tuning setting" in old_place.stderr
+    reduction = training("finetune", f"train_manifest={digits}", "freeze_feature_encoder=false",
+                         "ctc_loss_reduction=total", f"output_dir={tmp_path}")
+    assert reduction.returncode == 1 and "ctc_loss_reduction" in reduction.stderr

@@ -84,3 +84,41 @@ def test_pretraining_model_matches(tmp_path, family):
         difference = torch.max(torch.abs(getattr(actual, name) - getattr(expected, name))).item()
         assert difference < TOLERANCE, name
     assert np.isfinite(actual.codevector_perplexity.item()) and actual.codevector_perplexity.item() > 1
+
+
+def test_padding_stays_out_of_group_norm_statistics(models, family):
+    """With masked_group_norm, each row of a padded batch equals the utterance run alone, in training
+    (gradients too) and in inference, and the eager per-utterance path equals the masked statistics
+    that exported graphs compute."""
+    from model.modules import ConvLayer, masked_channel_norm
+
+    model = models[1].model
+    lengths = [16000, 12345, 9000]
+    generator = torch.Generator().manual_seed(0)
+    audio = [torch.randn(n, generator=generator) for n in lengths]
+    batch = torch.zeros(len(audio), max(lengths))
+    mask = torch.zeros(len(audio), max(lengths), dtype=torch.long)
+    for row, samples in enumerate(audio):
+        batch[row, :len(samples)], mask[row, :len(samples)] = samples, 1
+    model.eval()
+    with torch.no_grad():
+        together = model(batch, mask, masked_group_norm=True)
+        for row, samples in enumerate(audio):
+            alone = model(samples[None], torch.ones(1, len(samples), dtype=torch.long), masked_group_norm=True)
+            frames = alone.shape[1]
+            assert torch.allclose(together[row, :frames], alone[0], atol=1e-4), row
+
+    layer = model.wav2vec2.feature_extractor.conv_layers[0]
+    assert isinstance(layer, ConvLayer)
+    if family == "base":  # group norm: the per-utterance path and the masked statistics agree, values and gradients
+        x = batch[:, None, :].clone().requires_grad_()
+        sample_lengths = torch.tensor(lengths)
+        fast, out_lengths = layer(x, sample_lengths)
+        convolved = layer.conv(x)
+        valid = torch.arange(convolved.shape[-1])[None, None, :] < out_lengths[:, None, None]
+        masked = layer.activation(masked_channel_norm(convolved, valid, layer.layer_norm))
+        assert torch.allclose(fast[valid.expand_as(fast)], masked[valid.expand_as(masked)], atol=1e-5)
+        weights = torch.randn(fast.shape, generator=generator) * valid
+        (gradient_fast,) = torch.autograd.grad((fast * weights).sum(), x)
+        (gradient_masked,) = torch.autograd.grad((masked * weights).sum(), x)
+        assert torch.allclose(gradient_fast, gradient_masked, atol=1e-4)

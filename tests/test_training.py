@@ -101,3 +101,58 @@ def test_evaluate_scores_a_model(hf_ctc_folder, family, realspeech, tmp_path):
     assert 0 <= report["beam"]["cer"] and report["beam"]["words"] == report["greedy"]["words"]
     lines = [json.loads(line) for line in details.read_text().splitlines()]
     assert [line["greedy"] for line in lines] == own and all("beam" in line for line in lines)
+
+
+def test_manifest_carves_dev_sets_subsets_and_speakers(tmp_path):
+    tables = ["--transcripts", str(DATA / "fsdd" / "transcripts_train.tsv")]
+    result = training("manifest", *tables, "--out", str(tmp_path / "train.jsonl"), "--dev-out",
+                      str(tmp_path / "dev.jsonl"), "--dev-match", r"_5\.wav$")
+    assert result.returncode == 0, result.stderr
+    train, dev = read_manifest(tmp_path / "train.jsonl"), read_manifest(tmp_path / "dev.jsonl")
+    assert (len(train), len(dev)) == (2640, 60)
+    assert all(entry.audio.name.endswith("_5.wav") for entry in dev)
+    assert not {entry.audio for entry in train} & {entry.audio for entry in dev}
+
+    result = training("manifest", *tables, "--exclude", r"_5\.wav$", "--count", "270", "--seed", "3",
+                      "--out", str(tmp_path / "few.jsonl"), "--rest-out", str(tmp_path / "rest.jsonl"))
+    assert result.returncode == 0, result.stderr
+    few, rest = read_manifest(tmp_path / "few.jsonl"), read_manifest(tmp_path / "rest.jsonl")
+    assert (len(few), len(rest)) == (270, 2370)
+    counts = {text: sum(entry.text == text for entry in few) for text in {entry.text for entry in few}}
+    assert len(counts) == 10 and set(counts.values()) == {27}, counts  # every digit keeps its share
+
+    random_dev = training("manifest", *tables, "--include", "_theo_", "--out", str(tmp_path / "theo.jsonl"),
+                          "--dev-out", str(tmp_path / "theo-dev.jsonl"), "--dev-fraction", "0.1")
+    assert random_dev.returncode == 0, random_dev.stderr
+    theo, theo_dev = read_manifest(tmp_path / "theo.jsonl"), read_manifest(tmp_path / "theo-dev.jsonl")
+    assert (len(theo), len(theo_dev)) == (405, 45)
+    assert all("_theo_" in entry.audio.name for entry in theo + theo_dev)
+
+    both = training("manifest", *tables, "--transcripts", str(DATA / "fsdd" / "transcripts_test.tsv"),
+                    "--exclude", "_theo_", "--out", str(tmp_path / "others.jsonl"))
+    assert both.returncode == 0 and len(read_manifest(tmp_path / "others.jsonl")) == 2500
+
+
+def test_manifest_split_errors_are_one_line(tmp_path):
+    tables = ["--transcripts", str(DATA / "fsdd" / "transcripts_test.tsv"), "--out", str(tmp_path / "m.jsonl")]
+    for extra, message in ((["--dev-out", str(tmp_path / "d.jsonl")], "--dev-match or --dev-fraction"),
+                           (["--fraction", "1.5"], "--fraction is a fraction"),
+                           (["--rest-out", str(tmp_path / "r.jsonl")], "--rest-out goes with"),
+                           (["--include", "no-such-speaker"], "no files left")):
+        result = training("manifest", *tables, *extra)
+        assert result.returncode == 1 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_lm_command_writes_a_bigram_model_kenlm_reads(tmp_path):
+    import kenlm
+
+    manifest = tmp_path / "digits.jsonl"
+    result = training("manifest", "--transcripts", str(DATA / "fsdd" / "transcripts_test.tsv"), "--out",
+                      str(manifest))
+    assert result.returncode == 0
+    result = training("lm", "--manifest", str(manifest), "--out", str(tmp_path / "words.arpa"))
+    assert result.returncode == 0, result.stderr
+    assert "10 distinct words" in result.stdout
+    model = kenlm.Model(str(tmp_path / "words.arpa"))
+    assert model.order == 2
+    assert model.score("seven", bos=True, eos=True) > model.score("hello", bos=True, eos=True)

@@ -1,4 +1,4 @@
-"""Command line: `python -m training manifest | synth | pretrain | finetune | pseudo-label | evaluate ...`."""
+"""Command line: `python -m training manifest | lm | synth | pretrain | finetune | pseudo-label | evaluate ...`."""
 
 from __future__ import annotations
 
@@ -9,19 +9,45 @@ from pathlib import Path
 
 from .synth import DEFAULT_VOICES
 
+RESCHEDULE = ("with --resume: follow this config's learning-rate schedule from the step reached (say, after "
+              "raising max_steps), instead of the run's own")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description="train and evaluate wav2vec 2.0 models")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    manifest = commands.add_parser("manifest", help="write a JSONL manifest (audio, duration, text) of a corpus")
+    manifest = commands.add_parser(
+        "manifest", help="write a JSONL manifest (audio, duration, text) of a corpus, optionally split off a dev set",
+        description="Write a JSONL manifest of a corpus. Selection applies in this order: --include/--exclude, "
+                    "then the dev set (--dev-out with --dev-match or --dev-fraction) is carved off, then --fraction "
+                    "or --count keeps a random part of the rest (--rest-out gets the others).")
     manifest.add_argument("--audio-dir", type=Path, help="every wav/flac/ogg/mp3 file below this folder")
-    manifest.add_argument("--transcripts", type=Path,
+    manifest.add_argument("--transcripts", type=Path, action="append",
                           help="TSV of audio<TAB>text, paths relative to the TSV (a header naming audio and text "
-                               "columns is allowed); alone, it lists the corpus; with --audio-dir, it labels it")
+                               "columns is allowed); alone, it lists the corpus; with --audio-dir, it labels it; "
+                               "may be given more than once")
     manifest.add_argument("--out", type=Path, required=True, help="manifest to write (.jsonl)")
     manifest.add_argument("--min-seconds", type=float, default=0.0)
     manifest.add_argument("--max-seconds", type=float, default=float("inf"))
+    manifest.add_argument("--include", metavar="REGEX", help="keep only files whose path matches (e.g. '_theo_')")
+    manifest.add_argument("--exclude", metavar="REGEX", help="leave out files whose path matches")
+    manifest.add_argument("--dev-out", type=Path, help="write a development set here, taken out of --out")
+    manifest.add_argument("--dev-match", metavar="REGEX",
+                          help="the dev set: files whose path matches (e.g. '_5\\.wav$' for FSDD's recording 5)")
+    manifest.add_argument("--dev-fraction", type=float,
+                          help="the dev set: this fraction of the files, drawn at random within each transcript")
+    manifest.add_argument("--fraction", type=float,
+                          help="write only this fraction of the (non-dev) files to --out, drawn at random within "
+                               "each transcript (e.g. 0.1 for a 10%% labelled subset)")
+    manifest.add_argument("--count", type=int, help="like --fraction, but this many files")
+    manifest.add_argument("--rest-out", type=Path, help="with --fraction or --count: write the files left out here")
+    manifest.add_argument("--seed", type=int, default=0, help="for --dev-fraction and --fraction")
+
+    lm = commands.add_parser("lm", help="a bigram language model (ARPA) of a manifest's transcripts, for beam search")
+    lm.add_argument("--manifest", type=Path, required=True, action="append",
+                    help="labelled manifest(s) whose texts the model learns")
+    lm.add_argument("--out", type=Path, required=True, help="ARPA file to write")
 
     synth = commands.add_parser("synth", help="a synthetic English corpus (espeak-ng and flite voices) and its manifest")
     synth.add_argument("--text", type=Path, required=True, help="sentences, one per line (.gz read as gzip)")
@@ -62,17 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     pretrain = commands.add_parser("pretrain", help="self-supervised pretraining on unlabeled audio")
     pretrain.add_argument("--config", type=Path, help="YAML or JSON config (presets in training/configs/)")
     pretrain.add_argument("--resume", type=Path, help="a checkpoint folder of this run to continue from")
+    pretrain.add_argument("--reschedule", action="store_true", help=RESCHEDULE)
     pretrain.add_argument("overrides", nargs="*", help="key=value settings over the config, e.g. max_steps=1000")
 
     finetune = commands.add_parser("finetune", help="CTC fine-tuning (from a pretrained checkpoint or scratch)")
     finetune.add_argument("--config", type=Path, help="YAML or JSON config (examples in training/configs/)")
     finetune.add_argument("--resume", type=Path, help="a checkpoint folder of this run to continue from")
+    finetune.add_argument("--reschedule", action="store_true", help=RESCHEDULE)
     finetune.add_argument("overrides", nargs="*", help="key=value settings over the config, e.g. init=runs/pt/checkpoint-9")
 
     args = parser.parse_args(argv)
     try:
         if args.command == "manifest":
             return _manifest(args)
+        if args.command == "lm":
+            return _lm(args)
         if args.command == "pretrain":
             return _pretrain(args)
         if args.command == "finetune":
@@ -88,15 +118,52 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _manifest(args) -> int:
-    from .manifest import build_manifest, write_manifest
+    from .manifest import build_manifest, select, split, write_manifest
 
     if args.audio_dir is None and args.transcripts is None:
         raise ValueError("give --audio-dir, --transcripts or both")
+    if args.dev_out is not None and (args.dev_match is None) == (args.dev_fraction is None):
+        raise ValueError("--dev-out needs one of --dev-match or --dev-fraction")
+    for name in ("dev_fraction", "fraction"):
+        value = getattr(args, name)
+        if value is not None and not 0 < value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} is a fraction between 0 and 1, got {value}")
+    if args.fraction is not None and args.count is not None:
+        raise ValueError("give --fraction or --count, not both")
+    if args.count is not None and args.count < 1:
+        raise ValueError(f"--count is a number of files, at least 1, got {args.count}")
+    if args.rest_out is not None and args.fraction is None and args.count is None:
+        raise ValueError("--rest-out goes with --fraction or --count")
     entries, skipped = build_manifest(args.audio_dir, args.transcripts, args.min_seconds, args.max_seconds)
-    write_manifest(entries, args.out)
-    labelled = sum(entry.text is not None for entry in entries)
-    hours = sum(entry.duration for entry in entries) / 3600
-    print(f"{args.out}: {len(entries)} files ({labelled} with text), {hours:.2f} h; {skipped} left out for duration")
+    entries = select(entries, args.include, args.exclude)
+    outputs = {}
+    if args.dev_out is not None:
+        entries, outputs[args.dev_out] = split(entries, args.dev_match, args.dev_fraction or 0.0, args.seed)
+    if args.fraction is not None or args.count is not None:
+        rest, entries = split(entries, fraction=args.fraction or 0.0, seed=args.seed, count=args.count)
+        if args.rest_out is not None:
+            outputs[args.rest_out] = rest
+    outputs = {args.out: entries, **outputs}
+    for path, chosen in outputs.items():
+        write_manifest(chosen, path)
+        labelled = sum(entry.text is not None for entry in chosen)
+        hours = sum(entry.duration for entry in chosen) / 3600
+        print(f"{path}: {len(chosen)} files ({labelled} with text), {hours:.2f} h"
+              + (f"; {skipped} left out for duration" if path == args.out else ""))
+    if not entries:
+        raise ValueError(f"{args.out}: no files left to write (check --include/--exclude and the splits)")
+    return 0
+
+
+def _lm(args) -> int:
+    from .lm import write_bigram_arpa
+    from .manifest import read_manifest
+
+    texts = [entry.text for path in args.manifest for entry in read_manifest(path) if entry.text]
+    if not texts:
+        raise ValueError("the manifest(s) hold no transcripts to learn from")
+    words = write_bigram_arpa(texts, args.out)
+    print(f"{args.out}: bigram model of {len(texts)} transcripts, {words} distinct words")
     return 0
 
 
@@ -126,7 +193,7 @@ def _pretrain(args) -> int:
     config = load_config(PretrainConfig, args.config, args.overrides)
     if not config.manifest:
         raise ValueError("no manifest: set manifest in the config or as manifest=PATH")
-    last = pretrain(config, args.resume)
+    last = pretrain(config, args.resume, args.reschedule)
     print(f"saved {last}")
     return 0
 
@@ -138,7 +205,7 @@ def _finetune(args) -> int:
     config = load_config(FinetuneConfig, args.config, args.overrides)
     if not config.train_manifest:
         raise ValueError("no training data: set train_manifest in the config or as train_manifest=PATH")
-    print(f"saved {finetune(config, args.resume)}")
+    print(f"saved {finetune(config, args.resume, args.reschedule)}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Length-bucketed batches bounded by total audio, reproducible and resumable.
 
 Utterances of similar length go together (little padding); a batch holds as many as fit in
-`max_batch_seconds` counting padding (size x longest). Each epoch shuffles within lengths and
+`max_batch_seconds` counting padding (size x longest), and at most `max_utterances` (0: no limit). Each epoch shuffles within lengths and
 the order of batches, from the seed and the epoch number alone, so a resumed run replays the
 same batches from the same position.
 """
@@ -11,14 +11,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def make_batches(durations: list[float], max_batch_seconds: float, seed: int, epoch: int) -> list[list[int]]:
+def make_batches(durations: list[float], max_batch_seconds: float, seed: int, epoch: int, max_utterances: int = 0
+                 ) -> list[list[int]]:
     generator = np.random.default_rng([seed, epoch])
     # Sort by length, with ties (and near-ties) broken at random so batches differ between epochs.
     order = np.lexsort((generator.random(len(durations)), np.round(np.asarray(durations), 1)))
     batches, current, longest = [], [], 0.0
     for index in order:
         duration = durations[index]
-        if current and (len(current) + 1) * max(longest, duration) > max_batch_seconds:
+        full = (len(current) + 1) * max(longest, duration) > max_batch_seconds or len(current) == max_utterances
+        if current and full:
             batches.append(current)
             current, longest = [], 0.0
         current.append(int(index))
@@ -31,14 +33,16 @@ def make_batches(durations: list[float], max_batch_seconds: float, seed: int, ep
 class BatchStream:
     """Endless batches, epoch after epoch; `state()` / `restore()` give the position for resuming."""
 
-    def __init__(self, durations: list[float], max_batch_seconds: float, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, durations: list[float], max_batch_seconds: float, seed: int, rank: int = 0, world: int = 1,
+                 max_utterances: int = 0):
         self.durations, self.max_batch_seconds, self.seed = durations, max_batch_seconds, seed
+        self.max_utterances = max_utterances
         self.rank, self.world = rank, world
         self.epoch, self.position = 0, 0
         self._batches = self._epoch_batches()
 
     def _epoch_batches(self) -> list[list[int]]:
-        batches = make_batches(self.durations, self.max_batch_seconds, self.seed, self.epoch)
+        batches = make_batches(self.durations, self.max_batch_seconds, self.seed, self.epoch, self.max_utterances)
         usable = len(batches) - len(batches) % self.world  # every process gets as many batches
         if usable == 0:
             raise ValueError("fewer batches per epoch than processes: use more data or smaller batches")

@@ -55,6 +55,9 @@ class PretrainConfig:
     accumulation: int = 1
     max_sample_seconds: float = 15.6  # longer recordings are randomly cropped
     min_sample_seconds: float = 2.0
+    # Audio is decoded once and kept in memory when it fits in this many GB, else batch by batch.
+    preload_gb: float = 4.0
+    decode_workers: int = 2
     precision: str = "auto"  # auto: bf16 on GPUs that have it, else fp16 on GPUs, fp32 on CPUs
     seed: int = 1
     log_every: int = 10
@@ -76,22 +79,37 @@ class FinetuneConfig:
     freeze_feature_encoder: bool = True
     freeze_transformer_steps: int = 10_000  # only the CTC head trains for the first N updates
     # SpecAugment-style masking (paper, 100 h: 0.5 / 10 time, 0.25 / 64 channels); saved in the model
-    # config as mask_time_* and mask_feature_*.
+    # config as mask_time_* and mask_feature_*. Each utterance gets at least `*_min_masks` spans, so on
+    # short utterances the minimum, not the probability, sets how much is masked.
     mask_time_prob: float = 0.5
     mask_time_length: int = 10
+    mask_time_min_masks: int = 2
     mask_channel_prob: float = 0.25
     mask_channel_length: int = 64
-    # Optimisation: Adam with the tri-stage schedule (warmup / hold / decay fractions of max_steps).
+    mask_channel_min_masks: int = 0
+    # Optimisation: AdamW. lr_schedule "tri_stage" (the paper's: warm-up / hold / exponential decay as
+    # fractions of max_steps, lr_phases) or "linear" (warmup_steps of linear warm-up, then linear decay to 0).
     learning_rate: float = 5e-5
     max_steps: int = 20_000
+    lr_schedule: str = "tri_stage"
     lr_phases: list[float] = field(default_factory=lambda: [0.1, 0.4, 0.5])
     init_lr_scale: float = 0.01
     final_lr_scale: float = 0.05
-    weight_decay: float = 0.0
+    warmup_steps: int = 0  # lr_schedule: linear
+    weight_decay: float = 0.0  # on weight matrices only: never on biases, norms, or the mask embedding
+    # The loss: CTC summed over each utterance's frames, divided by its target length ("mean", per
+    # character: as torch's and transformers' "mean") or not ("sum", per utterance), averaged over the
+    # batch. clip_norm bounds the gradient of that loss (L2 over all parameters).
+    ctc_loss_reduction: str = "mean"
     clip_norm: float = 10.0
     max_batch_seconds: float = 200.0  # audio per batch (padding included), before accumulation
+    max_batch_utterances: int = 0  # and at most this many utterances per batch (0: no limit)
     accumulation: int = 1
     max_sample_seconds: float = 30.0  # longer utterances are left out
+    # Audio is decoded and resampled once and kept in memory when it fits in this many GB; larger
+    # corpora are decoded batch by batch, by `decode_workers` threads.
+    preload_gb: float = 4.0
+    decode_workers: int = 2
     precision: str = "auto"
     seed: int = 1
     # Evaluation: WER/CER greedy, and with beam search when an LM is given (then its WER picks the best).
@@ -103,6 +121,11 @@ class FinetuneConfig:
     log_every: int = 10
     save_every: int = 1000
     keep_checkpoints: int = 2
+
+
+# Settings that shape the learning-rate schedule: a resumed run keeps its own unless asked (--reschedule).
+SCHEDULE_SETTINGS = ("learning_rate", "max_steps", "lr_schedule", "lr_phases", "init_lr_scale", "final_lr_scale",
+                     "warmup_steps")
 
 
 def model_config(section: dict[str, Any]) -> Wav2Vec2Config:

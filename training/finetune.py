@@ -22,17 +22,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model.audio import batch_input_values, load_audio
+from model.audio import batch_input_values
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.config import FeatureSettings, Wav2Vec2Config
 from model.ctc import CTCVocabulary
 from model.wav2vec2 import Wav2Vec2ForCTC, init_weights
 
+from .audio_store import AudioStore
 from .batches import BatchStream, make_batches
-from .config import FinetuneConfig, model_config, save_config
+from .config import SCHEDULE_SETTINGS, FinetuneConfig, model_config, save_config
 from .evaluate import Scorer
-from .loop import (MetricsLog, Processes, autocast, gradient_sync, load_trainer_state, optimiser_step,
-                   prune_checkpoints, save_trainer_state, tri_stage)
+from .loop import (MetricsLog, Processes, adamw, autocast, gradient_sync, optimiser_step, prune_checkpoints,
+                   read_trainer_state, restore_trainer_state, resumed_schedule, save_trainer_state, tri_stage,
+                   warmup_then_linear_decay)
 from .manifest import Entry, read_manifest
 from .pretraining import span_mask
 
@@ -47,11 +49,12 @@ class Example:
     targets: list[int]
 
 
-def finetune(config: FinetuneConfig, resume: Path | None = None) -> Path:
-    """Train to `config.max_steps`; returns the best checkpoint folder (the last one without evaluation)."""
+def finetune(config: FinetuneConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
+    """Train to `config.max_steps`; returns the best checkpoint folder (the last one without evaluation).
+    A resumed run keeps its own learning-rate schedule unless `reschedule`."""
     processes = Processes.start()
     try:
-        return _finetune(config, resume, processes)
+        return _finetune(config, resume, reschedule, processes)
     finally:
         processes.close()
 
@@ -72,14 +75,10 @@ class _CTCForward(nn.Module):
         return self.model.lm_head(self.model.dropout(hidden))
 
 
-def _finetune(config: FinetuneConfig, resume: Path | None, processes: Processes) -> Path:
+def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, processes: Processes) -> Path:
     torch.manual_seed(config.seed + processes.rank)
     output = Path(config.output_dir)
-    if not config.init and config.freeze_feature_encoder and resume is None:
-        raise ValueError("training from scratch with a frozen feature encoder would leave it random: "
-                         "set freeze_feature_encoder=false, or give init=CHECKPOINT")
-    if len(config.lr_phases) != 3 or min(config.lr_phases) < 0 or abs(sum(config.lr_phases) - 1) > 1e-6:
-        raise ValueError(f"lr_phases: three fractions (warm-up, hold, decay) that sum to 1, got {config.lr_phases}")
+    _check(config)
     start = _load(resume or config.init) if (resume or config.init) else None
     entries = [entry for entry in read_manifest(Path(config.train_manifest)) if entry.text]
     vocab = _vocabulary(config, start, [entry.text for entry in entries])
@@ -88,6 +87,14 @@ def _finetune(config: FinetuneConfig, resume: Path | None, processes: Processes)
     train = _examples(entries, vocab, model, config.max_sample_seconds, processes.main)
     evaluation = ([entry for entry in read_manifest(Path(config.eval_manifest)) if entry.text]
                   if config.eval_manifest else [])
+    audio = AudioStore([example.audio for example in train], [example.duration for example in train], RATE,
+                       config.preload_gb * 1e9, config.decode_workers)
+    evaluation_audio = AudioStore([entry.audio for entry in evaluation], [entry.duration for entry in evaluation],
+                                  RATE, config.preload_gb * 1e9, config.decode_workers)
+    if processes.main:
+        print(f"training audio: {len(train)} utterances, " + (
+            f"decoded once and kept in memory ({audio.bytes / 1e9:.2f} GB)" if audio.preloaded else
+            f"decoded batch by batch ({audio.bytes / 1e9:.2f} GB > preload_gb={config.preload_gb})"))
 
     if config.freeze_feature_encoder:
         model.wav2vec2.feature_extractor.requires_grad_(False)
@@ -97,17 +104,22 @@ def _finetune(config: FinetuneConfig, resume: Path | None, processes: Processes)
         forward = DistributedDataParallel(
             forward, find_unused_parameters=config.freeze_transformer_steps > 0 or architecture.layerdrop > 0)
     batches = BatchStream([example.duration for example in train], config.max_batch_seconds, config.seed,
-                          processes.rank, processes.world)
+                          processes.rank, processes.world, config.max_batch_utterances)
     features = FeatureSettings(sampling_rate=RATE, return_attention_mask=architecture.feat_extract_norm == "layer")
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  betas=(0.9, 0.98), eps=1e-8, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, tri_stage(config.max_steps, tuple(config.lr_phases), config.init_lr_scale, config.final_lr_scale))
+    schedule = {name: getattr(config, name) for name in SCHEDULE_SETTINGS}
+    state = read_trainer_state(resume) if resume else None
+    if state is not None:
+        schedule, note = resumed_schedule(state["extra"].get("schedule"), schedule, reschedule)
+        if note and processes.main:
+            print(note)
+    optimiser = adamw(model, schedule["learning_rate"], config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate_factor(schedule))
     precision, scaler = autocast(config.precision, processes.device)
     step, best = 0, None
-    if resume:
-        step, extra = load_trainer_state(resume, optimiser, scheduler, batches, scaler)
-        best = extra.get("best")
+    if state is not None:
+        step = restore_trainer_state(state, optimiser, scheduler, batches, scaler, schedule["learning_rate"])
+        best = state["extra"].get("best")
+        del state
 
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
@@ -119,38 +131,45 @@ def _finetune(config: FinetuneConfig, resume: Path | None, processes: Processes)
                         config.beam_width, config.lm_alpha, config.lm_beta)
     progress = tqdm(total=config.max_steps, initial=step, disable=not processes.main, unit="step", dynamic_ncols=True)
     last = None
-    audio_seconds, started = 0.0, time.perf_counter()
+    audio_seconds, train_seconds, updates, started = 0.0, 0.0, 0, time.perf_counter()
     try:
         while step < config.max_steps:
             frozen = step < config.freeze_transformer_steps
+            update_started = time.perf_counter()
             loss_total = 0.0
             for micro in range(config.accumulation):
                 generator = np.random.default_rng([config.seed, step, micro, processes.rank])
-                chosen = [train[i] for i in next(batches)]
-                audio = [load_audio(example.audio, RATE) for example in chosen]
-                audio_seconds += sum(len(samples) for samples in audio) / RATE
+                indices = next(batches)
+                samples = audio.batch(indices)
+                audio_seconds += sum(len(utterance) for utterance in samples) / RATE
                 with gradient_sync(forward, micro, config.accumulation, processes.world), precision:
-                    loss = _ctc_loss(forward, model, architecture, vocab, audio, chosen, frozen, generator,
-                                     processes.device) / config.accumulation
+                    loss = _ctc_loss(forward, model, architecture, vocab, samples, [train[i] for i in indices],
+                                     frozen, generator, processes.device, config.ctc_loss_reduction)
+                    loss = loss / config.accumulation
                     (scaler.scale(loss) if scaler else loss).backward()
                 loss_total += float(loss.detach())
             gradient_norm = optimiser_step(model, optimiser, scheduler, scaler, config.clip_norm)
-            step += 1
+            train_seconds += time.perf_counter() - update_started
+            step, updates = step + 1, updates + 1
             progress.update(1)
             if step % config.log_every == 0 or step == config.max_steps:
-                elapsed = time.perf_counter() - started
+                # Throughput counts training time only (not evaluation or checkpoints), since this process began.
                 record = {"step": step, "loss": round(processes.mean(loss_total), 6),
                           "gradient_norm": round(gradient_norm, 4), "learning_rate": scheduler.get_last_lr()[0],
                           "frozen": frozen,
-                          "audio_seconds_per_second": round(processes.mean(audio_seconds / elapsed) * processes.world,
-                                                            2)}
+                          "audio_seconds_per_second": round(processes.mean(audio_seconds / train_seconds)
+                                                            * processes.world, 2),
+                          "seconds_per_update": round(train_seconds / updates, 4),
+                          "audio_seconds": round(audio_seconds * processes.world, 1),
+                          "wall_seconds": round(time.perf_counter() - started, 1)}
                 log.write(record)
                 progress.set_postfix(loss=f"{record['loss']:.3f}", audio_s_per_s=record["audio_seconds_per_second"],
                                      best_wer=f"{best['wer']:.4f}" if best else "-")
             if scorer is not None and (step % config.eval_every == 0 or step == config.max_steps):
-                report = _evaluate(model, evaluation, scorer, config.max_batch_seconds, processes.device)
+                report = _evaluate(model, evaluation, evaluation_audio, scorer, config.max_batch_seconds,
+                                   processes.device)
                 metric = report.get("beam", report["greedy"])
-                record = {"step": step, "eval": report}
+                record = {"step": step, "eval": report, "wall_seconds": round(time.perf_counter() - started, 1)}
                 if best is None or (metric["wer"], metric["cer"]) < (best["wer"], best["cer"]):
                     best = {"step": step, "wer": metric["wer"], "cer": metric["cer"]}
                     _save(output / "best", model, architecture, features, vocab)
@@ -163,19 +182,47 @@ def _finetune(config: FinetuneConfig, resume: Path | None, processes: Processes)
                 last = output / f"checkpoint-{step}"
                 if processes.main:
                     _save(last, model, architecture, features, vocab)
-                    save_trainer_state(last, step, optimiser, scheduler, batches, scaler, {"best": best})
+                    save_trainer_state(last, step, optimiser, scheduler, batches, scaler,
+                                       {"best": best, "schedule": schedule})
                     prune_checkpoints(output, config.keep_checkpoints, protect=resume)
     finally:
         progress.close()
+        audio.close()
+        evaluation_audio.close()
         if scorer is not None:
             scorer.close()
     return output / "best" if best else (last or resume)
 
 
+def learning_rate_factor(schedule: dict):
+    """The multiplier of the peak learning rate at each update, from the schedule settings."""
+    if schedule["lr_schedule"] == "linear":
+        return warmup_then_linear_decay(schedule["warmup_steps"], schedule["max_steps"])
+    return tri_stage(schedule["max_steps"], tuple(schedule["lr_phases"]), schedule["init_lr_scale"],
+                     schedule["final_lr_scale"])
+
+
+def _check(config: FinetuneConfig) -> None:
+    if not config.init and config.freeze_feature_encoder:
+        raise ValueError("training from scratch with a frozen feature encoder would leave it random: "
+                         "set freeze_feature_encoder=false, or give init=CHECKPOINT")
+    if config.lr_schedule not in ("tri_stage", "linear"):
+        raise ValueError(f"lr_schedule: tri_stage or linear, got {config.lr_schedule!r}")
+    if len(config.lr_phases) != 3 or min(config.lr_phases) < 0 or abs(sum(config.lr_phases) - 1) > 1e-6:
+        raise ValueError(f"lr_phases: three fractions (warm-up, hold, decay) that sum to 1, got {config.lr_phases}")
+    if config.ctc_loss_reduction not in ("mean", "sum"):
+        raise ValueError(f"ctc_loss_reduction: mean or sum, got {config.ctc_loss_reduction!r}")
+    masking = sorted(key for key in config.model if key.startswith(("mask_time_", "mask_feature_")))
+    if masking:
+        raise ValueError(f"model.{masking[0]}: masking is a fine-tuning setting (mask_time_prob, mask_time_length, "
+                         "mask_time_min_masks, mask_channel_prob, mask_channel_length, mask_channel_min_masks)")
+
+
 def _ctc_loss(forward, model: Wav2Vec2ForCTC, architecture: Wav2Vec2Config, vocab: CTCVocabulary,
               audio: list[np.ndarray], chosen: list[Example], frozen: bool, generator: np.random.Generator,
-              device: torch.device) -> torch.Tensor:
-    """Mean CTC loss per utterance of one batch, with random time and channel masks."""
+              device: torch.device, reduction: str) -> torch.Tensor:
+    """CTC loss of one batch with random time and channel masks, averaged over utterances; with
+    `reduction` "mean" each utterance's loss is first divided by its target length."""
     input_values, attention_mask = batch_input_values(audio, do_normalize=True)
     sample_lengths = torch.from_numpy(attention_mask.sum(axis=1))
     frames = model.wav2vec2.frame_lengths(sample_lengths)
@@ -196,19 +243,20 @@ def _ctc_loss(forward, model: Wav2Vec2ForCTC, architecture: Wav2Vec2Config, voca
     targets = torch.tensor([token for example in chosen for token in example.targets], dtype=torch.long)
     target_lengths = torch.tensor([len(example.targets) for example in chosen], dtype=torch.long)
     loss = F.ctc_loss(log_probs, targets.to(device), frames.to(device), target_lengths.to(device),
-                      blank=vocab.blank_id, reduction="sum", zero_infinity=True)
-    return loss / len(chosen)
+                      blank=vocab.blank_id, reduction="none", zero_infinity=True)
+    if reduction == "mean":
+        loss = loss / target_lengths.to(device)
+    return loss.mean()
 
 
 @torch.no_grad()
-def _evaluate(model: Wav2Vec2ForCTC, entries: list[Entry], scorer: Scorer, max_batch_seconds: float,
-              device: torch.device) -> dict:
+def _evaluate(model: Wav2Vec2ForCTC, entries: list[Entry], audio: AudioStore, scorer: Scorer,
+              max_batch_seconds: float, device: torch.device) -> dict:
     model.eval()
     logits: list[np.ndarray | None] = [None] * len(entries)
     try:
         for indices in make_batches([entry.duration for entry in entries], max_batch_seconds, seed=0, epoch=0):
-            audio = [load_audio(entries[i].audio, RATE) for i in indices]
-            input_values, attention_mask = batch_input_values(audio, do_normalize=True)
+            input_values, attention_mask = batch_input_values(audio.batch(indices), do_normalize=True)
             mask = torch.from_numpy(attention_mask).to(device)
             rows = model(torch.from_numpy(input_values).to(device), mask, masked_group_norm=True).float().cpu()
             frames = model.wav2vec2.frame_lengths(mask.long().sum(dim=1).cpu())
@@ -245,7 +293,8 @@ def _build_model(config: FinetuneConfig, start, vocab: CTCVocabulary, resumed: b
                  ) -> tuple[Wav2Vec2ForCTC, Wav2Vec2Config]:
     """A CTC model for `vocab`: the start checkpoint's body (and head, when its vocabulary is kept)."""
     masking = dict(mask_time_prob=config.mask_time_prob, mask_time_length=config.mask_time_length,
-                   mask_feature_prob=config.mask_channel_prob, mask_feature_length=config.mask_channel_length)
+                   mask_time_min_masks=config.mask_time_min_masks, mask_feature_prob=config.mask_channel_prob,
+                   mask_feature_length=config.mask_channel_length, mask_feature_min_masks=config.mask_channel_min_masks)
     head = dict(vocab_size=len(vocab), pad_token_id=vocab.blank_id, ctc_zero_infinity=True)
     if start is None:
         architecture = dataclasses.replace(model_config(config.model), **masking, **head)

@@ -67,6 +67,8 @@ def autocast(precision: str, device: torch.device):
 
 
 def warmup_then_linear_decay(warmup: int, total: int):
+    """A linear warm-up over `warmup` updates, then a linear decay to 0 at update `total`."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -112,19 +114,49 @@ def save_trainer_state(folder: Path, step: int, optimiser, scheduler, batches, s
                 "scaler": scaler.state_dict() if scaler else None}, folder / TRAINER_STATE)
 
 
-def load_trainer_state(folder: Path, optimiser, scheduler, batches, scaler) -> tuple[int, dict]:
-    """Restores everything in place; returns the step reached and the command's own saved values."""
-    state = torch.load(folder / TRAINER_STATE, weights_only=False)  # our own file: RNG states are not tensors
+def read_trainer_state(folder: Path) -> dict:
+    return torch.load(folder / TRAINER_STATE, weights_only=False)  # our own file: RNG states are not tensors
+
+
+def restore_trainer_state(state: dict, optimiser, scheduler, batches, scaler, learning_rate: float) -> int:
+    """Restores everything in place, on the schedule `scheduler` was built with (peak `learning_rate`);
+    returns the step reached."""
     optimiser.load_state_dict(state["optimiser"])
     scheduler.load_state_dict(state["scheduler"])
-    # The schedule is this run's config's (say, max_steps raised to train longer), from the step reached.
-    for group, base, factor in zip(optimiser.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler.base_lrs = [learning_rate] * len(optimiser.param_groups)
+    for group, factor in zip(optimiser.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = learning_rate
+        group["lr"] = learning_rate * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimiser.param_groups]
     batches.restore(state["batches"])
     set_rng_state(state["rng"])
     if scaler and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
-    return state["step"], state.get("extra", {})
+    return state["step"]
+
+
+def resumed_schedule(saved: dict | None, wanted: dict, reschedule: bool) -> tuple[dict, str | None]:
+    """The schedule settings a resumed run follows, and what to tell the user when the config asks
+    for another: a run continues its own schedule unless `reschedule` (--reschedule) says otherwise."""
+    if saved is None or saved == wanted:
+        return wanted, None
+    changes = ", ".join(f"{key} {saved.get(key)} -> {wanted[key]}" for key in wanted if saved.get(key) != wanted[key])
+    if reschedule:
+        return wanted, f"resumed on this config's learning-rate schedule ({changes}), as --reschedule asks"
+    return saved, (f"resumed on the run's own learning-rate schedule; this config changes it ({changes}), "
+                   "which --reschedule would apply from the step reached")
+
+
+def adamw(model: torch.nn.Module, learning_rate: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-8
+          ) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, decaying only weight matrices and convolution kernels: never
+    biases, norm gains, the mask embedding, or a weight norm's magnitude (the usual convention)."""
+    decay, keep = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 and not name.endswith("original0") else keep).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+    return torch.optim.AdamW([group for group in groups if group["params"]], lr=learning_rate, betas=betas, eps=eps)
 
 
 def gradient_sync(forward, micro: int, accumulation: int, world: int):

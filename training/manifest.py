@@ -9,6 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
+import re
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +44,14 @@ def read_transcripts(path: Path) -> dict[Path, str]:
     return transcripts
 
 
-def build_manifest(audio_dir: Path | None = None, transcripts: Path | None = None, min_seconds: float = 0.0,
-                   max_seconds: float = float("inf")) -> tuple[list[Entry], int]:
-    """Entries for every audio file under `audio_dir` and/or every row of `transcripts`, with the
-    transcript's text where there is one; and how many were left out for their duration."""
-    texts = read_transcripts(transcripts) if transcripts else {}
+def build_manifest(audio_dir: Path | None = None, transcripts: Path | list[Path] | None = None,
+                   min_seconds: float = 0.0, max_seconds: float = float("inf")) -> tuple[list[Entry], int]:
+    """Entries for every audio file under `audio_dir` and/or every row of `transcripts` (one TSV or
+    several), with the transcript's text where there is one; and how many were left out for their duration."""
+    tables = [transcripts] if isinstance(transcripts, Path) else list(transcripts or [])
+    texts = {}
+    for table in tables:
+        texts.update(read_transcripts(table))
     if audio_dir is not None:
         files = sorted(path.resolve() for path in audio_dir.rglob("*") if path.suffix.lower() in AUDIO_SUFFIXES)
     else:
@@ -53,7 +59,7 @@ def build_manifest(audio_dir: Path | None = None, transcripts: Path | None = Non
     entries, skipped = [], 0
     for path in files:
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: listed in {transcripts} but not found")
+            raise FileNotFoundError(f"{path}: listed in {', '.join(map(str, tables))} but not found")
         duration = soundfile.info(str(path)).duration
         if min_seconds <= duration <= max_seconds:
             entries.append(Entry(path, round(duration, 3), texts.get(path)))
@@ -88,3 +94,34 @@ def read_manifest(path: Path) -> list[Entry]:
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                 raise ValueError(f"{path}: line {number} is not a manifest entry ({error})") from None
     return entries
+
+
+def select(entries: list[Entry], include: str | None = None, exclude: str | None = None) -> list[Entry]:
+    """Entries whose audio path matches the regular expression `include` (if given) and not `exclude`."""
+    return [entry for entry in entries
+            if (include is None or re.search(include, entry.audio.as_posix()))
+            and (exclude is None or not re.search(exclude, entry.audio.as_posix()))]
+
+
+def split(entries: list[Entry], match: str | None = None, fraction: float = 0.0, seed: int = 0,
+          count: int | None = None) -> tuple[list[Entry], list[Entry]]:
+    """(rest, chosen): `chosen` holds the entries whose path matches `match`, or else `count` of them
+    (default: `fraction` of them) drawn at random within each transcript, so that every word or
+    digit keeps its share; both keep the manifest's order."""
+    if match is not None:
+        chosen = {id(entry) for entry in entries if re.search(match, entry.audio.as_posix())}
+    else:
+        by_text: dict[str | None, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            by_text[entry.text].append(entry)
+        wanted = round(fraction * len(entries)) if count is None else min(count, len(entries))
+        # Each transcript's share, rounded so that the shares add up to `wanted` (largest remainders first).
+        exact = {text: wanted * len(group) / len(entries) for text, group in by_text.items()}
+        shares = {text: int(value) for text, value in exact.items()}
+        for text in sorted(exact, key=lambda text: shares[text] - exact[text])[:wanted - sum(shares.values())]:
+            shares[text] += 1
+        generator = random.Random(seed)
+        chosen = set()
+        for text, group in by_text.items():
+            chosen.update(id(entry) for entry in generator.sample(group, shares[text]))
+    return ([entry for entry in entries if id(entry) not in chosen], [entry for entry in entries if id(entry) in chosen])

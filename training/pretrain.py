@@ -10,29 +10,32 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model.audio import batch_input_values, load_audio
+from model.audio import batch_input_values
 from model.checkpoint import Checkpoint
 from model.config import FeatureSettings
 from model.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
 
+from .audio_store import AudioStore
 from .batches import BatchStream
 from .config import PretrainConfig, model_config, save_config
-from .loop import (MetricsLog, Processes, autocast, gradient_sync, load_trainer_state, optimiser_step,
-                   prune_checkpoints, save_trainer_state, warmup_then_linear_decay)
+from .loop import (MetricsLog, Processes, adamw, autocast, gradient_sync, optimiser_step, prune_checkpoints,
+                   read_trainer_state, restore_trainer_state, resumed_schedule, save_trainer_state,
+                   warmup_then_linear_decay)
 from .manifest import read_manifest
 from .pretraining import PretrainingObjective, gumbel_temperature, scale_feature_encoder_gradients
 
 
-def pretrain(config: PretrainConfig, resume: Path | None = None) -> Path:
-    """Train to `config.max_steps`; returns the last checkpoint folder (HF Wav2Vec2ForPreTraining + trainer state)."""
+def pretrain(config: PretrainConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
+    """Train to `config.max_steps`; returns the last checkpoint folder (HF Wav2Vec2ForPreTraining + trainer state).
+    A resumed run keeps its own learning-rate schedule unless `reschedule`."""
     processes = Processes.start()
     try:
-        return _pretrain(config, resume, processes)
+        return _pretrain(config, resume, reschedule, processes)
     finally:
         processes.close()
 
 
-def _pretrain(config: PretrainConfig, resume: Path | None, processes: Processes) -> Path:
+def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, processes: Processes) -> Path:
     torch.manual_seed(config.seed + processes.rank)
     output = Path(config.output_dir)
     rate = 16000
@@ -41,6 +44,8 @@ def _pretrain(config: PretrainConfig, resume: Path | None, processes: Processes)
         raise ValueError(f"{config.manifest}: no audio of at least {config.min_sample_seconds} s")
     durations = [min(entry.duration, config.max_sample_seconds) for entry in entries]
     batches = BatchStream(durations, config.max_batch_seconds, config.seed, processes.rank, processes.world)
+    audio = AudioStore([entry.audio for entry in entries], [entry.duration for entry in entries], rate,
+                       config.preload_gb * 1e9, config.decode_workers)
 
     architecture = model_config(config.model)
     model = init_weights(Wav2Vec2ForPreTraining(architecture), architecture).to(processes.device).train()
@@ -57,14 +62,21 @@ def _pretrain(config: PretrainConfig, resume: Path | None, processes: Processes)
                                      config.feature_penalty_weight, forward=forward)
     features = FeatureSettings(sampling_rate=rate, return_attention_mask=architecture.feat_extract_norm == "layer")
 
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-6,
-                                  weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser,
-                                                  warmup_then_linear_decay(config.warmup_steps, config.max_steps))
+    schedule = {"learning_rate": config.learning_rate, "warmup_steps": config.warmup_steps,
+                "max_steps": config.max_steps}
+    state = read_trainer_state(resume) if resume else None
+    if state is not None:
+        schedule, note = resumed_schedule(state["extra"].get("schedule"), schedule, reschedule)
+        if note and processes.main:
+            print(note)
+    optimiser = adamw(model, schedule["learning_rate"], config.weight_decay, eps=1e-6)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, warmup_then_linear_decay(schedule["warmup_steps"], schedule["max_steps"]))
     precision, scaler = autocast(config.precision, processes.device)
     step = 0
-    if resume:
-        step, _ = load_trainer_state(resume, optimiser, scheduler, batches, scaler)
+    if state is not None:
+        step = restore_trainer_state(state, optimiser, scheduler, batches, scaler, schedule["learning_rate"])
+        del state
 
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
@@ -81,11 +93,10 @@ def _pretrain(config: PretrainConfig, resume: Path | None, processes: Processes)
         for micro in range(config.accumulation):
             # Every random choice of this step derives from (seed, step, micro, rank): resuming replays it.
             generator = np.random.default_rng([config.seed, step, micro, processes.rank])
-            indices = next(batches)
-            audio = [_crop(load_audio(entries[i].audio, rate), int(config.max_sample_seconds * rate), generator)
-                     for i in indices]
-            audio_seconds += sum(len(samples) for samples in audio) / rate
-            input_values, attention_mask = batch_input_values(audio, do_normalize=True)
+            crops = [_crop(samples, int(config.max_sample_seconds * rate), generator)
+                     for samples in audio.batch(next(batches))]
+            audio_seconds += sum(len(samples) for samples in crops) / rate
+            input_values, attention_mask = batch_input_values(crops, do_normalize=True)
             inputs = torch.from_numpy(input_values).to(processes.device)
             mask = (torch.from_numpy(attention_mask).to(processes.device)
                     if features.return_attention_mask and attention_mask is not None else None)
@@ -111,9 +122,10 @@ def _pretrain(config: PretrainConfig, resume: Path | None, processes: Processes)
             last = output / f"checkpoint-{step}"
             if processes.main:
                 Checkpoint(model, architecture, features).save(last)
-                save_trainer_state(last, step, optimiser, scheduler, batches, scaler)
+                save_trainer_state(last, step, optimiser, scheduler, batches, scaler, {"schedule": schedule})
                 prune_checkpoints(output, config.keep_checkpoints, protect=resume)
     progress.close()
+    audio.close()
     return last or resume
 
 
