@@ -70,7 +70,8 @@ class ConvLayer(nn.Module):
         kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
         out_lengths = None if lengths is None else (lengths - kernel) // stride + 1  # integer ops, exact in ONNX too
         if isinstance(self.layer_norm, nn.GroupNorm) and lengths is not None:
-            if not _exporting() and int(lengths.min()) >= kernel:
+            # On CPUs, each utterance alone is faster; on GPUs, one batched computation (fewer kernel launches).
+            if x.device.type == "cpu" and not _exporting() and int(lengths.min()) >= kernel:
                 return self._each_utterance(x, lengths), out_lengths
             x = self.conv(x)
             valid = torch.arange(x.shape[-1], device=x.device)[None, None, :] < out_lengths[:, None, None]
@@ -84,8 +85,8 @@ class ConvLayer(nn.Module):
 
     def _each_utterance(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Convolution and group norm of each row's real samples alone, zero-padded to the batch's width.
-        In eager PyTorch this is ~2x faster (forward and backward) than masked statistics over the
-        padded batch: the native group norm is one fused kernel."""
+        On a CPU this is ~2x faster (forward and backward) than masked statistics over the padded
+        batch: the native group norm is one fused kernel, and no padding is convolved."""
         width = (x.shape[-1] - self.conv.kernel_size[0]) // self.conv.stride[0] + 1
         rows = [self.activation(self.layer_norm(self.conv(x[row:row + 1, :, :int(length)])))
                 for row, length in enumerate(lengths.tolist())]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import yaml
 
 from conftest import DATA, REPO
 from model.audio import load_audio
@@ -288,8 +289,11 @@ def test_the_fsdd_recipe_runs_and_decodes_its_audio_once(digits, tmp_path):
     steps = [record for record in metrics(out) if "loss" in record]
     assert [record["step"] for record in steps] == [1, 2, 3]
     assert all(record["audio_seconds_per_second"] > 0 for record in steps)
+    recipe = yaml.safe_load((REPO / "training/configs/fsdd-scratch.yaml").read_text())
     saved = json.loads((out / "best" / "config.json").read_text())
-    assert (saved["mask_time_prob"], saved["mask_time_min_masks"], saved["hidden_size"]) == (0.05, 0, 192)
+    assert saved["mask_time_prob"] == recipe["mask_time_prob"]
+    assert saved["mask_time_min_masks"] == recipe["mask_time_min_masks"]
+    assert saved["hidden_size"] == recipe["model"]["hidden_size"]
     transcribed = subprocess.run([sys.executable, "-m", "model", "transcribe", "--model", str(out / "best"),
                                   str(read_manifest(digits)[0].audio)], capture_output=True, text=True, cwd=REPO,
                                  env=ENV, timeout=300)
@@ -365,3 +369,22 @@ def test_masking_is_a_finetuning_setting(digits, tmp_path):
     reduction = training("finetune", f"train_manifest={digits}", "freeze_feature_encoder=false",
                          "ctc_loss_reduction=total", f"output_dir={tmp_path}")
     assert reduction.returncode == 1 and "ctc_loss_reduction" in reduction.stderr
+
+
+def test_augmentation_changes_speed_and_adds_noise_reproducibly():
+    from training.augment import Augmentation
+
+    samples = load_audio(DATA / "fsdd" / "recordings" / "3_theo_7.wav", 16000)
+    faster = Augmentation.from_dict({"speed": [1.25, 1.25]})
+    out = faster(samples, 16000, np.random.default_rng(0))
+    assert abs(len(out) - len(samples) / 1.25) <= 2 and out.dtype == np.float32
+    noisy = Augmentation.from_dict({"noise_snr_db": [10, 10]})
+    first, again = noisy(samples, 16000, np.random.default_rng(1)), noisy(samples, 16000, np.random.default_rng(1))
+    assert np.array_equal(first, again)
+    snr = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) / np.mean((first - samples).astype(np.float64) ** 2))
+    assert 9.5 < snr < 10.5
+    assert not Augmentation.from_dict({}).active
+    for bad, message in (({"speed": [1.2, 0.8]}, "a range"), ({"speed": [0, 1]}, "above 0"),
+                         ({"pitch": [1, 2]}, "unknown pitch")):
+        with pytest.raises(ValueError, match=message):
+            Augmentation.from_dict(bad)

@@ -87,6 +87,8 @@ class FinetuneConfig:
     mask_channel_prob: float = 0.25
     mask_channel_length: int = 64
     mask_channel_min_masks: int = 0
+    # Augmentation of the training audio (training/augment.py): e.g. {speed: [0.9, 1.1], noise_snr_db: [10, 40]}.
+    augment: dict[str, Any] = field(default_factory=dict)
     # Optimisation: AdamW. lr_schedule "tri_stage" (the paper's: warm-up / hold / exponential decay as
     # fractions of max_steps, lr_phases) or "linear" (warmup_steps of linear warm-up, then linear decay to 0).
     learning_rate: float = 5e-5

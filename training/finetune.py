@@ -29,6 +29,7 @@ from model.ctc import CTCVocabulary
 from model.wav2vec2 import Wav2Vec2ForCTC, init_weights
 
 from .audio_store import AudioStore
+from .augment import Augmentation
 from .batches import BatchStream, make_batches
 from .config import SCHEDULE_SETTINGS, FinetuneConfig, model_config, save_config
 from .evaluate import Scorer
@@ -79,6 +80,7 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
     torch.manual_seed(config.seed + processes.rank)
     output = Path(config.output_dir)
     _check(config)
+    augment = Augmentation.from_dict(config.augment)
     start = _load(resume or config.init) if (resume or config.init) else None
     entries = [entry for entry in read_manifest(Path(config.train_manifest)) if entry.text]
     vocab = _vocabulary(config, start, [entry.text for entry in entries])
@@ -141,6 +143,8 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
                 generator = np.random.default_rng([config.seed, step, micro, processes.rank])
                 indices = next(batches)
                 samples = audio.batch(indices)
+                if augment.active:
+                    samples = [augment(utterance, RATE, generator) for utterance in samples]
                 audio_seconds += sum(len(utterance) for utterance in samples) / RATE
                 with gradient_sync(forward, micro, config.accumulation, processes.world), precision:
                     loss = _ctc_loss(forward, model, architecture, vocab, samples, [train[i] for i in indices],
@@ -170,7 +174,8 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
                                    processes.device)
                 metric = report.get("beam", report["greedy"])
                 record = {"step": step, "eval": report, "wall_seconds": round(time.perf_counter() - started, 1)}
-                if best is None or (metric["wer"], metric["cer"]) < (best["wer"], best["cer"]):
+                # Ties go to the later checkpoint: further along its schedule, it is the better trained.
+                if best is None or (metric["wer"], metric["cer"]) <= (best["wer"], best["cer"]):
                     best = {"step": step, "wer": metric["wer"], "cer": metric["cer"]}
                     _save(output / "best", model, architecture, features, vocab)
                     (output / "best" / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
