@@ -154,13 +154,15 @@ def test_pretrain_command_writes_checkpoints_transformers_loads(unlabeled_manife
 
 def test_pretrain_resumes_exactly(unlabeled_manifest, tmp_path):
     # A 3-step run resumed to 6 steps against 6 steps straight: with 2 warm-up steps the first three
-    # learning rates are the same under both schedules, and a resumed run follows its new config's.
+    # learning rates are the same under both schedules, and --reschedule makes the resumed run follow
+    # its new config's (without it, a run keeps its own schedule).
     straight = pretrain_command(unlabeled_manifest, tmp_path / "straight", "max_steps=6")
     first = pretrain_command(unlabeled_manifest, tmp_path / "split", "max_steps=3")
     assert straight.returncode == 0 and first.returncode == 0, first.stderr[-3000:]
     resumed = pretrain_command(unlabeled_manifest, tmp_path / "split", "max_steps=6", "--resume",
-                               str(tmp_path / "split" / "checkpoint-3"))
+                               str(tmp_path / "split" / "checkpoint-3"), "--reschedule")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "max_steps 3 -> 6" in resumed.stdout
     expected, got = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "split")
     assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(expected, got):
