@@ -156,3 +156,26 @@ def test_lm_command_writes_a_bigram_model_kenlm_reads(tmp_path):
     model = kenlm.Model(str(tmp_path / "words.arpa"))
     assert model.order == 2
     assert model.score("seven", bos=True, eos=True) > model.score("hello", bos=True, eos=True)
+
+
+def test_batches_hold_every_utterance_once_per_epoch_within_their_limits():
+    import numpy as np
+
+    from training.batches import BatchStream, make_batches
+
+    durations = list(np.random.default_rng(0).uniform(0.2, 3.0, 500))
+    for by_length in (True, False):
+        batches = make_batches(durations, 20.0, seed=1, epoch=0, max_utterances=16, by_length=by_length)
+        assert sorted(i for batch in batches for i in batch) == list(range(500))
+        assert all(len(batch) <= 16 and len(batch) * max(durations[i] for i in batch) <= 20.0 for batch in batches)
+        assert batches != make_batches(durations, 20.0, seed=1, epoch=1, max_utterances=16, by_length=by_length)
+        padding = sum(len(b) * max(durations[i] for i in b) - sum(durations[i] for i in b) for b in batches)
+        if by_length:
+            assert padding < 0.05 * sum(durations)  # similar lengths together
+        else:
+            assert padding > 0.2 * sum(durations)  # drawn at random
+    stream = BatchStream(durations, 20.0, seed=1)
+    first = [next(stream) for _ in range(5)]
+    resumed = BatchStream(durations, 20.0, seed=1)
+    resumed.restore({"epoch": 0, "position": 2})
+    assert next(resumed) == first[2]

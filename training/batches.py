@@ -11,11 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def make_batches(durations: list[float], max_batch_seconds: float, seed: int, epoch: int, max_utterances: int = 0
-                 ) -> list[list[int]]:
+def make_batches(durations: list[float], max_batch_seconds: float, seed: int, epoch: int, max_utterances: int = 0,
+                 by_length: bool = True) -> list[list[int]]:
+    """One epoch's batches of utterance indices; `by_length` False draws batches at random (more padding)."""
     generator = np.random.default_rng([seed, epoch])
-    # Sort by length, with ties (and near-ties) broken at random so batches differ between epochs.
-    order = np.lexsort((generator.random(len(durations)), np.round(np.asarray(durations), 1)))
+    if by_length:
+        # Sort by length, with ties (and near-ties) broken at random so batches differ between epochs.
+        order = np.lexsort((generator.random(len(durations)), np.round(np.asarray(durations), 1)))
+    else:
+        order = generator.permutation(len(durations))
     batches, current, longest = [], [], 0.0
     for index in order:
         duration = durations[index]
@@ -34,15 +38,16 @@ class BatchStream:
     """Endless batches, epoch after epoch; `state()` / `restore()` give the position for resuming."""
 
     def __init__(self, durations: list[float], max_batch_seconds: float, seed: int, rank: int = 0, world: int = 1,
-                 max_utterances: int = 0):
+                 max_utterances: int = 0, by_length: bool = True):
         self.durations, self.max_batch_seconds, self.seed = durations, max_batch_seconds, seed
-        self.max_utterances = max_utterances
+        self.max_utterances, self.by_length = max_utterances, by_length
         self.rank, self.world = rank, world
         self.epoch, self.position = 0, 0
         self._batches = self._epoch_batches()
 
     def _epoch_batches(self) -> list[list[int]]:
-        batches = make_batches(self.durations, self.max_batch_seconds, self.seed, self.epoch, self.max_utterances)
+        batches = make_batches(self.durations, self.max_batch_seconds, self.seed, self.epoch, self.max_utterances,
+                               self.by_length)
         usable = len(batches) - len(batches) % self.world  # every process gets as many batches
         if usable == 0:
             raise ValueError("fewer batches per epoch than processes: use more data or smaller batches")

@@ -106,6 +106,7 @@ class FinetuneConfig:
     clip_norm: float = 10.0
     max_batch_seconds: float = 200.0  # audio per batch (padding included), before accumulation
     max_batch_utterances: int = 0  # and at most this many utterances per batch (0: no limit)
+    batch_by_length: bool = True  # batches of similar lengths (little padding); false: drawn at random
     accumulation: int = 1
     max_sample_seconds: float = 30.0  # longer utterances are left out
     # Audio is decoded and resampled once and kept in memory when it fits in this many GB; larger

@@ -106,7 +106,7 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
         forward = DistributedDataParallel(
             forward, find_unused_parameters=config.freeze_transformer_steps > 0 or architecture.layerdrop > 0)
     batches = BatchStream([example.duration for example in train], config.max_batch_seconds, config.seed,
-                          processes.rank, processes.world, config.max_batch_utterances)
+                          processes.rank, processes.world, config.max_batch_utterances, config.batch_by_length)
     features = FeatureSettings(sampling_rate=RATE, return_attention_mask=architecture.feat_extract_norm == "layer")
     schedule = {name: getattr(config, name) for name in SCHEDULE_SETTINGS}
     state = read_trainer_state(resume) if resume else None
