@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import logging
 import signal
 import sys
 
 from pydantic import ValidationError
+
+
+def keep_large_buffers_out_of_the_heap(threshold: int = 128 * 1024) -> None:
+    """Audio buffers (hundreds of KB to MB) are allocated and freed by several threads. glibc's
+    adaptive mmap threshold soon moves such blocks into per-thread heaps, which fragment and do
+    not shrink: RSS grew by 60 MB and more under load. A fixed threshold keeps each block in a
+    mapping of its own, returned to the system when freed."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).mallopt(-3, threshold)  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from .stream_protocol import StreamProtocol
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_large_buffers_out_of_the_heap()
     server = uvicorn.Server(uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, ws=StreamProtocol,
         ws_max_size=settings.stream_max_message_bytes, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
