@@ -6,11 +6,13 @@ For each decoder, a fresh `python -m service` on loopback serves DIR (an exporte
 and `--clients` threads post real recordings back to back. With faults on (the default), one
 client uploads slowly (4 KB every 50 ms), one aborts uploads (half the body, or the whole body
 then no wait for the answer), and every `--kill-every` seconds a beam-search worker is killed
-with SIGKILL. Then it prints one Markdown row per decoder: requests sent, answered 2xx / 4xx /
-5xx (5xx split into the searches a killed worker held and anything else), aborted by the client
-on purpose, lost (no answer to a request the client waited for), latency percentiles of the
-2xx, the server's RSS after warm-up and at the end, and whether /metrics counted exactly what
-was sent.
+with SIGKILL and a decompression bomb is posted (a forged FLAC length, refused with 413, then
+250 s of 384 kHz silence, decoded and refused with 422). Meanwhile /health is timed every
+100 ms. Then it prints one Markdown row per decoder: requests sent, answered 2xx / 4xx / 5xx
+(5xx split into the searches a killed worker held and anything else), aborted by the client on
+purpose, lost (no answer to a request the client waited for), latency percentiles of the 2xx,
+/health's p99 and worst time, the server's RSS after warm-up and at the end, and whether
+/metrics counted exactly what was sent.
 
 `--source DIR` runs the server from another source tree (e.g. an older commit, extracted with
 `git archive`) to compare; such a server gets only --model, --lm, --decode-workers and --port.
@@ -131,11 +133,12 @@ class Tally:
     lost: list = field(default_factory=list)  # requests the client waited for and got no answer to
     latencies: list = field(default_factory=list)  # seconds, 2xx only
 
-    def answer(self, response: httpx.Response, seconds: float) -> None:
+    def answer(self, response: httpx.Response, seconds: float | None) -> None:
         with self.lock:
             self.statuses[response.status_code] += 1
             if response.status_code < 300:
-                self.latencies.append(seconds)
+                if seconds is not None:
+                    self.latencies.append(seconds)
                 return
             try:
                 error = response.json()["error"]
@@ -211,13 +214,51 @@ def aborting_client(url: str, decoder: str, bodies: list[bytes], tally: Tally, s
         time.sleep(0.5)
 
 
-def kill_workers(server: Server, every: float, stop: float, kills: list) -> None:
+def zeros_flac(seconds: int, rate: int) -> bytes:
+    """A small file that decodes to a lot: `seconds` of mono silence."""
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", rate, 1, format="FLAC", subtype="PCM_16") as out:
+        for _ in range(seconds // 10):
+            out.write(np.zeros(rate * 10, dtype=np.int16))
+    return buffer.getvalue()
+
+
+def forged_length(flac: bytes, total_samples: int) -> bytes:
+    """The FLAC with its STREAMINFO total-samples field (36 bits in bytes 18-25) set."""
+    fields = int.from_bytes(flac[18:26], "big")
+    return flac[:18] + ((fields & ~((1 << 36) - 1)) | total_samples).to_bytes(8, "big") + flac[26:]
+
+
+def faults(server: Server, decoder: str, every: float, stop: float, tally: Tally, kills: list) -> None:
+    """Every `every` seconds: kill -9 a beam-search worker, then post two decompression bombs."""
+    silence = zeros_flac(250, 384_000)
+    bombs = [forged_length(silence, 2**36 - 1), silence]
     while time.monotonic() + every < stop:
         time.sleep(every)
         workers = server.beam_workers()
         if workers:
             os.kill(random.choice(workers), signal.SIGKILL)
             kills.append(time.monotonic())
+        for bomb in bombs:
+            with tally.lock:
+                tally.sent += 1
+            try:
+                response = httpx.post(transcribe_url(server.url, decoder), content=bomb, timeout=300,
+                                      headers={"content-type": "audio/flac"})
+            except httpx.HTTPError as error:
+                with tally.lock:
+                    tally.lost.append(repr(error))
+                continue
+            tally.answer(response, None)  # not a transcription: no latency
+
+
+def probe_health(url: str, stop: float, latencies: list) -> None:
+    with httpx.Client(timeout=60) as session:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            session.get(url + "/health")
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.1)
 
 
 # -- one run ---------------------------------------------------------------------------------------------
@@ -247,8 +288,11 @@ def soak(args, decoder: str, bodies: list[bytes], logs: Path) -> dict:
             kinds[-2:] = [slow_client, aborting_client]
         threads = [threading.Thread(target=kind, args=(server.url, decoder, bodies, tally, stop, seed))
                    for seed, kind in enumerate(kinds)]
+        health: list[float] = []
+        threads.append(threading.Thread(target=probe_health, args=(server.url, stop, health)))
         if args.faults:
-            threads.append(threading.Thread(target=kill_workers, args=(server, args.kill_every, stop, kills)))
+            threads.append(threading.Thread(target=faults, args=(server, decoder, args.kill_every, stop, tally,
+                                                                 kills)))
         for thread in threads:
             thread.start()
         time.sleep(warm_up)
@@ -263,7 +307,7 @@ def soak(args, decoder: str, bodies: list[bytes], logs: Path) -> dict:
         if server.process.poll() is None:
             server.process.kill()
     return {"decoder": decoder, "tally": tally, "kills": len(kills), "served": served, "rss": (rss_start, rss_end),
-            "exit": exit_code, "seconds": time.monotonic() - started}
+            "exit": exit_code, "health": health}
 
 
 def books_balance(tally: Tally, served: Counter) -> tuple[bool, str]:
@@ -289,10 +333,12 @@ def row(result: dict) -> str:
     rss_start, rss_end = result["rss"]
     _, balance = books_balance(tally, served)
     other_5xx = count(500, 600) - tally.worker_lost
+    health = np.array(result["health"]) * 1000
     return (f"| {result['decoder']} | {tally.sent} | {count(200, 300)} | {count(400, 500)} | {count(500, 600)} "
             f"({tally.worker_lost} held by {result['kills']} killed workers, {other_5xx} other) | {tally.aborted} | "
-            f"{len(tally.lost)} | {p50:.2f} / {p95:.2f} / {p99:.2f} s | {rss_start:.0f} → {rss_end:.0f} MB "
-            f"({(rss_end - rss_start) / rss_start:+.1%}) | {balance} | {result['exit']} |")
+            f"{len(tally.lost)} | {p50:.2f} / {p95:.2f} / {p99:.2f} s | {np.percentile(health, 99):.0f} / "
+            f"{health.max():.0f} ms | {rss_start:.0f} → {rss_end:.0f} MB ({(rss_end - rss_start) / rss_start:+.1%}) | "
+            f"{balance} | {result['exit']} |")
 
 
 def main() -> None:
@@ -304,7 +350,7 @@ def main() -> None:
     parser.add_argument("--decoder", nargs="+", default=["greedy", "beam"], choices=["greedy", "beam"])
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--no-faults", dest="faults", action="store_false", help="no kills, slow or aborted uploads")
-    parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between worker kills")
+    parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between worker kills and bombs")
     parser.add_argument("--source", type=Path, default=ROOT, help="source tree to run the server from")
     parser.add_argument("--server-option", action="append", help="one more server argument (repeatable), "
                                                                  "e.g. --server-option=--max-batch-size=1")
@@ -314,8 +360,8 @@ def main() -> None:
     print(f"{len(bodies)} real recordings; {args.clients} clients, {args.minutes:g} min per decoder, "
           f"faults {'on' if args.faults else 'off'}; server logs in {logs}\n")
     print("| decoder | sent | 2xx | 4xx | 5xx | aborted by client | lost | p50 / p95 / p99 (2xx) | "
-          "server RSS after warm-up → end | /metrics = sent | exit code |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "/health p99 / worst | server RSS after warm-up → end | /metrics = sent | exit code |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for decoder in args.decoder:
         result = soak(args, decoder, bodies, logs)
         print(row(result), flush=True)
