@@ -37,7 +37,7 @@ def server_of(request: Request):
 bearer = HTTPBearer(auto_error=False, description="one of the server's API keys, when it has any")
 
 
-def require_api_key(request: Request, _=Depends(bearer)) -> None:
+def require_api_key(request: Request, _credentials=Depends(bearer)) -> None:
     keys = server_of(request).settings.api_keys
     if not keys:
         return
