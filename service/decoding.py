@@ -256,8 +256,11 @@ class BeamSearch:
             raise DecoderUnavailable(f"the beam-search queue is full ({self.queue_capacity} requests waiting)")
         self._waiting += 1
         try:
-            return await asyncio.wait_for(self._idle.get(), self.timeout)
-        except asyncio.TimeoutError:
+            # Not wait_for: on Python 3.11 a request cancelled (client gone) just as a worker is
+            # handed to it loses that worker for good; a cancelled Queue.get leaves it queued.
+            async with asyncio.timeout(self.timeout):
+                return await self._idle.get()
+        except TimeoutError:
             raise DecoderUnavailable(f"no beam-search worker was free within {self.timeout:g} s") from None
         finally:
             self._waiting -= 1
