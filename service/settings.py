@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     decode_workers: int = Field(1, ge=1, description="worker processes for beam search")
     beam_width: int = Field(100, ge=1, le=1024, description="default beam width")
     max_beam_width: int = Field(256, ge=1, le=1024, description="largest beam_width a request may ask for (422 above)")
-    decode_queue_capacity: int = Field(16, ge=0, description="beam-search requests waiting for a worker before "
+    decode_queue_capacity: int = Field(64, ge=0, description="beam-search requests waiting for a worker before "
                                                              "503 Retry-After")
     decode_timeout_seconds: float = Field(30.0, gt=0, description="longest a beam search may wait for a worker, "
                                                                  "and longest it may run (its worker is then "
