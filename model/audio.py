@@ -6,6 +6,7 @@ One path for every caller (CLI, trainer, service). Imports no torch.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,8 +30,18 @@ def _describe(source: AudioSource) -> str:
     return "the audio stream"
 
 
-def read_audio(source: AudioSource) -> tuple[np.ndarray, int]:
-    """Decode a file, a path or encoded bytes to mono float32 samples and their rate (Hz)."""
+BLOCK_FRAMES = 1 << 18  # frames decoded at a time: stereo or high-rate audio is never held whole
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says, read without decoding it."""
+    frames: int
+    channels: int
+    rate: int  # Hz
+
+
+def _open(source: AudioSource) -> soundfile.SoundFile:
     what = _describe(source)
     if isinstance(source, (bytes, bytearray)):
         if not source:
@@ -39,10 +50,41 @@ def read_audio(source: AudioSource) -> tuple[np.ndarray, int]:
     elif isinstance(source, (str, Path)) and not Path(source).is_file():
         raise AudioError(f"no such audio file: '{source}'")
     try:
-        samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise AudioError(f"could not decode {what}: {error}") from None
-    return mix_to_mono(samples), int(rate)
+        return soundfile.SoundFile(source)
+    except soundfile.LibsndfileError as error:  # its own text, not the str() that names the Python object
+        raise AudioError(f"could not decode {what}: {error.error_string}") from None
+    except (RuntimeError, TypeError, ValueError):
+        raise AudioError(f"could not decode {what}: not a format this library reads") from None
+
+
+def audio_info(source: AudioSource) -> AudioInfo:
+    """Frames, channels and rate from the header: what decoding would cost, known before paying it."""
+    with _open(source) as audio:
+        return AudioInfo(audio.frames, audio.channels, audio.samplerate)
+
+
+def _mono_blocks(audio: soundfile.SoundFile, what: str):
+    """Mono float32 blocks of at most BLOCK_FRAMES frames, each checked to be finite."""
+    try:
+        # Not SoundFile.blocks: with a header that overestimates the length (mp3) it pads the last
+        # block with the one before it.
+        while len(block := audio.read(BLOCK_FRAMES, dtype="float32", always_2d=True)):
+            mono = mix_to_mono(block)
+            if not np.isfinite(mono).all():
+                raise AudioError(f"{what} holds samples that are not finite numbers (NaN or infinity)")
+            yield mono
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        detail = error.error_string if isinstance(error, soundfile.LibsndfileError) else "corrupt data"
+        raise AudioError(f"could not decode {what}: {detail}") from None
+
+
+def read_audio(source: AudioSource) -> tuple[np.ndarray, int]:
+    """Decode a file, a path or encoded bytes to mono float32 samples and their rate (Hz)."""
+    what = _describe(source)
+    with _open(source) as audio:
+        blocks = list(_mono_blocks(audio, what))
+        rate = audio.samplerate
+    return (np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)), int(rate)
 
 
 # Raw PCM encodings: name -> (numpy dtype, scale to [-1, 1]).
@@ -77,13 +119,22 @@ def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
 
 
 def load_audio(source: AudioSource, sampling_rate: int) -> np.ndarray:
-    """Decode `source` and return mono float32 samples at `sampling_rate` Hz."""
-    samples, rate = read_audio(source)
-    if samples.size == 0:
-        raise AudioError(f"{_describe(source)} holds no audio (0 samples)")
-    if not np.isfinite(samples).all():
-        raise AudioError(f"{_describe(source)} holds samples that are not finite numbers (NaN or infinity)")
-    return resample(samples, rate, sampling_rate)
+    """Decode `source` and return mono float32 samples at `sampling_rate` Hz.
+
+    Decodes and resamples block by block (soxr's stream gives the same samples as resampling
+    the whole), so memory holds only the result, whatever the file's rate and channels.
+    """
+    what = _describe(source)
+    with _open(source) as audio:
+        rate = audio.samplerate
+        resampler = None if rate == sampling_rate else soxr.ResampleStream(rate, sampling_rate, 1, dtype="float32")
+        parts = [block if resampler is None else resampler.resample_chunk(block)
+                 for block in _mono_blocks(audio, what)]
+    if not parts:
+        raise AudioError(f"{what} holds no audio (0 samples)")
+    if resampler is not None:
+        parts.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    return np.concatenate(parts)
 
 
 def check_duration(samples: np.ndarray, min_samples: int, sampling_rate: int) -> None:
@@ -110,7 +161,18 @@ def batch_input_values(utterances: list[np.ndarray], do_normalize: bool, padding
     return input_values, attention_mask
 
 
+# No recording comes near this peak; past it, float32 sums of squares over a long input could overflow.
+OVERFLOW_SAFE_PEAK = 1e12
+
+
 def normalize(samples: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance, computed in float32 exactly as Hugging Face's feature extractor does."""
+    """Zero mean, unit variance, computed in float32 exactly as Hugging Face's feature extractor does.
+
+    Samples beyond OVERFLOW_SAFE_PEAK (finite but absurd, e.g. +-3e38) are first scaled to a peak
+    of 1, which changes nothing but the 1e-7 guard, so the variance stays finite.
+    """
     samples = np.asarray(samples, dtype=np.float32)
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak > OVERFLOW_SAFE_PEAK:
+        samples = samples / np.float32(peak)
     return (samples - samples.mean()) / np.sqrt(samples.var() + 1e-7)

@@ -9,12 +9,15 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from .engine import load_engine
-from .errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
+from .errors import ApiError, api_error_handler, error_body, http_error_handler, internal_error_handler, \
+    validation_error_handler
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .settings import Settings
@@ -29,7 +32,7 @@ class Server:
         self.settings = settings
         self.metrics = Metrics()
         self.pipeline: Pipeline | None = None
-        self.load_error: str | None = None
+        self.load_failed = False
         self.streams = 0
 
     @property
@@ -43,23 +46,97 @@ class Server:
         try:
             pipeline = Pipeline(self.settings, load_engine(self.settings), self.metrics)
             pipeline.start()
-        except Exception as error:  # reported by /ready and the log; the process keeps answering /health
-            self.load_error = f"{type(error).__name__}: {error}"
-            log.error("could not load the model: %s", self.load_error)
+        except Exception as error:  # in the log; /ready says only that it failed: clients see no paths
+            self.load_failed = True
+            log.error("could not load the model: %s: %s", type(error).__name__, error)
             return
         self.pipeline = pipeline
         manifest = pipeline.engine.manifest
+        # Its name, not its folder: the export manifest's source is a path on this machine.
         self.metrics.model_info.info({"name": self.model_name, "variant": str(manifest.get("variant", "unknown")),
-                                      "source": str(manifest.get("source", self.settings.model)),
                                       "provider": self.settings.provider})
         log.info("model %s ready", self.model_name)
 
+    def not_ready_reason(self) -> str | None:
+        """Why requests cannot be served now, or None when they can."""
+        if self.load_failed:
+            return "the model could not be loaded; the server's log says why"
+        if self.pipeline is None:
+            return "the model is loading; retry shortly"
+        if not self.pipeline.beam.alive:
+            return "no beam-search worker is running; they are being restarted"
+        return None
+
     def require_pipeline(self) -> Pipeline:
         if self.pipeline is None:
-            detail = f": {self.load_error}" if self.load_error else "; retry shortly"
-            raise ApiError(503, "model_not_ready", f"the model is not loaded yet{detail}",
-                           headers={"Retry-After": "5"})
+            raise ApiError(503, "model_not_ready", self.not_ready_reason(), headers={"Retry-After": "5"})
         return self.pipeline
+
+
+class RequestMetrics:
+    """Counts every HTTP response by route and status: 500s when the app raised, and
+    "disconnected" for clients gone before their answer, whose work it then stops."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status, answered, gone = "500", asyncio.Event(), asyncio.Event()
+        body_read = asyncio.Event()
+
+        async def receive_body():
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body"):
+                body_read.set()
+            return message
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            elif not message.get("more_body"):
+                answered.set()
+            await send(message)
+
+        handler = asyncio.ensure_future(self.app(scope, receive_body, send_status))
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, body_read, answered, gone, handler))
+        try:
+            await handler
+        except (ClientDisconnect, asyncio.CancelledError) as error:
+            if not gone.is_set() and not isinstance(error, ClientDisconnect):
+                # Not the client: uvicorn cancels what outlives the shutdown grace period.
+                status = "503"
+                await _send_json(send, 503, error_body("shutting_down", "the server is shutting down; retry"))
+                return
+            status = "disconnected"
+            log.info("%s %s: the client disconnected before the answer", scope["method"], scope["path"])
+        finally:
+            watcher.cancel()
+            route = scope.get("route")
+            endpoint = route.path if route is not None else "unmatched"
+            self.metrics.requests.labels(endpoint, status).inc()
+            self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+
+
+async def _watch_disconnect(receive, body_read: asyncio.Event, answered: asyncio.Event, gone: asyncio.Event,
+                            handler: asyncio.Future) -> None:
+    """Once the body is read, the next thing the server hears is the client leaving: cancel its work."""
+    await body_read.wait()
+    message = await receive()
+    if message["type"] == "http.disconnect" and not answered.is_set():
+        gone.set()
+        handler.cancel()
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    response = JSONResponse(body, status, headers={"Retry-After": "5", "Connection": "close"})
+    try:
+        await response({"type": "http"}, None, send)
+    except Exception:  # the response had begun, or the connection is gone: nothing more to say
+        pass
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -74,26 +151,21 @@ def create_app(settings: Settings) -> FastAPI:
         if server.pipeline:
             server.pipeline.stop()
 
-    app = FastAPI(title="w2v-asr", version="0.1.0", lifespan=lifespan,
+    # The schema and its pages are served by routes.docs, behind the API keys like the API they describe.
+    app = FastAPI(title="w2v-asr", version="0.1.0", lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None,
                   description="wav2vec 2.0 speech recognition: batched ONNX inference, KenLM beam search, streaming")
     app.state.server = server
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = route.path if route is not None else "unmatched"
-        server.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        server.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
-        return response
+    app.add_exception_handler(Exception, internal_error_handler)
+    app.add_middleware(RequestMetrics, metrics=server.metrics)
 
     from . import routes, streaming
 
     app.include_router(routes.health)
     app.include_router(routes.api)
+    app.include_router(routes.docs)
     app.include_router(streaming.router)
     return app

@@ -38,7 +38,7 @@ def length_groups(lengths: list[int], max_padding: float = MAX_PADDING) -> list[
 
 
 class QueueFull(Exception):
-    """The inference queue is at capacity."""
+    """The inference queue holds as many requests as it may."""
 
 
 @dataclass
@@ -66,6 +66,7 @@ class Batcher:
         self.capacity = capacity
         self.on_batch = on_batch  # called with (batch size, inference seconds) after each batch
         self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self.requests = 0  # admitted and not finished; only the event loop's thread changes it
         self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
 
     @property
@@ -80,9 +81,24 @@ class Batcher:
         self._thread.join(timeout=30)
 
     async def infer(self, utterances: list[np.ndarray]) -> list[Inference]:
-        """Logits for each utterance (or chunk), batched with whatever else is waiting."""
-        if self.depth + len(utterances) > self.capacity:
-            raise QueueFull(f"the inference queue is full ({self.capacity} items)")
+        """Logits for each utterance (or chunk), batched with whatever else is waiting.
+
+        Admission counts requests, not chunks, so an hour of audio is as welcome as a second. A
+        long request's chunks enter the queue a batch at a time, so requests that arrive after
+        it wait for one of its batches, not for all of them.
+        """
+        if self.requests >= self.capacity:
+            raise QueueFull(f"the inference queue is full ({self.capacity} requests)")
+        self.requests += 1
+        try:
+            results: list[Inference] = []
+            for first in range(0, len(utterances), self.max_batch_size):
+                results += await self._infer_now(utterances[first:first + self.max_batch_size])
+            return results
+        finally:
+            self.requests -= 1
+
+    async def _infer_now(self, utterances: list[np.ndarray]) -> list[Inference]:
         loop = asyncio.get_running_loop()
         items = [_Item(samples, loop.create_future(), loop, time.perf_counter()) for samples in utterances]
         for item in items:

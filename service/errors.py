@@ -34,3 +34,8 @@ async def validation_error_handler(_: Request, error: RequestValidationError) ->
 async def http_error_handler(_: Request, error: HTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
     return JSONResponse(error_body(code, str(error.detail)), error.status_code, headers=error.headers)
+
+
+async def internal_error_handler(_: Request, error: Exception) -> JSONResponse:
+    """A bug: the client gets JSON that names no internals; the log gets the traceback."""
+    return JSONResponse(error_body("internal_error", "the server failed on this request; its log says why"), 500)

@@ -28,6 +28,10 @@ class Metrics:
                                           buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5), registry=r)
         self.active_streams = Gauge("asr_active_streams", "Open websocket streams", registry=r)
         self.queue_depth = Gauge("asr_queue_depth", "Items waiting for inference", registry=r)
+        self.decode_worker_restarts = Counter("asr_decode_worker_restarts", "Beam-search worker processes restarted "
+                                              "after dying or overrunning the decode deadline", registry=r)
+        self.decode_workers_alive = Gauge("asr_decode_workers_alive", "Beam-search worker processes running",
+                                          registry=r)
         self.model_info = Info("asr_model", "The model being served", registry=r)
 
     def record_batch(self, size: int, seconds: float) -> None:

@@ -6,6 +6,7 @@ so the same audio gives the same text whichever way it arrives.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -18,7 +19,7 @@ from export.runtime import OnnxCTCModel
 from .audio_input import check_usable
 from .batching import Batcher, QueueFull
 from .chunking import plan_windows, stitch
-from .decoding import BeamSearch, Decoded, greedy_decode
+from .decoding import BeamSearch, Decoded, DecoderUnavailable, greedy_decode
 from .errors import ApiError
 from .metrics import Metrics
 from .settings import Settings
@@ -63,11 +64,12 @@ class Pipeline:
         self.batcher = Batcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.queue_capacity,
                                on_batch=metrics.record_batch)
         self.beam = BeamSearch(engine.vocab, settings.lm, settings.lm_alpha, settings.lm_beta,
-                               settings.decode_workers)
+                               settings.decode_workers, settings.decode_queue_capacity,
+                               settings.decode_timeout_seconds, on_restart=metrics.decode_worker_restarts.inc)
 
     def start(self) -> None:
         self.batcher.start()
-        self.beam.warm_up()
+        self.beam.start()
         warm = np.random.default_rng(0).standard_normal(self.rate).astype(np.float32) * 0.1
         self.engine.logits([warm])  # the first run allocates and plans; do it before the first request
 
@@ -89,9 +91,20 @@ class Pipeline:
         timings = Timings(queue=max(r.queue_ms for r in results), inference=sum(r.inference_ms for r in results))
         return stitch(windows, [result.logits for result in results]), timings
 
+    def check_options(self, options: DecodeOptions) -> None:
+        """What the request model cannot know: this server's own limits."""
+        limit = self.settings.max_beam_width
+        if options.beam_width is not None and options.beam_width > limit:
+            raise ApiError(422, "invalid_parameter", f"beam_width {options.beam_width} is over this server's limit "
+                                                     f"of {limit}", "beam_width")
+
     async def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Transcription:
+        self.check_options(options)
         check_usable(samples, self.engine.config.receptive_field, self.rate)
         logits, timings = await self.logits(samples)
+        if not np.isfinite(logits).all():  # never handed to a decoder: beam search fails on NaN, greedy reads noise
+            raise ApiError(422, "unusable_audio", "the model's output for this audio is not finite; the audio may "
+                                                  "be damaged or far out of the usual range")
         decoder = options.decoder or ("beam" if self.settings.lm else "greedy")
         started = time.perf_counter()
         decoded = await self.decode(logits, decoder, options)
@@ -101,7 +114,11 @@ class Pipeline:
         return Transcription(decoded.text, words, round(len(samples) / self.rate, 3), decoder, timings)
 
     async def decode(self, logits: np.ndarray, decoder: str, options: DecodeOptions) -> Decoded:
-        if decoder == "greedy":
-            return greedy_decode(self.engine.vocab, logits, self.frame_seconds)
-        return await self.beam.decode(logits, self.frame_seconds, options.beam_width or self.settings.beam_width,
-                                      options.hotwords, options.hotword_weight)
+        if decoder == "greedy":  # in a thread: an hour of audio is 180,000 frames to walk
+            return await asyncio.to_thread(greedy_decode, self.engine.vocab, logits, self.frame_seconds)
+        try:
+            return await self.beam.decode(logits, self.frame_seconds, options.beam_width or self.settings.beam_width,
+                                          options.hotwords, options.hotword_weight)
+        except DecoderUnavailable as error:
+            raise ApiError(503, "decoder_unavailable", f"{error}; retry shortly",
+                           headers={"Retry-After": "1"}) from None

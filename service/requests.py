@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import Request
@@ -14,18 +15,26 @@ from .errors import ApiError
 RAW_AUDIO_TYPES = ("application/octet-stream",)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it passes `limit` bytes (declared or actual)."""
+async def read_body(request: Request, limit: int, idle_seconds: float) -> bytes:
+    """The whole body, refused with 413 as soon as it passes `limit` bytes (declared or actual), and
+    with 408 when nothing arrives for `idle_seconds` (a client that stalls must not hold it forever)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "upload_too_large", f"the upload is {int(declared)} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream), idle_seconds)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except asyncio.TimeoutError:
+            raise ApiError(408, "body_timeout", f"the request body stopped arriving: nothing for {idle_seconds:g} s "
+                                                f"after {size} bytes", headers={"Connection": "close"}) from None
         size += len(chunk)
         if size > limit:
             raise ApiError(413, "upload_too_large", f"the upload is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def parse_multipart(request: Request, body: bytes) -> FormData:
@@ -33,20 +42,24 @@ async def parse_multipart(request: Request, body: bytes) -> FormData:
         yield body
 
     try:
-        return await MultiPartParser(request.headers, stream(), max_files=4, max_fields=64).parse()
+        # Fields: up to 100 hotwords, each its own field, and the options beside them.
+        return await MultiPartParser(request.headers, stream(), max_files=4, max_fields=256).parse()
     except MultiPartException as error:
         raise ApiError(400, "invalid_multipart", f"the multipart body could not be read: {error.message}") from None
 
 
-async def audio_and_fields(request: Request, limit: int) -> tuple[bytes, dict[str, list[str]]]:
+async def audio_and_fields(request: Request, limit: int, idle_seconds: float) -> tuple[bytes, dict[str, list[str]]]:
     """The audio (multipart field `file`, or the raw body) and every other field, by name."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, idle_seconds)
     fields: dict[str, list[str]] = {}
     for name, value in request.query_params.multi_items():
         fields.setdefault(name, []).append(value)
     if media_type == "multipart/form-data":
         form = await parse_multipart(request, body)
+        if len(form.getlist("file")) > 1:
+            raise ApiError(422, "invalid_parameter", "send one file per request (the multipart field 'file' came "
+                                                     f"{len(form.getlist('file'))} times)", "file")
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             names = ", ".join(sorted(set(form.keys()))) or "none"
@@ -81,5 +94,5 @@ def parse_fields(model: type[BaseModel], fields: dict[str, list[str]], lists: tu
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "request"
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         raise ApiError(422, "invalid_parameter", f"{where}: {message}", where) from None

@@ -1,16 +1,28 @@
-"""HTTP routes: health and metrics (open), transcription and models (behind the API keys, if any)."""
+"""HTTP routes: health, readiness and metrics (open), transcription, models and the API's own
+description (behind the API keys, if any).
+
+The transcription routes read their bodies themselves (multipart or raw audio, under a size
+cap and a read timeout), so their parameters and bodies are declared to OpenAPI from the same
+pydantic models that validate them: the schema is the contract.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from .audio_input import decode_upload
+from model.audio import PCM_ENCODINGS
+
+from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode_upload
 from .errors import ApiError
 from .pipeline import DecodeOptions, Pipeline, Transcription
 from .requests import audio_and_fields, parse_fields
@@ -21,7 +33,11 @@ def server_of(request: Request):
     return request.app.state.server
 
 
-def require_api_key(request: Request) -> None:
+# Declares the bearer scheme to OpenAPI; the check itself is below, constant-time.
+bearer = HTTPBearer(auto_error=False, description="one of the server's API keys, when it has any")
+
+
+def require_api_key(request: Request, _credentials=Depends(bearer)) -> None:
     keys = server_of(request).settings.api_keys
     if not keys:
         return
@@ -31,33 +47,96 @@ def require_api_key(request: Request) -> None:
                        headers={"WWW-Authenticate": "Bearer"})
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error, in the shape OpenAI's API uses."""
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict:
+    reasons = {400: "undecodable, empty or too short audio", 401: "a missing or wrong API key",
+               408: "the request body stopped arriving", 413: "the upload or the audio is too large or too long",
+               415: "the body is not audio", 422: "bad options, or silent audio",
+               503: "busy (queue full, a worker restarting) or not ready; retry after Retry-After seconds"}
+    return {status: {"model": ErrorResponse, "description": reasons[status]} for status in statuses}
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"]
+    model: str
+
+
+class NotReadyResponse(BaseModel):
+    status: Literal["not ready"]
+    detail: str
+
+
 health = APIRouter()
-api = APIRouter(dependencies=[Depends(require_api_key)])
+api = APIRouter(dependencies=[Depends(require_api_key)], responses=error_responses(401))
+docs = APIRouter(dependencies=[Depends(require_api_key)], include_in_schema=False)
 
 
 @health.get("/health", summary="The process is alive")
+@health.head("/health", include_in_schema=False)
 async def alive() -> dict:
     return {"status": "ok"}
 
 
-@health.get("/ready", summary="The model is loaded and warmed up (503 before)")
+@health.get("/ready", summary="The model is loaded and warmed up, and a beam-search worker runs",
+            response_model=ReadyResponse,
+            responses={503: {"model": NotReadyResponse, "description": "loading, failed, or no decoder running"}})
 async def ready(request: Request) -> JSONResponse:
     server = server_of(request)
-    if server.pipeline is None:
-        detail = server.load_error or "loading"
-        return JSONResponse({"status": "not ready", "detail": detail}, 503, headers={"Retry-After": "5"})
+    reason = server.not_ready_reason()
+    if reason:
+        return JSONResponse({"status": "not ready", "detail": reason}, 503, headers={"Retry-After": "5"})
     return JSONResponse({"status": "ready", "model": server.model_name})
 
 
-@health.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+@health.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(request: Request) -> Response:
     server = server_of(request)
     if server.pipeline:
         server.metrics.queue_depth.set(server.pipeline.batcher.depth)
+        server.metrics.decode_workers_alive.set(server.pipeline.beam.alive)
     return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@api.get("/v1/models", summary="The served model, OpenAI-style")
+@docs.get("/openapi.json")
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@docs.get("/docs")
+async def swagger(request: Request) -> Response:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title)
+
+
+@docs.get("/redoc")
+async def redoc(request: Request) -> Response:
+    return get_redoc_html(openapi_url="/openapi.json", title=request.app.title)
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+@api.get("/v1/models", summary="The served model, OpenAI-style", response_model=ModelList)
 async def models(request: Request) -> dict:
     server = server_of(request)
     return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": 0,
@@ -65,8 +144,18 @@ async def models(request: Request) -> dict:
 
 
 class TranscribeParams(DecodeOptions):
-    sample_rate: int | None = Field(None, description="raw PCM only: its sample rate in Hz")
-    encoding: str | None = Field(None, description="raw PCM only: pcm_s16le, pcm_s32le or pcm_f32le")
+    # The range is checked with the rate read from a file's header, by the same function.
+    sample_rate: int | None = Field(None, description="raw PCM only: its sample rate in Hz",
+                                    json_schema_extra={"minimum": MIN_SAMPLE_RATE, "maximum": MAX_SAMPLE_RATE})
+    encoding: Literal["pcm_s16le", "pcm_s32le", "pcm_f32le"] | None = Field(
+        None, description="raw PCM only: its encoding")
+
+    @field_validator("encoding", mode="before")
+    @classmethod
+    def _known_encoding(cls, value):
+        if value is not None and value not in PCM_ENCODINGS:
+            raise ValueError(f"unknown encoding {value!r}; use one of {', '.join(PCM_ENCODINGS)}")
+        return value
 
 
 class WordOut(BaseModel):
@@ -91,52 +180,131 @@ class TranscribeResponse(BaseModel):
     timings: TimingsOut
 
 
+class OpenAIParams(TranscribeParams):
+    model: str | None = Field(None, description="any name: the served model answers")
+    language: str | None = None
+    prompt: str | None = Field(None, description="accepted and ignored")
+    temperature: float | None = Field(None, description="accepted and ignored")
+    response_format: Literal["json", "text", "srt", "vtt", "verbose_json"] = "json"
+    timestamp_granularities: list[Literal["word", "segment"]] = Field(
+        default_factory=list, max_length=2, description="verbose_json only; default: segment")
+    stream: bool = Field(False, description="must be false: streaming is the websocket /v1/stream")
+
+    @field_validator("stream")
+    @classmethod
+    def _not_streamed(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("stream=true is not supported here; use the websocket /v1/stream")
+        return value
+
+
+class OpenAIText(BaseModel):
+    text: str
+
+
+class OpenAIWord(BaseModel):
+    word: str
+    start: float
+    end: float
+
+
+class OpenAISegment(BaseModel):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class OpenAIVerbose(BaseModel):
+    task: str
+    language: str
+    duration: float
+    text: str
+    segments: list[OpenAISegment] | None = None
+    words: list[OpenAIWord] | None = None
+
+
+LISTS = ("hotwords", "timestamp_granularities")  # fields that may repeat, or hold comma-separated values
+
+
+def _field_schema(schema: dict) -> dict:
+    """A field's JSON schema less its `null` alternative: a form field or query parameter is
+    either given or left out; it cannot be null."""
+    choices = [choice for choice in schema.get("anyOf", []) if choice != {"type": "null"}]
+    if len(choices) != 1:
+        return schema
+    return {**{key: value for key, value in schema.items() if key not in ("anyOf", "default")}, **choices[0]}
+
+
+def audio_request(params: type[BaseModel]) -> dict:
+    """OpenAPI for a route that takes audio as the body or a multipart `file`, with `params` as
+    query parameters or form fields."""
+    properties = {name: _field_schema(schema) for name, schema in params.model_json_schema()["properties"].items()}
+    form = {"file": {"type": "string", "format": "binary", "description": "the audio"}}
+    form.update({f"{name}[]" if name == "timestamp_granularities" else name: schema
+                 for name, schema in properties.items()})
+    audio = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "parameters": [{"name": name, "in": "query", "required": False, "schema": schema,
+                        "description": schema.get("description", ""), "explode": True}
+                       for name, schema in properties.items()],
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": form, "required": ["file"]}},
+            "audio/*": audio, "application/octet-stream": audio}},
+    }
+
+
 async def _transcribe(request: Request, endpoint: str, params_model: type[TranscribeParams]):
     server = server_of(request)
     pipeline: Pipeline = server.require_pipeline()
     started = time.perf_counter()
     settings = server.settings
-    audio, fields = await audio_and_fields(request, int(settings.max_upload_mb * 1024 * 1024))
-    params = parse_fields(params_model, fields, lists=("hotwords", "timestamp_granularities"))
-    samples = decode_upload(audio, pipeline.rate, settings.max_audio_seconds, params.sample_rate, params.encoding)
-    result = await pipeline.transcribe(samples, DecodeOptions(**{name: getattr(params, name)
-                                                                  for name in DecodeOptions.model_fields}))
+    audio, fields = await audio_and_fields(request, int(settings.max_upload_mb * 2**20),
+                                           settings.body_timeout_seconds)
+    params = parse_fields(params_model, fields, lists=LISTS)
+    options = DecodeOptions(**{name: getattr(params, name) for name in DecodeOptions.model_fields})
+    pipeline.check_options(options)  # every option is checked before the audio costs anything
+    samples = await asyncio.to_thread(decode_upload, audio, pipeline.rate, settings.max_audio_seconds,
+                                      int(settings.max_decoded_mb * 2**20), params.sample_rate, params.encoding)
+    result = await pipeline.transcribe(samples, options)
     server.metrics.audio_seconds.labels(endpoint).inc(result.duration)
     server.metrics.real_time_factor.observe((time.perf_counter() - started) / max(result.duration, 1e-3))
     return params, result
 
 
+TRANSCRIBE_ERRORS = error_responses(400, 408, 413, 415, 422, 503)
+
+
 @api.post("/transcribe", response_model=TranscribeResponse, summary="Transcribe one recording",
           description="The audio as multipart field `file`, or as the raw body (audio/* or "
                       "application/octet-stream; raw PCM with `sample_rate` and `encoding`). Options as form "
-                      "fields or query parameters.")
+                      "fields or query parameters.",
+          responses=TRANSCRIBE_ERRORS, openapi_extra=audio_request(TranscribeParams))
 async def transcribe(request: Request) -> dict:
     _, result = await _transcribe(request, "/transcribe", TranscribeParams)
     return {**result.to_dict(), "model": server_of(request).model_name}
 
 
-class OpenAIParams(TranscribeParams):
-    model: str | None = None
-    language: str | None = None
-    prompt: str | None = None
-    temperature: float | None = None
-    response_format: str = "json"
-    timestamp_granularities: list[str] = Field(default_factory=list)
-    stream: bool = False
-
-
 @api.post("/v1/audio/transcriptions", summary="OpenAI-compatible transcription",
           description="Multipart `file` and `model` (any name: the served model answers), `response_format` "
-                      "json, text, srt, vtt or verbose_json, `timestamp_granularities[]` word and/or segment.")
+                      "json, text, srt, vtt or verbose_json, `timestamp_granularities[]` word and/or segment.",
+          responses={**TRANSCRIBE_ERRORS, 200: {"description": "json and verbose_json as JSON; text, srt and vtt "
+                                                               "as text",
+                                                "model": OpenAIText | OpenAIVerbose,
+                                                "content": {"text/plain": {"schema": {"type": "string"}}}}},
+          openapi_extra=audio_request(OpenAIParams))
 async def openai_transcriptions(request: Request) -> Response:
     params, result = await _transcribe(request, "/v1/audio/transcriptions", OpenAIParams)
     return openai_response(params, result)
 
 
 def openai_response(params: OpenAIParams, result: Transcription) -> Response:
-    if params.stream:
-        raise ApiError(422, "unsupported", "stream=true is not supported here; use the websocket /v1/stream",
-                       "stream")
     kind = params.response_format
     if kind == "json":
         return JSONResponse({"text": result.text})
@@ -144,21 +312,14 @@ def openai_response(params: OpenAIParams, result: Transcription) -> Response:
         return PlainTextResponse(result.text + "\n")
     if kind in ("srt", "vtt"):
         return PlainTextResponse((srt if kind == "srt" else vtt)(segments(result.words)))
-    if kind == "verbose_json":
-        granularities = set(params.timestamp_granularities or ["segment"])
-        unknown = granularities - {"word", "segment"}
-        if unknown:
-            raise ApiError(422, "invalid_parameter", f"timestamp_granularities: unknown {', '.join(sorted(unknown))}",
-                           "timestamp_granularities")
-        body = {"task": "transcribe", "language": params.language or "english", "duration": result.duration,
-                "text": result.text}
-        if "segment" in granularities:
-            body["segments"] = [{"id": index, "seek": 0, "start": segment["start"], "end": segment["end"],
-                                 "text": segment["text"], "tokens": [], "temperature": 0.0,
-                                 "avg_logprob": 0.0, "compression_ratio": 1.0, "no_speech_prob": 0.0}
-                                for index, segment in enumerate(segments(result.words))]
-        if "word" in granularities:
-            body["words"] = [{"word": w["word"], "start": w["start"], "end": w["end"]} for w in result.words]
-        return JSONResponse(body)
-    raise ApiError(422, "invalid_parameter", f"response_format must be json, text, srt, vtt or verbose_json, "
-                                             f"not {kind!r}", "response_format")
+    granularities = set(params.timestamp_granularities or ["segment"])
+    body = {"task": "transcribe", "language": params.language or "english", "duration": result.duration,
+            "text": result.text}
+    if "segment" in granularities:
+        body["segments"] = [{"id": index, "seek": 0, "start": segment["start"], "end": segment["end"],
+                             "text": segment["text"], "tokens": [], "temperature": 0.0,
+                             "avg_logprob": 0.0, "compression_ratio": 1.0, "no_speech_prob": 0.0}
+                            for index, segment in enumerate(segments(result.words))]
+    if "word" in granularities:
+        body["words"] = [{"word": w["word"], "start": w["start"], "end": w["end"]} for w in result.words]
+    return JSONResponse(body)

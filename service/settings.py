@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -25,10 +25,17 @@ class Settings(BaseSettings):
     # Batching across requests.
     max_batch_size: int = Field(8, ge=1)
     max_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits for more requests")
-    queue_capacity: int = Field(64, ge=1, description="queued inference items before 503 Retry-After")
+    queue_capacity: int = Field(64, ge=1, description="requests waiting for or in inference before 503 "
+                                                      "Retry-After")
     # Decoding.
     decode_workers: int = Field(1, ge=1, description="worker processes for beam search")
-    beam_width: int = Field(100, ge=1, le=1024)
+    beam_width: int = Field(100, ge=1, le=1024, description="default beam width")
+    max_beam_width: int = Field(256, ge=1, le=1024, description="largest beam_width a request may ask for (422 above)")
+    decode_queue_capacity: int = Field(64, ge=0, description="beam-search requests waiting for a worker before "
+                                                             "503 Retry-After")
+    decode_timeout_seconds: float = Field(30.0, gt=0, description="longest a beam search may wait for a worker, "
+                                                                 "and longest it may run (its worker is then "
+                                                                 "restarted); past either: 503")
     lm_alpha: float = Field(0.5, description="language model weight")
     lm_beta: float = Field(1.0, description="word insertion bonus")
     # Long audio.
@@ -37,6 +44,13 @@ class Settings(BaseSettings):
     # Limits.
     max_upload_mb: float = Field(100.0, gt=0)
     max_audio_seconds: float = Field(3600.0, gt=0)
+    max_decoded_mb: float = Field(1400.0, gt=0, description="largest audio once decoded (float32, every channel, "
+                                                           "at its own rate), checked from the header before "
+                                                           "decoding; the default holds 1 h of 48 kHz stereo")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="a request body that sends nothing for this long "
+                                                               "gets 408")
+    shutdown_grace_seconds: float = Field(30.0, ge=0, description="on SIGTERM, how long requests in flight may "
+                                                                 "take to finish")
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="accepted bearer tokens; empty: no auth")
     max_streams: int = Field(16, ge=1)
     stream_max_message_bytes: int = Field(1 << 20, ge=1024)
@@ -47,6 +61,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value):  # ASR_LM= in an env file or compose means "no LM", not the current folder
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _beam_width_within_limit(self):
+        if self.beam_width > self.max_beam_width:
+            raise ValueError(f"beam_width {self.beam_width} is over max_beam_width {self.max_beam_width}")
+        return self
 
     @field_validator("provider")
     @classmethod

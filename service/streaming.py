@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
+import math
 from typing import Literal
 
 import numpy as np
 import soxr
 import webrtcvad  # WebRTC's voice-activity detector: tiny, fast, no model files
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from model.audio import AudioError, decode_pcm
 
@@ -29,6 +31,7 @@ from .errors import ApiError
 from .pipeline import DecodeOptions, Pipeline
 
 router = APIRouter()
+log = logging.getLogger("service")
 
 PARTIAL_WINDOW_SECONDS = 8.0  # partials decode at most this much of the segment's end
 PARTIAL_EVERY_SECONDS = 0.5  # of new audio between partials
@@ -41,8 +44,67 @@ class StreamConfig(DecodeOptions):
     sample_rate: int = Field(16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
     encoding: Literal["pcm_s16le", "pcm_f32le"] = "pcm_s16le"
     interim_results: bool = True
-    endpointing: int | Literal[False] = Field(800, description="ms of pause that end a segment; false: never")
-    max_segment_seconds: float = Field(30.0, gt=0)
+    endpointing: int | Literal[False] = Field(800, description="ms of pause that end a segment (30-60000); "
+                                                               "false: never")
+    max_segment_seconds: float = Field(30.0, gt=0, description="longest segment; at most the stream's limit")
+
+    @field_validator("endpointing", mode="before")
+    @classmethod
+    def _milliseconds_or_false(cls, value):
+        # JSON true is not 1 ms; 30 ms is one VAD frame; past a minute, false says it better.
+        if value is False or (type(value) is int and 30 <= value <= 60_000):
+            return value
+        raise ValueError("must be false or a whole number of milliseconds from 30 to 60000")
+
+    @field_validator("max_segment_seconds")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):  # JSON 1e400 parses as infinity
+            raise ValueError("must be a finite number of seconds")
+        return value
+
+
+class SampleBuffer:
+    """Samples appended in amortised O(1), joined only when read: a stream of tiny messages must
+    not copy its whole open segment on every one. Every 256 appended pieces are joined into one,
+    so a stream of one-sample messages does not hold one array object per sample."""
+
+    JOIN_EVERY = 256
+
+    def __init__(self):
+        self._chunks: list[np.ndarray] = []  # joined pieces
+        self._recent: list[np.ndarray] = []  # fewer than JOIN_EVERY pieces, as they came
+        self._length = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def append(self, samples: np.ndarray) -> None:
+        if not len(samples):
+            return
+        self._recent.append(samples)
+        self._length += len(samples)
+        if len(self._recent) >= self.JOIN_EVERY:
+            self._chunks.append(np.concatenate(self._recent))
+            self._recent = []
+
+    def tail(self, count: int) -> np.ndarray:
+        """The last `count` samples, joining only the pieces that hold them."""
+        needed, taken = [], 0
+        for piece in reversed(self._chunks + self._recent):
+            if taken >= count:
+                break
+            needed.append(piece)
+            taken += len(piece)
+        joined = np.concatenate(needed[::-1]) if needed else np.zeros(0, dtype=np.float32)
+        return joined[len(joined) - min(count, len(joined)):]
+
+    def take(self) -> np.ndarray:
+        """Every sample, and the buffer is empty again."""
+        pieces = self._chunks + self._recent
+        joined = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        self._chunks, self._recent, self._length = [], [], 0
+        return joined
 
 
 class _Closed(Exception):
@@ -62,7 +124,7 @@ class Stream:
         self.rate = pipeline.rate
         self.resampler = None if config.sample_rate == self.rate else soxr.ResampleStream(
             config.sample_rate, self.rate, 1, dtype="float32")
-        self.segment = np.zeros(0, dtype=np.float32)
+        self.segment = SampleBuffer()
         self.segment_start = 0  # samples since the stream began
         self.received = 0
         self.since_partial = 0
@@ -77,12 +139,14 @@ class Stream:
             samples = decode_pcm(data, self.config.encoding)
         except AudioError as error:
             raise _Closed(1007, str(error)) from None
+        if not np.isfinite(samples).all():
+            raise _Closed(1007, "a message holds samples that are not finite numbers (NaN or infinity)")
         if self.resampler is not None:
             samples = self.resampler.resample_chunk(samples)
         self.received += len(samples)
         if self.received > self.max_samples:
             raise _Closed(1009, f"the stream is over its limit of {self.max_samples / self.rate:g} s of audio")
-        self.segment = np.concatenate([self.segment, samples.astype(np.float32, copy=False)])
+        self.segment.append(samples.astype(np.float32, copy=False))
         self.since_partial += len(samples)
         if self.config.endpointing is not False and self._pause_ended(samples):
             await self.finish_segment()
@@ -114,7 +178,7 @@ class Stream:
                 return
             self.partial.result()  # a failed partial (e.g. the client went away) ends the stream here
         self.since_partial = 0
-        window = self.segment[-int(PARTIAL_WINDOW_SECONDS * self.rate):]
+        window = self.segment.tail(int(PARTIAL_WINDOW_SECONDS * self.rate))
         if len(window) >= self.pipeline.engine.config.receptive_field:
             self.partial = asyncio.create_task(self._send_partial(window))
 
@@ -147,8 +211,7 @@ class Stream:
     async def finish_segment(self) -> None:
         """Send the final for the audio so far (all of it, nothing trimmed) and start a new segment."""
         await self.settle_partial()
-        segment, start = self.segment, self.segment_start
-        self.segment = np.zeros(0, dtype=np.float32)
+        segment, start = self.segment.take(), self.segment_start
         self.segment_start += len(segment)
         self.since_partial, self.silence_ms, self.heard_speech = 0, 0, False
         if len(segment) == 0:
@@ -170,7 +233,7 @@ class Stream:
     async def flush_resampler(self) -> None:
         if self.resampler is not None:
             tail = self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-            self.segment = np.concatenate([self.segment, tail.astype(np.float32, copy=False)])
+            self.segment.append(tail.astype(np.float32, copy=False))
 
 
 def _authorised(websocket: WebSocket, keys: list[str]) -> bool:
@@ -203,6 +266,11 @@ async def stream(websocket: WebSocket) -> None:
         await _refuse(websocket, closed.code, "stream_error", closed.reason)
     except WebSocketDisconnect:
         pass
+    except ApiError as error:  # from the pipeline: busy (1013, try again later) or unusable audio (1007)
+        await _refuse(websocket, 1013 if error.status == 503 else 1007, error.code, error.message)
+    except Exception:  # a bug: the client still gets an error and a close code, the log the traceback
+        log.exception("stream failed")
+        await _refuse(websocket, 1011, "internal_error", "the server failed on this stream; see its log")
     finally:
         server.streams -= 1
         server.metrics.active_streams.dec()
@@ -231,6 +299,13 @@ async def _serve(websocket: WebSocket, pipeline: Pipeline, settings) -> None:
         problem = error.errors()[0]
         where = ".".join(str(part) for part in problem["loc"]) or "config"
         raise _Closed(1007, f"bad config: {where}: {problem['msg']}") from None
+    if "max_segment_seconds" in config.model_fields_set and config.max_segment_seconds > settings.stream_max_seconds:
+        raise _Closed(1007, f"bad config: max_segment_seconds: {config.max_segment_seconds:g} is over this "
+                            f"server's stream limit of {settings.stream_max_seconds:g} s")
+    try:
+        pipeline.check_options(config)
+    except ApiError as error:
+        raise _Closed(1007, f"bad config: {error.message}") from None
     stream = Stream(websocket, pipeline, config, settings.stream_max_seconds)
     try:
         while True:

@@ -332,15 +332,23 @@ def test_openai_client(server, speech_files, exported_folder):
 # -- limits: queue, upload size, API keys, readiness --------------------------------------------------
 
 def test_full_queue_answers_503_with_retry_after(exported_folder, tmp_path):
-    long = _wav(np.tile(SPEECH, 10)[:16000 * 25])
-    with run_server(exported_folder, "--queue-capacity", "2", "--chunk-seconds", "5", "--chunk-context-seconds",
-                    "1", log_dir=tmp_path) as server:
-        response = httpx.post(server.url + "/transcribe", content=long, headers={"content-type": "audio/wav"})
-        assert response.status_code == 503
-        assert response.headers["retry-after"] == "1"
-        assert "queue is full" in response.json()["error"]["message"]
-        assert httpx.post(server.url + "/transcribe", content=GOOD_WAV,
-                          headers={"content-type": "audio/wav"}).status_code == 200
+    """Admission counts requests, not chunks: one long request alone is served, a crowd over the
+    capacity is told to come back."""
+    long = _wav(np.tile(SPEECH, 25)[:16000 * 60])  # 30 chunks of 2 s, one inference each
+    with run_server(exported_folder, "--queue-capacity", "1", "--chunk-seconds", "2", "--chunk-context-seconds",
+                    "1", "--max-batch-size", "1", log_dir=tmp_path) as server:
+        def post(body: bytes) -> httpx.Response:
+            return httpx.post(server.url + "/transcribe?decoder=greedy", content=body, timeout=120,
+                              headers={"content-type": "audio/wav"})
+
+        assert post(long).status_code == 200
+        with ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(post, [long] * 6))
+        busy = [response for response in responses if response.status_code == 503]
+        assert busy and len(busy) < 6
+        assert all(response.headers["retry-after"] == "1" and "queue is full" in response.json()["error"]["message"]
+                   for response in busy)
+        assert post(GOOD_WAV).status_code == 200
 
 
 def test_api_keys_and_upload_limit(exported_folder, tmp_path):
