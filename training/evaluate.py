@@ -25,10 +25,13 @@ class Scorer:
                  lm_alpha: float = 0.5, lm_beta: float = 1.0):
         self.vocab, self.frame_seconds, self.beam_width = vocab, frame_seconds, beam_width
         self.search = None
+        # One event loop for every call: the search's worker queue belongs to the loop that first used it.
+        self._loop = asyncio.new_event_loop()
         if lm is not None:
             from service.decoding import BeamSearch
 
             self.search = BeamSearch(vocab, lm, lm_alpha, lm_beta, workers=1)
+            self.search.start()
 
     def score(self, references: list[str], logits: list[np.ndarray]) -> tuple[dict, list[dict]]:
         """({"greedy": rates, "beam": rates (with an LM)}, one detail row per utterance)."""
@@ -36,7 +39,7 @@ class Scorer:
         report = {"utterances": len(references), "greedy": error_rates(references, greedy)}
         details = [{"reference": reference, "greedy": text} for reference, text in zip(references, greedy)]
         if self.search is not None:
-            beam = asyncio.run(self._beam_texts(logits))
+            beam = self._loop.run_until_complete(self._beam_texts(logits))
             report["beam"] = error_rates(references, beam)
             for detail, text in zip(details, beam):
                 detail["beam"] = text
@@ -49,6 +52,7 @@ class Scorer:
     def close(self) -> None:
         if self.search is not None:
             self.search.close()
+        self._loop.close()
 
 
 def labelled(entries: list[Entry]) -> list[Entry]:

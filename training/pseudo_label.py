@@ -32,6 +32,10 @@ def pseudo_label(transcriber: Transcriber, entries: list[Entry], lm: Path | None
 
     frame_seconds = transcriber.checkpoint.config.samples_per_frame / transcriber.sampling_rate
     search = BeamSearch(transcriber.vocab, lm, lm_alpha, lm_beta, workers=1) if lm is not None else None
+    if search is not None:
+        search.start()
+    # One event loop for every entry: the search's worker queue belongs to the loop that first used it.
+    loop = asyncio.new_event_loop()
 
     async def decode(logits):
         if search is None:
@@ -41,13 +45,14 @@ def pseudo_label(transcriber: Transcriber, entries: list[Entry], lm: Path | None
     results = []
     try:
         for entry in tqdm(entries, unit="utt", dynamic_ncols=True):
-            decoded = asyncio.run(decode(transcriber.logits(transcriber.read(entry.audio))))
+            decoded = loop.run_until_complete(decode(transcriber.logits(transcriber.read(entry.audio))))
             words = decoded.words
             confidence = sum(word.confidence for word in words) / len(words) if words else 0.0
             results.append(Labelled(Entry(entry.audio, entry.duration, decoded.text), confidence))
     finally:
         if search is not None:
             search.close()
+        loop.close()
     return results
 
 
