@@ -154,21 +154,7 @@ def transcribe_url(url: str, decoder: str) -> str:
 
 
 def normal_client(url: str, decoder: str, bodies: list[bytes], tally: Tally, stop: float, seed: int) -> None:
-    order = random.Random(seed)
-    with httpx.Client(timeout=300) as session:
-        while time.monotonic() < stop:
-            body = order.choice(bodies)
-            with tally.lock:
-                tally.sent += 1
-            started = time.perf_counter()
-            try:
-                response = session.post(transcribe_url(url, decoder), content=body,
-                                        headers={"content-type": "audio/wav"})
-            except httpx.HTTPError as error:
-                with tally.lock:
-                    tally.lost.append(repr(error))
-                continue
-            tally.answer(response, time.perf_counter() - started)
+    _post_until(url, decoder, bodies, tally, stop, seed, lambda body: body)
 
 
 def slow_client(url: str, decoder: str, bodies: list[bytes], tally: Tally, stop: float, seed: int) -> None:
@@ -178,6 +164,11 @@ def slow_client(url: str, decoder: str, bodies: list[bytes], tally: Tally, stop:
             time.sleep(0.05)
             yield body[start:start + 4096]
 
+    _post_until(url, decoder, bodies, tally, stop, seed, trickle)
+
+
+def _post_until(url: str, decoder: str, bodies: list[bytes], tally: Tally, stop: float, seed: int, upload) -> None:
+    """Posts random bodies back to back until `stop`, each sent as `upload(body)`; tallies every answer."""
     order = random.Random(seed)
     with httpx.Client(timeout=300) as session:
         while time.monotonic() < stop:
@@ -186,7 +177,7 @@ def slow_client(url: str, decoder: str, bodies: list[bytes], tally: Tally, stop:
                 tally.sent += 1
             started = time.perf_counter()
             try:
-                response = session.post(transcribe_url(url, decoder), content=trickle(body),
+                response = session.post(transcribe_url(url, decoder), content=upload(body),
                                         headers={"content-type": "audio/wav", "content-length": str(len(body))})
             except httpx.HTTPError as error:
                 with tally.lock:

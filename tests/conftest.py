@@ -190,3 +190,10 @@ def run_server(model: Path, *options: str, log_dir: Path, env: dict | None = Non
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def lm(tmp_path_factory, realspeech) -> Path:
+    """A bigram language model (ARPA) of the real-speech references, for beam search."""
+    sentences = [normalised_words(row["text"]) for row in realspeech]
+    return write_arpa(sentences, tmp_path_factory.mktemp("lm") / "bigram.arpa")

@@ -16,7 +16,7 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import DATA, REALSPEECH, normalised_words, run_server, write_arpa
+from conftest import DATA, REALSPEECH, run_server
 from export.runtime import BATCHED_MODEL_FILE, MODEL_FILE, OnnxCTCModel
 from model.audio import load_audio
 from service.batching import Batcher
@@ -94,12 +94,6 @@ def stitched_greedy_text(folder: Path, samples: np.ndarray, chunk_seconds: float
 
 
 # -- the running server ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory, realspeech) -> Path:
-    sentences = [normalised_words(row["text"]) for row in realspeech]
-    return write_arpa(sentences, tmp_path_factory.mktemp("lm") / "bigram.arpa")
-
 
 @pytest.fixture(scope="module")
 def server(exported_folder, lm, tmp_path_factory):

@@ -23,7 +23,7 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import REALSPEECH, REPO, normalised_words, run_server, write_arpa
+from conftest import REALSPEECH, REPO, run_server
 from model.audio import load_audio
 
 # One model family is enough here: the faults are the server's, not the model's.
@@ -93,12 +93,6 @@ def assert_json_error(response: httpx.Response, status: int, words: str) -> dict
     error = response.json()["error"]
     assert words.lower() in error["message"].lower(), error
     return error
-
-
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory, realspeech) -> Path:
-    sentences = [normalised_words(row["text"]) for row in realspeech]
-    return write_arpa(sentences, tmp_path_factory.mktemp("lm") / "bigram.arpa")
 
 
 @pytest.fixture(scope="module")
