@@ -79,7 +79,7 @@ class _CTCForward(nn.Module):
 def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, processes: Processes) -> Path:
     torch.manual_seed(config.seed + processes.rank)
     output = Path(config.output_dir)
-    _check(config)
+    _check(config, resumed=resume is not None)
     augment = Augmentation.from_dict(config.augment)
     start = _load(resume or config.init) if (resume or config.init) else None
     entries = [entry for entry in read_manifest(Path(config.train_manifest)) if entry.text]
@@ -87,8 +87,9 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
     model, architecture = _build_model(config, start, vocab, resumed=resume is not None)
     model.to(processes.device).train()
     train = _examples(entries, vocab, model, config.max_sample_seconds, processes.main)
+    # Only the main process evaluates.
     evaluation = ([entry for entry in read_manifest(Path(config.eval_manifest)) if entry.text]
-                  if config.eval_manifest else [])
+                  if config.eval_manifest and processes.main else [])
     audio = AudioStore([example.audio for example in train], [example.duration for example in train], RATE,
                        config.preload_gb * 1e9, config.decode_workers)
     evaluation_audio = AudioStore([entry.audio for entry in evaluation], [entry.duration for entry in evaluation],
@@ -128,7 +129,7 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
         save_config(config, output / "training_config.json")
     log = MetricsLog(output / "metrics.jsonl", processes.main)
     scorer = None
-    if evaluation and processes.main:
+    if evaluation:
         scorer = Scorer(vocab, architecture.samples_per_frame / RATE, Path(config.lm) if config.lm else None,
                         config.beam_width, config.lm_alpha, config.lm_beta)
     progress = tqdm(total=config.max_steps, initial=step, disable=not processes.main, unit="step", dynamic_ncols=True)
@@ -207,8 +208,8 @@ def learning_rate_factor(schedule: dict):
                      schedule["final_lr_scale"])
 
 
-def _check(config: FinetuneConfig) -> None:
-    if not config.init and config.freeze_feature_encoder:
+def _check(config: FinetuneConfig, resumed: bool) -> None:
+    if not config.init and config.freeze_feature_encoder and not resumed:
         raise ValueError("training from scratch with a frozen feature encoder would leave it random: "
                          "set freeze_feature_encoder=false, or give init=CHECKPOINT")
     if config.lr_schedule not in ("tri_stage", "linear"):

@@ -127,7 +127,6 @@ def restore_trainer_state(state: dict, optimiser, scheduler, batches, scaler, le
     for group, factor in zip(optimiser.param_groups, scheduler.lr_lambdas):
         group["initial_lr"] = learning_rate
         group["lr"] = learning_rate * factor(scheduler.last_epoch)
-    scheduler._last_lr = [group["lr"] for group in optimiser.param_groups]
     batches.restore(state["batches"])
     set_rng_state(state["rng"])
     if scaler and state["scaler"]:
