@@ -1,0 +1,196 @@
+"""The browser page, in a real browser: Debian's Chromium, headless, driven by Selenium through
+its matching chromedriver, with a fake microphone that plays real recordings.
+
+`UPDATE_SCREENSHOTS=1` also writes the README's screenshot, docs/web-ui.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from conftest import DATA, REPO, run_server
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run "
+           "installs them)")
+
+WAIT = 60  # seconds: the longest any condition below may take; each wait ends as soon as it holds
+RECORDING = DATA / "fsdd" / "recordings" / "7_jackson_0.wav"  # real speech, from the FSDD test split
+SCREENSHOT = REPO / "docs" / "web-ui.png"
+
+
+def trained_model() -> Path:
+    """The trained model the repository ships (an ONNX export under models/). The page's audio
+    reaches the server through the browser's own resampling and the page's, so its samples are
+    close to, not equal to, the file's: only a trained model gives the same words for both."""
+    found = sorted(REPO.glob("models/**/export.json"))
+    if not found:
+        pytest.skip("needs the trained model the repository ships under models/ (an ONNX export)")
+    return found[0].parent
+
+
+def browser(tmp_path: Path, microphone: Path | None = None, width: int = 1000, height: int = 1300):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--window-size={width},{height}",
+                     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                     "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument(argument)
+    if microphone is not None:  # played once, not looped
+        options.add_argument(f"--use-file-for-fake-audio-capture={microphone}%noloop")
+    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+
+
+def wait_for(driver, condition, what: str):
+    """Wait until `condition(driver)` is truthy; on timeout, say what was awaited and what the page shows."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(condition)
+    except TimeoutException:
+        page = driver.find_element("tag name", "main").text
+        raise AssertionError(f"timed out waiting for {what}; the page shows:\n{page}") from None
+
+
+def element(driver, element_id: str):
+    return driver.find_element("id", element_id)
+
+
+def open_page(driver, server) -> None:
+    driver.get(server.url + "/")
+    wait_for(driver, lambda d: element(d, "start").is_enabled(), "the page to learn the model")
+
+
+def live_session(driver, until_seconds: float) -> None:
+    """Start, let `until_seconds` of microphone audio go to the server, Stop, wait for the last final."""
+    element(driver, "start").click()
+    wait_for(driver, lambda d: float(element(d, "live").get_attribute("data-sent-seconds")) >= until_seconds,
+             f"{until_seconds:.1f} s of audio sent")
+    element(driver, "stop").click()
+    wait_for(driver, lambda d: element(d, "live").get_attribute("data-state") == "stopped", "the stream's end")
+
+
+def transcribe_file(driver, path: Path, decoder: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    element(driver, "file-input").send_keys(str(path))
+    Select(element(driver, "decoder")).select_by_value(decoder)
+    element(driver, "transcribe").click()
+    wait_for(driver, lambda d: element(d, "file").get_attribute("data-state") == "done", "the file's transcript")
+
+
+@needs_chromium
+def test_microphone_and_file_give_the_servers_transcript(tmp_path):
+    with run_server(trained_model(), log_dir=tmp_path) as server:
+        with open(RECORDING, "rb") as audio:
+            expected = httpx.post(server.url + "/transcribe", files={"file": audio}, data={"decoder": "greedy"},
+                                  timeout=60).json()
+        assert expected["text"], "the model hears words in the recording"
+        driver = browser(tmp_path, microphone=RECORDING)
+        try:
+            open_page(driver, server)
+            assert "Model " in element(driver, "status").text
+            live_session(driver, until_seconds=expected["duration"] + 0.5)
+            assert element(driver, "live-error").get_attribute("hidden"), element(driver, "live-error").text
+            segments = driver.find_elements("css selector", "#finals .segment")
+            texts = [segment.find_element("class name", "text").text for segment in segments]
+            assert " ".join(texts) == expected["text"]
+            times = [segment.find_element("class name", "time").text for segment in segments]
+            assert times == sorted(times) and all("–" in time for time in times)
+
+            transcribe_file(driver, RECORDING, "greedy")
+            assert element(driver, "file-error").get_attribute("hidden"), element(driver, "file-error").text
+            assert element(driver, "file-text").text == expected["text"]
+            rows = driver.find_elements("css selector", "#words tbody tr")
+            assert [row.find_elements("tag name", "td")[0].text for row in rows] == expected["text"].split()
+            assert [float(row.find_elements("tag name", "td")[1].text) for row in rows] == \
+                [round(word["start"], 2) for word in expected["words"]]
+
+            driver.save_screenshot(str(tmp_path / "web-ui.png"))
+            if os.environ.get("UPDATE_SCREENSHOTS"):
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                shutil.copyfile(tmp_path / "web-ui.png", SCREENSHOT)
+
+            driver.set_window_size(390, 844)  # a phone's width: nothing wider than the screen
+            assert driver.execute_script("return document.documentElement.scrollWidth") <= \
+                driver.execute_script("return document.documentElement.clientWidth")
+            assert element(driver, "start").is_displayed() and element(driver, "transcribe").is_displayed()
+        finally:
+            driver.quit()
+
+
+@needs_chromium
+def test_errors_are_shown_in_words(family, request, tmp_path):
+    """A wrong key on both panels, then a server with all its streams taken; the right key works."""
+    if family != "base":
+        pytest.skip("one model family is enough for the page's errors")
+    exported_folder = request.getfixturevalue("exported_folder")
+    with run_server(exported_folder, "--api-keys", "right-key", "--max-streams", "1", log_dir=tmp_path) as server:
+        driver = browser(tmp_path, microphone=RECORDING)
+        try:
+            open_page(driver, server)
+            assert "needs an API key" in element(driver, "status").text
+            element(driver, "api-key").send_keys("wrong-key")
+            element(driver, "start").click()
+            wait_for(driver, lambda d: element(d, "live").get_attribute("data-state") == "stopped", "the refusal")
+            assert "refused the API key" in element(driver, "live-error").text
+            transcribe_file(driver, RECORDING, "greedy")
+            assert "refused the API key" in element(driver, "file-error").text
+            assert element(driver, "file-text").text == ""
+
+            element(driver, "api-key").clear()
+            element(driver, "api-key").send_keys("right-key")
+            transcribe_file(driver, RECORDING, "greedy")
+            assert element(driver, "file-error").get_attribute("hidden")
+            assert element(driver, "file-text").text
+
+            async def while_the_only_stream_is_taken():
+                url = server.url.replace("http", "ws") + "/v1/stream"
+                async with websockets.connect(url, additional_headers={"authorization": "Bearer right-key"}) as taken:
+                    await taken.send(json.dumps({"endpointing": False}))
+                    await asyncio.to_thread(element(driver, "start").click)
+                    await asyncio.to_thread(wait_for, driver, lambda d: element(d, "live").get_attribute(
+                        "data-state") == "stopped", "the refusal")
+
+            asyncio.run(while_the_only_stream_is_taken())
+            assert "busy" in element(driver, "live-error").text and "at most 1 streams" in \
+                element(driver, "live-error").text
+
+            live_session(driver, until_seconds=1.0)  # the stream is free again and the key is right
+            assert element(driver, "live-error").get_attribute("hidden"), element(driver, "live-error").text
+        finally:
+            driver.quit()
+
+
+def test_no_web_ui_turns_the_page_off(family, request, tmp_path):
+    if family != "base":
+        pytest.skip("one model family is enough")
+    exported_folder = request.getfixturevalue("exported_folder")
+    with run_server(exported_folder, "--no-web-ui", log_dir=tmp_path) as server:
+        assert httpx.get(server.url + "/").status_code == 404
+        assert httpx.get(server.url + "/web/app.js").status_code == 404
+    with run_server(exported_folder, log_dir=tmp_path, env={"ASR_WEB_UI": "false"}) as server:
+        assert httpx.get(server.url + "/").status_code == 404
+    with run_server(exported_folder, log_dir=tmp_path) as server:
+        page = httpx.get(server.url + "/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        for name in ("app.js", "capture-worklet.js", "style.css"):
+            assert httpx.get(f"{server.url}/web/{name}").status_code == 200, name
+        # Everything the page loads comes from this server: no CDN, nothing fetched from elsewhere.
+        assert "http://" not in page.text and "https://" not in page.text
+        assert httpx.get(server.url + "/web/config.json").json()["sample_rate"] == 16000
