@@ -49,6 +49,7 @@ log = logging.getLogger("service")
 LOGPROBS = "item.input_audio_transcription.logprobs"
 G711_RATE = 8000
 MIN_COMMIT_SECONDS = 0.1  # as OpenAI: a commit needs at least 100 ms of audio
+VAD_DEFAULTS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}  # OpenAI's
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."  # OpenAI's browser clients send the key as a subprotocol
 
 
@@ -123,8 +124,7 @@ class Session:
         self.id = "sess_" + secrets.token_hex(12)
         self.format = AudioFormat(type="audio/pcm", rate=24000)
         self.transcription = Transcription(model=model_name, language=None, prompt="")
-        self.turn_detection: TurnDetection | None = TurnDetection(threshold=0.5, prefix_padding_ms=300,
-                                                                  silence_duration_ms=500)
+        self.turn_detection: TurnDetection | None = TurnDetection(**VAD_DEFAULTS)
         self.noise_reduction: dict | None = None
         self.include: list[str] = []
 
@@ -157,8 +157,7 @@ class Session:
         if "turn_detection" in given:  # null turns detection off
             detection = given["turn_detection"]
             self.turn_detection = None if detection is None else TurnDetection(
-                threshold=0.5, prefix_padding_ms=300, silence_duration_ms=500,
-                **detection.model_dump(exclude_unset=True))
+                **{**VAD_DEFAULTS, **detection.model_dump(exclude_unset=True)})
         if "noise_reduction" in given:
             self.noise_reduction = given["noise_reduction"]
         if parsed.include is not None:
