@@ -39,7 +39,7 @@ def trained_model() -> Path:
     return found[0].parent
 
 
-def browser(tmp_path: Path, microphone: Path | None = None, width: int = 1000, height: int = 1300):
+def browser(tmp_path: Path, microphone: Path | None = None, width: int = 1000, height: int = 980):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
