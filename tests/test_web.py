@@ -13,10 +13,12 @@ import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import websockets
 
 from conftest import DATA, REPO, run_server
+from model.audio import load_audio
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(
@@ -194,3 +196,40 @@ def test_no_web_ui_turns_the_page_off(family, request, tmp_path):
         # Everything the page loads comes from this server: no CDN, nothing fetched from elsewhere.
         assert "http://" not in page.text and "https://" not in page.text
         assert httpx.get(server.url + "/web/config.json").json()["sample_rate"] == 16000
+
+
+def test_the_pages_key_goes_in_the_stream_config(family, request, tmp_path):
+    """What the page does when keys are on: no header, the key in the config. A header, when sent,
+    is the only key read."""
+    if family != "base":
+        pytest.skip("one model family is enough")
+    exported_folder = request.getfixturevalue("exported_folder")
+    with run_server(exported_folder, "--api-keys", "k1", log_dir=tmp_path) as server:
+        url = server.url.replace("http", "ws") + "/v1/stream"
+        speech = (np.clip(load_audio(RECORDING, 16000), -1, 1) * 32767).astype("<i2").tobytes()
+
+        async def attempt(config: dict, headers: dict | None = None) -> list[dict]:
+            async with websockets.connect(url, additional_headers=headers) as socket:
+                await socket.send(json.dumps(config))
+                try:
+                    await socket.send(speech)
+                    await socket.send(json.dumps({"type": "eof"}))
+                except websockets.ConnectionClosed:
+                    pass
+                messages = []
+                try:
+                    async for message in socket:
+                        messages.append(json.loads(message))
+                except websockets.ConnectionClosedError:  # refused: closed with 1008
+                    pass
+                return messages
+
+        base = {"endpointing": False, "decoder": "greedy"}
+        (final,) = asyncio.run(attempt({**base, "api_key": "k1"}))
+        assert final["type"] == "final" and final["text"] == httpx.post(
+            server.url + "/transcribe", files={"file": RECORDING.read_bytes()}, data={"decoder": "greedy"},
+            headers={"authorization": "Bearer k1"}).json()["text"]
+        for config, headers in (({**base, "api_key": "k2"}, None), (base, None),
+                                ({**base, "api_key": "k1"}, {"authorization": "Bearer wrong"})):
+            (error,) = asyncio.run(attempt(config, headers))
+            assert error["error"] == "invalid_api_key", (config, headers)
