@@ -128,9 +128,12 @@ def test_microphone_and_file_give_the_servers_transcript(tmp_path):
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 shutil.copyfile(tmp_path / "web-ui.png", SCREENSHOT)
 
-            driver.set_window_size(390, 844)  # a phone's width: nothing wider than the screen
-            assert driver.execute_script("return document.documentElement.scrollWidth") <= \
-                driver.execute_script("return document.documentElement.clientWidth")
+            # A phone's screen (headless windows are at least 500 px wide; emulation goes narrower):
+            # nothing is wider than it.
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                   {"width": 360, "height": 740, "deviceScaleFactor": 2, "mobile": True})
+            assert driver.execute_script("return window.innerWidth") == 360
+            assert driver.execute_script("return document.documentElement.scrollWidth") <= 360
             assert element(driver, "start").is_displayed() and element(driver, "transcribe").is_displayed()
         finally:
             driver.quit()
