@@ -49,7 +49,8 @@ log = logging.getLogger("service")
 LOGPROBS = "item.input_audio_transcription.logprobs"
 G711_RATE = 8000
 MIN_COMMIT_SECONDS = 0.1  # as OpenAI: a commit needs at least 100 ms of audio
-VAD_DEFAULTS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}  # OpenAI's
+# OpenAI's defaults for server VAD
+VAD_DEFAULTS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."  # OpenAI's browser clients send the key as a subprotocol
 
 
@@ -174,7 +175,7 @@ class Session:
         audio_format = {"type": self.format.type}
         if self.format.type == "audio/pcm":
             audio_format["rate"] = self.rate
-        return {"type": "transcription", "object": "realtime.transcription_session", "id": self.id,
+        return {"type": "transcription", "object": "realtime.session", "id": self.id,
                 "audio": {"input": {"format": audio_format,
                                     "transcription": self.transcription.model_dump(exclude_none=True),
                                     "turn_detection": self._turn_detection(), "noise_reduction": self.noise_reduction}},
@@ -315,7 +316,8 @@ class RealtimeEvents(StreamEvents):
 
     async def final(self, text: str, words: list[dict], start: float, end: float) -> None:
         event = {"type": "conversation.item.input_audio_transcription.completed", "item_id": self.current_item(),
-                 "content_index": 0, "transcript": text, "usage": {"type": "duration", "seconds": round(end - start, 3)}}
+                 "content_index": 0, "transcript": text,
+                 "usage": {"type": "duration", "seconds": round(end - start, 3)}}
         if LOGPROBS in self.session.include:
             event["logprobs"] = _logprobs(words)
         await self.send(event)
@@ -339,7 +341,8 @@ async def realtime(websocket: WebSocket) -> None:
     offered = [name.strip() for name in websocket.headers.get("sec-websocket-protocol", "").split(",") if name.strip()]
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     browser_keys = [name.removeprefix(BROWSER_KEY_PREFIX) for name in offered if name.startswith(BROWSER_KEY_PREFIX)]
-    if not (_authorised(websocket, settings.api_keys) or any(_known_key(key, settings.api_keys) for key in browser_keys)):
+    if not (_authorised(websocket, settings.api_keys)
+            or any(_known_key(key, settings.api_keys) for key in browser_keys)):
         await _refuse(websocket, 1008, "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>")
         return
     intent = websocket.query_params.get("intent", "transcription")

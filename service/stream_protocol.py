@@ -1,7 +1,7 @@
 """uvicorn's websocket protocol, with one change: a message over the size limit gets our JSON
-error before the 1009 close, like every other refused stream.
+error before the 1009 close, like every other refused stream (on /v1/realtime, in OpenAI's shape).
 
-(On /v1/realtime the error is in OpenAI's shape.) The protocol refuses such a frame from its header, before reading it, so a 20 MiB frame costs
+The protocol refuses such a frame from its header, before reading it, so a 20 MiB frame costs
 nothing; but on its own it closes with a bare 1009 and the client never learns why.
 """
 

@@ -206,7 +206,8 @@ def test_clear_and_recoverable_errors(server):
         (json.dumps({"type": "input_audio_buffer.shout"}), "unknown_event", "type"),
         (json.dumps({"type": "session.update", "session": {"type": "realtime"}}), "invalid_value", "session.type"),
         (json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": 10_000_000}}}}}), "invalid_value", "session.audio.input.format.rate"),
+            "format": {"type": "audio/pcm", "rate": 10_000_000}}}}}), "invalid_value",
+         "session.audio.input.format.rate"),
         (json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
             "turn_detection": {"type": "server_vad", "silence_duration_ms": 5}}}}}), "invalid_value",
          "session.audio.input.turn_detection.silence_duration_ms"),
