@@ -50,6 +50,19 @@ def b64(samples: np.ndarray) -> str:
     return base64.b64encode(samples.tobytes()).decode()
 
 
+def test_deltas_carry_only_settled_words():
+    from service.realtime import settled_words
+
+    assert settled_words([], ["HE"]) == [], "a partial's last word may still change"
+    assert settled_words([], ["HE", "WAS", "NO"]) == ["HE", "WAS"]
+    assert settled_words(["HE", "WAS"], ["HE", "WAS", "NOT", "AN"]) == ["NOT"]
+    assert settled_words(["HE", "WAS"], ["HE", "WOS", "NOT", "AN"]) == [], "a revision is not sent again"
+    # Past the partials' window, its start is matched against the end of what was sent.
+    assert settled_words(["A", "B", "C", "D"], ["C", "D", "E", "F"]) == ["E"]
+    assert settled_words(["A", "B", "C", "D"], ["XC", "C", "D", "E", "F"]) == ["E"], "a cut first word"
+    assert settled_words(["A", "B", "C", "D"], ["D", "E", "F"]) == [], "one word is too little to match"
+
+
 # -- the official client ------------------------------------------------------------------------------
 
 def test_openai_client_committed_turns_equal_transcribe(server):
