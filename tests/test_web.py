@@ -178,6 +178,9 @@ def test_errors_are_shown_in_words(family, request, tmp_path):
 
             live_session(driver, until_seconds=1.0)  # the stream is free again and the key is right
             assert element(driver, "live-error").get_attribute("hidden"), element(driver, "live-error").text
+            # The random test model hears letters, not words, in speech: but the recording reached it.
+            segments = driver.find_elements("css selector", "#finals .segment .text")
+            assert segments and all(segment.text for segment in segments)
         finally:
             driver.quit()
 
