@@ -10,7 +10,7 @@ TRANSFORMERS4 := $(VENV)/transformers4
 TRANSFORMERS4_PACKAGES := transformers==4.57.6 huggingface_hub==0.36.0 tokenizers==0.22.1 \
 	requests==2.32.5 urllib3==2.5.0 charset-normalizer==3.4.4 idna==3.10 certifi==2025.8.3
 
-.PHONY: setup setup-dev transcribe test
+.PHONY: setup setup-dev transcribe test digits-model
 
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev $(TRANSFORMERS4)/.installed
@@ -37,3 +37,8 @@ transcribe: setup
 
 test: setup-dev
 	$(BIN)/python -m pytest -q
+
+# The shipped default model, models/digits/, remade from ../shared/data by our own commands (about 75 min
+# on 2 cores; needs espeak-ng, flite and Festival for the synthetic voices).
+digits-model: setup-dev
+	PYTHON=$(BIN)/python bash training/recipes/digits-model.sh

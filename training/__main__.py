@@ -86,6 +86,22 @@ def main(argv: list[str] | None = None) -> int:
                          help="seconds of silence before, between and after them, drawn uniformly (default: 0.05 0.6)")
     connect.add_argument("--seed", type=int, default=0)
 
+    pack = commands.add_parser("package", help="a model folder that ships: checkpoint, ONNX export, LM, "
+                                               "provenance and model card")
+    pack.add_argument("--out", type=Path, required=True, help="the folder to write (replaced)")
+    pack.add_argument("--checkpoint", type=Path, required=True, help="the fine-tuned checkpoint folder")
+    pack.add_argument("--onnx", type=Path, required=True, help="its export (python -m export onnx)")
+    pack.add_argument("--lm", type=Path, help="the language model beam search uses with it (ARPA)")
+    pack.add_argument("--config", type=Path, required=True, help="the fine-tuning config it was trained with")
+    pack.add_argument("--data", action="append", default=[], metavar="NAME=MANIFEST",
+                      help="a manifest it was trained or evaluated on (hashed into the provenance); repeatable")
+    pack.add_argument("--results", action="append", default=[], metavar="NAME=JSON",
+                      help="`python -m training evaluate` output on one evaluation set; repeatable")
+    pack.add_argument("--commands", type=Path, help="a text file of the commands that made it, one per line")
+    pack.add_argument("--card", type=Path, required=True,
+                      help="the model card's template (Markdown; {results}, {data}, {commands}, {commit}, "
+                           "{created}, {size_mb} are filled in)")
+
     label = commands.add_parser("pseudo-label", help="transcribe unlabeled audio; keep confident transcripts as labels")
     label.add_argument("--model", required=True, help="a fine-tuned CTC model (folder, Hub id or fairseq checkpoint)")
     label.add_argument("--manifest", type=Path, required=True, help="the unlabeled audio (any text in it is ignored)")
@@ -133,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             return _synth(args)
         if args.command == "connect":
             return _connect(args)
+        if args.command == "package":
+            return _package(args)
         if args.command == "pseudo-label":
             return _pseudo_label(args)
         return _evaluate(args)
@@ -228,6 +246,27 @@ def _connect(args) -> int:
                       tuple(args.pause), args.seed)
     minutes = sum(entry.duration for entry in entries) / 60
     print(f"{args.out / 'manifest.jsonl'}: {len(entries)} utterances, {minutes:.1f} min")
+    return 0
+
+
+def _package(args) -> int:
+    from .package import package
+
+    def pairs(values: list[str], flag: str) -> dict[str, Path]:
+        named = {}
+        for value in values:
+            name, separator, path = value.partition("=")
+            if not separator or not name or not path:
+                raise ValueError(f"{flag} takes NAME=PATH, got {value!r}")
+            named[name] = Path(path)
+        return named
+
+    for folder, flag in ((args.checkpoint, "--checkpoint"), (args.onnx, "--onnx")):
+        if not folder.is_dir():
+            raise ValueError(f"{flag} {folder}: not a folder")
+    record = package(args.out, args.checkpoint, args.onnx, args.lm, args.config, pairs(args.data, "--data"),
+                     pairs(args.results, "--results"), args.commands, args.card)
+    print(f"{args.out}: {len(record['files'])} files, {sum(record['files'].values()) / 1e6:.1f} MB")
     return 0
 
 

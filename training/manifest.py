@@ -96,6 +96,11 @@ def read_manifest(path: Path) -> list[Entry]:
     return entries
 
 
+def read_manifests(paths: str) -> list[Entry]:
+    """The entries of one manifest or of several, comma-separated (`a.jsonl,b.jsonl`), in that order."""
+    return [entry for path in paths.split(",") if path.strip() for entry in read_manifest(Path(path.strip()))]
+
+
 def select(entries: list[Entry], include: str | None = None, exclude: str | None = None) -> list[Entry]:
     """Entries whose audio path matches the regular expression `include` (if given) and not `exclude`."""
     return [entry for entry in entries
