@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _manifest(args) -> int:
-    from .manifest import build_manifest, select, split, write_manifest
+    from .manifest import build_manifest, split, write_manifest
 
     if args.audio_dir is None and args.transcripts is None:
         raise ValueError("give --audio-dir, --transcripts or both")
@@ -176,8 +176,8 @@ def _manifest(args) -> int:
         raise ValueError(f"--count is a number of files, at least 1, got {args.count}")
     if args.rest_out is not None and args.fraction is None and args.count is None:
         raise ValueError("--rest-out goes with --fraction or --count")
-    entries, skipped = build_manifest(args.audio_dir, args.transcripts, args.min_seconds, args.max_seconds)
-    entries = select(entries, args.include, args.exclude)
+    entries, skipped = build_manifest(args.audio_dir, args.transcripts, args.min_seconds, args.max_seconds,
+                                      args.include, args.exclude)
     outputs = {}
     if args.dev_out is not None:
         entries, outputs[args.dev_out] = split(entries, args.dev_match, args.dev_fraction or 0.0, args.seed)
