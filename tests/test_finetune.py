@@ -335,6 +335,25 @@ def test_the_fsdd_recipe_runs_and_decodes_its_audio_once(digits, tmp_path):
     assert transcribed.returncode == 0, transcribed.stderr
 
 
+def test_the_digits_recipe_stages_run_with_an_english_vocabulary(digits, tmp_path):
+    """The default model's two stages, a few updates each: fsdd-scratch.yaml with vocab=english, then
+    digits.yaml (augmentation on) from the first stage's checkpoint, keeping its head."""
+    first, second = tmp_path / "isolated", tmp_path / "train"
+    common = [f"train_manifest={digits},{digits}", f"eval_manifest={digits}", "max_steps=2", "eval_every=2",
+              "max_batch_utterances=4"]
+    result = training("finetune", "--config", str(REPO / "training/configs/fsdd-scratch.yaml"), "vocab=english",
+                      f"output_dir={first}", *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training audio: 16 utterances" in result.stdout, "two manifests, comma-separated"
+    result = training("finetune", "--config", str(REPO / "training/configs/digits.yaml"), f"init={first / 'best'}",
+                      f"output_dir={second}", *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+    english = CTCVocabulary.english()
+    for folder in (first / "best", second / "best"):
+        assert CTCVocabulary.from_folder(folder).tokens == english.tokens
+    assert json.loads((second / "training_config.json").read_text())["augment"]["resample_rates"]
+
+
 def test_the_audio_store_decodes_each_file_once_when_it_fits(digits):
     from training.audio_store import AudioStore
 

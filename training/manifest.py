@@ -108,13 +108,6 @@ def read_manifests(paths: str) -> list[Entry]:
     return [entry for path in paths.split(",") if path.strip() for entry in read_manifest(Path(path.strip()))]
 
 
-def select(entries: list[Entry], include: str | None = None, exclude: str | None = None) -> list[Entry]:
-    """Entries whose audio path matches the regular expression `include` (if given) and not `exclude`."""
-    return [entry for entry in entries
-            if (include is None or re.search(include, entry.audio.as_posix()))
-            and (exclude is None or not re.search(exclude, entry.audio.as_posix()))]
-
-
 def split(entries: list[Entry], match: str | None = None, fraction: float = 0.0, seed: int = 0,
           count: int | None = None) -> tuple[list[Entry], list[Entry]]:
     """(rest, chosen): `chosen` holds the entries whose path matches `match`, or else `count` of them

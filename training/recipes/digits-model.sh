@@ -4,7 +4,7 @@
 # Data from ../shared/data (never copied into the repository), work files in runs/digits, the model
 # folder in models/digits. DATA_ONLY=1 stops after making the data. Every step is skipped when its output exists, and an interrupted training
 # run resumes from its last checkpoint, so running it again continues where it stopped.
-# On 2 CPU cores: data about 10 min, training about 60 min, evaluation and export a few minutes.
+# On 2 CPU cores: data about 10 min, training about 60 min (two stages), evaluation and export a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${1:-../shared/data}
@@ -46,15 +46,25 @@ step "$work/digits.arpa" "$python" -m training lm --manifest "$work/fsdd/train.j
 
 [ "${DATA_ONLY:-0}" = 1 ] && exit 0  # DATA_ONLY=1: stop here
 
-# 3. Fine-tuning from scratch; the best checkpoint on the dev set is kept.
-finetune=("$python" -m training finetune --config training/configs/digits.yaml "train_manifest=$train"
-          "eval_manifest=$dev" "output_dir=$work/train")
-echo "${finetune[*]}" >> "$log"
-if [ ! -e "$work/train/done" ]; then
-    last=$(ls -d "$work"/train/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -1 || true)
-    "${finetune[@]}" ${last:+--resume "$last"}
-    touch "$work/train/done"
-fi
+# 3. Training in two stages, each keeping its best checkpoint on the dev set. First FSDD's isolated
+#    digits alone with the FSDD recipe (training/configs/fsdd-scratch.yaml): from scratch, the model learns
+#    these few clean words far faster than it learns them from the whole mixed set at once (measured:
+#    dev WER 1.7% against 78% after the same ~20 minutes). Then the whole set with augmentation,
+#    starting from it (training/configs/digits.yaml).
+train() {  # OUTPUT_DIR CONFIG SETTINGS...: resumes an interrupted run from its last checkpoint
+    local output=$1 config=$2
+    shift 2
+    echo "$python -m training finetune --config $config $* output_dir=$output" >> "$log"
+    [ -e "$output/done" ] && return
+    local last
+    last=$(ls -d "$output"/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -1 || true)
+    "$python" -m training finetune --config "$config" "$@" "output_dir=$output" ${last:+--resume "$last"}
+    touch "$output/done"
+}
+train "$work/isolated" training/configs/fsdd-scratch.yaml vocab=english \
+    "train_manifest=$work/fsdd/train.jsonl" "eval_manifest=$work/fsdd/dev.jsonl"
+train "$work/train" training/configs/digits.yaml "init=$work/isolated/best" \
+    "train_manifest=$train" "eval_manifest=$dev"
 
 # 4. Evaluation (greedy and beam search with the LM) and the ONNX export, checked against PyTorch.
 evaluate() {  # NAME MANIFEST
