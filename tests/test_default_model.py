@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,8 @@ from service.settings import Settings
 from training.manifest import read_transcripts
 
 FSDD = DATA / "fsdd"
-EXAMPLE = REPO / "examples" / "four-one-five-oh-two.wav"
+EXAMPLE = REPO / "examples" / "four-one-five-zero-two.wav"
+OH = ("four one five oh two", "two oh four seven")
 
 
 def word_error_rate(pairs: list[tuple[str, str]]) -> float:
@@ -81,10 +83,25 @@ def test_the_server_recognises_real_spoken_digits_by_default(default_server):
 def test_the_shipped_example_transcribes_and_streams_alike(default_server):
     with open(EXAMPLE, "rb") as audio:
         response = httpx.post(default_server.url + "/transcribe", files={"file": (EXAMPLE.name, audio)})
-    assert response.status_code == 200 and response.json()["text"] == "four one five oh two", response.text
+    assert response.status_code == 200 and response.json()["text"] == "four one five zero two", response.text
     samples = load_audio(EXAMPLE, 16000)
     finals = asyncio.run(_stream_finals(default_server.url, samples))
-    assert " ".join(final["text"] for final in finals if final["text"]) == "four one five oh two"
+    assert " ".join(final["text"] for final in finals if final["text"]) == "four one five zero two"
+
+
+@pytest.mark.skipif(shutil.which("text2wave") is None, reason="Festival is not installed (.ci/run installs it)")
+@pytest.mark.xfail(strict=True, reason="the shipped model does not recognise 'oh' for zero yet: its training data "
+                                       "has too little of it (issue 12 stays open for this)")
+def test_the_shipped_model_recognises_oh_for_zero(default_server, tmp_path):
+    for voice in ("cmu_us_slt_arctic_hts", "kal_diphone"):
+        for text in OH:
+            (tmp_path / "text.txt").write_text(text + "\n")
+            raw = tmp_path / f"{voice}.wav"
+            subprocess.run(["text2wave", "-eval", f"(voice_{voice})", "-o", str(raw), str(tmp_path / "text.txt")],
+                           check=True, capture_output=True)
+            with open(raw, "rb") as audio:
+                response = httpx.post(default_server.url + "/transcribe", files={"file": (raw.name, audio)})
+            assert response.json()["text"] == text, (voice, response.text)
 
 
 async def _stream_finals(url: str, samples: np.ndarray) -> list[dict]:

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 DATA=${ASR_SMOKE_DATA:-$REPO/../shared/data}
-AUDIO=$REPO/examples/four-one-five-oh-two.wav  # synthetic; the real recording below is FSDD's
+AUDIO=$REPO/examples/four-one-five-zero-two.wav  # synthetic; the real recording below is FSDD's
 REAL=$DATA/fsdd/recordings/7_theo_0.wav
 PORT=${ASR_SMOKE_PORT:-18000}
 
@@ -67,8 +67,8 @@ curl -sS --fail-with-body -F "file=@$REAL" "http://127.0.0.1:$PORT/transcribe" |
 python3 - "$WORK/http.json" "$WORK/real.json" <<'PY'
 import json, sys
 result, real = (json.load(open(path)) for path in sys.argv[1:3])
-assert result["text"] == "four one five oh two" and result["model"] == "digits" and result["words"], result
-assert abs(result["duration"] - 2.29) < 0.01 and result["decoder"] == "beam", result
+assert result["text"] == "four one five zero two" and result["model"] == "digits" and result["words"], result
+assert abs(result["duration"] - 2.475) < 0.01 and result["decoder"] == "beam", result
 assert real["text"] == "seven", real
 PY
 step "transcribe over the websocket"
