@@ -7,12 +7,16 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .package import DEFAULT_MODEL
+
     parser = argparse.ArgumentParser(prog="python -m model", description="wav2vec 2.0 CTC models")
     commands = parser.add_subparsers(dest="command", required=True)
 
     transcribe = commands.add_parser("transcribe", help="print '<path>\\t<transcript>' for each audio file")
-    transcribe.add_argument("--model", required=True,
-                            help="Hugging Face model folder or Hub id, or fairseq fine-tuned checkpoint (.pt)")
+    transcribe.add_argument("--model", default=str(DEFAULT_MODEL),
+                            help="a model folder that ships (checkpoint/ inside), Hugging Face model folder or Hub "
+                                 "id, or fairseq fine-tuned checkpoint (.pt) (default: the shipped digits model, "
+                                 "models/digits)")
     transcribe.add_argument("audio", nargs="+", help="audio files: wav, flac, ogg, mp3, any sample rate")
 
     convert = commands.add_parser("convert", help="save any loadable checkpoint as a Hugging Face model folder")

@@ -151,8 +151,9 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def run_server(model: Path, *options: str, log_dir: Path, env: dict | None = None, wait_ready: bool = True):
-    """`python -m service` on a free loopback port, for real; stopped (SIGTERM) afterwards."""
+def run_server(model: Path | None, *options: str, log_dir: Path, env: dict | None = None, wait_ready: bool = True):
+    """`python -m service` on a free loopback port, for real; stopped (SIGTERM) afterwards. With `model`
+    None, no --model is given: the server's default."""
     import socket
     import subprocess
     import sys
@@ -165,8 +166,8 @@ def run_server(model: Path, *options: str, log_dir: Path, env: dict | None = Non
         port = probe.getsockname()[1]
     log = log_dir / f"server-{port}.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "service", "--model", str(model), "--port", str(port),
-                                    *options], stdout=output, stderr=subprocess.STDOUT, cwd=REPO,
+        chosen = [] if model is None else ["--model", str(model)]
+        process = subprocess.Popen([sys.executable, "-m", "service", *chosen, "--port", str(port), *options], stdout=output, stderr=subprocess.STDOUT, cwd=REPO,
                                    env={**os.environ, **(env or {})})
     server = RunningServer(f"http://127.0.0.1:{port}", process, log)
     try:
