@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import REALSPEECH, run_server  # noqa: E402
-from export.runtime import BATCHED_MODEL_FILE, OnnxCTCModel  # noqa: E402
+from model.onnx import BATCHED_MODEL_FILE, OnnxRecognizer  # noqa: E402
 from export_speed import build_base_model  # noqa: E402
 from model.audio import load_audio  # noqa: E402
 
@@ -143,7 +143,7 @@ def main() -> None:
     total_audio = sum(duration for _, duration in bodies)
     print(f"{len(audio)} real utterances, {total_audio:.0f} s of audio, 2-12 s each\n")
 
-    engine = OnnxCTCModel(work / "onnx", model_file=BATCHED_MODEL_FILE)
+    engine = OnnxRecognizer(work / "onnx", model_file=BATCHED_MODEL_FILE)
     engine.logits(audio[:8])
     raw_rates = {}
     for label, size in (("one at a time", 1), ("batches of 8, in arrival order", 8)):

@@ -18,8 +18,8 @@ import yaml
 
 from conftest import DATA, REPO
 from model.audio import load_audio
-from model.checkpoint import load_checkpoint
 from model.ctc import CTCVocabulary
+from model.pytorch.checkpoint import load_checkpoint
 from training.loop import tri_stage
 from training.manifest import read_manifest, write_manifest
 
@@ -343,7 +343,7 @@ def test_resume_keeps_the_runs_schedule_unless_rescheduled(digits, tmp_path):
 
 def test_weight_decay_skips_biases_norms_and_the_mask_embedding():
     from model.config import Wav2Vec2Config
-    from model.wav2vec2 import Wav2Vec2ForCTC
+    from model.pytorch.wav2vec2 import Wav2Vec2ForCTC
     from training.loop import adamw
 
     model = Wav2Vec2ForCTC(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -10,7 +10,7 @@ import torch
 from conftest import DATA
 from model.audio import batch_input_values, load_audio
 from model.config import Wav2Vec2Config
-from model.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
+from model.pytorch.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
 from training.pretraining import (PretrainingObjective, gumbel_temperature, sample_negatives,
                                   scale_feature_encoder_gradients, span_mask)
 
@@ -133,7 +133,7 @@ def read_metrics(folder):
 def test_pretrain_command_writes_checkpoints_transformers_loads(unlabeled_manifest, tmp_path):
     import transformers
 
-    from model.checkpoint import load_checkpoint
+    from model.pytorch.checkpoint import load_checkpoint
 
     result = pretrain_command(unlabeled_manifest, tmp_path / "run", "max_steps=6")
     assert result.returncode == 0, result.stderr[-3000:]
