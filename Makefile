@@ -1,6 +1,6 @@
 # Everything runs from a virtual environment in .venv that these targets create on first use.
 #   make transcribe MODEL=<hub id | folder | fairseq .pt> AUDIO="<files>"   set up, then transcribe
-#   make test                                                             set up, then run the tests
+#   make test                                                             set up, then check the layers and run the tests
 
 PYTHON ?= python3
 VENV := .venv
@@ -36,4 +36,5 @@ transcribe: setup
 	$(BIN)/python -m model transcribe --model "$(MODEL)" $(AUDIO)
 
 test: setup-dev
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q

@@ -7,7 +7,11 @@ import json
 import sys
 from dataclasses import asdict
 
+from .audio import AudioError
 from .decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, BeamOptions, DecoderStartError
+from .hub import ModelNotFoundError
+from .loading import load_recognizer
+from .transcribe import DecodeOptions, Transcriber
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,15 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "transcribe" and args.beam_width is not None and args.beam_width < 1:
         parser.error("--beam-width must be at least 1")
-    # torch loads in a second or two; import it only once the arguments are known to be good.
-    from .audio import AudioError
-    from .hub import ModelNotFoundError
-    from .pytorch.checkpoint import CheckpointError, load_checkpoint
-    from .pytorch.recognizer import load_recognizer
-    from .transcribe import DecodeOptions, Transcriber
-
     try:
         if args.command == "convert":
+            from .pytorch.checkpoint import load_checkpoint  # torch loads in a second or two: only when needed
+
             folder = load_checkpoint(args.model, args.dictionary).save(args.out)
             print(f"saved {folder}")
             return 0
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         options = DecodeOptions("beam" if beam else "greedy", BeamOptions(args.beam_width or BEAM_WIDTH))
         if beam:
             transcriber.beam_search()  # a language model KenLM refuses fails here, once, not on every file
-    except (ModelNotFoundError, CheckpointError, OSError, ValueError, ImportError) as error:
+    except (ModelNotFoundError, OSError, ValueError, ImportError) as error:  # CheckpointError: a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 1
     except DecoderStartError as error:

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from conftest import DATA, REPO, normalised_words, write_arpa
-from model.pytorch.recognizer import load_recognizer
+from conftest import DATA, HANG_SECONDS, REPO, normalised_words, write_arpa
+from model.loading import load_recognizer
 from model.transcribe import Transcriber
 from training.manifest import read_manifest
 from training.metrics import error_rates, normalize_text
@@ -17,7 +17,7 @@ from training.metrics import error_rates, normalize_text
 
 def training(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
+                          timeout=HANG_SECONDS)
 
 
 def test_manifest_of_a_transcribed_corpus(tmp_path):

@@ -103,10 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             return _manifest(args)
         if args.command == "lm":
             return _lm(args)
-        if args.command == "pretrain":
-            return _pretrain(args)
-        if args.command == "finetune":
-            return _finetune(args)
+        if args.command in ("pretrain", "finetune"):
+            return _train(args)
         if args.command == "synth":
             return _synth(args)
         if args.command == "pseudo-label":
@@ -192,34 +190,31 @@ def _synth(args) -> int:
     return 0
 
 
-def _pretrain(args) -> int:
-    from .config import PretrainConfig, load_config
-    from .pretrain import pretrain
+def _train(args) -> int:
+    """pretrain or finetune: the config and its overrides, then the run."""
+    from .config import FinetuneConfig, PretrainConfig, load_config
 
-    config = load_config(PretrainConfig, args.config, args.overrides)
-    if not config.manifest:
-        raise ValueError("no manifest: set manifest in the config or as manifest=PATH")
-    last = pretrain(config, args.resume, args.reschedule)
-    print(f"saved {last}")
-    return 0
+    if args.command == "pretrain":
+        from .pretrain import pretrain as run
 
+        config = load_config(PretrainConfig, args.config, args.overrides)
+        missing = "" if config.manifest else "no manifest: set manifest in the config or as manifest=PATH"
+    else:
+        from .finetune import finetune as run
 
-def _finetune(args) -> int:
-    from .config import FinetuneConfig, load_config
-    from .finetune import finetune
-
-    config = load_config(FinetuneConfig, args.config, args.overrides)
-    if not config.train_manifest:
-        raise ValueError("no training data: set train_manifest in the config or as train_manifest=PATH")
-    print(f"saved {finetune(config, args.resume, args.reschedule)}")
+        config = load_config(FinetuneConfig, args.config, args.overrides)
+        missing = "" if config.train_manifest else ("no training data: set train_manifest in the config or as "
+                                                    "train_manifest=PATH")
+    if missing:
+        raise ValueError(missing)
+    print(f"saved {run(config, args.resume, args.reschedule)}")
     return 0
 
 
 def _load_transcriber(args):
     """The model of `--model` with the decoders of `--lm`, `--lm-alpha` and `--lm-beta`."""
     from model.hub import ModelNotFoundError
-    from model.pytorch.checkpoint import CheckpointError
-    from model.pytorch.recognizer import load_recognizer
+    from model.loading import load_recognizer
     from model.transcribe import Transcriber
 
     if args.beam_width < 1:
@@ -228,7 +223,7 @@ def _load_transcriber(args):
         transcriber = Transcriber(load_recognizer(args.model), args.lm, args.lm_alpha, args.lm_beta)
         if args.lm is not None:
             transcriber.beam_search()  # load the language model now: a bad one fails before any audio is read
-    except (ModelNotFoundError, CheckpointError, ImportError) as error:
+    except (ModelNotFoundError, ImportError) as error:  # a CheckpointError is a ValueError already
         raise ValueError(str(error)) from None
     except DecoderStartError as error:
         raise ValueError(f"language model '{args.lm}' could not be loaded: {error}") from None

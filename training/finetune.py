@@ -54,11 +54,8 @@ class Example:
 def finetune(config: FinetuneConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
     """Train to `config.max_steps`; returns the best checkpoint folder (the last one without evaluation).
     A resumed run keeps its own learning-rate schedule unless `reschedule`."""
-    processes = Processes.start()
-    try:
+    with Processes.start() as processes:
         return _finetune(config, resume, reschedule, processes)
-    finally:
-        processes.close()
 
 
 class _CTCForward(nn.Module):

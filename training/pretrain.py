@@ -27,11 +27,8 @@ from .pretraining import PretrainingObjective, gumbel_temperature, scale_feature
 def pretrain(config: PretrainConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
     """Train to `config.max_steps`; returns the last checkpoint folder (HF Wav2Vec2ForPreTraining + trainer state).
     A resumed run keeps its own learning-rate schedule unless `reschedule`."""
-    processes = Processes.start()
-    try:
+    with Processes.start() as processes:
         return _pretrain(config, resume, reschedule, processes)
-    finally:
-        processes.close()
 
 
 def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, processes: Processes) -> Path:

@@ -28,7 +28,7 @@ _PRETRAINING_PREFIXES = ("quantizer.", "project_hid.", "project_q.")
 Model = Wav2Vec2ForCTC | Wav2Vec2ForPreTraining | Wav2Vec2Model
 
 
-class CheckpointError(Exception):
+class CheckpointError(ValueError):
     """A checkpoint that is missing files or weights, or does not fit its config."""
 
 

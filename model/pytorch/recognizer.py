@@ -1,8 +1,6 @@
-"""The PyTorch recognizer, and the loader that picks a backend for a model reference."""
+"""The PyTorch recognizer: a `Wav2Vec2ForCTC`, loaded from a checkpoint or in training."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,10 +8,8 @@ import torch
 from ..audio import model_inputs
 from ..config import FeatureSettings, Wav2Vec2Config
 from ..ctc import CTCVocabulary
-from ..hub import resolve_model
-from ..onnx import MODEL_FILE, OnnxRecognizer
 from ..recognizer import Recognizer
-from .checkpoint import Checkpoint, load_ctc_checkpoint
+from .checkpoint import Checkpoint
 from .wav2vec2 import Wav2Vec2ForCTC
 
 
@@ -55,12 +51,3 @@ class TorchRecognizer(Recognizer):
         finally:
             self.model.train(training)
         return [row[:self.config.num_frames(len(samples))] for row, samples in zip(logits, utterances)]
-
-
-def load_recognizer(reference: str | Path, device: torch.device | str = "cpu") -> Recognizer:
-    """An exported folder (`python -m export onnx`) runs with ONNX Runtime; anything `load_checkpoint`
-    reads (a Hugging Face folder or Hub id, a fairseq checkpoint) with PyTorch on `device`."""
-    path = resolve_model(reference)
-    if path.is_dir() and (path / MODEL_FILE).is_file():
-        return OnnxRecognizer(path)
-    return TorchRecognizer.from_checkpoint(load_ctc_checkpoint(reference), device)
