@@ -170,7 +170,9 @@ def test_fairseq_checkpoint_exports(hf_ctc_folder, tmp_path, family):
     assert np.abs(OnnxRecognizer(tmp_path / "onnx").run(audio) - expected).max() < 1e-3
 
 
-def test_failed_verification_writes_nothing(hf_ctc_folder, tmp_path):
+def test_failed_verification_writes_nothing(hf_ctc_folder, tmp_path, family):
+    if family != "base":
+        pytest.skip("one family is enough: a failed verification is handled alike for both")
     out = tmp_path / "strict"
     result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(out), "--tolerance", "1e-12")
     assert result.returncode == 1
