@@ -33,6 +33,8 @@ COPY --from=build /opt/venv /opt/venv
 COPY model/ /app/model/
 COPY export/ /app/export/
 COPY service/ /app/service/
+# The default model (spoken digit strings): served when ASR_MODEL names none.
+COPY models/digits/ /app/models/digits/
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/home/asr/.cache/huggingface ASR_CACHE_DIR=/home/asr/.cache/w2v-asr \
     ASR_HOST=0.0.0.0 ASR_PORT=8000

@@ -1,5 +1,6 @@
 # Everything runs from a virtual environment in .venv that these targets create on first use.
-#   make transcribe MODEL=<hub id | folder | fairseq .pt> AUDIO="<files>"   set up, then transcribe
+#   make serve [ARGS="--port 9000 ..."]                                   set up, then serve the default model
+#   make transcribe [MODEL=<hub id | folder | fairseq .pt>] AUDIO="<files>"   set up, then transcribe
 #   make test                                                             set up, then check the layers and run the tests
 
 PYTHON ?= python3
@@ -10,9 +11,10 @@ TRANSFORMERS4 := $(VENV)/transformers4
 TRANSFORMERS4_PACKAGES := transformers==4.57.6 huggingface_hub==0.36.0 tokenizers==0.22.1 \
 	requests==2.32.5 urllib3==2.5.0 charset-normalizer==3.4.4 idna==3.10 certifi==2025.8.3
 
-.PHONY: setup setup-dev transcribe test
+.PHONY: setup setup-serve setup-dev serve transcribe test digits-model
 
 setup: $(VENV)/.installed
+setup-serve: $(VENV)/.installed-serve
 setup-dev: $(VENV)/.installed-dev $(TRANSFORMERS4)/.installed
 
 $(BIN)/python:
@@ -23,18 +25,31 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[torch]'
 	touch $@
 
+# The server's extra: no torch (kenlm builds from source: a C++ compiler, about a minute).
+$(VENV)/.installed-serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[serve]'
+	touch $@
+
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
-	touch $@ $(VENV)/.installed
+	touch $@ $(VENV)/.installed $(VENV)/.installed-serve
 
 $(TRANSFORMERS4)/.installed: | $(BIN)/python
 	$(BIN)/pip install -q --no-deps --target $(TRANSFORMERS4) $(TRANSFORMERS4_PACKAGES)
 	touch $@
 
+serve: setup-serve
+	$(BIN)/python -m service $(ARGS)
+
 transcribe: setup
-	@test -n "$(MODEL)" -a -n "$(AUDIO)" || { echo 'usage: make transcribe MODEL=<model> AUDIO="<files>"' >&2; exit 2; }
-	$(BIN)/python -m model transcribe --model "$(MODEL)" $(AUDIO)
+	@test -n "$(AUDIO)" || { echo 'usage: make transcribe [MODEL=<model>] AUDIO="<files>"' >&2; exit 2; }
+	$(BIN)/python -m model transcribe $(if $(MODEL),--model "$(MODEL)") $(AUDIO)
 
 test: setup-dev
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The shipped default model, models/digits/, remade from ../shared/data by our own commands (about 75 min
+# on 2 cores; needs espeak-ng, flite and Festival for the synthetic voices).
+digits-model: setup-dev
+	PYTHON=$(BIN)/python bash training/recipes/digits-model.sh

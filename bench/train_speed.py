@@ -4,7 +4,7 @@
         --manifest runs/fsdd/train.jsonl --steps 30 --rounds 3
 
 Both train the same architecture (the config's), from scratch, on the same batches (the trainer's
-length-bucketed batches of the manifest), with the same masking, optimiser and schedule settings.
+batches of the manifest, length-bucketed or random as the config says), with the same masking, optimiser and schedule settings.
 The plain loop is what a newcomer writes in ~60 lines: transformers' Wav2Vec2ForCTC, its feature
 extractor's normalisation and padding, audio decoded once and kept in memory. The two run in
 turns (`--rounds` x `--steps` updates each), so load on the machine hits both alike. Reported:
@@ -70,7 +70,7 @@ class PlainLoop:
         self.audio = [load_audio(entry.audio, RATE) for entry in entries]  # decoded once
         self.labels = [self.vocab.encode(entry.text) for entry in entries]
         self.batches = make_batches([entry.duration for entry in entries], config.max_batch_seconds, config.seed, 0,
-                                    config.max_batch_utterances)
+                                    config.max_batch_utterances, config.batch_by_length)
 
     def run(self, steps: int) -> tuple[float, float]:
         config = self.config

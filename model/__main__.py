@@ -11,6 +11,7 @@ from .audio import AudioError
 from .decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, BeamOptions, DecoderStartError
 from .hub import ModelNotFoundError
 from .loading import load_recognizer
+from .package import DEFAULT_MODEL
 from .transcribe import DecodeOptions, Transcriber
 
 
@@ -19,9 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     transcribe = commands.add_parser("transcribe", help="print '<path>\\t<transcript>' for each audio file")
-    transcribe.add_argument("--model", required=True,
-                            help="Hugging Face model folder or Hub id, fairseq fine-tuned checkpoint (.pt), or a "
-                                 "folder written by `python -m export onnx` (run with ONNX Runtime)")
+    transcribe.add_argument("--model", default=str(DEFAULT_MODEL),
+                            help="a model folder that ships (checkpoint/ inside), Hugging Face model folder or Hub "
+                                 "id, fairseq fine-tuned checkpoint (.pt), or a folder written by `python -m export "
+                                 "onnx` (run with ONNX Runtime) (default: the shipped digits model, models/digits)")
     transcribe.add_argument("--lm", help="KenLM language model (ARPA or binary): beam search with it")
     transcribe.add_argument("--beam-width", type=int,
                             help=f"beam search with this many beams (default {BEAM_WIDTH} with --lm; without "

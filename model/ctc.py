@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 _SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
+ENGLISH_CHARACTERS = "'abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,13 @@ class CTCVocabulary:
         characters = sorted({char for text in texts for char in normalize_text(text)} - {" "})
         tokens = ["<pad>", "<s>", "</s>", "<unk>", "|", *characters]
         return cls(tokens=dict(enumerate(tokens)))
+
+    @classmethod
+    def english(cls) -> CTCVocabulary:
+        """Every character `normalize_text` leaves of English text (a-z and the apostrophe), in the layout
+        of `from_texts`: a model trained on digits alone can still be scored, biased and extended as any
+        English character model."""
+        return cls(tokens=dict(enumerate(["<pad>", "<s>", "</s>", "<unk>", "|", *sorted(ENGLISH_CHARACTERS)])))
 
     # -- files ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from model.hub import resolve_model
 from model.onnx import BATCHED_MODEL_FILE, MODEL_FILE, OnnxRecognizer
+from model.package import package_onnx
 
 from .settings import Settings
 
@@ -24,7 +25,7 @@ class ModelUnavailable(Exception):
 
 
 def onnx_folder(settings: Settings) -> Path:
-    path = resolve_model(settings.model)
+    path = package_onnx(resolve_model(settings.model))
     if path.is_dir() and (path / MODEL_FILE).is_file():
         return path
     cached = settings.cache_dir / f"{path.name}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"

@@ -9,15 +9,20 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA
+from model.package import DEFAULT_MODEL, is_package, package_lm
 from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASR_", protected_namespaces=())
 
-    model: str = Field(description="exported model folder (python -m export onnx), Hugging Face folder or Hub id, "
-                                   "or fairseq checkpoint; non-ONNX models are exported once into cache_dir")
-    lm: Path | None = Field(None, description="KenLM language model, ARPA or binary, for beam search")
+    model: str = Field(str(DEFAULT_MODEL),
+                       description="a model folder that ships (checkpoint/, onnx/, lm.arpa), an exported model folder "
+                                   "(python -m export onnx), Hugging Face folder or Hub id, or fairseq checkpoint; "
+                                   "non-ONNX models are exported once into cache_dir (default: the shipped digits "
+                                   "model, models/digits)")
+    lm: Path | None = Field(None, description="KenLM language model, ARPA or binary, for beam search (default, or empty: "
+                                              "the model folder's lm.arpa if it ships one; `none`: no LM)")
     host: str = "127.0.0.1"
     port: int = 8000
     model_name: str | None = Field(None, description="name reported in responses and /v1/models "
@@ -60,10 +65,33 @@ class Settings(BaseSettings):
     stream_idle_seconds: float = Field(30.0, gt=0)
     stream_max_seconds: float = Field(3600.0, gt=0, description="longest audio one stream may send")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_folder_defaults(cls, values):
+        """A model folder that ships brings its LM (unless another or `none` is given) and its name."""
+        if isinstance(values, dict):
+            folder = Path(str(values.get("model") or DEFAULT_MODEL)).expanduser()
+            if is_package(folder):
+                if not str(values.get("lm") or "").strip() and package_lm(folder) is not None:
+                    values = {**values, "lm": package_lm(folder)}
+                if not values.get("model_name"):
+                    values = {**values, "model_name": folder.resolve().name}
+        return values
+
     @field_validator("lm", "model_name", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value):  # ASR_LM= in an env file or compose means "no LM", not the current folder
+    def _empty_is_unset(cls, value):  # ASR_LM= in an env file or compose means the default, not the current folder
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value):  # ASR_MODEL= (compose's default) means the shipped model
+        return str(DEFAULT_MODEL) if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("lm", mode="before")
+    @classmethod
+    def _none_is_no_lm(cls, value):
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
 
     @model_validator(mode="after")
     def _beam_width_within_limit(self):

@@ -155,8 +155,9 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def run_server(model: Path, *options: str, log_dir: Path, env: dict | None = None, wait_ready: bool = True):
-    """`python -m service` on a free loopback port, for real; stopped (SIGTERM) afterwards.
+def run_server(model: Path | None, *options: str, log_dir: Path, env: dict | None = None, wait_ready: bool = True):
+    """`python -m service` on a free loopback port, for real; stopped (SIGTERM) afterwards. With `model`
+    None, no --model is given: the server's default.
 
     Waits for the server's own readiness signal (/ready answers 200), however long loading takes
     (a checkpoint may be exported first): it fails when the server exits or says loading failed,
@@ -173,8 +174,8 @@ def run_server(model: Path, *options: str, log_dir: Path, env: dict | None = Non
         port = probe.getsockname()[1]
     log = log_dir / f"server-{port}.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "service", "--model", str(model), "--port", str(port),
-                                    *options], stdout=output, stderr=subprocess.STDOUT, cwd=REPO,
+        chosen = [] if model is None else ["--model", str(model)]
+        process = subprocess.Popen([sys.executable, "-m", "service", *chosen, "--port", str(port), *options], stdout=output, stderr=subprocess.STDOUT, cwd=REPO,
                                    env={**os.environ, **(env or {})})
     server = RunningServer(f"http://127.0.0.1:{port}", process, log)
     try:

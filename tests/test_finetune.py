@@ -21,7 +21,7 @@ from model.audio import load_audio
 from model.ctc import CTCVocabulary
 from model.pytorch.checkpoint import load_checkpoint
 from training.loop import tri_stage
-from training.manifest import read_manifest, write_manifest
+from training.manifest import Entry, read_manifest, write_manifest
 
 # A model small enough to overfit a handful of spoken digits in well under a minute on one core. The
 # layer-norm-first layout (the paper's large model) learns from scratch much sooner than the base layout.
@@ -259,12 +259,47 @@ def test_synth_speaks_a_text_file_with_both_engines(tmp_path):
     assert len(same) == 2 and same[0].duration != same[1].duration, "two voices or speeds, two durations"
 
 
+needs_festival = pytest.mark.skipif(shutil.which("text2wave") is None,
+                                    reason="Festival is not installed (.ci/run installs it)")
+
+
+@needs_voices
+@needs_festival
+def test_synth_speaks_digit_strings_with_every_english_voice(tmp_path):
+    from training.synth import english_voices
+
+    voices = english_voices()
+    engines = {voice.engine for voice in voices}
+    assert engines == {"espeak", "flite", "festival"}
+    names = {f"{voice.engine}:{voice.name}" for voice in voices}
+    assert {"festival:kal_diphone", "festival:cmu_us_slt_arctic_hts", "flite:slt", "espeak:en-us"} <= names
+    assert any(name.startswith("espeak:en-gb-scotland+") for name in names), "espeak variants too"
+    out = tmp_path / "digits"
+    result = training("synth", "--digits", "2", "4", "--oh-fraction", "1", "--out", str(out), "--count", "6",
+                      "--voices", "english", "--seed", "5")
+    assert result.returncode == 0, result.stderr
+    entries = read_manifest(out / "manifest.jsonl")
+    words = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "oh"}
+    assert len(entries) == 6
+    for entry in entries:
+        assert 2 <= len(entry.text.split()) <= 4 and set(entry.text.split()) <= words - {"zero"}
+        samples, rate = soundfile.read(entry.audio)
+        assert rate == 16000 and np.abs(samples).max() > 0.05 and 0.5 < entry.duration < 8
+    festival = training("synth", "--digits", "3", "3", "--out", str(tmp_path / "f"), "--count", "2",
+                        "--voices", "festival:kal_diphone,festival:cmu_us_slt_arctic_hts")
+    assert festival.returncode == 0, festival.stderr
+    assert len(read_manifest(tmp_path / "f" / "manifest.jsonl")) == 2
+    unknown = training("synth", "--digits", "1", "2", "--out", str(tmp_path / "o"), "--voices", "festival:nobody")
+    assert unknown.returncode == 1 and "festival has no voice 'nobody'" in unknown.stderr
+    assert "kal_diphone" in unknown.stderr
+
+
 @needs_voices
 def test_synth_errors_are_one_line(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("one two three four\n")
-    bad_voice = training("synth", "--text", str(text), "--out", str(tmp_path / "o"), "--voices", "festival:x")
-    assert bad_voice.returncode == 1 and "espeak:NAME or flite:NAME" in bad_voice.stderr
+    bad_voice = training("synth", "--text", str(text), "--out", str(tmp_path / "o"), "--voices", "mbrola:x")
+    assert bad_voice.returncode == 1 and "expected espeak:NAME, flite:NAME or festival:NAME" in bad_voice.stderr
     no_lines = training("synth", "--text", str(text), "--out", str(tmp_path / "o"), "--min-words", "8")
     assert no_lines.returncode == 1 and "no line of 8-20 words" in no_lines.stderr
     unknown = training("synth", "--text", str(text), "--out", str(tmp_path / "o"), "--voices", "espeak:no-such-voice",
@@ -298,6 +333,25 @@ def test_the_fsdd_recipe_runs_and_decodes_its_audio_once(digits, tmp_path):
                                   str(read_manifest(digits)[0].audio)], capture_output=True, text=True, cwd=REPO,
                                  env=ENV, timeout=HANG_SECONDS)
     assert transcribed.returncode == 0, transcribed.stderr
+
+
+def test_the_digits_recipe_stages_run_with_an_english_vocabulary(digits, tmp_path):
+    """The default model's two stages, a few updates each: fsdd-scratch.yaml with vocab=english, then
+    digits.yaml (augmentation on) from the first stage's checkpoint, keeping its head."""
+    first, second = tmp_path / "isolated", tmp_path / "train"
+    common = [f"train_manifest={digits},{digits}", f"eval_manifest={digits}", "max_steps=2", "eval_every=2",
+              "max_batch_utterances=4"]
+    result = training("finetune", "--config", str(REPO / "training/configs/fsdd-scratch.yaml"), "vocab=english",
+                      f"output_dir={first}", *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training audio: 16 utterances" in result.stdout, "two manifests, comma-separated"
+    result = training("finetune", "--config", str(REPO / "training/configs/digits.yaml"), f"init={first / 'best'}",
+                      f"output_dir={second}", *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+    english = CTCVocabulary.english()
+    for folder in (first / "best", second / "best"):
+        assert CTCVocabulary.from_folder(folder).tokens == english.tokens
+    assert json.loads((second / "training_config.json").read_text())["augment"]["resample_rates"]
 
 
 def test_the_audio_store_decodes_each_file_once_when_it_fits(digits):
@@ -385,9 +439,68 @@ def test_augmentation_changes_speed_and_adds_noise_reproducibly():
     assert 9.5 < snr < 10.5
     assert not Augmentation.from_dict({}).active
     for bad, message in (({"speed": [1.2, 0.8]}, "a range"), ({"speed": [0, 1]}, "above 0"),
-                         ({"pitch": [1, 2]}, "unknown pitch")):
+                         ({"pitch": [1, 2]}, "unknown pitch"), ({"noise_prob": 2}, "a probability"),
+                         ({"resample_prob": 0.5}, "give resample_rates"), ({"resample_rates": [8]}, "sampling rates")):
         with pytest.raises(ValueError, match=message):
             Augmentation.from_dict(bad)
+
+
+def _band_energy(samples: np.ndarray, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
+    frequencies = np.fft.rfftfreq(len(samples), 1 / 16000)
+    return float(spectrum[(frequencies >= low) & (frequencies < high)].sum())
+
+
+def test_augmentation_band_limits_resamples_and_changes_volume():
+    from training.augment import Augmentation
+
+    samples = load_audio(DATA / "fsdd" / "recordings" / "3_theo_7.wav", 16000)
+    noise = np.random.default_rng(0).standard_normal(len(samples)).astype(np.float32) * 0.05
+    wide = samples + noise  # energy everywhere up to 8 kHz
+    telephone = Augmentation.from_dict({"band_prob": 1.0})(wide, 16000, np.random.default_rng(0))
+    assert _band_energy(telephone, 3500, 8000) < 1e-6 * _band_energy(wide, 3500, 8000)
+    assert _band_energy(telephone, 0, 250) < 1e-6 * _band_energy(wide, 0, 250)
+    assert _band_energy(telephone, 500, 3000) > 0.9 * _band_energy(wide, 500, 3000)
+    eight_khz = Augmentation.from_dict({"resample_rates": [8000], "resample_prob": 1.0})(wide, 16000,
+                                                                                        np.random.default_rng(0))
+    assert len(eight_khz) == len(wide) and _band_energy(eight_khz, 4100, 8000) < 0.01 * _band_energy(wide, 4100, 8000)
+    never = Augmentation.from_dict({"resample_rates": [8000], "resample_prob": 0.0})
+    assert not never.active and np.array_equal(never(wide, 16000, np.random.default_rng(0)), wide)
+    louder = Augmentation.from_dict({"volume_db": [6, 6]})(samples, 16000, np.random.default_rng(0))
+    assert np.allclose(louder, np.clip(samples * 10 ** 0.3, -1, 1), atol=1e-6)
+    some_noise = Augmentation.from_dict({"noise_snr_db": [10, 10], "noise_prob": 0.5})
+    changed = [not np.array_equal(some_noise(samples, 16000, np.random.default_rng(seed)), samples)
+               for seed in range(40)]
+    assert 8 < sum(changed) < 32, "noise on about half of the utterances"
+
+
+def test_connect_joins_one_speakers_recordings_with_pauses(tmp_path):
+    recordings = DATA / "fsdd" / "recordings"
+    names = ["1_theo_0.wav", "2_theo_0.wav", "3_theo_0.wav", "4_jackson_0.wav", "5_jackson_0.wav"]
+    manifest = tmp_path / "single.jsonl"
+    write_manifest([Entry(recordings / name, 0.5, ["one", "two", "three", "four", "five"][i])
+                    for i, name in enumerate(names)], manifest)
+    out = tmp_path / "connected"
+    arguments = ("connect", "--manifest", str(manifest), "--out", str(out), "--speaker", "^[0-9]+_([a-z]+)_",
+                 "--count", "6", "--items", "2", "3", "--pause", "0.1", "0.2", "--seed", "4")
+    result = training(*arguments)
+    assert result.returncode == 0, result.stderr
+    entries = read_manifest(out / "manifest.jsonl")
+    theo, jackson = {"one", "two", "three"}, {"four", "five"}
+    lengths = {name: len(load_audio(recordings / name, 16000)) for name in names}
+    for entry in entries:
+        words = entry.text.split()
+        assert 2 <= len(words) <= 3 and (set(words) <= theo or set(words) <= jackson), "one speaker per string"
+        samples, rate = soundfile.read(entry.audio)
+        spoken = sum(lengths[names[["one", "two", "three", "four", "five"].index(word)]] for word in words)
+        pauses = (len(samples) - spoken) / rate
+        assert rate == 16000 and 0.1 * (len(words) + 1) - 0.01 <= pauses <= 0.2 * (len(words) + 1) + 0.01
+    assert {entry.text.split()[0] in theo for entry in entries} == {True, False}, "speakers take turns"
+    again = training(*arguments[:4], str(tmp_path / "again"), *arguments[5:])
+    assert again.returncode == 0 and [e.text for e in read_manifest(tmp_path / "again" / "manifest.jsonl")] == \
+        [e.text for e in entries], "the seed fixes the set"
+    bad = training("connect", "--manifest", str(manifest), "--out", str(out), "--speaker", "^[0-9]+_")
+    assert bad.returncode == 1 and "needs a group naming the speaker" in bad.stderr
 
 
 def test_finetuning_feeds_the_model_what_transcription_feeds_it(digits, tmp_path):

@@ -51,20 +51,58 @@ def main(argv: list[str] | None = None) -> int:
                     help="labelled manifest(s) whose texts the model learns")
     lm.add_argument("--out", type=Path, required=True, help="ARPA file to write")
 
-    synth = commands.add_parser("synth", help="a synthetic English corpus (espeak-ng and flite voices) and its manifest")
-    synth.add_argument("--text", type=Path, required=True, help="sentences, one per line (.gz read as gzip)")
+    synth = commands.add_parser("synth", help="a synthetic English corpus (espeak-ng, flite and Festival voices) "
+                                              "and its manifest")
+    source = synth.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", type=Path, help="sentences, one per line (.gz read as gzip)")
+    source.add_argument("--digits", type=int, nargs=2, metavar=("MIN", "MAX"),
+                        help="random digit strings of MIN-MAX digits instead, e.g. 'four one five oh two'")
+    synth.add_argument("--oh-fraction", type=float, default=0.3,
+                       help="with --digits: how often a zero is said 'oh' (default: %(default)s)")
     synth.add_argument("--out", type=Path, required=True, help="folder for audio/ and manifest.jsonl")
     synth.add_argument("--count", type=int, default=100, help="utterances to make")
     synth.add_argument("--voices", default=",".join(DEFAULT_VOICES),
-                       help="comma-separated espeak:NAME / flite:NAME voices, used in turn (default: %(default)s)")
-    synth.add_argument("--min-words", type=int, default=3)
-    synth.add_argument("--max-words", type=int, default=20)
+                       help="comma-separated espeak:NAME / flite:NAME / festival:NAME voices, or `english` for every "
+                            "English voice installed; each utterance's voice is drawn at random, each engine as "
+                            "often as the others (default: %(default)s)")
+    synth.add_argument("--min-words", type=int, default=3, help="with --text")
+    synth.add_argument("--max-words", type=int, default=20, help="with --text")
     synth.add_argument("--speed", type=float, nargs=2, default=(0.8, 1.2), metavar=("LOW", "HIGH"),
                        help="speaking-rate factor, drawn uniformly per utterance")
     synth.add_argument("--pitch", type=float, nargs=2, default=(0.7, 1.3), metavar=("LOW", "HIGH"),
                        help="pitch factor, drawn uniformly per utterance")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=4, help="synthesizer processes at once")
+
+    connect = commands.add_parser("connect", help="connected speech from one speaker's isolated recordings "
+                                                  "(e.g. digit strings from single digits) and its manifest")
+    connect.add_argument("--manifest", type=Path, required=True, help="labelled recordings to join")
+    connect.add_argument("--out", type=Path, required=True, help="folder for audio/ and manifest.jsonl")
+    connect.add_argument("--speaker", required=True, metavar="REGEX",
+                         help="a regular expression on the file name whose first group is the speaker; strings "
+                              "never mix speakers (FSDD: '^[0-9]+_([a-z]+)_')")
+    connect.add_argument("--count", type=int, default=100, help="utterances to make")
+    connect.add_argument("--items", type=int, nargs=2, default=(2, 5), metavar=("MIN", "MAX"),
+                         help="recordings per utterance (default: 2 5)")
+    connect.add_argument("--pause", type=float, nargs=2, default=(0.05, 0.6), metavar=("LOW", "HIGH"),
+                         help="seconds of silence before, between and after them, drawn uniformly (default: 0.05 0.6)")
+    connect.add_argument("--seed", type=int, default=0)
+
+    pack = commands.add_parser("package", help="a model folder that ships: checkpoint, ONNX export, LM, "
+                                               "provenance and model card")
+    pack.add_argument("--out", type=Path, required=True, help="the folder to write (replaced)")
+    pack.add_argument("--checkpoint", type=Path, required=True, help="the fine-tuned checkpoint folder")
+    pack.add_argument("--onnx", type=Path, required=True, help="its export (python -m export onnx)")
+    pack.add_argument("--lm", type=Path, help="the language model beam search uses with it (ARPA)")
+    pack.add_argument("--config", type=Path, required=True, help="the fine-tuning config it was trained with")
+    pack.add_argument("--data", action="append", default=[], metavar="NAME=MANIFEST",
+                      help="a manifest it was trained or evaluated on (hashed into the provenance); repeatable")
+    pack.add_argument("--results", action="append", default=[], metavar="NAME=JSON",
+                      help="`python -m training evaluate` output on one evaluation set; repeatable")
+    pack.add_argument("--commands", type=Path, help="a text file of the commands that made it, one per line")
+    pack.add_argument("--card", type=Path, required=True,
+                      help="the model card's template (Markdown; {results}, {data}, {commands}, {commit}, "
+                           "{created}, {size_mb} are filled in)")
 
     label = commands.add_parser("pseudo-label", help="transcribe unlabeled audio; keep confident transcripts as labels")
     label.add_argument("--model", required=True, help="a fine-tuned CTC model (folder, Hub id or fairseq checkpoint, "
@@ -107,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "synth":
             return _synth(args)
+        if args.command == "connect":
+            return _connect(args)
+        if args.command == "package":
+            return _package(args)
         if args.command == "pseudo-label":
             return _pseudo_label(args)
         return _evaluate(args)
@@ -122,7 +164,7 @@ def decode_options(command: argparse.ArgumentParser) -> None:
 
 
 def _manifest(args) -> int:
-    from .manifest import build_manifest, select, split, write_manifest
+    from .manifest import build_manifest, split, write_manifest
 
     if args.audio_dir is None and args.transcripts is None:
         raise ValueError("give --audio-dir, --transcripts or both")
@@ -138,8 +180,8 @@ def _manifest(args) -> int:
         raise ValueError(f"--count is a number of files, at least 1, got {args.count}")
     if args.rest_out is not None and args.fraction is None and args.count is None:
         raise ValueError("--rest-out goes with --fraction or --count")
-    entries, skipped = build_manifest(args.audio_dir, args.transcripts, args.min_seconds, args.max_seconds)
-    entries = select(entries, args.include, args.exclude)
+    entries, skipped = build_manifest(args.audio_dir, args.transcripts, args.min_seconds, args.max_seconds,
+                                      args.include, args.exclude)
     outputs = {}
     if args.dev_out is not None:
         entries, outputs[args.dev_out] = split(entries, args.dev_match, args.dev_fraction or 0.0, args.seed)
@@ -172,21 +214,63 @@ def _lm(args) -> int:
 
 
 def _synth(args) -> int:
-    from .synth import Voice, synthesize
+    from .synth import digit_strings, parse_voices, pick_sentences, synthesize
 
     if args.count < 1 or args.workers < 1:
         raise ValueError("--count and --workers must be at least 1")
-    if not args.min_words <= args.max_words or args.min_words < 1:
-        raise ValueError("--min-words must be at least 1 and at most --max-words")
     if not 0 < args.speed[0] <= args.speed[1] or not 0 < args.pitch[0] <= args.pitch[1]:
         raise ValueError("--speed and --pitch take LOW HIGH with 0 < LOW <= HIGH")
-    voices = [Voice.parse(text.strip()) for text in args.voices.split(",") if text.strip()]
-    if not voices:
-        raise ValueError("--voices names no voice")
-    entries = synthesize(args.text, args.out, args.count, voices, args.min_words, args.max_words, tuple(args.speed),
-                         tuple(args.pitch), args.seed, args.workers)
+    voices = parse_voices(args.voices)
+    if args.digits:
+        if not 1 <= args.digits[0] <= args.digits[1]:
+            raise ValueError("--digits takes MIN MAX with 1 <= MIN <= MAX")
+        if not 0 <= args.oh_fraction <= 1:
+            raise ValueError("--oh-fraction is between 0 and 1")
+        sentences = digit_strings(args.count, *args.digits, args.oh_fraction, args.seed)
+    else:
+        if not args.min_words <= args.max_words or args.min_words < 1:
+            raise ValueError("--min-words must be at least 1 and at most --max-words")
+        sentences = pick_sentences(args.text, args.count, args.min_words, args.max_words, args.seed)
+    entries = synthesize(sentences, args.out, args.count, voices, tuple(args.speed), tuple(args.pitch), args.seed,
+                         args.workers)
     minutes = sum(entry.duration for entry in entries) / 60
     print(f"{args.out / 'manifest.jsonl'}: {len(entries)} utterances, {minutes:.1f} min, {len(voices)} voices")
+    return 0
+
+
+def _connect(args) -> int:
+    from .connect import connect
+    from .manifest import read_manifest
+
+    if args.count < 1 or not 1 <= args.items[0] <= args.items[1]:
+        raise ValueError("--count must be at least 1 and --items MIN MAX have 1 <= MIN <= MAX")
+    if not 0 <= args.pause[0] <= args.pause[1]:
+        raise ValueError("--pause takes LOW HIGH with 0 <= LOW <= HIGH")
+    entries = connect(read_manifest(args.manifest), args.out, args.count, *args.items, args.speaker,
+                      tuple(args.pause), args.seed)
+    minutes = sum(entry.duration for entry in entries) / 60
+    print(f"{args.out / 'manifest.jsonl'}: {len(entries)} utterances, {minutes:.1f} min")
+    return 0
+
+
+def _package(args) -> int:
+    from .package import package
+
+    def pairs(values: list[str], flag: str) -> dict[str, Path]:
+        named = {}
+        for value in values:
+            name, separator, path = value.partition("=")
+            if not separator or not name or not path:
+                raise ValueError(f"{flag} takes NAME=PATH, got {value!r}")
+            named[name] = Path(path)
+        return named
+
+    for folder, flag in ((args.checkpoint, "--checkpoint"), (args.onnx, "--onnx")):
+        if not folder.is_dir():
+            raise ValueError(f"{flag} {folder}: not a folder")
+    record = package(args.out, args.checkpoint, args.onnx, args.lm, args.config, pairs(args.data, "--data"),
+                     pairs(args.results, "--results"), args.commands, args.card)
+    print(f"{args.out}: {len(record['files'])} files, {sum(record['files'].values()) / 1e6:.1f} MB")
     return 0
 
 

@@ -81,13 +81,15 @@ class PretrainConfig(TrainerConfig):
 
 @dataclass
 class FinetuneConfig(TrainerConfig):
-    train_manifest: str = ""  # labelled audio (entries without text are skipped)
-    eval_manifest: str = ""  # scored every eval_every steps; the best checkpoint is kept in output_dir/best
+    train_manifest: str = ""  # labelled audio (entries without text are skipped); several: comma-separated
+    eval_manifest: str = ""  # scored every eval_every steps; the best checkpoint is kept in output_dir/best; several:
+    # comma-separated (scored as one set)
     output_dir: str = "runs/finetune"
     # Where to start: a pretrained or fine-tuned checkpoint (folder, Hub id or fairseq .pt), or "" for
     # from scratch. With a checkpoint, `model` only overrides its settings (dropouts, layerdrop...).
     init: str = ""
-    # A vocab.json (or a folder holding one); "" uses the init checkpoint's, else the training transcripts'.
+    # A vocab.json (or a folder holding one); "english" for a-z and the apostrophe (whatever the transcripts
+    # hold); "" uses the init checkpoint's, else the training transcripts' characters.
     vocab: str = ""
     freeze_feature_encoder: bool = True
     freeze_transformer_steps: int = 10_000  # only the CTC head trains for the first N updates

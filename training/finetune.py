@@ -39,7 +39,7 @@ from .evaluate import CHUNK, hypotheses, score
 from .loop import (MetricsLog, Processes, adamw, autocast, gradient_sync, optimiser_step, prune_checkpoints,
                    read_trainer_state, restore_trainer_state, resumed_schedule, save_trainer_state, tri_stage,
                    warmup_then_linear_decay)
-from .manifest import Entry, read_manifest
+from .manifest import Entry, read_manifests
 from .pretraining import span_mask
 
 
@@ -80,7 +80,7 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
     _check(config, resumed=resume is not None)
     augment = Augmentation.from_dict(config.augment)
     start = _load(resume or config.init) if (resume or config.init) else None
-    entries = [entry for entry in read_manifest(Path(config.train_manifest)) if entry.text]
+    entries = [entry for entry in read_manifests(config.train_manifest) if entry.text]
     vocab = _vocabulary(config, start, [entry.text for entry in entries])
     model, architecture = _build_model(config, start, vocab, resumed=resume is not None)
     features = _features(config, start, architecture)
@@ -88,7 +88,7 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
     model.to(processes.device).train()
     train = _examples(entries, vocab, architecture, rate, config.max_sample_seconds, processes.main)
     # Only the main process evaluates.
-    evaluation = ([entry for entry in read_manifest(Path(config.eval_manifest)) if entry.text]
+    evaluation = ([entry for entry in read_manifests(config.eval_manifest) if entry.text]
                   if config.eval_manifest and processes.main else [])
     audio = AudioStore([example.audio for example in train], [example.duration for example in train], rate,
                        config.preload_gb * 1e9, config.decode_workers)
@@ -270,6 +270,8 @@ def _load(reference):
 
 
 def _vocabulary(config: FinetuneConfig, start, texts: list[str]) -> CTCVocabulary:
+    if config.vocab == "english":
+        return CTCVocabulary.english()
     if config.vocab:
         path = Path(config.vocab)
         return CTCVocabulary.from_folder(path if path.is_dir() else path.parent)

@@ -45,9 +45,11 @@ def read_transcripts(path: Path) -> dict[Path, str]:
 
 
 def build_manifest(audio_dir: Path | None = None, transcripts: Path | list[Path] | None = None,
-                   min_seconds: float = 0.0, max_seconds: float = float("inf")) -> tuple[list[Entry], int]:
+                   min_seconds: float = 0.0, max_seconds: float = float("inf"), include: str | None = None,
+                   exclude: str | None = None) -> tuple[list[Entry], int]:
     """Entries for every audio file under `audio_dir` and/or every row of `transcripts` (one TSV or
-    several), with the transcript's text where there is one; and how many were left out for their duration."""
+    several) whose path matches `include` and not `exclude` (regular expressions), with the transcript's
+    text where there is one; and how many were left out for their duration."""
     tables = [transcripts] if isinstance(transcripts, Path) else list(transcripts or [])
     texts = {}
     for table in tables:
@@ -56,11 +58,16 @@ def build_manifest(audio_dir: Path | None = None, transcripts: Path | list[Path]
         files = sorted(path.resolve() for path in audio_dir.rglob("*") if path.suffix.lower() in AUDIO_SUFFIXES)
     else:
         files = list(texts)
+    files = [path for path in files if (include is None or re.search(include, path.as_posix()))
+             and (exclude is None or not re.search(exclude, path.as_posix()))]
     entries, skipped = [], 0
     for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: listed in {', '.join(map(str, tables))} but not found")
-        duration = soundfile.info(str(path)).duration
+        try:
+            duration = soundfile.info(str(path)).duration
+        except (RuntimeError, TypeError, soundfile.LibsndfileError) as error:  # TypeError: headerless raw audio
+            raise ValueError(f"{path}: not a readable audio file ({error})") from None
         if min_seconds <= duration <= max_seconds:
             entries.append(Entry(path, round(duration, 3), texts.get(path)))
         else:
@@ -96,11 +103,9 @@ def read_manifest(path: Path) -> list[Entry]:
     return entries
 
 
-def select(entries: list[Entry], include: str | None = None, exclude: str | None = None) -> list[Entry]:
-    """Entries whose audio path matches the regular expression `include` (if given) and not `exclude`."""
-    return [entry for entry in entries
-            if (include is None or re.search(include, entry.audio.as_posix()))
-            and (exclude is None or not re.search(exclude, entry.audio.as_posix()))]
+def read_manifests(paths: str) -> list[Entry]:
+    """The entries of one manifest or of several, comma-separated (`a.jsonl,b.jsonl`), in that order."""
+    return [entry for path in paths.split(",") if path.strip() for entry in read_manifest(Path(path.strip()))]
 
 
 def split(entries: list[Entry], match: str | None = None, fraction: float = 0.0, seed: int = 0,

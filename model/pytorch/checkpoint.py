@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from ..config import FeatureSettings, Wav2Vec2Config
 from ..ctc import CTCVocabulary
 from ..hub import resolve_model
+from ..package import package_checkpoint
 from .wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, Wav2Vec2Model
 
 # The positional convolution's weight norm is stored under two spellings: the parametrization
@@ -63,7 +64,7 @@ def load_checkpoint(reference: str | Path, dictionary: str | Path | None = None)
     `dictionary` is a fairseq `dict.ltr.txt`, needed only for fine-tuned fairseq checkpoints
     when it does not lie beside the checkpoint.
     """
-    path = resolve_model(reference)
+    path = package_checkpoint(resolve_model(reference))
     if path.is_file():
         from .fairseq import load_fairseq_checkpoint
 

@@ -1,0 +1,32 @@
+"""Model folders that ship (`python -m training package` writes them): the PyTorch checkpoint in
+`checkpoint/`, its ONNX export in `onnx/`, the language model beam search uses with it in `lm.arpa`,
+the model card and provenance beside them. Anything that takes a model takes such a folder whole:
+the CLI and training load its checkpoint, the server runs its export with its LM. Imports no torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The default model: spoken English digit strings, trained by training/recipes/digits-model.sh.
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "digits"
+
+
+def is_package(path: Path) -> bool:
+    return path.is_dir() and (path / "onnx" / "model.onnx").is_file() and (path / "checkpoint").is_dir()
+
+
+def package_checkpoint(path: Path) -> Path:
+    """The checkpoint folder of a model folder that ships; any other path as it is."""
+    return path / "checkpoint" if is_package(path) else path
+
+
+def package_onnx(path: Path) -> Path:
+    """The ONNX export of a model folder that ships; any other path as it is."""
+    return path / "onnx" if is_package(path) else path
+
+
+def package_lm(path: Path) -> Path | None:
+    """The language model of a model folder that ships, if it has one."""
+    lm = path / "lm.arpa"
+    return lm if is_package(path) and lm.is_file() else None

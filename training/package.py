@@ -1,0 +1,87 @@
+"""`python -m training package`: a model folder that ships, with where it came from.
+
+    OUT/checkpoint/      the PyTorch checkpoint (Hugging Face layout): the CLI and fine-tuning load it
+    OUT/onnx/            its ONNX export: the server runs it
+    OUT/lm.arpa          the language model beam search uses with it (optional)
+    OUT/provenance.json  commit, configuration, data manifests (hash, size), commands, metrics, file sizes
+    OUT/README.md        the model card: what it is for, how it was made, how well it does, its limits
+
+`python -m service --model OUT` and `python -m model transcribe --model OUT` take the folder whole
+(model/package.py reads it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from .manifest import read_manifest
+
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "vocab.json", "tokenizer_config.json",
+                    "special_tokens_map.json", "preprocessor_config.json")
+
+
+def package(out: Path, checkpoint: Path, onnx: Path, lm: Path | None, config: Path, manifests: dict[str, Path],
+            results: dict[str, Path], commands: Path | None, card: Path) -> dict:
+    """Write the folder `out` (replacing what it held); returns the provenance record."""
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "checkpoint").mkdir(parents=True)
+    for name in CHECKPOINT_FILES:
+        if (checkpoint / name).is_file():
+            shutil.copy2(checkpoint / name, out / "checkpoint" / name)
+    shutil.copytree(onnx, out / "onnx")
+    if lm is not None:
+        shutil.copy2(lm, out / "lm.arpa")
+    record = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": _git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "config_file": config.as_posix(),
+        "config": yaml.safe_load(config.read_text(encoding="utf-8")),
+        # The settings the run used in the end: the config with the command line's overrides.
+        "training_config": _json_or_none(checkpoint.parent / "training_config.json"),
+        "data": {name: _describe(path) for name, path in manifests.items()},
+        "commands": commands.read_text(encoding="utf-8").splitlines() if commands else [],
+        "metrics": {name: json.loads(path.read_text(encoding="utf-8")) for name, path in results.items()},
+    }
+    record["files"] = {path.relative_to(out).as_posix(): path.stat().st_size
+                       for path in sorted(out.rglob("*")) if path.is_file()}
+    (out / "provenance.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(_card(card.read_text(encoding="utf-8"), record), encoding="utf-8")
+    return record
+
+
+def _describe(manifest: Path) -> dict:
+    entries = read_manifest(manifest)
+    return {"manifest": manifest.as_posix(), "sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+            "utterances": len(entries), "hours": round(sum(entry.duration for entry in entries) / 3600, 3)}
+
+
+def _json_or_none(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(["git", *args], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def _card(template: str, record: dict) -> str:
+    """The card's template with {results}, {data}, {commands}, {commit}, {created} and {size_mb} filled in."""
+    rows = ["| evaluation set | utterances | greedy WER | WER with the LM |", "|---|---:|---:|---:|"]
+    for name, metrics in record["metrics"].items():
+        beam = f"{100 * metrics['beam']['wer']:.2f}%" if "beam" in metrics else "-"
+        rows.append(f"| {name} | {metrics['utterances']} | {100 * metrics['greedy']['wer']:.2f}% | {beam} |")
+    data = ["| manifest | utterances | hours |", "|---|---:|---:|"]
+    data += [f"| {name} | {item['utterances']} | {item['hours']:.2f} |" for name, item in record["data"].items()]
+    size = sum(record["files"].values()) / 1e6
+    return template.format(results="\n".join(rows), data="\n".join(data), commit=record["commit"],
+                           created=record["created"], size_mb=f"{size:.1f}",
+                           commands="\n".join(record["commands"]))
