@@ -17,7 +17,7 @@ import numpy as np
 from .audio import AudioError, AudioSource, check_duration
 from .decoding import LM_ALPHA, LM_BETA, BeamOptions, BeamSearchDecoder, Decoded, Word, greedy_decode
 from .recognizer import Recognizer
-from .windows import CHUNK_SECONDS, CONTEXT_SECONDS, length_groups, plan_windows, stitch
+from .windows import CHUNK_SECONDS, CONTEXT_SECONDS, Window, length_groups, plan_windows, stitch
 
 Decoder = Literal["greedy", "beam"]
 
@@ -63,8 +63,9 @@ def check_finite(logits: np.ndarray) -> None:
                              "out of the usual range")
 
 
-def window_samples(samples: np.ndarray, recognizer: Recognizer, windowing: Windowing):
-    """(windows, the samples of each window) for one utterance."""
+def window_samples(samples: np.ndarray, recognizer: Recognizer, windowing: Windowing
+                   ) -> tuple[list[Window], list[np.ndarray]]:
+    """One utterance's windows, and the samples of each (views, not copies)."""
     rate = recognizer.sampling_rate
     windows = plan_windows(len(samples), recognizer.config, int(windowing.chunk_seconds * rate),
                            int(windowing.context_seconds * rate))

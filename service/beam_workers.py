@@ -70,13 +70,16 @@ class DecodeWorker:
         self.lock = threading.Lock()  # one search, start or stop at a time
         self.process = None
         self.connection = None
+        self.ready = False  # the decoder is built: set by start
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
+        """The process runs and has built its decoder: not while it starts or restarts."""
+        return self.ready and self.process is not None and self.process.is_alive()
 
     def start(self) -> None:
         """Start the process and wait until its decoder is built; DecoderStartError says why not."""
+        self.ready = False
         parent, child = self._context.Pipe()
         self.process = self._context.Process(target=_worker_main, args=(child, *self._args), daemon=True,
                                              name="beam-search")
@@ -93,6 +96,7 @@ class DecodeWorker:
         if kind != "ready":
             self.process.join()
             raise DecoderStartError(value)
+        self.ready = True
 
     def restart(self) -> None:
         """Replace a dead process (call with the lock held)."""
@@ -158,7 +162,7 @@ class BeamSearch:
 
     @property
     def alive(self) -> int:
-        """Workers whose process is running now."""
+        """Workers running, with their decoder built."""
         return sum(worker.alive for worker in self.workers)
 
     def start(self) -> None:
