@@ -35,18 +35,21 @@ class Server:
             self.process = subprocess.Popen([sys.executable, "-m", "service", "--port", str(self.port), *options],
                                             cwd=source, stdout=output, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, seconds: float = 180) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+    def wait_ready(self) -> None:
+        """Until /ready answers 200, however long loading takes; SystemExit if the server exits or
+        says it could not load its model."""
+        while True:
             if self.process.poll() is not None:
                 raise SystemExit(f"the server exited:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                ready = httpx.get(self.url + "/ready", timeout=60)
+                if ready.status_code == 200:
                     return
+                if "could not be loaded" in ready.json().get("detail", ""):
+                    raise SystemExit(f"the server could not load its model:\n{self.log.read_text()[-3000:]}")
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        raise SystemExit("the server did not get ready")
 
     def children(self) -> list[int]:
         pids = []
