@@ -31,10 +31,14 @@ def main(argv: list[str] | None = None) -> int:
                                      "Every option can also be set as an environment variable ASR_<OPTION>.")
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description or ''} (env ASR_{name.upper()})".strip()
+        if field.annotation is bool:  # --web-ui / --no-web-ui
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+            continue
         annotation = str(field.annotation)
         kind = int if annotation == "<class 'int'>" else float if annotation == "<class 'float'>" else str
-        parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS,
-                            help=f"{field.description or ''} (env ASR_{name.upper()})".strip())
+        parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=help_text)
     given = vars(parser.parse_args(argv))
     try:
         settings = Settings(**given)

@@ -114,10 +114,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, internal_error_handler)
     app.add_middleware(RequestMetrics, metrics=server.metrics)
 
-    from . import routes, streaming
+    from . import realtime, routes, streaming, web
 
     app.include_router(routes.health)
     app.include_router(routes.api)
     app.include_router(routes.docs)
     app.include_router(streaming.router)
+    app.include_router(realtime.router)
+    if settings.web_ui:
+        app.include_router(web.router)
     return app

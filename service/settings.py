@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     stream_max_message_bytes: int = Field(1 << 20, ge=1024)
     stream_idle_seconds: float = Field(30.0, gt=0)
     stream_max_seconds: float = Field(3600.0, gt=0, description="longest audio one stream may send")
+    web_ui: bool = Field(True, description="serve the browser page at / (microphone and file transcription)")
 
     @model_validator(mode="before")
     @classmethod

@@ -1,5 +1,5 @@
 """uvicorn's websocket protocol, with one change: a message over the size limit gets our JSON
-error before the 1009 close, like every other refused stream.
+error before the 1009 close, like every other refused stream (on /v1/realtime, in OpenAI's shape).
 
 The protocol refuses such a frame from its header, before reading it, so a 20 MiB frame costs
 nothing; but on its own it closes with a bare 1009 and the client never learns why.
@@ -17,9 +17,12 @@ from websockets.frames import Frame, Opcode
 class StreamProtocol(WebSocketsSansIOProtocol):
     def handle_parser_exception(self) -> None:
         if isinstance(self.conn.parser_exc, PayloadTooBig) and self.handshake_complete and not self.close_sent:
-            limit = self.config.ws_max_size
-            error = {"type": "error", "error": "stream_error",
-                     "message": f"a message is over the limit of {limit} bytes"}
+            message = f"a message is over the limit of {self.config.ws_max_size} bytes"
+            error = {"type": "error", "error": "stream_error", "message": message}
+            if self.scope.get("path") == "/v1/realtime":  # OpenAI's error event
+                error = {"type": "error", "event_id": None, "error": {
+                    "type": "invalid_request_error", "code": "message_too_large", "message": message, "param": None,
+                    "event_id": None}}
             # The protocol object already queued its close frame, so this text frame is written
             # by hand, unmasked as a server's frames are, ahead of it.
             self.transport.write(Frame(Opcode.TEXT, json.dumps(error).encode()).serialize(mask=False))

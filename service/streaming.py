@@ -7,6 +7,9 @@ voice-activity detection (`endpointing` ms of non-speech; false: never), at
 exactly that segment's audio, so it equals what /transcribe returns for the same samples.
 Partials decode only the last few seconds of the segment, so their cost stays bounded however
 long a stream runs.
+
+`Stream` is the engine (resampling, segmenting, partials, finals) and reports through a
+`StreamEvents`: here as this protocol's JSON messages, in `realtime` as OpenAI's events.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import asyncio
 import json
 import logging
 import math
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import soxr
@@ -26,8 +30,8 @@ from pydantic import Field, ValidationError, field_validator
 from model.audio import AudioError, decode_pcm
 
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from .dependencies import PipelineDep, ServerDep, require_api_key
-from .errors import Busy, InvalidAudio, ServiceError, UnusableAudio, validation_problem
+from .dependencies import ServerDep, known_key, require_api_key
+from .errors import Busy, ServiceError, Unauthorised, validation_problem
 from .http_errors import close_code, refuse
 from .pipeline import DecodeOptions, Pipeline
 
@@ -42,6 +46,8 @@ VAD_FRAME = 480  # 30 ms at 16 kHz, a frame size WebRTC's VAD accepts
 
 class StreamConfig(DecodeOptions):
     type: Literal["config"] | None = None
+    api_key: str | None = Field(None, exclude=True, description="for clients that cannot send headers (browsers): "
+                                                                "the API key, read when no Authorization header came")
     sample_rate: int = Field(16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
     encoding: Literal["pcm_s16le", "pcm_f32le"] = "pcm_s16le"
     interim_results: bool = True
@@ -116,15 +122,63 @@ class _Closed(Exception):
         self.code, self.reason = code, reason
 
 
-class Stream:
-    def __init__(self, websocket: WebSocket, pipeline: Pipeline, config: StreamConfig, max_seconds: float):
+@dataclass
+class SegmentEnd:
+    """A segment that has just ended, before its transcription. Times in seconds from the stream's start."""
+    start: float
+    end: float
+    reason: Literal["pause", "length", "finalize", "eof"]
+    heard_speech: bool  # the voice-activity detector heard speech in it (always False without endpointing)
+
+
+class StreamEvents:
+    """What a stream reports, in the order it happens. Subclasses send them in a protocol's words."""
+
+    async def speech_started(self, at: float) -> None:
+        """The voice-activity detector heard the first speech of the segment, `at` seconds into the stream."""
+
+    async def partial(self, text: str, words: list[dict]) -> None:
+        """A greedy decode of the open segment's last seconds; `words` as /transcribe's, times within the window."""
+
+    async def segment_ended(self, segment: SegmentEnd) -> bool:
+        """The segment is closed; return False to drop it untranscribed."""
+        return True
+
+    async def final(self, text: str, words: list[dict], start: float, end: float) -> None:
+        """The segment's transcription (words' times from the stream's start)."""
+
+    async def failed(self, error: ServiceError) -> None:
+        """The segment could not be transcribed (busy, unusable audio); by default that ends the stream."""
+        raise error
+
+
+class StreamMessages(StreamEvents):
+    """/v1/stream's JSON messages."""
+
+    def __init__(self, websocket: WebSocket):
         self.websocket = websocket
+
+    async def partial(self, text: str, words: list[dict]) -> None:
+        await self.websocket.send_json({"type": "partial", "text": text})
+
+    async def final(self, text: str, words: list[dict], start: float, end: float) -> None:
+        await self.websocket.send_json({"type": "final", "text": text, "words": words, "start": start, "end": end})
+
+
+class Stream:
+    """The streaming engine. `resample_per_segment`: each segment's audio is resampled on its own
+    (the resampler is flushed when a segment ends), so a segment's transcript equals /transcribe's
+    for exactly the audio sent during it, at the rate it was sent."""
+
+    def __init__(self, events: StreamEvents, pipeline: Pipeline, config: StreamConfig, max_seconds: float,
+                 resample_per_segment: bool = False):
+        self.events = events
         self.pipeline = pipeline
         self.config = config
         self.max_samples = int(max_seconds * pipeline.rate)
         self.rate = pipeline.rate
-        self.resampler = None if config.sample_rate == self.rate else soxr.ResampleStream(
-            config.sample_rate, self.rate, 1, dtype="float32")
+        self.resample_per_segment = resample_per_segment
+        self.resampler = self._resampler()
         self.segment = SampleBuffer()
         self.segment_start = 0  # samples since the stream began
         self.received = 0
@@ -132,8 +186,22 @@ class Stream:
         self.partial: asyncio.Task | None = None  # at most one partial in flight: a busy server skips, never queues
         self.vad = webrtcvad.Vad(2)
         self.vad_pending = np.zeros(0, dtype=np.float32)
+        self.vad_seconds = 0.0  # audio the detector has judged, from the stream's start
         self.silence_ms = 0
         self.heard_speech = False
+        self.speech_at = 0.0  # when the segment's speech began, seconds from the stream's start
+        self.speech_announced = False
+
+    def _resampler(self) -> soxr.ResampleStream | None:
+        rate = self.config.sample_rate
+        return None if rate == self.rate else soxr.ResampleStream(rate, self.rate, 1, dtype="float32")
+
+    def reconfigure(self, config: StreamConfig) -> None:
+        """New settings for the audio that comes next; the open segment keeps what it has."""
+        if config.sample_rate != self.config.sample_rate:
+            self.flush_resampler()
+        self.config = config
+        self.resampler = self._resampler()
 
     async def add_audio(self, data: bytes) -> None:
         try:
@@ -142,6 +210,10 @@ class Stream:
             raise _Closed(1007, str(error)) from None
         if not np.isfinite(samples).all():
             raise _Closed(1007, "a message holds samples that are not finite numbers (NaN or infinity)")
+        await self.add_samples(samples)
+
+    async def add_samples(self, samples: np.ndarray) -> None:
+        """Mono float samples at the config's sample rate."""
         if self.resampler is not None:
             samples = self.resampler.resample_chunk(samples)
         self.received += len(samples)
@@ -149,10 +221,16 @@ class Stream:
             raise _Closed(1009, f"the stream is over its limit of {self.max_samples / self.rate:g} s of audio")
         self.segment.append(samples.astype(np.float32, copy=False))
         self.since_partial += len(samples)
-        if self.config.endpointing is not False and self._pause_ended(samples):
-            await self.finish_segment()
-        elif len(self.segment) >= self.config.max_segment_seconds * self.rate:
-            await self.finish_segment()
+        if self.config.endpointing is not False:
+            paused = self._pause_ended(samples)
+            if self.heard_speech and not self.speech_announced:
+                self.speech_announced = True
+                await self.events.speech_started(self.speech_at)
+            if paused:
+                await self.finish_segment("pause")
+                return
+        if len(self.segment) >= self.config.max_segment_seconds * self.rate:
+            await self.finish_segment("length")
         elif self.config.interim_results and self.since_partial >= PARTIAL_EVERY_SECONDS * self.rate:
             self.start_partial()
 
@@ -165,9 +243,12 @@ class Stream:
         self.vad_pending = self.vad_pending[frames * VAD_FRAME:]
         for index in range(frames):
             if self.vad.is_speech(pcm[index * VAD_FRAME:(index + 1) * VAD_FRAME].tobytes(), VAD_RATE):
+                if not self.heard_speech:
+                    self.speech_at = round(self.vad_seconds, 3)
                 self.heard_speech, self.silence_ms = True, 0
             else:
                 self.silence_ms += 30
+            self.vad_seconds += VAD_FRAME / VAD_RATE
         return self.heard_speech and self.silence_ms >= self.config.endpointing
 
     def start_partial(self) -> None:
@@ -188,8 +269,8 @@ class Stream:
             logits, _ = await self.pipeline.logits(window)
         except Busy:  # the inference queue is full: this partial is skipped
             return
-        text = (await self.pipeline.decode(logits, "greedy", self.config)).text
-        await self.websocket.send_json({"type": "partial", "text": text})
+        decoded = await self.pipeline.decode(logits, "greedy", self.config)
+        await self.events.partial(decoded.text, [asdict(word) for word in decoded.words])
 
     async def settle_partial(self) -> None:
         """Wait for the partial in flight, so that it never arrives after its segment's final."""
@@ -207,45 +288,87 @@ class Stream:
         elif not self.partial.cancelled():
             self.partial.exception()
 
-    async def finish_segment(self) -> None:
+    async def finish_segment(self, reason: Literal["pause", "length", "finalize", "eof"] = "finalize") -> None:
         """Send the final for the audio so far (all of it, nothing trimmed) and start a new segment."""
         await self.settle_partial()
-        segment, start = self.segment.take(), self.segment_start
+        if self.resample_per_segment and reason != "eof":
+            self.flush_resampler()
+            self.resampler = self._resampler()
+        segment, start, heard_speech = self.segment.take(), self.segment_start, self.heard_speech
         self.segment_start += len(segment)
-        self.since_partial, self.silence_ms, self.heard_speech = 0, 0, False
+        self.since_partial, self.silence_ms, self.heard_speech, self.speech_announced = 0, 0, False, False
         if len(segment) == 0:
+            return
+        offset, end = round(start / self.rate, 3), round((start + len(segment)) / self.rate, 3)
+        if not await self.events.segment_ended(SegmentEnd(offset, end, reason, heard_speech)):
             return
         try:
             result = await self.pipeline.transcribe(segment, self.config)
             text, words = result.text, result.words
-        except (InvalidAudio, UnusableAudio) as error:
+        except ServiceError as error:
             if error.code not in ("silent_audio", "audio_too_short"):
-                raise
+                await self.events.failed(error)
+                return
             text, words = "", []
-        offset = start / self.rate
         for word in words:
-            word["start"] = round(word["start"] + offset, 3)
-            word["end"] = round(word["end"] + offset, 3)
-        await self.websocket.send_json({"type": "final", "text": text, "words": words, "start": round(offset, 3),
-                                        "end": round((start + len(segment)) / self.rate, 3)})
+            word["start"] = round(word["start"] + start / self.rate, 3)
+            word["end"] = round(word["end"] + start / self.rate, 3)
+        await self.events.final(text, words, offset, end)
 
-    async def flush_resampler(self) -> None:
+    def discard_segment(self) -> None:
+        """Drop the open segment's audio untranscribed; the stream's clock runs on."""
+        self.cancel_partial()
+        self.partial = None
+        self.resampler = self._resampler()  # what it held belonged to the dropped audio
+        self.segment_start += len(self.segment.take())
+        self.since_partial, self.silence_ms, self.heard_speech, self.speech_announced = 0, 0, False, False
+        self.vad_pending = np.zeros(0, dtype=np.float32)
+        self.vad_seconds = self.segment_start / self.rate
+
+    def flush_resampler(self) -> None:
+        """Into the open segment: the samples the resampler still holds."""
         if self.resampler is not None:
             tail = self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
             self.segment.append(tail.astype(np.float32, copy=False))
 
 
-@router.websocket("/v1/stream", dependencies=[Depends(require_api_key)])
-async def stream(websocket: WebSocket, server: ServerDep, pipeline: PipelineDep) -> None:
+def _config_key(message: dict) -> str | None:
+    """The `api_key` of a JSON config message, if it has one."""
+    try:
+        config = json.loads(message.get("text") or "")
+    except json.JSONDecodeError:
+        return None
+    key = config.get("api_key") if isinstance(config, dict) else None
+    return key if isinstance(key, str) else None
+
+
+@router.websocket("/v1/stream")
+async def stream(websocket: WebSocket, server: ServerDep, authorised: Annotated[bool, Depends(require_api_key)]
+                 ) -> None:
     settings = server.settings
+    await websocket.accept()
+    first = None
+    if not authorised:
+        # A browser cannot set headers on a websocket: without one, the key may come in the config.
+        if "authorization" not in websocket.headers:
+            try:
+                first = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
+            except _Closed as closed:
+                await refuse(websocket, closed.code, "stream_error", closed.reason)
+                return
+            except WebSocketDisconnect:
+                return
+        if first is None or not known_key(_config_key(first) or "", settings.api_keys):
+            raise Unauthorised("invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>, or the "
+                                                  "config's api_key")
+    pipeline = server.require_pipeline()
     if server.streams >= settings.max_streams:
         raise Busy("too_many_streams", f"this server takes at most {settings.max_streams} streams at once; "
                                        "retry shortly")
-    await websocket.accept()
     server.streams += 1
     server.metrics.active_streams.inc()
     try:
-        await _serve(websocket, pipeline, settings)
+        await _serve(websocket, pipeline, settings, first)
     except _Closed as closed:
         await refuse(websocket, closed.code, "stream_error", closed.reason)
     except WebSocketDisconnect:
@@ -273,8 +396,9 @@ async def _receive(websocket: WebSocket, idle_seconds: float, max_bytes: int) ->
     return message
 
 
-async def _serve(websocket: WebSocket, pipeline: Pipeline, settings) -> None:
-    first = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
+async def _serve(websocket: WebSocket, pipeline: Pipeline, settings, first: dict | None = None) -> None:
+    if first is None:
+        first = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
     if first.get("text") is None:
         raise _Closed(1003, "send a JSON config first, then binary audio")
     try:
@@ -289,7 +413,7 @@ async def _serve(websocket: WebSocket, pipeline: Pipeline, settings) -> None:
         pipeline.check_options(config)
     except ServiceError as error:
         raise _Closed(1007, f"bad config: {error.message}") from None
-    stream = Stream(websocket, pipeline, config, settings.stream_max_seconds)
+    stream = Stream(StreamMessages(websocket), pipeline, config, settings.stream_max_seconds)
     try:
         while True:
             message = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
@@ -303,8 +427,8 @@ async def _serve(websocket: WebSocket, pipeline: Pipeline, settings) -> None:
             if kind == "finalize":
                 await stream.finish_segment()
             elif kind == "eof":
-                await stream.flush_resampler()
-                await stream.finish_segment()
+                stream.flush_resampler()
+                await stream.finish_segment("eof")
                 await websocket.close(1000)
                 return
             else:

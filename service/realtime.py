@@ -1,0 +1,457 @@
+"""OpenAI's Realtime API in transcription mode, at /v1/realtime, on /v1/stream's engine.
+
+A client written for OpenAI's protocol (`wss://.../v1/realtime?intent=transcription`) can point at
+this server unchanged. It sends JSON events:
+
+- `session.update` with a transcription session (`session.type` = "transcription"), or
+  `transcription_session.update`, the beta API's name, with its flat session;
+- `input_audio_buffer.append`: base64 audio in the session's format (`audio/pcm`, 16-bit
+  little-endian mono at 24 kHz or any rate from 1 to 384 kHz; `audio/pcmu` or `audio/pcma`, G.711
+  at 8 kHz), resampled here to the model's rate;
+- `input_audio_buffer.commit` (end the turn now) and `input_audio_buffer.clear` (drop it).
+
+With `turn_detection` of type `server_vad` (the default) turns end at pauses of
+`silence_duration_ms`, found by the same voice-activity detector as /v1/stream's endpointing;
+with `null`, only at commits. The server answers `session.created`, `session.updated` (or
+`transcription_session.updated`), `input_audio_buffer.speech_started`, `.speech_stopped`,
+`.committed`, `.cleared`, `conversation.item.input_audio_transcription.delta` (the words partial
+results have settled), `.completed` (the turn's transcription: what /transcribe gives for the
+turn's audio) or `.failed`, and `error` events in OpenAI's shape. Mistakes in an event get an
+`error` and the session goes on; limits, keys and faults end it, as on /v1/stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import math
+import secrets
+from typing import Annotated, Literal
+
+import numpy as np
+import soundfile
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from model.audio import AudioError, decode_pcm
+
+from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from .dependencies import ServerDep, known_key, require_api_key
+from .errors import ServiceError
+from .http_errors import close_code, http_status
+from .pipeline import Pipeline
+from .streaming import SegmentEnd, Stream, StreamConfig, StreamEvents, _Closed, _receive
+
+router = APIRouter()
+log = logging.getLogger("service")
+
+LOGPROBS = "item.input_audio_transcription.logprobs"
+G711_RATE = 8000
+MIN_COMMIT_SECONDS = 0.1  # as OpenAI: a commit needs at least 100 ms of audio
+# OpenAI's defaults for server VAD
+VAD_DEFAULTS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
+BROWSER_KEY_PREFIX = "openai-insecure-api-key."  # OpenAI's browser clients send the key as a subprotocol
+
+
+# -- the session, as clients send it (GA and beta shapes); unknown fields are ignored, known ones checked --------
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class AudioFormat(_Lenient):
+    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
+    rate: int | None = Field(None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
+                             description="audio/pcm: any rate (OpenAI's is 24000); G.711: 8000 only")
+
+
+class TurnDetection(_Lenient):
+    type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    threshold: float | None = Field(None, ge=0, le=1)
+    prefix_padding_ms: int | None = Field(None, ge=0, le=60_000)
+    silence_duration_ms: int | None = Field(None, ge=30, le=60_000)
+
+
+class Transcription(_Lenient):
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+    keywords: list[str] | None = Field(None, max_length=100, description="served as hotwords")
+
+
+class AudioInput(_Lenient):
+    format: AudioFormat | None = None
+    transcription: Transcription | None = None
+    turn_detection: TurnDetection | None = None
+    noise_reduction: dict | None = None
+
+
+class Audio(_Lenient):
+    input: AudioInput | None = None
+
+
+class SessionUpdate(_Lenient):
+    """`session.update`'s session (the GA API)."""
+    type: Literal["transcription"] | None = None
+    audio: Audio | None = None
+    include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
+
+
+class BetaSessionUpdate(_Lenient):
+    """`transcription_session.update`'s session (the beta API)."""
+    input_audio_format: Literal["pcm16", "g711_ulaw", "g711_alaw"] | None = None
+    input_audio_transcription: Transcription | None = None
+    turn_detection: TurnDetection | None = None
+    input_audio_noise_reduction: dict | None = None
+    include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
+
+
+BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
+
+
+class EventError(Exception):
+    """A client event the session cannot take: an `error` event, and the session goes on."""
+
+    def __init__(self, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+class Session:
+    """The effective settings, updated field by field as OpenAI's API does."""
+
+    def __init__(self, model_name: str):
+        self.id = "sess_" + secrets.token_hex(12)
+        self.format = AudioFormat(type="audio/pcm", rate=24000)
+        self.transcription = Transcription(model=model_name, language=None, prompt="")
+        self.turn_detection: TurnDetection | None = TurnDetection(**VAD_DEFAULTS)
+        self.noise_reduction: dict | None = None
+        self.include: list[str] = []
+
+    @property
+    def rate(self) -> int:
+        return (self.format.rate or 24000) if self.format.type == "audio/pcm" else G711_RATE
+
+    def update(self, session: dict, beta: bool) -> None:
+        """Apply a client's session: the fields it names, each checked before any is applied."""
+        if not isinstance(session, dict):
+            raise EventError("invalid_value", "session must be an object", "session")
+        if not beta and session.get("type", "transcription") != "transcription":
+            raise EventError("invalid_value", "this server holds transcription sessions only: session.type must be "
+                                              "\"transcription\"", "session.type")
+        try:
+            parsed = (BetaSessionUpdate if beta else SessionUpdate).model_validate(session)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(["session", *(str(part) for part in problem["loc"])])
+            raise EventError("invalid_value", f"{where}: {problem['msg']}", where) from None
+        given = _given_fields(parsed, beta)
+        audio_format = given.get("format")
+        if audio_format is not None and audio_format.type != "audio/pcm" and audio_format.rate not in (None, G711_RATE):
+            raise EventError("invalid_value", f"G.711 audio is {G711_RATE} Hz", "session.audio.input.format.rate")
+        if audio_format is not None:  # null leaves the format as it was
+            self.format = audio_format
+        if given.get("transcription") is not None:
+            self.transcription = self.transcription.model_copy(
+                update=given["transcription"].model_dump(exclude_unset=True))
+        if "turn_detection" in given:  # null turns detection off
+            detection = given["turn_detection"]
+            self.turn_detection = None if detection is None else TurnDetection(
+                **{**VAD_DEFAULTS, **detection.model_dump(exclude_unset=True)})
+        if "noise_reduction" in given:
+            self.noise_reduction = given["noise_reduction"]
+        if parsed.include is not None:
+            self.include = list(parsed.include)
+
+    def stream_config(self, max_segment_seconds: float) -> StreamConfig:
+        vad = self.turn_detection
+        return StreamConfig(sample_rate=self.rate, encoding="pcm_f32le", interim_results=True,
+                            endpointing=vad.silence_duration_ms if vad is not None else False,
+                            max_segment_seconds=max_segment_seconds, hotwords=self.transcription.keywords or [])
+
+    def describe(self) -> dict:
+        """The session as the GA API's events show it."""
+        audio_format = {"type": self.format.type}
+        if self.format.type == "audio/pcm":
+            audio_format["rate"] = self.rate
+        return {"type": "transcription", "object": "realtime.session", "id": self.id,
+                "audio": {"input": {"format": audio_format,
+                                    "transcription": self.transcription.model_dump(exclude_none=True),
+                                    "turn_detection": self._turn_detection(), "noise_reduction": self.noise_reduction}},
+                "include": self.include}
+
+    def describe_beta(self) -> dict:
+        """The session as the beta API's `transcription_session.updated` shows it."""
+        name = {value: key for key, value in BETA_FORMATS.items()}[self.format.type]
+        return {"id": self.id, "object": "realtime.transcription_session", "input_audio_format": name,
+                "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
+                "turn_detection": self._turn_detection(), "input_audio_noise_reduction": self.noise_reduction,
+                "include": self.include, "modalities": ["text"]}
+
+    def _turn_detection(self) -> dict | None:
+        return None if self.turn_detection is None else self.turn_detection.model_dump(exclude_none=True)
+
+    def decode(self, audio: str) -> np.ndarray:
+        """An append event's base64 audio -> float samples at the session's rate."""
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise EventError("invalid_value", "audio is not valid base64", "audio") from None
+        if self.format.type == "audio/pcm":
+            try:
+                return decode_pcm(data, "pcm_s16le")
+            except AudioError as error:
+                raise EventError("invalid_value", f"audio: {error}", "audio") from None
+        if not data:
+            return np.zeros(0, dtype=np.float32)
+        subtype = "ULAW" if self.format.type == "audio/pcmu" else "ALAW"
+        samples, _ = soundfile.read(io.BytesIO(data), samplerate=G711_RATE, channels=1, format="RAW",
+                                    subtype=subtype, dtype="float32")
+        return samples
+
+
+def _given_fields(parsed: SessionUpdate | BetaSessionUpdate, beta: bool) -> dict:
+    """The fields a session update names (None where it sets one to null), under the GA API's names."""
+    if beta:
+        names = {"input_audio_format": "format", "input_audio_transcription": "transcription",
+                 "turn_detection": "turn_detection", "input_audio_noise_reduction": "noise_reduction"}
+        given = {names[name]: getattr(parsed, name) for name in parsed.model_fields_set if name in names}
+        if given.get("format") is not None:
+            given["format"] = AudioFormat(type=BETA_FORMATS[given["format"]])
+        return given
+    audio_input = parsed.audio.input if parsed.audio is not None else None
+    if audio_input is None:
+        return {}
+    return {name: getattr(audio_input, name) for name in audio_input.model_fields_set}
+
+
+def _event_id() -> str:
+    return "event_" + secrets.token_hex(12)
+
+
+def _item_id() -> str:
+    return "item_" + secrets.token_hex(12)
+
+
+def _logprobs(words: list[dict]) -> list[dict]:
+    """Word-level log probabilities: each word's confidence (its frames' mean best-token probability)."""
+    return [{"token": word["word"], "logprob": round(math.log(max(word["confidence"], 1e-12)), 6),
+             "bytes": list(word["word"].encode())} for word in words]
+
+
+def settled_words(sent: list[str], partial: list[str]) -> list[str]:
+    """The words of a partial that follow those already sent, less its last word (which may still
+    grow). Partials cover the segment's last seconds only, so once the segment is longer, the
+    partial's start is matched against the end of what was sent (two words at least)."""
+    settled = partial[:-1]
+    if settled[:len(sent)] == sent:
+        return settled[len(sent):]
+    for skip in (0, 1):  # the window's first word may be cut
+        for overlap in range(min(len(sent), len(settled) - skip), 1, -1):
+            if sent[-overlap:] == settled[skip:skip + overlap]:
+                return settled[skip + overlap:]
+    return []
+
+
+class RealtimeEvents(StreamEvents):
+    """The engine's events as OpenAI's server events."""
+
+    def __init__(self, websocket: WebSocket, session: Session):
+        self.websocket = websocket
+        self.session = session
+        self.item: str | None = None  # the turn being heard
+        self.previous_item: str | None = None
+        self.sent_words: list[str] = []
+        self.turn_start_ms = 0
+
+    async def send(self, event: dict) -> None:
+        await self.websocket.send_json({"type": event.pop("type"), "event_id": _event_id(), **event})
+
+    async def error(self, code: str, message: str, param: str | None = None, event_id: str | None = None,
+                    kind: str = "invalid_request_error") -> None:
+        await self.send({"type": "error", "error": {"type": kind, "code": code, "message": message, "param": param,
+                                                    "event_id": event_id}})
+
+    def current_item(self) -> str:
+        if self.item is None:
+            self.item = _item_id()
+        return self.item
+
+    def end_turn(self) -> None:
+        self.item, self.sent_words = None, []
+
+    async def speech_started(self, at: float) -> None:
+        padding = self.session.turn_detection.prefix_padding_ms if self.session.turn_detection else 0
+        start_ms = max(self.turn_start_ms, round(at * 1000) - (padding or 0))
+        await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": start_ms,
+                         "item_id": self.current_item()})
+
+    async def partial(self, text: str, words: list[dict]) -> None:
+        new = settled_words(self.sent_words, text.split())
+        if not new:
+            return
+        delta = (" " if self.sent_words else "") + " ".join(new)
+        self.sent_words += new
+        event = {"type": "conversation.item.input_audio_transcription.delta", "item_id": self.current_item(),
+                 "content_index": 0, "delta": delta}
+        if LOGPROBS in self.session.include:
+            event["logprobs"] = _logprobs(words[len(words) - len(new) - 1:len(words) - 1])
+        await self.send(event)
+
+    async def segment_ended(self, segment: SegmentEnd) -> bool:
+        self.turn_start_ms = round(segment.end * 1000)
+        vad = self.session.turn_detection is not None
+        if segment.reason == "length" and vad and not segment.heard_speech:
+            self.end_turn()  # no one spoke: nothing to commit
+            return False
+        item = self.current_item()
+        if segment.reason == "pause":
+            await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": round(segment.end * 1000),
+                             "item_id": item})
+        await self.send({"type": "input_audio_buffer.committed", "item_id": item,
+                         "previous_item_id": self.previous_item})
+        self.previous_item = item
+        return True
+
+    async def final(self, text: str, words: list[dict], start: float, end: float) -> None:
+        event = {"type": "conversation.item.input_audio_transcription.completed", "item_id": self.current_item(),
+                 "content_index": 0, "transcript": text,
+                 "usage": {"type": "duration", "seconds": round(end - start, 3)}}
+        if LOGPROBS in self.session.include:
+            event["logprobs"] = _logprobs(words)
+        await self.send(event)
+        self.end_turn()
+
+    async def failed(self, error: ServiceError) -> None:
+        kind = "server_error" if http_status(error) >= 500 else "invalid_request_error"
+        await self.send({"type": "conversation.item.input_audio_transcription.failed", "item_id": self.current_item(),
+                         "content_index": 0, "error": {"type": kind, "code": error.code, "message": error.message,
+                                                       "param": None}})
+        self.end_turn()
+
+
+UNSUPPORTED = ("response.", "conversation.", "output_audio_buffer.")  # a conversation session's events
+
+
+@router.websocket("/v1/realtime")
+async def realtime(websocket: WebSocket, server: ServerDep, authorised: Annotated[bool, Depends(require_api_key)]
+                   ) -> None:
+    settings = server.settings
+    offered = [name.strip() for name in websocket.headers.get("sec-websocket-protocol", "").split(",") if name.strip()]
+    await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+    browser_keys = [name.removeprefix(BROWSER_KEY_PREFIX) for name in offered if name.startswith(BROWSER_KEY_PREFIX)]
+    if not (authorised or any(known_key(key, settings.api_keys) for key in browser_keys)):
+        await _refuse(websocket, 1008, "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>")
+        return
+    intent = websocket.query_params.get("intent", "transcription")
+    if intent != "transcription":
+        await _refuse(websocket, 1003, "unsupported_intent", f"intent {intent!r} is not served here; this server "
+                                                             "holds transcription sessions: intent=transcription")
+        return
+    if server.pipeline is None:
+        await _refuse(websocket, 1013, "model_not_ready", "the model is not loaded yet; retry shortly", "server_error")
+        return
+    if server.streams >= settings.max_streams:
+        await _refuse(websocket, 1013, "too_many_streams", f"this server takes at most {settings.max_streams} "
+                                                          "streams at once; retry shortly", "server_error")
+        return
+    server.streams += 1
+    server.metrics.active_streams.inc()
+    try:
+        await _serve(websocket, server.pipeline, settings, server.model_name)
+    except _Closed as closed:
+        await _refuse(websocket, closed.code, "session_error", closed.reason)
+    except WebSocketDisconnect:
+        pass
+    except ServiceError as error:
+        await _refuse(websocket, close_code(error), error.code, error.message,
+                      "server_error" if http_status(error) >= 500 else "invalid_request_error")
+    except Exception:
+        log.exception("realtime session failed")
+        await _refuse(websocket, 1011, "internal_error", "the server failed on this session; see its log",
+                      "server_error")
+    finally:
+        server.streams -= 1
+        server.metrics.active_streams.dec()
+
+
+async def _serve(websocket: WebSocket, pipeline: Pipeline, settings, model_name: str) -> None:
+    session = Session(model_name)
+    events = RealtimeEvents(websocket, session)
+    max_segment = min(StreamConfig.model_fields["max_segment_seconds"].default, settings.stream_max_seconds)
+    stream = Stream(events, pipeline, session.stream_config(max_segment), settings.stream_max_seconds,
+                    resample_per_segment=True)
+    await events.send({"type": "session.created", "session": session.describe()})
+    try:
+        while True:
+            message = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
+            event_id = None
+            try:
+                if message.get("text") is None:
+                    raise EventError("invalid_event", "events are JSON text messages; audio goes in "
+                                                      "input_audio_buffer.append")
+                try:
+                    event = json.loads(message["text"])
+                except json.JSONDecodeError:
+                    raise EventError("invalid_json", "the message is not JSON") from None
+                if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                    raise EventError("invalid_event", "an event is a JSON object with a type", "type")
+                event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+                await _handle(event, session, events, stream, pipeline, max_segment)
+            except EventError as error:
+                await events.error(error.code, error.message, error.param, event_id)
+    finally:
+        stream.cancel_partial()
+
+
+async def _handle(event: dict, session: Session, events: RealtimeEvents, stream: Stream, pipeline: Pipeline,
+                  max_segment: float) -> None:
+    kind = event["type"]
+    if kind in ("session.update", "transcription_session.update"):
+        beta = kind == "transcription_session.update"
+        session.update(event.get("session"), beta=beta)
+        config = session.stream_config(max_segment)
+        try:
+            pipeline.check_options(config)
+        except ServiceError as error:
+            raise EventError("invalid_value", error.message, "session") from None
+        stream.reconfigure(config)
+        if beta:
+            await events.send({"type": "transcription_session.updated", "session": session.describe_beta()})
+        else:
+            await events.send({"type": "session.updated", "session": session.describe()})
+    elif kind == "input_audio_buffer.append":
+        audio = event.get("audio")
+        if not isinstance(audio, str):
+            raise EventError("invalid_value", "audio must be a base64 string", "audio")
+        await stream.add_samples(session.decode(audio))
+    elif kind == "input_audio_buffer.commit":
+        held = len(stream.segment) / stream.rate
+        if held < MIN_COMMIT_SECONDS:
+            raise EventError("input_audio_buffer_commit_empty",
+                             f"the input audio buffer holds {held * 1000:.0f} ms of audio; a commit needs at least "
+                             f"{MIN_COMMIT_SECONDS * 1000:.0f} ms")
+        await stream.finish_segment("finalize")
+    elif kind == "input_audio_buffer.clear":
+        stream.discard_segment()
+        events.end_turn()
+        events.turn_start_ms = round(stream.segment_start / stream.rate * 1000)
+        await events.send({"type": "input_audio_buffer.cleared"})
+    elif kind.startswith(UNSUPPORTED):
+        raise EventError("unsupported_event", f"{kind} is not part of a transcription session", "type")
+    else:
+        raise EventError("unknown_event", f"unknown event type {kind!r}", "type")
+
+
+async def _refuse(websocket: WebSocket, code: int, error: str, message: str,
+                  kind: str = "invalid_request_error") -> None:
+    try:
+        await websocket.send_json({"type": "error", "event_id": _event_id(),
+                                   "error": {"type": kind, "code": error, "message": message, "param": None,
+                                             "event_id": None}})
+        await websocket.close(code, reason=message[:120])
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the client is already gone
