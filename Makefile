@@ -1,7 +1,7 @@
 # Everything runs from a virtual environment in .venv that these targets create on first use.
 #   make serve [ARGS="--port 9000 ..."]                                   set up, then serve the default model
 #   make transcribe [MODEL=<hub id | folder | fairseq .pt>] AUDIO="<files>"   set up, then transcribe
-#   make test                                                             set up, then run the tests
+#   make test                                                             set up, then check the layers and run the tests
 
 PYTHON ?= python3
 VENV := .venv
@@ -46,6 +46,7 @@ transcribe: setup
 	$(BIN)/python -m model transcribe $(if $(MODEL),--model "$(MODEL)") $(AUDIO)
 
 test: setup-dev
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # The shipped default model, models/digits/, remade from ../shared/data by our own commands (about 75 min

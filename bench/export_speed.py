@@ -25,9 +25,9 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.exporter import export_fp32, quantize_int8  # noqa: E402
-from export.runtime import OnnxCTCModel  # noqa: E402
 from model.audio import batch_input_values  # noqa: E402
-from model.checkpoint import load_checkpoint  # noqa: E402
+from model.onnx import MODEL_FILE, OnnxRecognizer  # noqa: E402
+from model.pytorch.checkpoint import load_checkpoint  # noqa: E402
 
 GFLOP_PER_AUDIO_SECOND = 14.8  # wav2vec2-base forward pass
 SECONDS = (5, 15, 30)
@@ -85,8 +85,8 @@ def measure(work: Path, seconds: int, batch: int, threads: int, repeats: int, pe
     torch.set_num_threads(threads)
     anchor = transformers.Wav2Vec2ForCTC.from_pretrained(work / "hf", attn_implementation="eager").eval()
     ours = load_checkpoint(work / "hf").model.eval()
-    fp32 = OnnxCTCModel(work / "onnx", threads=threads)
-    int8 = OnnxCTCModel(work / "onnx", threads=threads, model_file="model.int8.onnx")
+    fp32 = OnnxRecognizer(work / "onnx", threads=threads, model_file=MODEL_FILE)
+    int8 = OnnxRecognizer(work / "onnx", threads=threads, model_file="model.int8.onnx")
 
     def torch_engine(model, logits_of):
         def run(inputs):

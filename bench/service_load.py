@@ -30,14 +30,13 @@ import numpy as np
 import soundfile
 import websockets
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from export_speed import build_base_model
+from server_process import REALSPEECH, ROOT, serving
 
-from conftest import REALSPEECH, run_server  # noqa: E402
-from export.runtime import BATCHED_MODEL_FILE, OnnxCTCModel  # noqa: E402
-from export_speed import build_base_model  # noqa: E402
+sys.path.insert(0, str(ROOT))
+
 from model.audio import load_audio  # noqa: E402
+from model.onnx import BATCHED_MODEL_FILE, OnnxRecognizer  # noqa: E402
 
 
 def utterances() -> list[np.ndarray]:
@@ -143,7 +142,7 @@ def main() -> None:
     total_audio = sum(duration for _, duration in bodies)
     print(f"{len(audio)} real utterances, {total_audio:.0f} s of audio, 2-12 s each\n")
 
-    engine = OnnxCTCModel(work / "onnx", model_file=BATCHED_MODEL_FILE)
+    engine = OnnxRecognizer(work / "onnx", model_file=BATCHED_MODEL_FILE)
     engine.logits(audio[:8])
     raw_rates = {}
     for label, size in (("one at a time", 1), ("batches of 8, in arrival order", 8)):
@@ -164,7 +163,8 @@ def main() -> None:
     best = 0.0
     logs = Path(tempfile.mkdtemp())
     for label, batch in (("on (max 8)", "8"), ("off", "1")):
-        with run_server(work / "onnx", "--max-batch-size", batch, "--max-wait-ms", "10", log_dir=logs) as server:
+        with serving(["--model", str(work / "onnx"), "--max-batch-size", batch, "--max-wait-ms", "10"],
+                     logs / f"server-batch-{batch}.log") as server:
             for clients in (1, 4, 16):
                 result = load_level(server.url, bodies, clients, args.seconds_per_level)
                 best = max(best, result["throughput"])
@@ -177,7 +177,7 @@ def main() -> None:
     print("|---|---|---|---|")
     speech = np.concatenate(audio[:3])[:16000 * 12]
     sustained = 0
-    with run_server(work / "onnx", "--max-batch-size", "8", log_dir=logs) as server:
+    with serving(["--model", str(work / "onnx"), "--max-batch-size", "8"], logs / "server-streams.log") as server:
         for count in (1, 2, 4, 8, 12):
             result = asyncio.run(streams_level(server.url, speech, count))
             print(f"| {count} | {result['p50']:.2f} s | {result['p95']:.2f} s | {result['final']:.2f} s |",

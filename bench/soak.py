@@ -28,7 +28,6 @@ import random
 import re
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,8 +40,8 @@ import httpx
 import numpy as np
 import soundfile
 
-ROOT = Path(__file__).resolve().parents[1]
-REALSPEECH = ROOT.parent / "shared" / "data" / "realspeech"
+from server_process import REALSPEECH, ROOT, Server
+
 sys.path.insert(0, str(ROOT))
 
 from model.audio import load_audio  # noqa: E402
@@ -59,64 +58,6 @@ def recordings(limit: int = 24) -> list[bytes]:
         soundfile.write(buffer, load_audio(REALSPEECH / row["audio"], 16000), 16000, format="WAV", subtype="PCM_16")
         bodies.append(buffer.getvalue())
     return bodies
-
-
-# -- the server ------------------------------------------------------------------------------------------
-
-class Server:
-    """`python -m service` on a free loopback port; SIGTERM on exit."""
-
-    def __init__(self, options: list[str], source: Path, log: Path):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        with open(log, "wb") as output:
-            self.process = subprocess.Popen([sys.executable, "-m", "service", "--port", str(self.port), *options],
-                                            cwd=source, stdout=output, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, seconds: float = 180) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the server exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit("the server did not get ready")
-
-    def children(self) -> list[int]:
-        pids = []
-        for listing in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
-            pids += [int(pid) for pid in listing.read_text().split()]
-        return pids
-
-    def beam_workers(self) -> list[int]:
-        return [pid for pid in self.children() if b"spawn_main" in _read(f"/proc/{pid}/cmdline")]
-
-    def rss_mb(self, pid: int | None = None) -> float:
-        status = _read(f"/proc/{pid or self.process.pid}/status").decode()
-        match = re.search(r"VmRSS:\s+(\d+) kB", status)
-        return int(match.group(1)) / 1024 if match else 0.0
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError:  # the process is gone
-        return b""
 
 
 # -- the clients -----------------------------------------------------------------------------------------

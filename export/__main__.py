@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return export_onnx(args) if args.command == "onnx" else build_tensorrt(args)
     except Exception as error:  # report any failure as one line; the traceback helps nobody at the CLI
         from model.audio import AudioError
-        from model.checkpoint import CheckpointError
         from model.hub import ModelNotFoundError
+        from model.pytorch.checkpoint import CheckpointError
         from .tensorrt import TensorRTUnavailable
 
         if not isinstance(error, (AudioError, CheckpointError, ModelNotFoundError, TensorRTUnavailable, OSError)):
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def export_onnx(args: argparse.Namespace) -> int:
     from model.audio import load_audio
-    from model.checkpoint import load_ctc_checkpoint
-    from .runtime import BATCHED_MODEL_FILE, MANIFEST_FILE, MODEL_FILE
+    from model.onnx import BATCHED_MODEL_FILE, MANIFEST_FILE, MODEL_FILE
+    from model.pytorch.checkpoint import load_ctc_checkpoint
 
     checkpoint = load_ctc_checkpoint(args.model)
     real_audio = [load_audio(path, checkpoint.features.sampling_rate) for path in args.verify_audio]
@@ -96,13 +96,14 @@ def export_onnx(args: argparse.Namespace) -> int:
 def export_graph(checkpoint, staging: Path, name: str, variant: str, args: argparse.Namespace, real_audio: list,
                  batched: bool) -> tuple[dict, str | None]:
     """Export one graph in fp32, verify it, then derive and verify the variant. Returns (report, failure)."""
+    from model.onnx import OnnxRecognizer
+
     from .exporter import convert_fp16, export_fp32, quantize_int8
-    from .runtime import OnnxCTCModel
     from .verify import verify
 
     path = export_fp32(checkpoint, staging / name, args.opset, batched=batched)
     label = "batched fp32" if batched else "fp32"
-    fp32 = verify(checkpoint, OnnxCTCModel(staging, model_file=name), label, real_audio)
+    fp32 = verify(checkpoint, OnnxRecognizer(staging, model_file=name), label, real_audio)
     print(fp32.table())
     report = {"fp32": fp32.summary()}
     if fp32.max_abs_diff > args.tolerance:
@@ -111,7 +112,7 @@ def export_graph(checkpoint, staging: Path, name: str, variant: str, args: argpa
         return report, None
     reduced_path = path.with_suffix(f".{variant}.onnx")
     (quantize_int8 if variant == "int8" else convert_fp16)(path, reduced_path)
-    reduced = verify(checkpoint, OnnxCTCModel(staging, model_file=reduced_path.name),
+    reduced = verify(checkpoint, OnnxRecognizer(staging, model_file=reduced_path.name),
                      f"batched {variant}" if batched else variant, real_audio)
     print(reduced.table())
     report[variant] = reduced.summary()
@@ -125,7 +126,7 @@ def export_graph(checkpoint, staging: Path, name: str, variant: str, args: argpa
 def write_settings(checkpoint, folder: Path) -> None:
     """What a server needs besides the graph: vocabulary, audio settings and the config's frame arithmetic."""
     checkpoint.config.to_json_file(folder / "config.json", "Wav2Vec2ForCTC")
-    (folder / "preprocessor_config.json").write_text(json.dumps(checkpoint.features.to_dict(), indent=2) + "\n")
+    checkpoint.features.save(folder)
     checkpoint.vocab.save(folder)
 
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from model.checkpoint import Checkpoint
-from model.wav2vec2 import Wav2Vec2ForCTC
+from model.pytorch.checkpoint import Checkpoint
+from model.pytorch.wav2vec2 import Wav2Vec2ForCTC
 
 # ONNX protobufs cannot exceed 2 GB; only larger models get their weights in a side file.
 PROTOBUF_LIMIT = 2 * 1024**3
@@ -27,15 +27,13 @@ FP16_KEEP_FLOAT32 = ["LayerNormalization", "GroupNormalization", "InstanceNormal
 class _OnnxInterface(nn.Module):
     """The exported signature: logits = f(input_values[, attention_mask])."""
 
-    def __init__(self, model: Wav2Vec2ForCTC, uses_attention_mask: bool, masked_group_norm: bool):
+    def __init__(self, model: Wav2Vec2ForCTC, uses_attention_mask: bool):
         super().__init__()
         self.model = model
         self.uses_attention_mask = uses_attention_mask
-        self.masked_group_norm = masked_group_norm
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        mask = attention_mask if self.uses_attention_mask else None
-        return self.model(input_values, mask, masked_group_norm=self.masked_group_norm)
+        return self.model(input_values, attention_mask if self.uses_attention_mask else None)
 
 
 def inference_copy(model: Wav2Vec2ForCTC) -> Wav2Vec2ForCTC:
@@ -55,7 +53,7 @@ def export_fp32(checkpoint: Checkpoint, path: Path, opset: int | None = None, ba
     equals its utterance run alone (the plain graph, like transformers, lets padding change them).
     """
     uses_mask = checkpoint.features.return_attention_mask or batched
-    module = _OnnxInterface(inference_copy(checkpoint.model), uses_mask, masked_group_norm=batched).eval()
+    module = _OnnxInterface(inference_copy(checkpoint.model), uses_mask).eval()
     example = torch.randn(2, 2 * checkpoint.config.receptive_field + 1000)
     batch = torch.export.Dim("batch")
     samples = torch.export.Dim("samples", min=checkpoint.config.receptive_field)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from .runtime import MANIFEST_FILE, OnnxCTCModel
+from model.onnx import MANIFEST_FILE, OnnxRecognizer
 
 CACHE_FOLDER = "tensorrt"
 TENSORRT_LIBRARY = "libnvinfer.so.10"  # the TensorRT major version onnxruntime-gpu 1.31 is built against
@@ -71,14 +71,14 @@ def check_available() -> None:
             "on LD_LIBRARY_PATH (pip install tensorrt-cu13, or NVIDIA's TensorRT packages)") from None
 
 
-def build_engine(model_path: Path, profile: TensorRTProfile) -> OnnxCTCModel:
+def build_engine(model_path: Path, profile: TensorRTProfile) -> OnnxRecognizer:
     """Build the engine for `model_path`'s folder, run it at the profile's corner shapes, record it."""
     check_available()
     folder = model_path.parent
-    reference = OnnxCTCModel(folder, model_file=model_path.name)
+    reference = OnnxRecognizer(folder, model_file=model_path.name)
     inputs = [given.name for given in reference.session.get_inputs()]
     rate = reference.features.sampling_rate
-    engine = OnnxCTCModel(folder, providers=tensorrt_providers(folder, profile, inputs, rate),
+    engine = OnnxRecognizer(folder, providers=tensorrt_providers(folder, profile, inputs, rate),
                           model_file=model_path.name)
     if "TensorrtExecutionProvider" not in engine.session.get_providers():
         raise TensorRTUnavailable("onnxruntime could not start its TensorRT execution provider on this machine")

@@ -1,7 +1,7 @@
 """Check an exported graph against the PyTorch model it came from.
 
-Each case is a batch of utterances; both engines see the same padded, normalised inputs. We
-report the largest logit difference, the share of frames whose best token agrees, and how
+Each case is a batch of utterances, given to both recognizers alike; the PyTorch one pads as the
+graph does (padding-exact or not). We report the largest logit difference, the share of frames whose best token agrees, and how
 many greedy transcripts are identical.
 """
 
@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
-from model.audio import batch_input_values
-from model.checkpoint import Checkpoint
-from .runtime import OnnxCTCModel
+from model.onnx import OnnxRecognizer
+from model.pytorch.checkpoint import Checkpoint
+from model.pytorch.recognizer import TorchRecognizer
 
 # Utterance lengths (s) checked alone, and one padded batch of mixed lengths.
 SINGLE_LENGTHS = (0.5, 1.0, 5.0, 15.0, 30.0)
@@ -86,32 +85,20 @@ def verification_cases(sampling_rate: int, real_audio: list[np.ndarray] = ()) ->
     return cases
 
 
-def verify(checkpoint: Checkpoint, exported: OnnxCTCModel, variant: str,
+def verify(checkpoint: Checkpoint, exported: OnnxRecognizer, variant: str,
            real_audio: list[np.ndarray] = ()) -> Verification:
-    """Compare on every case. A graph that takes an attention mask the model family does not use (the
-    group-norm family's padding-exact graph) is held to each utterance run alone, without padding."""
-    model = checkpoint.model.eval()
-    features = checkpoint.features
-    padding_exact = exported.uses_attention_mask and not features.return_attention_mask
+    """Compare on every case. A graph with an attention mask (the layer-norm family's, and the
+    group-norm family's padding-exact one) is held to each utterance as if run alone; the
+    group-norm family's plain graph to PyTorch run on the same padded batch without a mask."""
+    reference = TorchRecognizer.from_checkpoint(checkpoint, padding_exact=exported.padding_exact)
     results = []
-    for name, utterances in verification_cases(features.sampling_rate, real_audio):
-        input_values, attention_mask = batch_input_values(utterances, features.do_normalize, features.padding_value)
-        with torch.inference_mode():
-            if padding_exact:
-                expected = [model(torch.from_numpy(input_values[row:row + 1, :len(samples)]))[0].numpy()
-                            for row, samples in enumerate(utterances)]
-            else:
-                mask = torch.from_numpy(attention_mask) if features.return_attention_mask else None
-                expected = list(model(torch.from_numpy(input_values), mask).numpy())
-        actual = exported.run(input_values, attention_mask)
+    for name, utterances in verification_cases(checkpoint.features.sampling_rate, real_audio):
         result = CaseResult(name, 0.0, 0, 0, 0, 0)
-        for row, samples in enumerate(utterances):
-            frames = checkpoint.config.num_frames(len(samples))
-            reference, candidate = expected[row][:frames], actual[row, :frames]
-            result.max_abs_diff = max(result.max_abs_diff, float(np.abs(reference - candidate).max()))
-            result.frames += frames
-            result.frames_agreeing += int((reference.argmax(-1) == candidate.argmax(-1)).sum())
+        for expected, actual in zip(reference.logits(utterances), exported.logits(utterances)):
+            result.max_abs_diff = max(result.max_abs_diff, float(np.abs(expected - actual).max()))
+            result.frames += len(expected)
+            result.frames_agreeing += int((expected.argmax(-1) == actual.argmax(-1)).sum())
             result.transcripts += 1
-            result.transcripts_equal += checkpoint.vocab.greedy_decode(reference) == exported.vocab.greedy_decode(candidate)
+            result.transcripts_equal += checkpoint.vocab.greedy_decode(expected) == exported.vocab.greedy_decode(actual)
         results.append(result)
     return Verification(variant, results)

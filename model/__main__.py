@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict
+
+from .audio import AudioError
+from .decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, BeamOptions, DecoderStartError
+from .hub import ModelNotFoundError
+from .loading import load_recognizer
+from .package import DEFAULT_MODEL
+from .transcribe import DecodeOptions, Transcriber
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .package import DEFAULT_MODEL
-
     parser = argparse.ArgumentParser(prog="python -m model", description="wav2vec 2.0 CTC models")
     commands = parser.add_subparsers(dest="command", required=True)
 
     transcribe = commands.add_parser("transcribe", help="print '<path>\\t<transcript>' for each audio file")
     transcribe.add_argument("--model", default=str(DEFAULT_MODEL),
                             help="a model folder that ships (checkpoint/ inside), Hugging Face model folder or Hub "
-                                 "id, or fairseq fine-tuned checkpoint (.pt) (default: the shipped digits model, "
-                                 "models/digits)")
+                                 "id, fairseq fine-tuned checkpoint (.pt), or a folder written by `python -m export "
+                                 "onnx` (run with ONNX Runtime) (default: the shipped digits model, models/digits)")
+    transcribe.add_argument("--lm", help="KenLM language model (ARPA or binary): beam search with it")
+    transcribe.add_argument("--beam-width", type=int,
+                            help=f"beam search with this many beams (default {BEAM_WIDTH} with --lm; without "
+                                 "either, greedy decoding)")
+    transcribe.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
+    transcribe.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")
+    transcribe.add_argument("--word-timestamps", action="store_true",
+                            help="each word's start and end (seconds) and confidence: after the transcript, one "
+                                 "line per word, '\\t<start>\\t<end>\\t<word>\\t<confidence>'; with --json, as 'words'")
+    transcribe.add_argument("--json", action="store_true",
+                            help="one JSON object per file and line: audio, text, duration, decoder (and words)")
     transcribe.add_argument("audio", nargs="+", help="audio files: wav, flac, ogg, mp3, any sample rate")
 
     convert = commands.add_parser("convert", help="save any loadable checkpoint as a Hugging Face model folder")
@@ -25,32 +43,50 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--out", required=True, help="folder to write")
 
     args = parser.parse_args(argv)
-    # torch loads in a second or two; import it only once the arguments are known to be good.
-    from .audio import AudioError
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .hub import ModelNotFoundError
-    from .transcribe import Transcriber
-
+    if args.command == "transcribe" and args.beam_width is not None and args.beam_width < 1:
+        parser.error("--beam-width must be at least 1")
     try:
         if args.command == "convert":
+            from .pytorch.checkpoint import load_checkpoint  # torch loads in a second or two: only when needed
+
             folder = load_checkpoint(args.model, args.dictionary).save(args.out)
             print(f"saved {folder}")
             return 0
-        transcriber = Transcriber.load(args.model)
-    except (ModelNotFoundError, CheckpointError, OSError, ValueError) as error:
+        transcriber = Transcriber(load_recognizer(args.model), args.lm, args.lm_alpha, args.lm_beta)
+        beam = args.lm is not None or args.beam_width is not None
+        options = DecodeOptions("beam" if beam else "greedy", BeamOptions(args.beam_width or BEAM_WIDTH))
+        if beam:
+            transcriber.beam_search()  # a language model KenLM refuses fails here, once, not on every file
+    except (ModelNotFoundError, OSError, ValueError, ImportError) as error:  # CheckpointError: a ValueError
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except DecoderStartError as error:
+        print(f"error: language model '{args.lm}' could not be loaded: {error}", file=sys.stderr)
         return 1
 
     failed = 0
-    for path in args.audio:
-        try:
-            text = transcriber.transcribe(path)
-        except AudioError as error:
-            print(f"error: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"{path}\t{text}", flush=True)
+    with transcriber:
+        for path in args.audio:
+            try:
+                result = transcriber.transcribe_file(path, options)
+            except AudioError as error:
+                print(f"error: {error}", file=sys.stderr)
+                failed += 1
+                continue
+            print(_format(path, result, args.word_timestamps, args.json), flush=True)
     return 1 if failed else 0
+
+
+def _format(path: str, result, word_timestamps: bool, as_json: bool) -> str:
+    if as_json:
+        body = {"audio": path, "text": result.text, "duration": result.duration, "decoder": result.decoder}
+        if word_timestamps:
+            body["words"] = [asdict(word) for word in result.words]
+        return json.dumps(body, ensure_ascii=False)
+    lines = [f"{path}\t{result.text}"]
+    if word_timestamps:
+        lines += [f"\t{word.start:.3f}\t{word.end:.3f}\t{word.word}\t{word.confidence:.4f}" for word in result.words]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import numpy as np
 import soundfile  # libsndfile: wav, flac, ogg/vorbis/opus and mp3 in one well-kept decoder
 import soxr  # high-quality resampler, fast and torch-free
 
+from .config import FeatureSettings
+
 
 class AudioError(ValueError):
     """Audio that cannot be used: unreadable, empty, too short or not finite."""
@@ -159,6 +161,23 @@ def batch_input_values(utterances: list[np.ndarray], do_normalize: bool, padding
         input_values[row, :len(samples)] = normalize(samples) if do_normalize else samples
         attention_mask[row, :len(samples)] = 1
     return input_values, attention_mask
+
+
+def model_inputs(utterances: list[np.ndarray], features: FeatureSettings, padding_exact: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """What a model is fed for a batch, as its audio settings say; every caller (transcription,
+    training, export checks) prepares its inputs here.
+
+    Returns input_values (batch, samples) float32, each utterance normalised over its own samples
+    when `do_normalize`, right-padded with `padding_value`; and attention_mask (batch, samples)
+    int64 when the model takes one (`return_attention_mask`), or when the batch is padded and
+    `padding_exact` (the mask then keeps padding from changing any row), else None.
+    """
+    input_values, attention_mask = batch_input_values(utterances, features.do_normalize, features.padding_value)
+    padded = any(len(samples) < input_values.shape[1] for samples in utterances)
+    if features.return_attention_mask or (padded and padding_exact):
+        return input_values, attention_mask
+    return input_values, None
 
 
 # No recording comes near this peak; past it, float32 sums of squares over a long input could overflow.

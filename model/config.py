@@ -146,8 +146,18 @@ class Wav2Vec2Config:
     def num_frames(self, num_samples: int) -> int:
         """Output frames for `num_samples` input samples: the feature encoder's length formula."""
         for kernel, stride in zip(self.conv_kernel, self.conv_stride):
-            num_samples = max((num_samples - kernel) // stride + 1, 0)
+            num_samples = max(conv_output_length(num_samples, kernel, stride), 0)
         return num_samples
+
+    def frame_seconds(self, sampling_rate: int) -> float:
+        """Seconds between consecutive output frames (0.02 for the paper's models at 16 kHz)."""
+        return self.samples_per_frame / sampling_rate
+
+
+def conv_output_length(length, kernel: int, stride: int):
+    """Output steps of an unpadded convolution over `length` input steps: an int, or an integer
+    tensor of lengths (integer ops, exact in an exported graph too). Below `kernel` it is 0 or less."""
+    return (length - kernel) // stride + 1
 
 
 @dataclass
@@ -191,3 +201,8 @@ class FeatureSettings:
             "padding_side": "right",
             **dataclasses.asdict(self),
         }
+
+    def save(self, folder: str | Path) -> None:
+        """Write `preprocessor_config.json`, which transformers' feature extractor reads."""
+        path = Path(folder) / "preprocessor_config.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -24,6 +24,7 @@ def keep_large_buffers_out_of_the_heap(threshold: int = 128 * 1024) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .errors import validation_problem
     from .settings import Settings
 
     parser = argparse.ArgumentParser(prog="python -m service", description="wav2vec 2.0 transcription server. "
@@ -42,23 +43,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(**given)
     except ValidationError as error:
-        problem = error.errors()[0]
-        name = str(problem["loc"][0]) if problem["loc"] else None
-        if problem["type"] == "missing":
-            print(f"error: --{name.replace('_', '-')} (or ASR_{name.upper()}) is required", file=sys.stderr)
-        elif name is None:  # a rule between two settings
-            print(f"error: {problem['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        name, what = validation_problem(error)
+        flag = "--" + name.replace("_", "-")
+        if error.errors()[0]["type"] == "missing":
+            print(f"error: {flag} (or ASR_{name.upper()}) is required", file=sys.stderr)
+        elif not name:  # a rule between two settings
+            print(f"error: {what}", file=sys.stderr)
         else:
-            print(f"error: --{name.replace('_', '-')}: {problem['msg']}", file=sys.stderr)
+            print(f"error: {flag}: {what}", file=sys.stderr)
         return 2
     if settings.lm is not None and not settings.lm.is_file():
         print(f"error: language model '{settings.lm}' not found", file=sys.stderr)
         return 1
 
     from model.ctc import CTCVocabulary
+    from model.decoding import DecoderStartError
     from model.hub import ModelNotFoundError
 
-    from .decoding import DecoderStartError, check_decoder
+    from .beam_workers import check_decoder
     from .engine import ModelUnavailable, onnx_folder
 
     try:

@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -15,62 +14,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from .engine import load_engine
-from .errors import ApiError, api_error_handler, error_body, http_error_handler, internal_error_handler, \
-    validation_error_handler
+from .errors import ServiceError
+from .http_errors import (ApiError, api_error_handler, error_body, http_error_handler, internal_error_handler,
+                          service_error_handler, validation_error_handler)
 from .metrics import Metrics
-from .pipeline import Pipeline
+from .server import Server
 from .settings import Settings
 
 log = logging.getLogger("service")
-
-
-class Server:
-    """What the routes share: settings, metrics, and the pipeline once the model is loaded."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.metrics = Metrics()
-        self.pipeline: Pipeline | None = None
-        self.load_failed = False
-        self.streams = 0
-
-    @property
-    def model_name(self) -> str:
-        if self.settings.model_name:
-            return self.settings.model_name
-        return self.pipeline.engine.folder.name if self.pipeline else Path(self.settings.model).name
-
-    def load(self) -> None:
-        """Load and warm up the model; runs in a thread so /health answers meanwhile."""
-        try:
-            pipeline = Pipeline(self.settings, load_engine(self.settings), self.metrics)
-            pipeline.start()
-        except Exception as error:  # in the log; /ready says only that it failed: clients see no paths
-            self.load_failed = True
-            log.error("could not load the model: %s: %s", type(error).__name__, error)
-            return
-        self.pipeline = pipeline
-        manifest = pipeline.engine.manifest
-        # Its name, not its folder: the export manifest's source is a path on this machine.
-        self.metrics.model_info.info({"name": self.model_name, "variant": str(manifest.get("variant", "unknown")),
-                                      "provider": self.settings.provider})
-        log.info("model %s ready", self.model_name)
-
-    def not_ready_reason(self) -> str | None:
-        """Why requests cannot be served now, or None when they can."""
-        if self.load_failed:
-            return "the model could not be loaded; the server's log says why"
-        if self.pipeline is None:
-            return "the model is loading; retry shortly"
-        if not self.pipeline.beam.alive:
-            return "no beam-search worker is running; they are being restarted"
-        return None
-
-    def require_pipeline(self) -> Pipeline:
-        if self.pipeline is None:
-            raise ApiError(503, "model_not_ready", self.not_ready_reason(), headers={"Retry-After": "5"})
-        return self.pipeline
 
 
 class RequestMetrics:
@@ -156,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
                   redoc_url=None,
                   description="wav2vec 2.0 speech recognition: batched ONNX inference, KenLM beam search, streaming")
     app.state.server = server
+    app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)

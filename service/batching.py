@@ -1,10 +1,9 @@
 """Batching across requests: a bounded queue, and one worker thread per model that runs batches.
 
 Requests wait at most `max_wait_ms` for company; a batch holds at most `max_batch_size`
-utterances (or chunks of long ones). What was gathered runs in groups of similar length, so
-padding costs at most `MAX_PADDING` of the real audio (padded samples are computed for nothing,
-and on a CPU they cost as much as real ones). The event loop never blocks on inference, and a
-full queue is refused at once (the caller answers 503) instead of growing memory.
+utterances (or chunks of long ones). What was gathered runs in groups of similar length
+(`model.windows.length_groups`), so padding costs little. The event loop never blocks on
+inference, and a full queue is refused at once (the caller answers 503) instead of growing memory.
 """
 
 from __future__ import annotations
@@ -17,24 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from export.runtime import OnnxCTCModel
-
-
-MAX_PADDING = 0.2  # padded samples per real sample that a group may carry
-
-
-def length_groups(lengths: list[int], max_padding: float = MAX_PADDING) -> list[list[int]]:
-    """Indices grouped by similar length: each group's padded size (count x longest) is at most
-    (1 + max_padding) x its real size."""
-    groups: list[list[int]] = []
-    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
-        group = groups[-1] if groups else None
-        if group and (len(group) + 1) * lengths[index] <= (1 + max_padding) * (
-                sum(lengths[i] for i in group) + lengths[index]):
-            group.append(index)
-        else:
-            groups.append([index])
-    return groups
+from model.onnx import OnnxRecognizer
+from model.windows import length_groups
 
 
 class QueueFull(Exception):
@@ -58,7 +41,7 @@ class _Item:
 
 
 class Batcher:
-    def __init__(self, engine: OnnxCTCModel, max_batch_size: int, max_wait_ms: float, capacity: int,
+    def __init__(self, engine: OnnxRecognizer, max_batch_size: int, max_wait_ms: float, capacity: int,
                  on_batch=None):
         self.engine = engine
         self.max_batch_size = max_batch_size

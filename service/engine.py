@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from export.runtime import BATCHED_MODEL_FILE, MODEL_FILE, OnnxCTCModel
 from model.hub import resolve_model
+from model.onnx import BATCHED_MODEL_FILE, MODEL_FILE, OnnxRecognizer
 from model.package import package_onnx
 
 from .settings import Settings
@@ -65,9 +65,9 @@ def providers(settings: Settings, folder: Path) -> tuple[list, str | None]:
     return ["CPUExecutionProvider"], None
 
 
-def load_engine(settings: Settings) -> OnnxCTCModel:
-    """The graph to serve: for group-norm models the padding-exact one, so batching changes no result."""
+def load_engine(settings: Settings) -> OnnxRecognizer:
+    """The graph to serve: the recognizer's own choice (for group-norm models the padding-exact graph,
+    so batching changes no result), or the one a TensorRT engine was built for."""
     folder = onnx_folder(settings)
     execution_providers, engine_file = providers(settings, folder)
-    model_file = engine_file or (BATCHED_MODEL_FILE if (folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE)
-    return OnnxCTCModel(folder, providers=execution_providers, threads=settings.threads, model_file=model_file)
+    return OnnxRecognizer(folder, providers=execution_providers, threads=settings.threads, model_file=engine_file)

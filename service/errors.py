@@ -1,41 +1,46 @@
-"""Errors as JSON, in the shape OpenAI's API uses: {"error": {"message", "type", "param", "code"}}."""
+"""What the service refuses, and why: the errors its audio checks and pipeline raise.
+
+Each has a `code` for clients to act on and a message for people. They know nothing of HTTP or
+websockets: `service.http_errors` gives each kind its status and its close code.
+"""
 
 from __future__ import annotations
 
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, param: str | None = None,
-                 headers: dict[str, str] | None = None):
+class ServiceError(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None, retry_after: int | None = None):
         super().__init__(message)
-        self.status, self.code, self.message, self.param, self.headers = status, code, message, param, headers
+        self.code, self.message, self.param, self.retry_after = code, message, param, retry_after
 
 
-def error_body(code: str, message: str, param: str | None = None) -> dict:
-    kind = "server_error" if code == "internal_error" else "invalid_request_error"
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+class InvalidAudio(ServiceError):
+    """Audio that cannot be decoded, is empty, or is too short for one model frame."""
 
 
-async def api_error_handler(_: Request, error: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(error.code, error.message, error.param), error.status, headers=error.headers)
+class AudioTooLarge(ServiceError):
+    """Audio longer, or larger once decoded, than this server takes."""
 
 
-async def validation_error_handler(_: Request, error: RequestValidationError) -> JSONResponse:
+class UnusableAudio(ServiceError):
+    """Audio that decodes but holds nothing to transcribe: silence, or values the model turns into NaN."""
+
+
+class InvalidOption(ServiceError):
+    """An option outside what the request allows or this server's limits."""
+
+
+class Unauthorised(ServiceError):
+    """No valid API key."""
+
+
+class Busy(ServiceError):
+    """Not now: a queue is full, a worker is restarting, the model is loading. `retry_after` seconds."""
+
+
+def validation_problem(error, skip: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The first problem of a pydantic (or FastAPI request) validation error, as (where, what):
+    where is the field's dotted path less the parts in `skip`, what says what is wrong with it."""
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "form"))
-    return JSONResponse(error_body("invalid_parameter", f"{where or 'request'}: {first.get('msg', 'invalid')}",
-                                   where or None), 422)
-
-
-async def http_error_handler(_: Request, error: HTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    return JSONResponse(error_body(code, str(error.detail)), error.status_code, headers=error.headers)
-
-
-async def internal_error_handler(_: Request, error: Exception) -> JSONResponse:
-    """A bug: the client gets JSON that names no internals; the log gets the traceback."""
-    return JSONResponse(error_body("internal_error", "the server failed on this request; its log says why"), 500)
+    where = ".".join(str(part) for part in first.get("loc", ()) if part not in skip)
+    what = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+    return where, what

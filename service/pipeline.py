@@ -1,7 +1,9 @@
-"""Samples -> transcription: windows for long audio, batched inference, stitching, decoding.
+"""Samples -> transcription, as `model.transcribe` does it, with batching across requests, async and
+metrics: windows for long audio, batched inference, stitching, decoding.
 
 HTTP, the OpenAI-compatible route and streaming finals all go through `Pipeline.transcribe`,
-so the same audio gives the same text whichever way it arrives.
+so the same audio gives the same text whichever way it arrives, and the same as the CLI.
+Refusals are domain errors (`service.errors`); the HTTP and websocket layers choose statuses.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from export.runtime import OnnxCTCModel
+from model.decoding import HOTWORD_WEIGHT, BeamOptions, Decoded, greedy_decode
+from model.onnx import OnnxRecognizer
+from model.transcribe import UnusableLogits, Windowing, check_finite, choose_decoder, window_samples
+from model.windows import stitch
 
 from .audio_input import check_usable
 from .batching import Batcher, QueueFull
-from .chunking import plan_windows, stitch
-from .decoding import BeamSearch, Decoded, DecoderUnavailable, greedy_decode
-from .errors import ApiError
+from .beam_workers import BeamSearch, DecoderUnavailable
+from .errors import Busy, InvalidOption, UnusableAudio
 from .metrics import Metrics
 from .settings import Settings
 
@@ -31,7 +35,7 @@ class DecodeOptions(BaseModel):
     decoder: Literal["greedy", "beam"] | None = Field(None, description="default: beam with an LM, else greedy")
     beam_width: int | None = Field(None, ge=1, le=1024)
     hotwords: list[str] = Field(default_factory=list, max_length=100)
-    hotword_weight: float = Field(10.0, ge=0, le=100)
+    hotword_weight: float = Field(HOTWORD_WEIGHT, ge=0, le=100)
     word_timestamps: bool = True
 
 
@@ -55,12 +59,12 @@ class Transcription:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, engine: OnnxCTCModel, metrics: Metrics):
+    def __init__(self, settings: Settings, engine: OnnxRecognizer, metrics: Metrics):
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
-        self.rate = engine.features.sampling_rate
-        self.frame_seconds = engine.config.samples_per_frame / self.rate
+        self.rate = engine.sampling_rate
+        self.windowing = Windowing(settings.chunk_seconds, settings.chunk_context_seconds)
         self.batcher = Batcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.queue_capacity,
                                on_batch=metrics.record_batch)
         self.beam = BeamSearch(engine.vocab, settings.lm, settings.lm_alpha, settings.lm_beta,
@@ -78,12 +82,12 @@ class Pipeline:
         self.beam.close()
 
     async def logits(self, samples: np.ndarray) -> tuple[np.ndarray, Timings]:
-        windows = plan_windows(len(samples), self.engine.config, int(self.settings.chunk_seconds * self.rate),
-                               int(self.settings.chunk_context_seconds * self.rate))
+        """Busy when the inference queue is full."""
+        windows, pieces = window_samples(samples, self.engine, self.windowing)
         try:
-            results = await self.batcher.infer([samples[window.start:window.end] for window in windows])
+            results = await self.batcher.infer(pieces)
         except QueueFull as error:
-            raise ApiError(503, "overloaded", f"{error}; retry shortly", headers={"Retry-After": "1"}) from None
+            raise Busy("overloaded", f"{error}; retry shortly", retry_after=1) from None
         finally:
             self.metrics.queue_depth.set(self.batcher.depth)
         for result in results:
@@ -95,17 +99,18 @@ class Pipeline:
         """What the request model cannot know: this server's own limits."""
         limit = self.settings.max_beam_width
         if options.beam_width is not None and options.beam_width > limit:
-            raise ApiError(422, "invalid_parameter", f"beam_width {options.beam_width} is over this server's limit "
-                                                     f"of {limit}", "beam_width")
+            raise InvalidOption("invalid_parameter", f"beam_width {options.beam_width} is over this server's "
+                                                     f"limit of {limit}", "beam_width")
 
     async def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Transcription:
         self.check_options(options)
-        check_usable(samples, self.engine.config.receptive_field, self.rate)
+        check_usable(samples, self.engine.min_samples, self.rate)
         logits, timings = await self.logits(samples)
-        if not np.isfinite(logits).all():  # never handed to a decoder: beam search fails on NaN, greedy reads noise
-            raise ApiError(422, "unusable_audio", "the model's output for this audio is not finite; the audio may "
-                                                  "be damaged or far out of the usual range")
-        decoder = options.decoder or ("beam" if self.settings.lm else "greedy")
+        try:
+            check_finite(logits)
+        except UnusableLogits as error:
+            raise UnusableAudio("unusable_audio", str(error)) from None
+        decoder = choose_decoder(options.decoder, self.settings.lm is not None)
         started = time.perf_counter()
         decoded = await self.decode(logits, decoder, options)
         timings.decode = (time.perf_counter() - started) * 1000
@@ -114,11 +119,12 @@ class Pipeline:
         return Transcription(decoded.text, words, round(len(samples) / self.rate, 3), decoder, timings)
 
     async def decode(self, logits: np.ndarray, decoder: str, options: DecodeOptions) -> Decoded:
+        """Busy when no beam-search worker can take the search now."""
         if decoder == "greedy":  # in a thread: an hour of audio is 180,000 frames to walk
-            return await asyncio.to_thread(greedy_decode, self.engine.vocab, logits, self.frame_seconds)
+            return await asyncio.to_thread(greedy_decode, self.engine.vocab, logits, self.engine.frame_seconds)
+        beam = BeamOptions(options.beam_width or self.settings.beam_width, tuple(options.hotwords),
+                           options.hotword_weight)
         try:
-            return await self.beam.decode(logits, self.frame_seconds, options.beam_width or self.settings.beam_width,
-                                          options.hotwords, options.hotword_weight)
+            return await self.beam.decode(logits, self.engine.frame_seconds, beam)
         except DecoderUnavailable as error:
-            raise ApiError(503, "decoder_unavailable", f"{error}; retry shortly",
-                           headers={"Retry-After": "1"}) from None
+            raise Busy("decoder_unavailable", f"{error}; retry shortly", retry_after=1) from None

@@ -29,19 +29,21 @@ import json
 import logging
 import math
 import secrets
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import soundfile
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.audio import AudioError, decode_pcm
 
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from .errors import ApiError
+from .dependencies import ServerDep, known_key, require_api_key
+from .errors import ServiceError
+from .http_errors import close_code, http_status
 from .pipeline import Pipeline
-from .streaming import SegmentEnd, Stream, StreamConfig, StreamEvents, _authorised, _Closed, _known_key, _receive
+from .streaming import SegmentEnd, Stream, StreamConfig, StreamEvents, _Closed, _receive
 
 router = APIRouter()
 log = logging.getLogger("service")
@@ -323,8 +325,8 @@ class RealtimeEvents(StreamEvents):
         await self.send(event)
         self.end_turn()
 
-    async def failed(self, error: ApiError) -> None:
-        kind = "server_error" if error.status >= 500 else "invalid_request_error"
+    async def failed(self, error: ServiceError) -> None:
+        kind = "server_error" if http_status(error) >= 500 else "invalid_request_error"
         await self.send({"type": "conversation.item.input_audio_transcription.failed", "item_id": self.current_item(),
                          "content_index": 0, "error": {"type": kind, "code": error.code, "message": error.message,
                                                        "param": None}})
@@ -335,14 +337,13 @@ UNSUPPORTED = ("response.", "conversation.", "output_audio_buffer.")  # a conver
 
 
 @router.websocket("/v1/realtime")
-async def realtime(websocket: WebSocket) -> None:
-    server = websocket.app.state.server
+async def realtime(websocket: WebSocket, server: ServerDep, authorised: Annotated[bool, Depends(require_api_key)]
+                   ) -> None:
     settings = server.settings
     offered = [name.strip() for name in websocket.headers.get("sec-websocket-protocol", "").split(",") if name.strip()]
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     browser_keys = [name.removeprefix(BROWSER_KEY_PREFIX) for name in offered if name.startswith(BROWSER_KEY_PREFIX)]
-    if not (_authorised(websocket, settings.api_keys)
-            or any(_known_key(key, settings.api_keys) for key in browser_keys)):
+    if not (authorised or any(known_key(key, settings.api_keys) for key in browser_keys)):
         await _refuse(websocket, 1008, "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>")
         return
     intent = websocket.query_params.get("intent", "transcription")
@@ -365,9 +366,9 @@ async def realtime(websocket: WebSocket) -> None:
         await _refuse(websocket, closed.code, "session_error", closed.reason)
     except WebSocketDisconnect:
         pass
-    except ApiError as error:
-        await _refuse(websocket, 1013 if error.status == 503 else 1007, error.code, error.message,
-                      "server_error" if error.status >= 500 else "invalid_request_error")
+    except ServiceError as error:
+        await _refuse(websocket, close_code(error), error.code, error.message,
+                      "server_error" if http_status(error) >= 500 else "invalid_request_error")
     except Exception:
         log.exception("realtime session failed")
         await _refuse(websocket, 1011, "internal_error", "the server failed on this session; see its log",
@@ -415,7 +416,7 @@ async def _handle(event: dict, session: Session, events: RealtimeEvents, stream:
         config = session.stream_config(max_segment)
         try:
             pipeline.check_options(config)
-        except ApiError as error:
+        except ServiceError as error:
             raise EventError("invalid_value", error.message, "session") from None
         stream.reconfigure(config)
         if beta:

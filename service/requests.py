@@ -10,7 +10,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from .errors import ApiError
+from .errors import validation_problem
+from .http_errors import ApiError
 
 RAW_AUDIO_TYPES = ("application/octet-stream",)
 
@@ -92,7 +93,5 @@ def parse_fields(model: type[BaseModel], fields: dict[str, list[str]], lists: tu
     try:
         return model.model_validate(values)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "request"
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-        raise ApiError(422, "invalid_parameter", f"{where}: {message}", where) from None
+        where, what = validation_problem(error)
+        raise ApiError(422, "invalid_parameter", f"{where or 'request'}: {what}", where or "request") from None

@@ -9,42 +9,23 @@ pydantic models that validate them: the schema is the contract.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, field_validator
 
 from model.audio import PCM_ENCODINGS
 
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode_upload
-from .errors import ApiError
+from .dependencies import PipelineDep, ServerDep, require_api_key
 from .pipeline import DecodeOptions, Pipeline, Transcription
 from .requests import audio_and_fields, parse_fields
+from .server import Server
 from .subtitles import segments, srt, vtt
-
-
-def server_of(request: Request):
-    return request.app.state.server
-
-
-# Declares the bearer scheme to OpenAPI; the check itself is below, constant-time.
-bearer = HTTPBearer(auto_error=False, description="one of the server's API keys, when it has any")
-
-
-def require_api_key(request: Request, _credentials=Depends(bearer)) -> None:
-    keys = server_of(request).settings.api_keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), key.encode()) for key in keys):
-        raise ApiError(401, "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>",
-                       headers={"WWW-Authenticate": "Bearer"})
 
 
 class ErrorDetail(BaseModel):
@@ -91,8 +72,7 @@ async def alive() -> dict:
 @health.get("/ready", summary="The model is loaded and warmed up, and a beam-search worker runs",
             response_model=ReadyResponse,
             responses={503: {"model": NotReadyResponse, "description": "loading, failed, or no decoder running"}})
-async def ready(request: Request) -> JSONResponse:
-    server = server_of(request)
+async def ready(server: ServerDep) -> JSONResponse:
     reason = server.not_ready_reason()
     if reason:
         return JSONResponse({"status": "not ready", "detail": reason}, 503, headers={"Retry-After": "5"})
@@ -101,8 +81,7 @@ async def ready(request: Request) -> JSONResponse:
 
 @health.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
-async def metrics(request: Request) -> Response:
-    server = server_of(request)
+async def metrics(server: ServerDep) -> Response:
     if server.pipeline:
         server.metrics.queue_depth.set(server.pipeline.batcher.depth)
         server.metrics.decode_workers_alive.set(server.pipeline.beam.alive)
@@ -137,8 +116,7 @@ class ModelList(BaseModel):
 
 
 @api.get("/v1/models", summary="The served model, OpenAI-style", response_model=ModelList)
-async def models(request: Request) -> dict:
-    server = server_of(request)
+async def models(server: ServerDep) -> dict:
     return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": 0,
                                         "owned_by": "w2v-asr"}]}
 
@@ -260,9 +238,8 @@ def audio_request(params: type[BaseModel]) -> dict:
     }
 
 
-async def _transcribe(request: Request, endpoint: str, params_model: type[TranscribeParams]):
-    server = server_of(request)
-    pipeline: Pipeline = server.require_pipeline()
+async def _transcribe(request: Request, server: Server, pipeline: Pipeline, endpoint: str,
+                      params_model: type[TranscribeParams]) -> tuple[TranscribeParams, Transcription]:
     started = time.perf_counter()
     settings = server.settings
     audio, fields = await audio_and_fields(request, int(settings.max_upload_mb * 2**20),
@@ -286,9 +263,9 @@ TRANSCRIBE_ERRORS = error_responses(400, 408, 413, 415, 422, 503)
                       "application/octet-stream; raw PCM with `sample_rate` and `encoding`). Options as form "
                       "fields or query parameters.",
           responses=TRANSCRIBE_ERRORS, openapi_extra=audio_request(TranscribeParams))
-async def transcribe(request: Request) -> dict:
-    _, result = await _transcribe(request, "/transcribe", TranscribeParams)
-    return {**result.to_dict(), "model": server_of(request).model_name}
+async def transcribe(request: Request, server: ServerDep, pipeline: PipelineDep) -> dict:
+    _, result = await _transcribe(request, server, pipeline, "/transcribe", TranscribeParams)
+    return {**result.to_dict(), "model": server.model_name}
 
 
 @api.post("/v1/audio/transcriptions", summary="OpenAI-compatible transcription",
@@ -299,8 +276,8 @@ async def transcribe(request: Request) -> dict:
                                                 "model": OpenAIText | OpenAIVerbose,
                                                 "content": {"text/plain": {"schema": {"type": "string"}}}}},
           openapi_extra=audio_request(OpenAIParams))
-async def openai_transcriptions(request: Request) -> Response:
-    params, result = await _transcribe(request, "/v1/audio/transcriptions", OpenAIParams)
+async def openai_transcriptions(request: Request, server: ServerDep, pipeline: PipelineDep) -> Response:
+    params, result = await _transcribe(request, server, pipeline, "/v1/audio/transcriptions", OpenAIParams)
     return openai_response(params, result)
 
 

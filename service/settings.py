@@ -8,7 +8,9 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA
 from model.package import DEFAULT_MODEL, is_package, package_lm
+from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
 
 
 class Settings(BaseSettings):
@@ -35,18 +37,18 @@ class Settings(BaseSettings):
                                                       "Retry-After")
     # Decoding.
     decode_workers: int = Field(1, ge=1, description="worker processes for beam search")
-    beam_width: int = Field(100, ge=1, le=1024, description="default beam width")
+    beam_width: int = Field(BEAM_WIDTH, ge=1, le=1024, description="default beam width")
     max_beam_width: int = Field(256, ge=1, le=1024, description="largest beam_width a request may ask for (422 above)")
     decode_queue_capacity: int = Field(64, ge=0, description="beam-search requests waiting for a worker before "
                                                              "503 Retry-After")
     decode_timeout_seconds: float = Field(30.0, gt=0, description="longest a beam search may wait for a worker, "
                                                                  "and longest it may run (its worker is then "
                                                                  "restarted); past either: 503")
-    lm_alpha: float = Field(0.5, description="language model weight")
-    lm_beta: float = Field(1.0, description="word insertion bonus")
+    lm_alpha: float = Field(LM_ALPHA, description="language model weight")
+    lm_beta: float = Field(LM_BETA, description="word insertion bonus")
     # Long audio.
-    chunk_seconds: float = Field(30.0, gt=0, description="audio per inference chunk")
-    chunk_context_seconds: float = Field(5.0, ge=0, description="context each side of a chunk, not transcribed twice")
+    chunk_seconds: float = Field(CHUNK_SECONDS, gt=0, description="audio per inference chunk")
+    chunk_context_seconds: float = Field(CONTEXT_SECONDS, ge=0, description="context each side of a chunk, not transcribed twice")
     # Limits.
     max_upload_mb: float = Field(100.0, gt=0)
     max_audio_seconds: float = Field(3600.0, gt=0)

@@ -15,23 +15,24 @@ long a stream runs.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import soxr
 import webrtcvad  # WebRTC's voice-activity detector: tiny, fast, no model files
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from pydantic import Field, ValidationError, field_validator
 
 from model.audio import AudioError, decode_pcm
 
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from .errors import ApiError
+from .dependencies import ServerDep, known_key, require_api_key
+from .errors import Busy, ServiceError, Unauthorised, validation_problem
+from .http_errors import close_code, refuse
 from .pipeline import DecodeOptions, Pipeline
 
 router = APIRouter()
@@ -146,7 +147,7 @@ class StreamEvents:
     async def final(self, text: str, words: list[dict], start: float, end: float) -> None:
         """The segment's transcription (words' times from the stream's start)."""
 
-    async def failed(self, error: ApiError) -> None:
+    async def failed(self, error: ServiceError) -> None:
         """The segment could not be transcribed (busy, unusable audio); by default that ends the stream."""
         raise error
 
@@ -266,10 +267,8 @@ class Stream:
     async def _send_partial(self, window: np.ndarray) -> None:
         try:
             logits, _ = await self.pipeline.logits(window)
-        except ApiError as error:
-            if error.status == 503:  # the inference queue is full: this partial is skipped
-                return
-            raise
+        except Busy:  # the inference queue is full: this partial is skipped
+            return
         decoded = await self.pipeline.decode(logits, "greedy", self.config)
         await self.events.partial(decoded.text, [asdict(word) for word in decoded.words])
 
@@ -306,7 +305,7 @@ class Stream:
         try:
             result = await self.pipeline.transcribe(segment, self.config)
             text, words = result.text, result.words
-        except ApiError as error:
+        except ServiceError as error:
             if error.code not in ("silent_audio", "audio_too_short"):
                 await self.events.failed(error)
                 return
@@ -333,17 +332,6 @@ class Stream:
             self.segment.append(tail.astype(np.float32, copy=False))
 
 
-def _authorised(websocket: WebSocket, keys: list[str]) -> bool:
-    if not keys:
-        return True
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and _known_key(token, keys)
-
-
-def _known_key(token: str, keys: list[str]) -> bool:
-    return any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
-
-
 def _config_key(message: dict) -> str | None:
     """The `api_key` of a JSON config message, if it has one."""
     try:
@@ -355,45 +343,41 @@ def _config_key(message: dict) -> str | None:
 
 
 @router.websocket("/v1/stream")
-async def stream(websocket: WebSocket) -> None:
-    server = websocket.app.state.server
+async def stream(websocket: WebSocket, server: ServerDep, authorised: Annotated[bool, Depends(require_api_key)]
+                 ) -> None:
     settings = server.settings
     await websocket.accept()
     first = None
-    if not _authorised(websocket, settings.api_keys):
+    if not authorised:
         # A browser cannot set headers on a websocket: without one, the key may come in the config.
         if "authorization" not in websocket.headers:
             try:
                 first = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
             except _Closed as closed:
-                await _refuse(websocket, closed.code, "stream_error", closed.reason)
+                await refuse(websocket, closed.code, "stream_error", closed.reason)
                 return
             except WebSocketDisconnect:
                 return
-        if first is None or not _known_key(_config_key(first) or "", settings.api_keys):
-            await _refuse(websocket, 1008, "invalid_api_key", "a valid API key is needed: Authorization: Bearer "
-                                                              "<key>, or the config's api_key")
-            return
-    if server.pipeline is None:
-        await _refuse(websocket, 1013, "model_not_ready", "the model is not loaded yet; retry shortly")
-        return
+        if first is None or not known_key(_config_key(first) or "", settings.api_keys):
+            raise Unauthorised("invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>, or the "
+                                                  "config's api_key")
+    pipeline = server.require_pipeline()
     if server.streams >= settings.max_streams:
-        await _refuse(websocket, 1013, "too_many_streams", f"this server takes at most {settings.max_streams} "
-                                                          "streams at once; retry shortly")
-        return
+        raise Busy("too_many_streams", f"this server takes at most {settings.max_streams} streams at once; "
+                                       "retry shortly")
     server.streams += 1
     server.metrics.active_streams.inc()
     try:
-        await _serve(websocket, server.pipeline, settings, first)
+        await _serve(websocket, pipeline, settings, first)
     except _Closed as closed:
-        await _refuse(websocket, closed.code, "stream_error", closed.reason)
+        await refuse(websocket, closed.code, "stream_error", closed.reason)
     except WebSocketDisconnect:
         pass
-    except ApiError as error:  # from the pipeline: busy (1013, try again later) or unusable audio (1007)
-        await _refuse(websocket, 1013 if error.status == 503 else 1007, error.code, error.message)
+    except ServiceError as error:  # from the pipeline: busy (try again later) or unusable audio
+        await refuse(websocket, close_code(error), error.code, error.message)
     except Exception:  # a bug: the client still gets an error and a close code, the log the traceback
         log.exception("stream failed")
-        await _refuse(websocket, 1011, "internal_error", "the server failed on this stream; see its log")
+        await refuse(websocket, 1011, "internal_error", "the server failed on this stream; see its log")
     finally:
         server.streams -= 1
         server.metrics.active_streams.dec()
@@ -420,15 +404,14 @@ async def _serve(websocket: WebSocket, pipeline: Pipeline, settings, first: dict
     try:
         config = StreamConfig.model_validate_json(first["text"])
     except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "config"
-        raise _Closed(1007, f"bad config: {where}: {problem['msg']}") from None
+        where, what = validation_problem(error)
+        raise _Closed(1007, f"bad config: {where or 'config'}: {what}") from None
     if "max_segment_seconds" in config.model_fields_set and config.max_segment_seconds > settings.stream_max_seconds:
         raise _Closed(1007, f"bad config: max_segment_seconds: {config.max_segment_seconds:g} is over this "
                             f"server's stream limit of {settings.stream_max_seconds:g} s")
     try:
         pipeline.check_options(config)
-    except ApiError as error:
+    except ServiceError as error:
         raise _Closed(1007, f"bad config: {error.message}") from None
     stream = Stream(StreamMessages(websocket), pipeline, config, settings.stream_max_seconds)
     try:
@@ -452,11 +435,3 @@ async def _serve(websocket: WebSocket, pipeline: Pipeline, settings, first: dict
                 raise _Closed(1007, f"unknown message type {kind!r}; expected eof or finalize")
     finally:
         stream.cancel_partial()
-
-
-async def _refuse(websocket: WebSocket, code: int, error: str, message: str) -> None:
-    try:
-        await websocket.send_json({"type": "error", "error": error, "message": message})
-        await websocket.close(code, reason=message[:120])
-    except (WebSocketDisconnect, RuntimeError):
-        pass  # the client is already gone

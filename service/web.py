@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 
-from .errors import ApiError
+from model.transcribe import choose_decoder
+
+from .dependencies import ServerDep
+from .http_errors import ApiError
 
 FOLDER = Path(__file__).with_name("web")
 FILES = {"app.js": "text/javascript", "capture-worklet.js": "text/javascript", "style.css": "text/css"}
@@ -25,15 +28,14 @@ async def page() -> FileResponse:
 
 
 @router.get("/web/config.json")
-async def config(request: Request) -> JSONResponse:
+async def config(server: ServerDep) -> JSONResponse:
     """What the page needs before it starts: the model's sample rate, whether keys are needed."""
-    server = request.app.state.server
     pipeline = server.pipeline
     return JSONResponse({
         "ready": pipeline is not None,
         "model": server.model_name if pipeline is not None else None,
         "sample_rate": pipeline.rate if pipeline is not None else None,
-        "default_decoder": "beam" if server.settings.lm else "greedy",
+        "default_decoder": choose_decoder(None, server.settings.lm is not None),
         "api_keys": bool(server.settings.api_keys),
     }, headers={"Cache-Control": "no-store"})
 

@@ -17,6 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 REALSPEECH = DATA / "realspeech"
 
+# How long a command may run before a test calls it hung. No test measures time: this only keeps a
+# hang from stalling the suite, and is far above what anything takes on a loaded two-core machine.
+HANG_SECONDS = 3600
+
 # A character vocabulary like facebook/wav2vec2-base-960h's.
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
 
@@ -153,7 +157,11 @@ class RunningServer:
 @contextlib.contextmanager
 def run_server(model: Path | None, *options: str, log_dir: Path, env: dict | None = None, wait_ready: bool = True):
     """`python -m service` on a free loopback port, for real; stopped (SIGTERM) afterwards. With `model`
-    None, no --model is given: the server's default."""
+    None, no --model is given: the server's default.
+
+    Waits for the server's own readiness signal (/ready answers 200), however long loading takes
+    (a checkpoint may be exported first): it fails when the server exits or says loading failed,
+    never on a clock (HANG_SECONDS only guards against a hang)."""
     import socket
     import subprocess
     import sys
@@ -171,23 +179,26 @@ def run_server(model: Path | None, *options: str, log_dir: Path, env: dict | Non
                                    env={**os.environ, **(env or {})})
     server = RunningServer(f"http://127.0.0.1:{port}", process, log)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG_SECONDS
         while wait_ready:
             if process.poll() is not None:
                 raise AssertionError(f"the server exited with {process.returncode}:\n{server.log_tail()}")
             try:
-                if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
+                ready = httpx.get(f"{server.url}/ready", timeout=HANG_SECONDS)
+                if ready.status_code == 200:
                     break
-            except httpx.TransportError:
+                if "could not be loaded" in ready.json().get("detail", ""):
+                    raise AssertionError(f"the server could not load its model:\n{server.log_tail()}")
+            except httpx.TransportError:  # not listening yet (it may be exporting the model first)
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"the server did not get ready:\n{server.log_tail()}")
+                raise AssertionError(f"the server hung while getting ready:\n{server.log_tail()}")
             time.sleep(0.2)
         yield server
     finally:
         process.terminate()
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=HANG_SECONDS)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -19,9 +19,9 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from conftest import FAMILIES, REPO, VOCAB, save_tiny_hf_model
-from model.checkpoint import CheckpointError, load_checkpoint
 from model.hub import ModelNotFoundError, resolve_model
-from model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
+from model.pytorch.checkpoint import CheckpointError, load_checkpoint
+from model.pytorch.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 
 TOLERANCE = 1e-5
 AUDIO = torch.randn(2, 20000, generator=torch.Generator().manual_seed(5))

@@ -16,10 +16,10 @@ import soundfile
 import torch
 import yaml
 
-from conftest import DATA, REPO
+from conftest import DATA, HANG_SECONDS, REPO
 from model.audio import load_audio
-from model.checkpoint import load_checkpoint
 from model.ctc import CTCVocabulary
+from model.pytorch.checkpoint import load_checkpoint
 from training.loop import tri_stage
 from training.manifest import Entry, read_manifest, write_manifest
 
@@ -34,9 +34,9 @@ QUIET = ["mask_time_prob=0", "mask_channel_prob=0", "max_batch_seconds=8", "lr_p
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def training(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def training(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout, env=ENV)
+                          timeout=HANG_SECONDS, env=ENV)
 
 
 def metrics(folder) -> list[dict]:
@@ -176,7 +176,7 @@ def test_finetune_on_two_processes_with_torchrun(digits, tmp_path):
                           "-m", "training", "finetune", f"train_manifest={digits}", f"output_dir={tmp_path / 'ddp'}",
                           *TINY, *QUIET, "freeze_feature_encoder=false", "freeze_transformer_steps=1",
                           "max_batch_seconds=2", "max_steps=4", "log_every=1", "save_every=4", "learning_rate=1e-3"],
-                         capture_output=True, text=True, cwd=REPO, timeout=300, env=ENV)
+                         capture_output=True, text=True, cwd=REPO, timeout=HANG_SECONDS, env=ENV)
     assert run.returncode == 0, run.stderr[-3000:]
     got = metrics(tmp_path / "ddp")
     assert [m["step"] for m in got] == [1, 2, 3, 4], "rank 0 alone writes the metrics"
@@ -331,7 +331,7 @@ def test_the_fsdd_recipe_runs_and_decodes_its_audio_once(digits, tmp_path):
     assert saved["hidden_size"] == recipe["model"]["hidden_size"]
     transcribed = subprocess.run([sys.executable, "-m", "model", "transcribe", "--model", str(out / "best"),
                                   str(read_manifest(digits)[0].audio)], capture_output=True, text=True, cwd=REPO,
-                                 env=ENV, timeout=300)
+                                 env=ENV, timeout=HANG_SECONDS)
     assert transcribed.returncode == 0, transcribed.stderr
 
 
@@ -397,7 +397,7 @@ def test_resume_keeps_the_runs_schedule_unless_rescheduled(digits, tmp_path):
 
 def test_weight_decay_skips_biases_norms_and_the_mask_embedding():
     from model.config import Wav2Vec2Config
-    from model.wav2vec2 import Wav2Vec2ForCTC
+    from model.pytorch.wav2vec2 import Wav2Vec2ForCTC
     from training.loop import adamw
 
     model = Wav2Vec2ForCTC(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -501,3 +501,40 @@ def test_connect_joins_one_speakers_recordings_with_pauses(tmp_path):
         [e.text for e in entries], "the seed fixes the set"
     bad = training("connect", "--manifest", str(manifest), "--out", str(out), "--speaker", "^[0-9]+_")
     assert bad.returncode == 1 and "needs a group naming the speaker" in bad.stderr
+
+
+def test_finetuning_feeds_the_model_what_transcription_feeds_it(digits, tmp_path):
+    """From a checkpoint that does not normalise its input (as fairseq's base models): fine-tuning
+    trains on exactly the inputs `python -m model transcribe` gives the model, and saves that setting."""
+    from conftest import save_tiny_hf_model
+    from model.__main__ import main as model_cli
+    from model.config import FeatureSettings
+    from model.pytorch.wav2vec2 import Wav2Vec2Model
+    from training.config import FinetuneConfig
+    from training.finetune import finetune
+
+    start = save_tiny_hf_model(tmp_path / "start", "base")
+    FeatureSettings(sampling_rate=16000, do_normalize=False).save(start)
+    entry = read_manifest(digits)[3]
+    one = tmp_path / "one.jsonl"
+    write_manifest([entry], one)
+    inputs: list[np.ndarray] = []
+
+    def record(module, arguments):
+        if isinstance(module, Wav2Vec2Model):
+            inputs.append(arguments[0].detach().numpy().copy())
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        out = finetune(FinetuneConfig(train_manifest=str(one), init=str(start), output_dir=str(tmp_path / "ft"),
+                                      max_steps=1, freeze_transformer_steps=1, mask_time_prob=0.0,
+                                      mask_channel_prob=0.0, save_every=1, log_every=1))
+        (trained,) = inputs
+        inputs.clear()
+        assert model_cli(["transcribe", "--model", str(out), str(entry.audio)]) == 0
+        (transcribed,) = inputs
+    finally:
+        hook.remove()
+    assert np.array_equal(trained, transcribed)
+    assert np.array_equal(trained[0], load_audio(entry.audio, 16000)), "not normalised, as the checkpoint says"
+    assert not json.loads((out / "preprocessor_config.json").read_text())["do_normalize"]

@@ -8,8 +8,8 @@ import torch
 import transformers
 
 from conftest import save_tiny_hf_model
-from model.checkpoint import load_checkpoint
-from model.wav2vec2 import Wav2Vec2ForPreTraining
+from model.pytorch.checkpoint import load_checkpoint
+from model.pytorch.wav2vec2 import Wav2Vec2ForPreTraining
 
 TOLERANCE = 1e-5
 
@@ -50,7 +50,7 @@ def test_padded_batch_logits_match(models, family):
     assert torch.max(torch.abs(actual - expected)).item() < TOLERANCE
     if attention_mask is not None:
         # With a mask, each row equals the same utterance run alone, up to its own frames.
-        frames = ours.model.wav2vec2.frame_lengths(torch.tensor(lengths))
+        frames = [ours.config.num_frames(length) for length in lengths]
         for row, length in enumerate(lengths):
             with torch.no_grad():
                 alone = ours.model(audio[row:row + 1, :length])
@@ -87,10 +87,10 @@ def test_pretraining_model_matches(tmp_path, family):
 
 
 def test_padding_stays_out_of_group_norm_statistics(models, family):
-    """With masked_group_norm, each row of a padded batch equals the utterance run alone, in training
+    """With an attention mask, each row of a padded batch equals the utterance run alone, in training
     (gradients too) and in inference, and the eager per-utterance path equals the masked statistics
     that exported graphs compute."""
-    from model.modules import ConvLayer, masked_channel_norm
+    from model.pytorch.modules import ConvLayer, masked_channel_norm
 
     model = models[1].model
     lengths = [16000, 12345, 9000]
@@ -102,9 +102,9 @@ def test_padding_stays_out_of_group_norm_statistics(models, family):
         batch[row, :len(samples)], mask[row, :len(samples)] = samples, 1
     model.eval()
     with torch.no_grad():
-        together = model(batch, mask, masked_group_norm=True)
+        together = model(batch, mask)
         for row, samples in enumerate(audio):
-            alone = model(samples[None], torch.ones(1, len(samples), dtype=torch.long), masked_group_norm=True)
+            alone = model(samples[None], torch.ones(1, len(samples), dtype=torch.long))
             frames = alone.shape[1]
             assert torch.allclose(together[row, :frames], alone[0], atol=1e-4), row
 

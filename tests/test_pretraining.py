@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA
+from conftest import DATA, HANG_SECONDS
 from model.audio import batch_input_values, load_audio
 from model.config import Wav2Vec2Config
-from model.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
+from model.pytorch.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
 from training.pretraining import (PretrainingObjective, gumbel_temperature, sample_negatives,
                                   scale_feature_encoder_gradients, span_mask)
 
@@ -111,7 +111,7 @@ def pretrain_command(manifest, output, *overrides):
                            str(REPO / "training" / "configs" / "pretrain-tiny.yaml"), f"manifest={manifest}",
                            f"output_dir={output}", "max_batch_seconds=8", "max_sample_seconds=2", "warmup_steps=2",
                            "log_every=1", "save_every=3", "num_negatives=20", *tiny, *overrides],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+                          capture_output=True, text=True, cwd=REPO, timeout=HANG_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def read_metrics(folder):
 def test_pretrain_command_writes_checkpoints_transformers_loads(unlabeled_manifest, tmp_path):
     import transformers
 
-    from model.checkpoint import load_checkpoint
+    from model.pytorch.checkpoint import load_checkpoint
 
     result = pretrain_command(unlabeled_manifest, tmp_path / "run", "max_steps=6")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -183,7 +183,7 @@ def test_pretrain_on_two_processes_with_torchrun(unlabeled_manifest, tmp_path):
                           "save_every=4", "num_negatives=20", "model.hidden_size=32", "model.num_hidden_layers=2",
                           "model.intermediate_size=64", "model.conv_dim=[32,32,32,32,32,32,32]",
                           "model.num_conv_pos_embeddings=16", "model.codevector_dim=32", "model.proj_codevector_dim=32"],
-                         capture_output=True, text=True, cwd=REPO, timeout=300,
+                         capture_output=True, text=True, cwd=REPO, timeout=HANG_SECONDS,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = read_metrics(tmp_path / "ddp")

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import DATA, REALSPEECH, REPO, run_server
+from conftest import DATA, HANG_SECONDS, REALSPEECH, REPO, run_server
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 SPEECH_WAV = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
@@ -40,7 +40,8 @@ def test_python_examples_run(server, hf_ctc_folder, exported_folder):
     assert len(blocks) >= 4, "model, ONNX runtime, OpenAI client and streaming examples"
     for block in blocks:
         code = localise(block, server, hf_ctc_folder, exported_folder)
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                                timeout=HANG_SECONDS)
         assert result.returncode == 0, f"{block}\n{result.stderr[-2000:]}"
         assert result.stdout.strip(), f"the example prints something:\n{block}"
 
@@ -50,7 +51,7 @@ def test_curl_examples_run(server, hf_ctc_folder, exported_folder):
     assert len(commands) >= 4
     for command in commands:
         args = shlex.split(localise(command, server, hf_ctc_folder, exported_folder))
-        result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(args, capture_output=True, text=True, timeout=HANG_SECONDS)
         assert result.returncode == 0, command
         body = json.loads(result.stdout)
         assert "text" in body and "error" not in body, (command, body)

@@ -17,10 +17,10 @@ import soundfile
 import websockets
 
 from conftest import DATA, REALSPEECH, run_server
-from export.runtime import BATCHED_MODEL_FILE, MODEL_FILE, OnnxCTCModel
 from model.audio import load_audio
+from model.onnx import BATCHED_MODEL_FILE, MODEL_FILE, OnnxRecognizer
+from model.windows import plan_windows, stitch
 from service.batching import Batcher
-from service.chunking import plan_windows, stitch
 
 
 # -- the engine: batching equality and long-audio windows, without HTTP ------------------------------
@@ -29,7 +29,7 @@ def test_batched_logits_equal_single_request_logits(exported_folder, family):
     """Padding must not change any request's logits: the group-norm family serves its padding-exact graph."""
     name = BATCHED_MODEL_FILE if (exported_folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE
     assert (name == BATCHED_MODEL_FILE) == (family == "base")
-    engine = OnnxCTCModel(exported_folder, model_file=name)
+    engine = OnnxRecognizer(exported_folder, model_file=name)
     generator = np.random.default_rng(3)
     utterances = [0.1 * generator.standard_normal(n).astype(np.float32) for n in (48000, 20000, 7001, 400)]
     batched = engine.logits(utterances)
@@ -38,12 +38,12 @@ def test_batched_logits_equal_single_request_logits(exported_folder, family):
         assert rows.shape == alone.shape
         assert np.abs(rows - alone).max() < 1e-4
     if family == "base":  # the plain graph, like transformers, does depend on padding
-        plain = OnnxCTCModel(exported_folder)
+        plain = OnnxRecognizer(exported_folder, model_file=MODEL_FILE)
         assert np.abs(plain.logits(utterances)[2] - plain.logits([utterances[2]])[0]).max() > 1e-3
 
 
 def test_batcher_gathers_concurrent_requests(exported_folder):
-    engine = OnnxCTCModel(exported_folder, model_file=BATCHED_MODEL_FILE
+    engine = OnnxRecognizer(exported_folder, model_file=BATCHED_MODEL_FILE
                           if (exported_folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE)
     sizes = []
     batcher = Batcher(engine, max_batch_size=4, max_wait_ms=200, capacity=16,
@@ -73,7 +73,7 @@ def frame_energies(samples: np.ndarray, config) -> np.ndarray:
 
 
 def test_long_audio_windows_cover_every_frame_once(exported_folder):
-    config = OnnxCTCModel(exported_folder).config
+    config = OnnxRecognizer(exported_folder).config
     generator = np.random.default_rng(5)
     for seconds in (29.9, 61.3, 95.0):
         samples = generator.standard_normal(int(seconds * 16000)).astype(np.float32)
@@ -87,7 +87,7 @@ def test_long_audio_windows_cover_every_frame_once(exported_folder):
 def stitched_greedy_text(folder: Path, samples: np.ndarray, chunk_seconds: float, context_seconds: float) -> str:
     """What the server should answer for long audio: windows through the served graph, stitched, greedy."""
     name = BATCHED_MODEL_FILE if (folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE
-    engine = OnnxCTCModel(folder, model_file=name)
+    engine = OnnxRecognizer(folder, model_file=name)
     windows = plan_windows(len(samples), engine.config, int(chunk_seconds * 16000), int(context_seconds * 16000))
     logits = stitch(windows, engine.logits([samples[w.start:w.end] for w in windows]))
     return engine.vocab.greedy_decode(logits)
@@ -110,7 +110,7 @@ def speech_files(realspeech) -> dict[str, str]:
 
 
 def offline_text(folder: Path, path: str) -> str:
-    engine = OnnxCTCModel(folder)
+    engine = OnnxRecognizer(folder)
     return engine.vocab.greedy_decode(engine.logits([load_audio(path, 16000)])[0])
 
 
@@ -563,7 +563,7 @@ def test_pytorch_checkpoint_is_exported_once_at_startup(hf_ctc_folder, tmp_path,
 
 
 def test_batches_run_in_groups_of_similar_length():
-    from service.batching import MAX_PADDING, length_groups
+    from model.windows import MAX_PADDING, length_groups
 
     generator = np.random.default_rng(0)
     for _ in range(50):

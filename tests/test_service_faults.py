@@ -23,7 +23,7 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import REALSPEECH, REPO, run_server
+from conftest import HANG_SECONDS, REALSPEECH, REPO, run_server
 from model.audio import load_audio
 
 # One model family is enough here: the faults are the server's, not the model's.
@@ -188,7 +188,7 @@ def test_ready_is_503_while_no_beam_worker_runs(beam_server):
         os.kill(pid, signal.SIGKILL)
     while not all(is_dead(pid) for pid in workers):  # a signal is delivered soon, not at once
         time.sleep(0.005)
-    seen, deadline = [], time.monotonic() + 30
+    seen, deadline = [], time.monotonic() + HANG_SECONDS  # a restart waits for the machine, never a clock
     while time.monotonic() < deadline and (not seen or seen[-1] != 200):
         seen.append(httpx.get(beam_server.url + "/ready").status_code)
         time.sleep(0.02)
@@ -252,7 +252,7 @@ def failing_server(exported_folder):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_SECONDS
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/ready").status_code == 200:
@@ -284,7 +284,7 @@ def test_client_disconnect_mid_upload_is_counted_and_logged_once(server):
     before = metric(server, "asr_requests_total", endpoint="/transcribe", status="disconnected")
     head = b"POST /transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: 100000\r\n\r\n"
     send_raw(server.url, head, wav(SPEECH)[:5000]).close()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG_SECONDS
     while metric(server, "asr_requests_total", endpoint="/transcribe", status="disconnected") == before:
         assert time.monotonic() < deadline, "the disconnect was not counted"
         time.sleep(0.1)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, BeamOptions, DecoderStartError
+
 from .synth import DEFAULT_VOICES
 
 RESCHEDULE = ("with --resume: follow this config's learning-rate schedule from the step reached (say, after "
@@ -103,24 +105,22 @@ def main(argv: list[str] | None = None) -> int:
                            "{created}, {size_mb} are filled in)")
 
     label = commands.add_parser("pseudo-label", help="transcribe unlabeled audio; keep confident transcripts as labels")
-    label.add_argument("--model", required=True, help="a fine-tuned CTC model (folder, Hub id or fairseq checkpoint)")
+    label.add_argument("--model", required=True, help="a fine-tuned CTC model (folder, Hub id or fairseq checkpoint, "
+                                                     "or an exported ONNX folder)")
     label.add_argument("--manifest", type=Path, required=True, help="the unlabeled audio (any text in it is ignored)")
     label.add_argument("--out", type=Path, required=True, help="labelled manifest to write")
     label.add_argument("--lm", type=Path, help="KenLM model: beam search with it (else greedy)")
-    label.add_argument("--beam-width", type=int, default=100)
-    label.add_argument("--lm-alpha", type=float, default=0.5)
-    label.add_argument("--lm-beta", type=float, default=1.0)
+    decode_options(label)
     label.add_argument("--min-confidence", type=float, default=0.9,
                        help="keep utterances whose mean word confidence is at least this (0-1)")
     label.add_argument("--labelled", type=Path, help="a manifest of real labels to include in --out as well")
 
     evaluate = commands.add_parser("evaluate", help="WER and CER of a CTC model on a labelled manifest")
-    evaluate.add_argument("--model", required=True, help="Hugging Face folder or Hub id, or fairseq checkpoint")
+    evaluate.add_argument("--model", required=True, help="Hugging Face folder or Hub id, fairseq checkpoint, or an "
+                                                        "exported ONNX folder")
     evaluate.add_argument("--manifest", type=Path, required=True)
     evaluate.add_argument("--lm", type=Path, help="KenLM model (ARPA or binary): also score beam search with it")
-    evaluate.add_argument("--beam-width", type=int, default=100)
-    evaluate.add_argument("--lm-alpha", type=float, default=0.5)
-    evaluate.add_argument("--lm-beta", type=float, default=1.0)
+    decode_options(evaluate)
     evaluate.add_argument("--details", type=Path, help="write each utterance's reference and hypotheses (JSONL)")
 
     pretrain = commands.add_parser("pretrain", help="self-supervised pretraining on unlabeled audio")
@@ -141,10 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             return _manifest(args)
         if args.command == "lm":
             return _lm(args)
-        if args.command == "pretrain":
-            return _pretrain(args)
-        if args.command == "finetune":
-            return _finetune(args)
+        if args.command in ("pretrain", "finetune"):
+            return _train(args)
         if args.command == "synth":
             return _synth(args)
         if args.command == "connect":
@@ -157,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+def decode_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--beam-width", type=int, default=BEAM_WIDTH, help="beams kept (%(default)s)")
+    command.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
+    command.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")
 
 
 def _manifest(args) -> int:
@@ -270,38 +274,44 @@ def _package(args) -> int:
     return 0
 
 
-def _pretrain(args) -> int:
-    from .config import PretrainConfig, load_config
-    from .pretrain import pretrain
+def _train(args) -> int:
+    """pretrain or finetune: the config and its overrides, then the run."""
+    from .config import FinetuneConfig, PretrainConfig, load_config
 
-    config = load_config(PretrainConfig, args.config, args.overrides)
-    if not config.manifest:
-        raise ValueError("no manifest: set manifest in the config or as manifest=PATH")
-    last = pretrain(config, args.resume, args.reschedule)
-    print(f"saved {last}")
+    if args.command == "pretrain":
+        from .pretrain import pretrain as run
+
+        config = load_config(PretrainConfig, args.config, args.overrides)
+        missing = "" if config.manifest else "no manifest: set manifest in the config or as manifest=PATH"
+    else:
+        from .finetune import finetune as run
+
+        config = load_config(FinetuneConfig, args.config, args.overrides)
+        missing = "" if config.train_manifest else ("no training data: set train_manifest in the config or as "
+                                                    "train_manifest=PATH")
+    if missing:
+        raise ValueError(missing)
+    print(f"saved {run(config, args.resume, args.reschedule)}")
     return 0
 
 
-def _finetune(args) -> int:
-    from .config import FinetuneConfig, load_config
-    from .finetune import finetune
-
-    config = load_config(FinetuneConfig, args.config, args.overrides)
-    if not config.train_manifest:
-        raise ValueError("no training data: set train_manifest in the config or as train_manifest=PATH")
-    print(f"saved {finetune(config, args.resume, args.reschedule)}")
-    return 0
-
-
-def _load_transcriber(reference: str):
-    from model.checkpoint import CheckpointError
+def _load_transcriber(args):
+    """The model of `--model` with the decoders of `--lm`, `--lm-alpha` and `--lm-beta`."""
     from model.hub import ModelNotFoundError
+    from model.loading import load_recognizer
     from model.transcribe import Transcriber
 
+    if args.beam_width < 1:
+        raise ValueError("--beam-width must be at least 1")
     try:
-        return Transcriber.load(reference)
-    except (ModelNotFoundError, CheckpointError) as error:
+        transcriber = Transcriber(load_recognizer(args.model), args.lm, args.lm_alpha, args.lm_beta)
+        if args.lm is not None:
+            transcriber.beam_search()  # load the language model now: a bad one fails before any audio is read
+    except (ModelNotFoundError, ImportError) as error:  # a CheckpointError is a ValueError already
         raise ValueError(str(error)) from None
+    except DecoderStartError as error:
+        raise ValueError(f"language model '{args.lm}' could not be loaded: {error}") from None
+    return transcriber
 
 
 def _pseudo_label(args) -> int:
@@ -314,8 +324,8 @@ def _pseudo_label(args) -> int:
     if not entries:
         raise ValueError(f"{args.manifest}: no audio listed")
     real = [entry for entry in read_manifest(args.labelled) if entry.text] if args.labelled else []
-    labelled = pseudo_label(_load_transcriber(args.model), entries, args.lm, args.beam_width, args.lm_alpha,
-                            args.lm_beta)
+    with _load_transcriber(args) as transcriber:
+        labelled = pseudo_label(transcriber, entries, BeamOptions(args.beam_width))
     kept = confident(labelled, args.min_confidence)
     write_manifest(real + kept, args.out)
     hours = sum(entry.duration for entry in kept) / 3600
@@ -328,9 +338,8 @@ def _evaluate(args) -> int:
     from .evaluate import evaluate
     from .manifest import read_manifest
 
-    transcriber = _load_transcriber(args.model)
-    report = evaluate(transcriber, read_manifest(args.manifest), args.lm, args.beam_width, args.lm_alpha,
-                      args.lm_beta)
+    with _load_transcriber(args) as transcriber:
+        report = evaluate(transcriber, read_manifest(args.manifest), BeamOptions(args.beam_width))
     details = report.pop("details")
     if args.details:
         args.details.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in details))

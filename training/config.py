@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml  # config files; JSON is YAML too
 
-from model.config import Wav2Vec2Config
+from model.config import FeatureSettings, Wav2Vec2Config
+from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA
 
 # The paper's architectures, and one small enough to train on a CPU in minutes.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -30,10 +31,37 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class PretrainConfig:
+class TrainerConfig:
+    """What pretraining and fine-tuning share."""
+
+    output_dir: str = "runs/train"
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "base"})
+    # Audio settings of a model trained from scratch, over its family's defaults: any FeatureSettings
+    # field (sampling_rate, do_normalize, return_attention_mask, padding_value). A run from a
+    # checkpoint uses the checkpoint's own settings.
+    features: dict[str, Any] = field(default_factory=dict)
+    learning_rate: float = 5e-4
+    max_steps: int = 400_000
+    weight_decay: float = 0.01
+    clip_norm: float = 10.0
+    max_batch_seconds: float = 200.0  # audio per batch (padding included), before accumulation
+    accumulation: int = 1
+    max_sample_seconds: float = 15.6
+    # Audio is decoded and resampled once and kept in memory when it fits in this many GB; larger
+    # corpora are decoded batch by batch, by `decode_workers` threads.
+    preload_gb: float = 4.0
+    decode_workers: int = 2
+    precision: str = "auto"  # auto: bf16 on GPUs that have it, else fp16 on GPUs, fp32 on CPUs
+    seed: int = 1
+    log_every: int = 10
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class PretrainConfig(TrainerConfig):
     manifest: str = ""  # audio to learn from (text, if any, is ignored)
     output_dir: str = "runs/pretrain"
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "base"})
     # The objective (paper values).
     mask_prob: float = 0.65
     mask_length: int = 10
@@ -45,28 +73,14 @@ class PretrainConfig:
     gumbel_start: float = 2.0
     gumbel_end: float = 0.5
     gumbel_decay: float = 0.999995
-    # Optimisation.
-    learning_rate: float = 5e-4
+    # Optimisation: warm-up, then linear decay.
     warmup_steps: int = 32_000
-    max_steps: int = 400_000
-    weight_decay: float = 0.01
-    clip_norm: float = 10.0
-    max_batch_seconds: float = 200.0  # audio per batch (padding included), before accumulation
-    accumulation: int = 1
     max_sample_seconds: float = 15.6  # longer recordings are randomly cropped
     min_sample_seconds: float = 2.0
-    # Audio is decoded once and kept in memory when it fits in this many GB, else batch by batch.
-    preload_gb: float = 4.0
-    decode_workers: int = 2
-    precision: str = "auto"  # auto: bf16 on GPUs that have it, else fp16 on GPUs, fp32 on CPUs
-    seed: int = 1
-    log_every: int = 10
-    save_every: int = 1000
-    keep_checkpoints: int = 2
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(TrainerConfig):
     train_manifest: str = ""  # labelled audio (entries without text are skipped); several: comma-separated
     eval_manifest: str = ""  # scored every eval_every steps; the best checkpoint is kept in output_dir/best; several:
     # comma-separated (scored as one set)
@@ -74,7 +88,6 @@ class FinetuneConfig:
     # Where to start: a pretrained or fine-tuned checkpoint (folder, Hub id or fairseq .pt), or "" for
     # from scratch. With a checkpoint, `model` only overrides its settings (dropouts, layerdrop...).
     init: str = ""
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "base"})
     # A vocab.json (or a folder holding one); "english" for a-z and the apostrophe (whatever the transcripts
     # hold); "" uses the init checkpoint's, else the training transcripts' characters.
     vocab: str = ""
@@ -105,27 +118,15 @@ class FinetuneConfig:
     # character: as torch's and transformers' "mean") or not ("sum", per utterance), averaged over the
     # batch. clip_norm bounds the gradient of that loss (L2 over all parameters).
     ctc_loss_reduction: str = "mean"
-    clip_norm: float = 10.0
-    max_batch_seconds: float = 200.0  # audio per batch (padding included), before accumulation
     max_batch_utterances: int = 0  # and at most this many utterances per batch (0: no limit)
     batch_by_length: bool = True  # batches of similar lengths (little padding); false: drawn at random
-    accumulation: int = 1
     max_sample_seconds: float = 30.0  # longer utterances are left out
-    # Audio is decoded and resampled once and kept in memory when it fits in this many GB; larger
-    # corpora are decoded batch by batch, by `decode_workers` threads.
-    preload_gb: float = 4.0
-    decode_workers: int = 2
-    precision: str = "auto"
-    seed: int = 1
     # Evaluation: WER/CER greedy, and with beam search when an LM is given (then its WER picks the best).
     eval_every: int = 1000
     lm: str = ""
-    beam_width: int = 50
-    lm_alpha: float = 0.5
-    lm_beta: float = 1.0
-    log_every: int = 10
-    save_every: int = 1000
-    keep_checkpoints: int = 2
+    beam_width: int = BEAM_WIDTH
+    lm_alpha: float = LM_ALPHA
+    lm_beta: float = LM_BETA
 
 
 # Settings that shape the learning-rate schedule: a resumed run keeps its own unless asked (--reschedule).
@@ -143,6 +144,15 @@ def model_config(section: dict[str, Any]) -> Wav2Vec2Config:
     if unknown:
         raise ValueError(f"unknown model settings: {', '.join(unknown)}")
     return Wav2Vec2Config(**{**PRESETS[preset], **values})
+
+
+def feature_settings(section: dict[str, Any], architecture: Wav2Vec2Config) -> FeatureSettings:
+    """The audio settings of a model trained from scratch: its family's, with the config's `features` over them."""
+    known = {f.name for f in dataclasses.fields(FeatureSettings)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ValueError(f"unknown features settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return dataclasses.replace(FeatureSettings.for_model(architecture), **section)
 
 
 def load_config(kind: type, path: Path | None, overrides: list[str]):
@@ -173,7 +183,7 @@ def load_config(kind: type, path: Path | None, overrides: list[str]):
             except (TypeError, ValueError):
                 raise ValueError(f"{item.name}: expected a number, got {values[item.name]!r}") from None
     config = kind(**values)
-    model_config(config.model)  # fail now, not after loading data
+    feature_settings(config.features, model_config(config.model))  # fail now, not after loading data
     return config
 
 

@@ -22,24 +22,25 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model.audio import batch_input_values
-from model.checkpoint import Checkpoint, load_checkpoint
+from model.audio import model_inputs
 from model.config import FeatureSettings, Wav2Vec2Config
 from model.ctc import CTCVocabulary
-from model.wav2vec2 import Wav2Vec2ForCTC, init_weights
+from model.decoding import BeamOptions
+from model.pytorch.checkpoint import Checkpoint, load_checkpoint
+from model.pytorch.recognizer import TorchRecognizer
+from model.pytorch.wav2vec2 import Wav2Vec2ForCTC, init_weights
+from model.transcribe import Transcriber
 
 from .audio_store import AudioStore
 from .augment import Augmentation
-from .batches import BatchStream, make_batches
-from .config import SCHEDULE_SETTINGS, FinetuneConfig, model_config, save_config
-from .evaluate import Scorer
+from .batches import BatchStream
+from .config import SCHEDULE_SETTINGS, FinetuneConfig, feature_settings, model_config, save_config
+from .evaluate import CHUNK, hypotheses, score
 from .loop import (MetricsLog, Processes, adamw, autocast, gradient_sync, optimiser_step, prune_checkpoints,
                    read_trainer_state, restore_trainer_state, resumed_schedule, save_trainer_state, tri_stage,
                    warmup_then_linear_decay)
 from .manifest import Entry, read_manifests
 from .pretraining import span_mask
-
-RATE = 16000
 
 
 @dataclass
@@ -53,11 +54,8 @@ class Example:
 def finetune(config: FinetuneConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
     """Train to `config.max_steps`; returns the best checkpoint folder (the last one without evaluation).
     A resumed run keeps its own learning-rate schedule unless `reschedule`."""
-    processes = Processes.start()
-    try:
+    with Processes.start() as processes:
         return _finetune(config, resume, reschedule, processes)
-    finally:
-        processes.close()
 
 
 class _CTCForward(nn.Module):
@@ -70,9 +68,9 @@ class _CTCForward(nn.Module):
 
     def forward(self, inputs, attention_mask, time_mask, channel_mask, frozen: bool):
         with torch.no_grad() if frozen else nullcontext():
-            # Padding is kept out of the group-norm statistics: each utterance trains as it is transcribed, alone.
-            hidden = self.model.wav2vec2(inputs, attention_mask, time_mask, masked_group_norm=True,
-                                         mask_feature_indices=channel_mask).hidden_states
+            # Padded batches come with a mask, which keeps padding out: each utterance trains as it is
+            # transcribed, alone.
+            hidden = self.model.wav2vec2(inputs, attention_mask, time_mask, channel_mask).hidden_states
         return self.model.lm_head(self.model.dropout(hidden))
 
 
@@ -85,15 +83,17 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
     entries = [entry for entry in read_manifests(config.train_manifest) if entry.text]
     vocab = _vocabulary(config, start, [entry.text for entry in entries])
     model, architecture = _build_model(config, start, vocab, resumed=resume is not None)
+    features = _features(config, start, architecture)
+    rate = features.sampling_rate
     model.to(processes.device).train()
-    train = _examples(entries, vocab, model, config.max_sample_seconds, processes.main)
+    train = _examples(entries, vocab, architecture, rate, config.max_sample_seconds, processes.main)
     # Only the main process evaluates.
     evaluation = ([entry for entry in read_manifests(config.eval_manifest) if entry.text]
                   if config.eval_manifest and processes.main else [])
-    audio = AudioStore([example.audio for example in train], [example.duration for example in train], RATE,
+    audio = AudioStore([example.audio for example in train], [example.duration for example in train], rate,
                        config.preload_gb * 1e9, config.decode_workers)
     evaluation_audio = AudioStore([entry.audio for entry in evaluation], [entry.duration for entry in evaluation],
-                                  RATE, config.preload_gb * 1e9, config.decode_workers)
+                                  rate, config.preload_gb * 1e9, config.decode_workers)
     if processes.main:
         print(f"training audio: {len(train)} utterances, " + (
             f"decoded once and kept in memory ({audio.bytes / 1e9:.2f} GB)" if audio.preloaded else
@@ -108,7 +108,6 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
             forward, find_unused_parameters=config.freeze_transformer_steps > 0 or architecture.layerdrop > 0)
     batches = BatchStream([example.duration for example in train], config.max_batch_seconds, config.seed,
                           processes.rank, processes.world, config.max_batch_utterances, config.batch_by_length)
-    features = FeatureSettings(sampling_rate=RATE, return_attention_mask=architecture.feat_extract_norm == "layer")
     schedule = {name: getattr(config, name) for name in SCHEDULE_SETTINGS}
     state = read_trainer_state(resume) if resume else None
     if state is not None:
@@ -128,10 +127,10 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "training_config.json")
     log = MetricsLog(output / "metrics.jsonl", processes.main)
-    scorer = None
-    if evaluation:
-        scorer = Scorer(vocab, architecture.samples_per_frame / RATE, Path(config.lm) if config.lm else None,
-                        config.beam_width, config.lm_alpha, config.lm_beta)
+    evaluator = None
+    if evaluation:  # the model as it trains, transcribed as the CLI and the server transcribe
+        evaluator = Transcriber(TorchRecognizer(model, features, vocab, processes.device),
+                                Path(config.lm) if config.lm else None, config.lm_alpha, config.lm_beta)
     progress = tqdm(total=config.max_steps, initial=step, disable=not processes.main, unit="step", dynamic_ncols=True)
     last = None
     audio_seconds, train_seconds, updates, started = 0.0, 0.0, 0, time.perf_counter()
@@ -145,10 +144,10 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
                 indices = next(batches)
                 samples = audio.batch(indices)
                 if augment.active:
-                    samples = [augment(utterance, RATE, generator) for utterance in samples]
-                audio_seconds += sum(len(utterance) for utterance in samples) / RATE
+                    samples = [augment(utterance, rate, generator) for utterance in samples]
+                audio_seconds += sum(len(utterance) for utterance in samples) / rate
                 with gradient_sync(forward, micro, config.accumulation, processes.world), precision:
-                    loss = _ctc_loss(forward, model, architecture, vocab, samples, [train[i] for i in indices],
+                    loss = _ctc_loss(forward, architecture, features, vocab, samples, [train[i] for i in indices],
                                      frozen, generator, processes.device, config.ctc_loss_reduction)
                     loss = loss / config.accumulation
                     (scaler.scale(loss) if scaler else loss).backward()
@@ -170,9 +169,8 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
                 log.write(record)
                 progress.set_postfix(loss=f"{record['loss']:.3f}", audio_s_per_s=record["audio_seconds_per_second"],
                                      best_wer=f"{best['wer']:.4f}" if best else "-")
-            if scorer is not None and (step % config.eval_every == 0 or step == config.max_steps):
-                report = _evaluate(model, evaluation, evaluation_audio, scorer, config.max_batch_seconds,
-                                   processes.device)
+            if evaluator is not None and (step % config.eval_every == 0 or step == config.max_steps):
+                report = _evaluate(evaluator, evaluation, evaluation_audio, BeamOptions(config.beam_width))
                 metric = report.get("beam", report["greedy"])
                 record = {"step": step, "eval": report, "wall_seconds": round(time.perf_counter() - started, 1)}
                 # Ties go to the later checkpoint: further along its schedule, it is the better trained.
@@ -195,8 +193,8 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
         progress.close()
         audio.close()
         evaluation_audio.close()
-        if scorer is not None:
-            scorer.close()
+        if evaluator is not None:
+            evaluator.close()
     return output / "best" if best else (last or resume)
 
 
@@ -224,18 +222,17 @@ def _check(config: FinetuneConfig, resumed: bool) -> None:
                          "mask_time_min_masks, mask_channel_prob, mask_channel_length, mask_channel_min_masks)")
 
 
-def _ctc_loss(forward, model: Wav2Vec2ForCTC, architecture: Wav2Vec2Config, vocab: CTCVocabulary,
+def _ctc_loss(forward, architecture: Wav2Vec2Config, features: FeatureSettings, vocab: CTCVocabulary,
               audio: list[np.ndarray], chosen: list[Example], frozen: bool, generator: np.random.Generator,
               device: torch.device, reduction: str) -> torch.Tensor:
     """CTC loss of one batch with random time and channel masks, averaged over utterances; with
     `reduction` "mean" each utterance's loss is first divided by its target length."""
-    input_values, attention_mask = batch_input_values(audio, do_normalize=True)
-    sample_lengths = torch.from_numpy(attention_mask.sum(axis=1))
-    frames = model.wav2vec2.frame_lengths(sample_lengths)
-    width = int(model.wav2vec2.frame_lengths(torch.tensor([input_values.shape[1]]))[0])
+    input_values, attention_mask = model_inputs(audio, features)
+    frames = [architecture.num_frames(len(samples)) for samples in audio]
+    width = architecture.num_frames(input_values.shape[1])
     time_mask = channel_mask = None
     if architecture.mask_time_prob > 0:
-        time_mask = torch.from_numpy(span_mask(frames.tolist(), width, architecture.mask_time_prob,
+        time_mask = torch.from_numpy(span_mask(frames, width, architecture.mask_time_prob,
                                                architecture.mask_time_length, generator,
                                                architecture.mask_time_min_masks)).to(device)
     if architecture.mask_feature_prob > 0:
@@ -243,40 +240,28 @@ def _ctc_loss(forward, model: Wav2Vec2ForCTC, architecture: Wav2Vec2Config, voca
         channel_mask = torch.from_numpy(span_mask([hidden] * len(audio), hidden, architecture.mask_feature_prob,
                                                   architecture.mask_feature_length, generator,
                                                   architecture.mask_feature_min_masks)).to(device)
-    logits = forward(torch.from_numpy(input_values).to(device), torch.from_numpy(attention_mask).to(device),
-                     time_mask, channel_mask, frozen)
+    mask = None if attention_mask is None else torch.from_numpy(attention_mask).to(device)
+    logits = forward(torch.from_numpy(input_values).to(device), mask, time_mask, channel_mask, frozen)
     log_probs = logits.float().log_softmax(dim=-1).transpose(0, 1)  # (frames, batch, vocab), as ctc_loss wants
     targets = torch.tensor([token for example in chosen for token in example.targets], dtype=torch.long)
     target_lengths = torch.tensor([len(example.targets) for example in chosen], dtype=torch.long)
-    loss = F.ctc_loss(log_probs, targets.to(device), frames.to(device), target_lengths.to(device),
+    loss = F.ctc_loss(log_probs, targets.to(device), torch.tensor(frames, device=device), target_lengths.to(device),
                       blank=vocab.blank_id, reduction="none", zero_infinity=True)
     if reduction == "mean":
         loss = loss / target_lengths.to(device)
     return loss.mean()
 
 
-@torch.no_grad()
-def _evaluate(model: Wav2Vec2ForCTC, entries: list[Entry], audio: AudioStore, scorer: Scorer,
-              max_batch_seconds: float, device: torch.device) -> dict:
-    model.eval()
-    logits: list[np.ndarray | None] = [None] * len(entries)
-    try:
-        for indices in make_batches([entry.duration for entry in entries], max_batch_seconds, seed=0, epoch=0):
-            input_values, attention_mask = batch_input_values(audio.batch(indices), do_normalize=True)
-            mask = torch.from_numpy(attention_mask).to(device)
-            rows = model(torch.from_numpy(input_values).to(device), mask, masked_group_norm=True).float().cpu()
-            frames = model.wav2vec2.frame_lengths(mask.long().sum(dim=1).cpu())
-            for row, index in enumerate(indices):
-                logits[index] = rows[row, :int(frames[row])].numpy()
-    finally:
-        model.train()
-    report, _ = scorer.score([entry.text for entry in entries], logits)
-    return report
+def _evaluate(evaluator: Transcriber, entries: list[Entry], audio: AudioStore, beam: BeamOptions) -> dict:
+    rows = []
+    for first in range(0, len(entries), CHUNK):
+        rows += hypotheses(evaluator, audio.batch(list(range(first, min(first + CHUNK, len(entries))))), beam)
+    return score([entry.text for entry in entries], rows)
 
 
 def _load(reference):
-    from model.checkpoint import CheckpointError
     from model.hub import ModelNotFoundError
+    from model.pytorch.checkpoint import CheckpointError
 
     try:
         return load_checkpoint(reference)
@@ -334,8 +319,18 @@ def _build_model(config: FinetuneConfig, start, vocab: CTCVocabulary, resumed: b
     return model, architecture
 
 
-def _examples(entries: list[Entry], vocab: CTCVocabulary, model: Wav2Vec2ForCTC, max_seconds: float,
-              report: bool) -> list[Example]:
+def _features(config: FinetuneConfig, start: Checkpoint | None, architecture: Wav2Vec2Config) -> FeatureSettings:
+    """The audio settings the model trains on: the start checkpoint's (the ones it learnt with), else the config's."""
+    if start is None:
+        return feature_settings(config.features, architecture)
+    if config.init and config.features:
+        raise ValueError(f"features: a run from init={config.init} trains on that checkpoint's own audio settings "
+                         f"({start.features}); leave features out")
+    return start.features
+
+
+def _examples(entries: list[Entry], vocab: CTCVocabulary, architecture: Wav2Vec2Config, rate: int,
+              max_seconds: float, report: bool) -> list[Example]:
     """Entries with their target ids; those too long, or too short for CTC to emit their text, are left out."""
     examples, too_long, too_short, unknown = [], 0, 0, 0
     for entry in entries:
@@ -344,7 +339,7 @@ def _examples(entries: list[Entry], vocab: CTCVocabulary, model: Wav2Vec2ForCTC,
             continue
         targets = vocab.encode(entry.text)
         repeats = sum(1 for a, b in zip(targets, targets[1:]) if a == b)  # CTC needs a blank between repeats
-        frames = int(model.wav2vec2.frame_lengths(torch.tensor([int(entry.duration * RATE)]))[0])
+        frames = architecture.num_frames(int(entry.duration * rate))
         if not targets or frames < len(targets) + repeats:
             too_short += 1
             continue

@@ -54,6 +54,12 @@ class Processes:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
 
 def autocast(precision: str, device: torch.device):
     """bf16 (or fp16) autocast on GPUs, plain fp32 on CPUs; `precision`: auto, fp32, bf16 or fp16."""

@@ -10,14 +10,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model.audio import batch_input_values
-from model.checkpoint import Checkpoint
-from model.config import FeatureSettings
-from model.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
+from model.audio import model_inputs
+from model.pytorch.checkpoint import Checkpoint, load_checkpoint
+from model.pytorch.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
 
 from .audio_store import AudioStore
 from .batches import BatchStream
-from .config import PretrainConfig, model_config, save_config
+from .config import PretrainConfig, feature_settings, model_config, save_config
 from .loop import (MetricsLog, Processes, adamw, autocast, gradient_sync, optimiser_step, prune_checkpoints,
                    read_trainer_state, restore_trainer_state, resumed_schedule, save_trainer_state,
                    warmup_then_linear_decay)
@@ -28,17 +27,16 @@ from .pretraining import PretrainingObjective, gumbel_temperature, scale_feature
 def pretrain(config: PretrainConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
     """Train to `config.max_steps`; returns the last checkpoint folder (HF Wav2Vec2ForPreTraining + trainer state).
     A resumed run keeps its own learning-rate schedule unless `reschedule`."""
-    processes = Processes.start()
-    try:
+    with Processes.start() as processes:
         return _pretrain(config, resume, reschedule, processes)
-    finally:
-        processes.close()
 
 
 def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, processes: Processes) -> Path:
     torch.manual_seed(config.seed + processes.rank)
     output = Path(config.output_dir)
-    rate = 16000
+    architecture = model_config(config.model)
+    features = feature_settings(config.features, architecture)
+    rate = features.sampling_rate
     entries = [entry for entry in read_manifest(Path(config.manifest)) if entry.duration >= config.min_sample_seconds]
     if not entries:
         raise ValueError(f"{config.manifest}: no audio of at least {config.min_sample_seconds} s")
@@ -47,11 +45,8 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
     audio = AudioStore([entry.audio for entry in entries], [entry.duration for entry in entries], rate,
                        config.preload_gb * 1e9, config.decode_workers)
 
-    architecture = model_config(config.model)
     model = init_weights(Wav2Vec2ForPreTraining(architecture), architecture).to(processes.device).train()
     if resume is not None:
-        from model.checkpoint import load_checkpoint
-
         model.load_state_dict(load_checkpoint(resume).model.state_dict())
     scale_feature_encoder_gradients(model, config.feature_grad_mult)
     # LayerDrop skips random transformer layers, whose weights then get no gradient in that step.
@@ -60,7 +55,6 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
     objective = PretrainingObjective(model, config.mask_prob, config.mask_length, config.num_negatives,
                                      config.logit_temperature, config.diversity_weight,
                                      config.feature_penalty_weight, forward=forward)
-    features = FeatureSettings(sampling_rate=rate, return_attention_mask=architecture.feat_extract_norm == "layer")
 
     schedule = {"learning_rate": config.learning_rate, "warmup_steps": config.warmup_steps,
                 "max_steps": config.max_steps}
@@ -96,10 +90,9 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
             crops = [_crop(samples, int(config.max_sample_seconds * rate), generator)
                      for samples in audio.batch(next(batches))]
             audio_seconds += sum(len(samples) for samples in crops) / rate
-            input_values, attention_mask = batch_input_values(crops, do_normalize=True)
+            input_values, attention_mask = model_inputs(crops, features)
             inputs = torch.from_numpy(input_values).to(processes.device)
-            mask = (torch.from_numpy(attention_mask).to(processes.device)
-                    if features.return_attention_mask and attention_mask is not None else None)
+            mask = None if attention_mask is None else torch.from_numpy(attention_mask).to(processes.device)
             with gradient_sync(forward, micro, config.accumulation, processes.world), precision:
                 result = objective(inputs, mask, generator)
                 loss = result.loss / config.accumulation

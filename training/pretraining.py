@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.wav2vec2 import Wav2Vec2ForPreTraining
+from model.pytorch.wav2vec2 import Wav2Vec2ForPreTraining
 
 
 def span_mask(frame_lengths: list[int], frames: int, prob: float, span: int, generator: np.random.Generator,
@@ -84,7 +84,8 @@ class PretrainingObjective:
         self.num_negatives, self.temperature = num_negatives, temperature
         self.diversity_weight, self.feature_penalty_weight = diversity_weight, feature_penalty_weight
         self._features: list[torch.Tensor] = []
-        model.wav2vec2.feature_extractor.register_forward_hook(lambda _, __, output: self._features.append(output))
+        # The feature encoder returns (features, lengths); the penalty is on the features.
+        model.wav2vec2.feature_extractor.register_forward_hook(lambda _, __, output: self._features.append(output[0]))
 
     def __call__(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None,
                  generator: np.random.Generator) -> PretrainingLosses:

@@ -8,10 +8,10 @@ import sys
 
 import torch
 
-from model.checkpoint import Checkpoint
 from model.config import FeatureSettings, Wav2Vec2Config
 from model.ctc import CTCVocabulary
-from model.wav2vec2 import Wav2Vec2ForCTC, init_weights
+from model.pytorch.checkpoint import Checkpoint
+from model.pytorch.wav2vec2 import Wav2Vec2ForCTC, init_weights
 
 TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
 

@@ -1,9 +1,10 @@
-"""Long audio: overlapping windows in, one stitched logit sequence out.
+"""Long audio: overlapping windows in, one stitched logit sequence out; and batches of similar lengths.
 
 Each window is a core of `chunk` samples with `context` samples each side. Windows start on
 frame boundaries, so a window's frame j is global frame start/hop + j exactly; from each we
 keep only its core frames. Decoding then runs once over the stitched logits, so words and
-timestamps across window borders come out as if the audio had been one piece.
+timestamps across window borders come out as if the audio had been one piece. Every caller
+(the CLI, evaluation, the server) windows with the same defaults.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.config import Wav2Vec2Config
+from .config import Wav2Vec2Config
+
+CHUNK_SECONDS = 30.0  # audio per window, not counting its context
+CONTEXT_SECONDS = 5.0  # context each side of a window's core: seen, not transcribed twice
+MAX_PADDING = 0.2  # padded samples per real sample that a batch of similar lengths may carry
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,7 @@ class Window:
 
 
 def plan_windows(num_samples: int, config: Wav2Vec2Config, chunk_samples: int, context_samples: int) -> list[Window]:
+    """The windows of `num_samples` samples: one, when the audio fits in a core and its context."""
     hop = config.samples_per_frame
     chunk = max(chunk_samples // hop, 1) * hop
     context = -(-max(context_samples, config.receptive_field) // hop) * hop  # whole frames, at least one field
@@ -45,3 +51,18 @@ def plan_windows(num_samples: int, config: Wav2Vec2Config, chunk_samples: int, c
 
 def stitch(windows: list[Window], logits: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([rows[window.keep_from:window.keep_to] for window, rows in zip(windows, logits)])
+
+
+def length_groups(lengths: list[int], max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices grouped by similar length: each group's padded size (count x longest) is at most
+    (1 + max_padding) x its real size. Padded samples are computed for nothing, and on a CPU they
+    cost as much as real ones."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        group = groups[-1] if groups else None
+        if group and (len(group) + 1) * lengths[index] <= (1 + max_padding) * (
+                sum(lengths[i] for i in group) + lengths[index]):
+            group.append(index)
+        else:
+            groups.append([index])
+    return groups

@@ -1,7 +1,5 @@
-"""CTC decoding for the server: greedy, or beam search with a KenLM model in worker processes.
-
-Both return the same shape of result: the text and its words with start and end (seconds)
-and a confidence (the mean probability of the best token over the word's frames).
+"""Beam search for the server, in worker processes: `model.decoding`'s decoder, with the language
+model loaded once in each worker.
 
 Beam search runs in `decode_workers` processes, one search at a time each, behind a bounded
 queue. A search waits at most `decode_timeout_seconds` for a worker and runs at most as long:
@@ -15,17 +13,16 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import re
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
 
 from model.ctc import CTCVocabulary
+from model.decoding import BeamOptions, BeamSearchDecoder, Decoded, DecoderStartError
 
 log = logging.getLogger("service")
 
@@ -33,88 +30,20 @@ WORKER_START_SECONDS = 600  # loading a large ARPA file can take minutes
 RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)  # between failed restarts of a worker
 
 
-@dataclass
-class Word:
-    word: str
-    start: float
-    end: float
-    confidence: float
-
-
-@dataclass
-class Decoded:
-    text: str
-    words: list[Word]
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def _words(spans: list[tuple[str, int, int]], best_probability: np.ndarray, frame_seconds: float) -> list[Word]:
-    return [Word(text, round(start * frame_seconds, 3), round(end * frame_seconds, 3),
-                 round(float(best_probability[start:end].mean()), 4)) for text, start, end in spans if end > start]
-
-
-def greedy_decode(vocab: CTCVocabulary, logits: np.ndarray, frame_seconds: float) -> Decoded:
-    """Best path: the same text as `model.ctc`, plus words from the emitted tokens' frames."""
-    best = logits.argmax(axis=-1)
-    spans, current, start, end = [], "", 0, 0
-    for span in vocab.token_spans(best):
-        if span.token == vocab.word_delimiter_token:
-            if current:
-                spans.append((current, start, end))
-            current = ""
-            continue
-        if not current:
-            start = span.start_frame
-        current += span.token.lower() if vocab.do_lower_case else span.token
-        end = span.end_frame
-    if current:
-        spans.append((current, start, end))
-    best_probability = np.exp(log_softmax(logits).max(axis=-1))
-    return Decoded(vocab.decode_ids(best), _words(spans, best_probability, frame_seconds))
-
-
-# -- beam search ------------------------------------------------------------------------------------
-
 class DecoderUnavailable(Exception):
     """A beam search could not be done now: queue full, deadline passed or worker died. Retry."""
 
 
-class DecoderStartError(Exception):
-    """A worker could not build its decoder (e.g. a language model KenLM refuses)."""
-
-
-def labels(vocab: CTCVocabulary) -> list[str]:
-    """pyctcdecode's alphabet: the blank is "", the word delimiter a space."""
-    alphabet = []
-    for index in range(len(vocab)):
-        token = vocab.tokens.get(index, vocab.unk_token)
-        alphabet.append("" if token == vocab.pad_token else " " if token == vocab.word_delimiter_token else token)
-    return alphabet
-
-
-def _one_line(error: BaseException) -> str:
-    """KenLM's errors hold a C++ signature and file offsets; keep what it says is wrong."""
-    text = " ".join(str(error).split())
-    reason = re.search(r"threw \w+(?: because `.*?'\.|\.)\s*(.+?)\)?$", text)
-    return reason.group(1) if reason else text or type(error).__name__
-
-
-def _worker_main(connection, alphabet: list[str], lm: str | None, alpha: float, beta: float) -> None:
+def _worker_main(connection, vocab: CTCVocabulary, lm: str | None, alpha: float, beta: float) -> None:
     """A worker process: build the decoder once, then answer one search per message until None."""
     # The parent decides when workers stop: a Ctrl-C or a SIGTERM sent to the whole process group
     # must not kill the searches that a graceful shutdown is still waiting for.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        from pyctcdecode import build_ctcdecoder  # CTC beam search with KenLM scoring and hotwords
-
-        decoder = build_ctcdecoder(alphabet, kenlm_model_path=lm, alpha=alpha, beta=beta)
-    except Exception as error:
-        connection.send(("error", _one_line(error)))
+        decoder = BeamSearchDecoder(vocab, lm, alpha, beta)
+    except DecoderStartError as error:
+        connection.send(("error", str(error)))
         return
     connection.send(("ready", os.getpid()))
     while True:
@@ -124,11 +53,9 @@ def _worker_main(connection, alphabet: list[str], lm: str | None, alpha: float, 
             return
         if job is None:
             return
-        log_probs, beam_width, hotwords, hotword_weight = job
+        logits, frame_seconds, options = job
         try:
-            text, _, word_frames, _, _ = decoder.decode_beams(log_probs, beam_width=beam_width, hotwords=hotwords,
-                                                              hotword_weight=hotword_weight)[0]
-            connection.send(("ok", (text, [(word, start, end) for word, (start, end) in word_frames])))
+            connection.send(("ok", decoder.decode(logits, frame_seconds, options)))
         except Exception as error:
             connection.send(("error", f"{type(error).__name__}: {error}"))
 
@@ -136,20 +63,23 @@ def _worker_main(connection, alphabet: list[str], lm: str | None, alpha: float, 
 class DecodeWorker:
     """One beam-search process. Its methods block: call them from threads, not the event loop."""
 
-    def __init__(self, alphabet: list[str], lm: Path | None, alpha: float, beta: float, on_restart=None):
-        self._args = (alphabet, str(lm) if lm else None, alpha, beta)
+    def __init__(self, vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float, on_restart=None):
+        self._args = (vocab, str(lm) if lm else None, alpha, beta)
         self._context = multiprocessing.get_context("spawn")  # the server's threads must not be forked
         self.on_restart = on_restart  # called after each restart of a dead worker
         self.lock = threading.Lock()  # one search, start or stop at a time
         self.process = None
         self.connection = None
+        self.ready = False  # the decoder is built: set by start
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
+        """The process runs and has built its decoder: not while it starts or restarts."""
+        return self.ready and self.process is not None and self.process.is_alive()
 
     def start(self) -> None:
         """Start the process and wait until its decoder is built; DecoderStartError says why not."""
+        self.ready = False
         parent, child = self._context.Pipe()
         self.process = self._context.Process(target=_worker_main, args=(child, *self._args), daemon=True,
                                              name="beam-search")
@@ -166,6 +96,7 @@ class DecodeWorker:
         if kind != "ready":
             self.process.join()
             raise DecoderStartError(value)
+        self.ready = True
 
     def restart(self) -> None:
         """Replace a dead process (call with the lock held)."""
@@ -175,7 +106,7 @@ class DecodeWorker:
         if self.on_restart:
             self.on_restart()
 
-    def search(self, job: tuple, timeout: float) -> tuple[str, list]:
+    def search(self, job: tuple, timeout: float) -> Decoded:
         """Run one search; DecoderUnavailable if the process dies or the search outlives `timeout`."""
         with self.lock:
             if not self.alive:  # died while idle: this search need not fail for it
@@ -220,7 +151,7 @@ class BeamSearch:
 
     def __init__(self, vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float, workers: int,
                  queue_capacity: int = 16, timeout: float = 30.0, on_restart=None):
-        self.workers = [DecodeWorker(labels(vocab), lm, alpha, beta, on_restart) for _ in range(workers)]
+        self.workers = [DecodeWorker(vocab, lm, alpha, beta, on_restart) for _ in range(workers)]
         self.queue_capacity = queue_capacity
         self.timeout = timeout
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="beam-search")
@@ -231,7 +162,7 @@ class BeamSearch:
 
     @property
     def alive(self) -> int:
-        """Workers whose process is running now."""
+        """Workers running, with their decoder built."""
         return sum(worker.alive for worker in self.workers)
 
     def start(self) -> None:
@@ -241,11 +172,10 @@ class BeamSearch:
             self._idle.put_nowait(worker)  # before the server takes requests: no loop is waiting yet
         self._watcher.start()
 
-    async def decode(self, logits: np.ndarray, frame_seconds: float, beam_width: int, hotwords: list[str] | None,
-                     hotword_weight: float) -> Decoded:
+    async def decode(self, logits: np.ndarray, frame_seconds: float, options: BeamOptions) -> Decoded:
         worker = await self._acquire()
         search = asyncio.get_running_loop().run_in_executor(
-            self._threads, _search, worker, logits, frame_seconds, beam_width, hotwords, hotword_weight, self.timeout)
+            self._threads, worker.search, (logits, frame_seconds, options), self.timeout)
         # The worker goes back to the idle queue when its search ends, even if this request was
         # cancelled meanwhile (client gone): the shield keeps that cancellation off the search.
         search.add_done_callback(lambda _: self._idle.put_nowait(worker))
@@ -291,17 +221,9 @@ class BeamSearch:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
-def _search(worker: DecodeWorker, logits: np.ndarray, frame_seconds: float, beam_width: int,
-            hotwords: list[str] | None, hotword_weight: float, timeout: float) -> Decoded:
-    """One search on `worker`, with its inputs and outputs prepared here, off the event loop."""
-    log_probs = log_softmax(logits.astype(np.float32))
-    text, spans = worker.search((log_probs, beam_width, hotwords or None, hotword_weight), timeout)
-    return Decoded(text, _words(spans, np.exp(log_probs.max(axis=-1)), frame_seconds))
-
-
 def check_decoder(vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float) -> None:
     """Build the beam-search decoder once in a worker, as serving will; DecoderStartError says why not."""
-    worker = DecodeWorker(labels(vocab), lm, alpha, beta)
+    worker = DecodeWorker(vocab, lm, alpha, beta)
     try:
         worker.start()
     finally:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import Wav2Vec2Config
+from ..config import Wav2Vec2Config
 from .modules import (ConvLayer, ConvolutionalPositionalEmbedding, Encoder, FeatureEncoder, FeatureProjection,
-                      GumbelVectorQuantizer, frame_lengths, frame_mask_from_attention_mask)
+                      GumbelVectorQuantizer)
 
 
 @dataclass
@@ -46,32 +46,29 @@ class Wav2Vec2Model(nn.Module):
         self.encoder = Encoder(config)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                mask_time_indices: torch.Tensor | None = None, masked_group_norm: bool = False,
+                mask_time_indices: torch.Tensor | None = None,
                 mask_feature_indices: torch.Tensor | None = None) -> Wav2Vec2Output:
-        """input_values: (batch, samples); attention_mask: (batch, samples), 1 on real samples;
-        mask_time_indices: (batch, frames) bool, frames to replace by the mask embedding;
+        """input_values: (batch, samples); attention_mask: (batch, samples), 1 on real samples (right
+        padding); mask_time_indices: (batch, frames) bool, frames to replace by the mask embedding;
         mask_feature_indices: (batch, hidden) bool, channels to zero in every frame (fine-tuning's
         channel masking).
 
-        `masked_group_norm` (with an attention mask) keeps padding out of the group-norm family's
-        feature-encoder statistics, so each row of a padded batch equals that utterance run alone.
-        transformers does not do this: it is off by default, for parity.
+        With an attention mask, padding changes nothing: each row equals its utterance run alone.
+        Its lengths travel through the feature encoder, whose group norm (base family) then keeps
+        padding out of its statistics, and give the frame mask that attention uses. transformers
+        lets padding into those statistics, and so advises against a mask for the group-norm family.
         """
-        use_lengths = masked_group_norm and attention_mask is not None
-        sample_lengths = attention_mask.long().sum(dim=-1) if use_lengths else None
-        features = self.feature_extractor(input_values, sample_lengths)
+        sample_lengths = None if attention_mask is None else attention_mask.long().sum(dim=-1)
+        features, lengths = self.feature_extractor(input_values, sample_lengths)
         frame_mask = None
-        if attention_mask is not None:
-            frame_mask = frame_mask_from_attention_mask(self.config, attention_mask, features.shape[1])
+        if lengths is not None:
+            frame_mask = torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None]
         hidden, extract_features = self.feature_projection(features)
         if mask_time_indices is not None and self.config.apply_spec_augment:
             hidden = torch.where(mask_time_indices[..., None], self.masked_spec_embed.to(hidden.dtype), hidden)
         if mask_feature_indices is not None and self.config.apply_spec_augment:
             hidden = hidden.masked_fill(mask_feature_indices[:, None, :], 0.0)
         return Wav2Vec2Output(self.encoder(hidden, frame_mask), extract_features, frame_mask)
-
-    def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
-        return frame_lengths(self.config, sample_lengths)
 
 
 class Wav2Vec2ForCTC(nn.Module):
@@ -85,8 +82,9 @@ class Wav2Vec2ForCTC(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                mask_time_indices: torch.Tensor | None = None, masked_group_norm: bool = False) -> torch.Tensor:
-        hidden = self.wav2vec2(input_values, attention_mask, mask_time_indices, masked_group_norm).hidden_states
+                mask_time_indices: torch.Tensor | None = None,
+                mask_feature_indices: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.wav2vec2(input_values, attention_mask, mask_time_indices, mask_feature_indices).hidden_states
         return self.lm_head(self.dropout(hidden))
 
 

@@ -3,7 +3,8 @@
 Attribute names follow Hugging Face's state-dict keys (`conv_layers.0.conv`,
 `attention.q_proj`, `feed_forward.intermediate_dense`, ...) so their checkpoints load
 without a key map. Shapes: samples `(batch, samples)`, frames `(batch, frames, features)`;
-`frame_mask` is `(batch, frames)`, True on real frames and False on padding.
+`lengths` `(batch,)` count each row's real steps, and travel with the tensors through the feature
+encoder; `frame_mask` is `(batch, frames)`, True on real frames and False on padding.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import Wav2Vec2Config
+from ..config import Wav2Vec2Config, conv_output_length
 
 _ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
@@ -29,20 +30,6 @@ def activation(name: str) -> nn.Module:
     if name not in _ACTIVATIONS:
         raise ValueError(f"unsupported activation {name!r}; supported: {', '.join(sorted(_ACTIVATIONS))}")
     return _ACTIVATIONS[name]()
-
-
-def frame_lengths(config: Wav2Vec2Config, sample_lengths: torch.Tensor) -> torch.Tensor:
-    """Output frames of the feature encoder for inputs of `sample_lengths` samples."""
-    lengths = sample_lengths
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        lengths = (lengths - kernel) // stride + 1  # integer ops in ONNX too, exact in any float precision
-    return lengths.clamp(min=0)
-
-
-def frame_mask_from_attention_mask(config: Wav2Vec2Config, attention_mask: torch.Tensor, frames: int) -> torch.Tensor:
-    """(batch, samples) sample mask -> (batch, frames) frame mask; padding is on the right."""
-    lengths = frame_lengths(config, attention_mask.long().sum(dim=-1))
-    return torch.arange(frames, device=attention_mask.device)[None, :] < lengths[:, None]
 
 
 class ConvLayer(nn.Module):
@@ -68,7 +55,7 @@ class ConvLayer(nn.Module):
         """lengths: (batch,) real input steps per row, or None. Given, the group norm's statistics
         ignore the padding, so right-padding a batch does not change any row's real output steps."""
         kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
-        out_lengths = None if lengths is None else (lengths - kernel) // stride + 1  # integer ops, exact in ONNX too
+        out_lengths = None if lengths is None else conv_output_length(lengths, kernel, stride).clamp(min=0)
         if isinstance(self.layer_norm, nn.GroupNorm) and lengths is not None:
             # On CPUs, each utterance alone is faster; on GPUs, one batched computation (fewer kernel launches).
             if x.device.type == "cpu" and not _exporting() and int(lengths.min()) >= kernel:
@@ -87,7 +74,7 @@ class ConvLayer(nn.Module):
         """Convolution and group norm of each row's real samples alone, zero-padded to the batch's width.
         On a CPU this is ~2x faster (forward and backward) than masked statistics over the padded
         batch: the native group norm is one fused kernel, and no padding is convolved."""
-        width = (x.shape[-1] - self.conv.kernel_size[0]) // self.conv.stride[0] + 1
+        width = conv_output_length(x.shape[-1], self.conv.kernel_size[0], self.conv.stride[0])
         rows = [self.activation(self.layer_norm(self.conv(x[row:row + 1, :, :int(length)])))
                 for row, length in enumerate(lengths.tolist())]
         return torch.cat([F.pad(y, (0, width - y.shape[-1])) for y in rows])
@@ -125,12 +112,15 @@ class FeatureEncoder(nn.Module):
             in_channels = channels
         self.conv_layers = nn.ModuleList(layers)
 
-    def forward(self, samples: torch.Tensor, sample_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """With `sample_lengths`, normalisation statistics cover each row's real samples only."""
-        x, lengths = samples[:, None, :], sample_lengths
+    def forward(self, samples: torch.Tensor, lengths: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """samples: (batch, samples); lengths: (batch,) real samples per row, or None (no padding).
+        Returns (features (batch, frames, conv_dim[-1]), real frames per row or None). With lengths,
+        normalisation statistics cover each row's real samples only."""
+        x = samples[:, None, :]
         for layer in self.conv_layers:
             x, lengths = layer(x, lengths)
-        return x.transpose(1, 2)
+        return x.transpose(1, 2), lengths
 
 
 class FeatureProjection(nn.Module):

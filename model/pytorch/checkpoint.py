@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import FeatureSettings, Wav2Vec2Config
-from .ctc import CTCVocabulary
-from .hub import resolve_model
-from .package import package_checkpoint
+from ..config import FeatureSettings, Wav2Vec2Config
+from ..ctc import CTCVocabulary
+from ..hub import resolve_model
+from ..package import package_checkpoint
 from .wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, Wav2Vec2Model
 
 # The positional convolution's weight norm is stored under two spellings: the parametrization
@@ -29,7 +29,7 @@ _PRETRAINING_PREFIXES = ("quantizer.", "project_hid.", "project_q.")
 Model = Wav2Vec2ForCTC | Wav2Vec2ForPreTraining | Wav2Vec2Model
 
 
-class CheckpointError(Exception):
+class CheckpointError(ValueError):
     """A checkpoint that is missing files or weights, or does not fit its config."""
 
 
@@ -52,7 +52,7 @@ class Checkpoint:
         state = {_legacy_weight_norm_key(key): tensor.detach().contiguous().cpu()
                  for key, tensor in self.model.state_dict().items()}
         save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-        (folder / "preprocessor_config.json").write_text(json.dumps(self.features.to_dict(), indent=2) + "\n")
+        self.features.save(folder)
         if self.vocab is not None:
             self.vocab.save(folder)
         return folder

@@ -1,4 +1,4 @@
-"""Run an exported model folder with onnxruntime. Imports no torch.
+"""The ONNX Runtime recognizer: an exported model folder, run without torch.
 
 A folder holds `model.onnx` and everything needed to use it: `config.json` (frame arithmetic),
 `preprocessor_config.json` (sample rate, normalisation, attention mask), the vocabulary files,
@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime  # the inference engine: CPU here, CUDA and TensorRT providers with onnxruntime-gpu
 
-from model.audio import batch_input_values
-from model.config import FeatureSettings, Wav2Vec2Config
-from model.ctc import CTCVocabulary
+from .audio import model_inputs
+from .config import FeatureSettings, Wav2Vec2Config
+from .ctc import CTCVocabulary
+from .recognizer import Recognizer
 
 MODEL_FILE = "model.onnx"
 # Group-norm models only: the graph whose rows do not depend on padding (see export.exporter.export_fp32).
@@ -24,17 +24,28 @@ BATCHED_MODEL_FILE = "model.batched.onnx"
 MANIFEST_FILE = "export.json"
 
 
-class OnnxCTCModel:
-    """An exported CTC model: audio batches in, per-utterance logits out."""
+class OnnxRecognizer(Recognizer):
+    """An exported CTC model: audio batches in, per-utterance logits out.
+
+    `model_file` defaults to the graph a server runs: for group-norm models the padding-exact one
+    (`model.batched.onnx`), so batching changes no result; else `model.onnx`.
+    """
 
     def __init__(self, folder: str | Path, providers: list[Any] | None = None, threads: int = 0,
-                 model_file: str = MODEL_FILE):
+                 model_file: str | None = None):
         self.folder = Path(folder)
+        if model_file is None:
+            model_file = BATCHED_MODEL_FILE if (self.folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE
         self.config = Wav2Vec2Config.from_json_file(self.folder / "config.json")
         self.features = FeatureSettings.from_folder(self.folder, self.config)
         self.vocab = CTCVocabulary.from_folder(self.folder)
         manifest = self.folder / MANIFEST_FILE
         self.manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        try:
+            import onnxruntime  # the inference engine: CPU here, CUDA and TensorRT providers with onnxruntime-gpu
+        except ImportError:
+            raise ImportError("running an exported model needs onnxruntime: pip install '.[serve]' (or "
+                              "'.[export]')") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # 0: onnxruntime's default, one thread per core
         self.session = onnxruntime.InferenceSession(str(self.folder / model_file), options,
@@ -49,9 +60,13 @@ class OnnxCTCModel:
                 input_values, dtype=np.int64)
         return self.session.run(["logits"], feeds)[0]
 
+    @property
+    def padding_exact(self) -> bool:
+        """Graphs with an attention mask keep padding out of every row; the group-norm family's plain
+        graph, like transformers, does not."""
+        return self.uses_attention_mask
+
     def logits(self, utterances: list[np.ndarray]) -> list[np.ndarray]:
-        """Samples at the model's rate, one array per utterance -> (frames_i, vocab) logits for each."""
-        input_values, attention_mask = batch_input_values(utterances, self.features.do_normalize,
-                                                          self.features.padding_value)
+        input_values, attention_mask = model_inputs(utterances, self.features, self.padding_exact)
         logits = self.run(input_values, attention_mask)
         return [row[:self.config.num_frames(len(samples))] for row, samples in zip(logits, utterances)]

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from ..config import FeatureSettings, Wav2Vec2Config
+from ..ctc import CTCVocabulary
 from .checkpoint import Checkpoint, CheckpointError, build_checkpoint
-from .config import FeatureSettings, Wav2Vec2Config
-from .ctc import CTCVocabulary
 
 # fairseq key (after the fine-tuning prefix is removed) -> our key.
 _KEY_MAP = [

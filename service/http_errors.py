@@ -1,0 +1,84 @@
+"""Errors as responses. HTTP: JSON in the shape OpenAI's API uses, {"error": {"message", "type",
+"param", "code"}}, with the status of the error's kind. Websockets: {"type": "error", "error",
+"message"} and then the close code of its kind.
+"""
+
+from __future__ import annotations
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from .errors import (AudioTooLarge, Busy, InvalidAudio, InvalidOption, ServiceError, Unauthorised, UnusableAudio,
+                     validation_problem)
+
+# Each kind of refusal: its HTTP status, and the websocket close code that says the same.
+HTTP_STATUS = {InvalidAudio: 400, Unauthorised: 401, AudioTooLarge: 413, InvalidOption: 422, UnusableAudio: 422,
+               Busy: 503}
+CLOSE_CODE = {Unauthorised: 1008, Busy: 1013}  # any other: 1007, unusable data
+
+
+class ApiError(Exception):
+    """An error of HTTP itself (the body, its type and size), with its status."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.param, self.headers = status, code, message, param, headers
+
+
+def error_body(code: str, message: str, param: str | None = None) -> dict:
+    kind = "server_error" if code == "internal_error" else "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def http_status(error: ServiceError) -> int:
+    return next(status for kind, status in HTTP_STATUS.items() if isinstance(error, kind))
+
+
+def close_code(error: ServiceError) -> int:
+    return next((code for kind, code in CLOSE_CODE.items() if isinstance(error, kind)), 1007)
+
+
+async def refuse(websocket: WebSocket, code: int, error: str, message: str) -> None:
+    """Tell a websocket client why, then close with `code`; accepts the connection first if need be."""
+    try:
+        if websocket.client_state == WebSocketState.CONNECTING:
+            await websocket.accept()
+        await websocket.send_json({"type": "error", "error": error, "message": message})
+        await websocket.close(code, reason=message[:120])
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the client is already gone
+
+
+async def service_error_handler(connection: HTTPConnection, error: ServiceError) -> JSONResponse | None:
+    if isinstance(connection, WebSocket):
+        await refuse(connection, close_code(error), error.code, error.message)
+        return None
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, Unauthorised):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error_body(error.code, error.message, error.param), http_status(error), headers=headers)
+
+
+async def api_error_handler(_: HTTPConnection, error: ApiError) -> JSONResponse:
+    return JSONResponse(error_body(error.code, error.message, error.param), error.status, headers=error.headers)
+
+
+async def validation_error_handler(_: HTTPConnection, error: RequestValidationError) -> JSONResponse:
+    where, what = validation_problem(error, skip=("body", "query", "form"))
+    return JSONResponse(error_body("invalid_parameter", f"{where or 'request'}: {what}", where or None), 422)
+
+
+async def http_error_handler(_: HTTPConnection, error: HTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    return JSONResponse(error_body(code, str(error.detail)), error.status_code, headers=error.headers)
+
+
+async def internal_error_handler(_: HTTPConnection, error: Exception) -> JSONResponse:
+    """A bug: the client gets JSON that names no internals; the log gets the traceback."""
+    return JSONResponse(error_body("internal_error", "the server failed on this request; its log says why"), 500)
