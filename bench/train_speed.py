@@ -70,7 +70,8 @@ class PlainLoop:
         self.audio = [load_audio(entry.audio, RATE) for entry in entries]  # decoded once
         self.labels = [self.vocab.encode(entry.text) for entry in entries]
         self.batches = make_batches([entry.duration for entry in entries], config.max_batch_seconds, config.seed, 0,
-                                    config.max_batch_utterances, config.batch_by_length)
+                                    config.max_batch_utterances, config.batch_by_length,
+                                    config.length_pool)
 
     def run(self, steps: int) -> tuple[float, float]:
         config = self.config

@@ -137,6 +137,36 @@ def test_finetune_resumes_exactly(digits, tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
 
 
+def test_the_moving_average_is_what_is_kept_and_it_resumes_exactly(digits, tmp_path):
+    """With ema_decay, `best` holds the average of the weights after each update (not the last
+    update's weights), and a resumed run ends with the same average as an uninterrupted one."""
+    from model.pytorch.checkpoint import load_checkpoint
+
+    common = [f"train_manifest={digits}", f"eval_manifest={digits}", *TINY, "max_batch_seconds=3",
+              "freeze_feature_encoder=false", "freeze_transformer_steps=0", "learning_rate=1e-3", "ema_decay=0.5",
+              "max_steps=4", "eval_every=4", "save_every=2", "keep_checkpoints=3"]
+    straight = training("finetune", *common, f"output_dir={tmp_path / 'straight'}")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    resumed = training("finetune", *common, f"output_dir={tmp_path / 'split'}", "max_steps=4")
+    assert resumed.returncode == 0
+    shutil.rmtree(tmp_path / "split" / "checkpoint-4")
+    resumed = training("finetune", *common, f"output_dir={tmp_path / 'split'}", "--resume",
+                       str(tmp_path / "split" / "checkpoint-2"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def weights(folder):
+        return {name: value.float() for name, value in load_checkpoint(folder).model.state_dict().items()}
+
+    trained = [weights(tmp_path / "straight" / f"checkpoint-{step}") for step in (2, 4)]
+    best, resumed_best = weights(tmp_path / "straight" / "best"), weights(tmp_path / "split" / "best")
+    name = "lm_head.weight"
+    assert not torch.allclose(best[name], trained[1][name])  # not the last update's weights
+    # After update 4 the average is 0.5 x (average after 3) + 0.5 x (weights after 4): between the two.
+    assert torch.all((best[name] - trained[1][name]).abs() <= (trained[0][name] - trained[1][name]).abs().max() * 2)
+    for key in best:
+        assert torch.allclose(best[key], resumed_best[key], atol=1e-5), key
+
+
 def test_frozen_parts_do_not_change(unlabeled_pretrained, digits, tmp_path):
     """From a pretraining checkpoint: the feature encoder stays frozen throughout; the transformer
     trains only after `freeze_transformer_steps`."""

@@ -165,16 +165,19 @@ def test_batches_hold_every_utterance_once_per_epoch_within_their_limits():
     from training.batches import BatchStream, make_batches
 
     durations = list(np.random.default_rng(0).uniform(0.2, 3.0, 500))
-    for by_length in (True, False):
-        batches = make_batches(durations, 20.0, seed=1, epoch=0, max_utterances=16, by_length=by_length)
+    padding = {}
+    for by_length, pool in ((True, 0), (False, 0), (False, 128)):
+        batches = make_batches(durations, 20.0, seed=1, epoch=0, max_utterances=16, by_length=by_length,
+                               length_pool=pool)
         assert sorted(i for batch in batches for i in batch) == list(range(500))
         assert all(len(batch) <= 16 and len(batch) * max(durations[i] for i in batch) <= 20.0 for batch in batches)
-        assert batches != make_batches(durations, 20.0, seed=1, epoch=1, max_utterances=16, by_length=by_length)
-        padding = sum(len(b) * max(durations[i] for i in b) - sum(durations[i] for i in b) for b in batches)
-        if by_length:
-            assert padding < 0.05 * sum(durations)  # similar lengths together
-        else:
-            assert padding > 0.2 * sum(durations)  # drawn at random
+        assert batches != make_batches(durations, 20.0, seed=1, epoch=1, max_utterances=16, by_length=by_length,
+                                       length_pool=pool)
+        padding[by_length, pool] = sum(len(b) * max(durations[i] for i in b) - sum(durations[i] for i in b)
+                                       for b in batches) / sum(durations)
+    assert padding[True, 0] < 0.05  # similar lengths together
+    assert padding[False, 0] > 0.2  # drawn at random
+    assert padding[False, 128] < 0.5 * padding[False, 0]  # random pools, sorted: far less padding
     stream = BatchStream(durations, 20.0, seed=1)
     first = [next(stream) for _ in range(5)]
     resumed = BatchStream(durations, 20.0, seed=1)

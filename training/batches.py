@@ -4,6 +4,10 @@ Utterances of similar length go together (little padding); a batch holds as many
 `max_batch_seconds` counting padding (size x longest), and at most `max_utterances` (0: no limit). Each epoch shuffles within lengths and
 the order of batches, from the seed and the epoch number alone, so a resumed run replays the
 same batches from the same position.
+
+Sorting the whole corpus by length makes batches of look-alike utterances (on a small corpus, often one
+speaker). `length_pool` is the middle way: draw utterances at random, sort each pool of that many by
+length, and cut the pool into batches; a batch then mixes speakers like a random one but pads little.
 """
 
 from __future__ import annotations
@@ -12,14 +16,31 @@ import numpy as np
 
 
 def make_batches(durations: list[float], max_batch_seconds: float, seed: int, epoch: int, max_utterances: int = 0,
-                 by_length: bool = True) -> list[list[int]]:
-    """One epoch's batches of utterance indices; `by_length` False draws batches at random (more padding)."""
+                 by_length: bool = True, length_pool: int = 0) -> list[list[int]]:
+    """One epoch's batches of utterance indices.
+
+    `by_length` False draws batches at random (more padding), or, with `length_pool` > 0, from pools of
+    that many random utterances sorted by length.
+    """
     generator = np.random.default_rng([seed, epoch])
     if by_length:
         # Sort by length, with ties (and near-ties) broken at random so batches differ between epochs.
         order = np.lexsort((generator.random(len(durations)), np.round(np.asarray(durations), 1)))
+        pools = [order]
     else:
         order = generator.permutation(len(durations))
+        size = length_pool if length_pool > 0 else len(order)
+        pools = [order[start:start + size] for start in range(0, len(order), size)]
+        if length_pool > 0:
+            pools = [pool[np.argsort(np.asarray(durations)[pool], kind="stable")] for pool in pools]
+    batches = []
+    for pool in pools:
+        batches += _cut(pool, durations, max_batch_seconds, max_utterances)
+    return [batches[i] for i in generator.permutation(len(batches))]
+
+
+def _cut(order, durations: list[float], max_batch_seconds: float, max_utterances: int) -> list[list[int]]:
+    """Consecutive runs of `order` as batches within the limits."""
     batches, current, longest = [], [], 0.0
     for index in order:
         duration = durations[index]
@@ -31,23 +52,23 @@ def make_batches(durations: list[float], max_batch_seconds: float, seed: int, ep
         longest = max(longest, duration)
     if current:
         batches.append(current)
-    return [batches[i] for i in generator.permutation(len(batches))]
+    return batches
 
 
 class BatchStream:
     """Endless batches, epoch after epoch; `state()` / `restore()` give the position for resuming."""
 
     def __init__(self, durations: list[float], max_batch_seconds: float, seed: int, rank: int = 0, world: int = 1,
-                 max_utterances: int = 0, by_length: bool = True):
+                 max_utterances: int = 0, by_length: bool = True, length_pool: int = 0):
         self.durations, self.max_batch_seconds, self.seed = durations, max_batch_seconds, seed
-        self.max_utterances, self.by_length = max_utterances, by_length
+        self.max_utterances, self.by_length, self.length_pool = max_utterances, by_length, length_pool
         self.rank, self.world = rank, world
         self.epoch, self.position = 0, 0
         self._batches = self._epoch_batches()
 
     def _epoch_batches(self) -> list[list[int]]:
         batches = make_batches(self.durations, self.max_batch_seconds, self.seed, self.epoch, self.max_utterances,
-                               self.by_length)
+                               self.by_length, self.length_pool)
         usable = len(batches) - len(batches) % self.world  # every process gets as many batches
         if usable == 0:
             raise ValueError("fewer batches per epoch than processes: use more data or smaller batches")

@@ -114,12 +114,16 @@ class FinetuneConfig(TrainerConfig):
     final_lr_scale: float = 0.05
     warmup_steps: int = 0  # lr_schedule: linear
     weight_decay: float = 0.0  # on weight matrices only: never on biases, norms, or the mask embedding
+    # An exponential moving average of the weights (e.g. 0.999; 0: none) is what is evaluated and kept as
+    # best: smoother than the last update's weights, it usually generalises better on small data.
+    ema_decay: float = 0.0
     # The loss: CTC summed over each utterance's frames, divided by its target length ("mean", per
     # character: as torch's and transformers' "mean") or not ("sum", per utterance), averaged over the
     # batch. clip_norm bounds the gradient of that loss (L2 over all parameters).
     ctc_loss_reduction: str = "mean"
     max_batch_utterances: int = 0  # and at most this many utterances per batch (0: no limit)
     batch_by_length: bool = True  # batches of similar lengths (little padding); false: drawn at random
+    length_pool: int = 0  # batch_by_length false: sort each pool of this many random utterances by length (0: don't)
     max_sample_seconds: float = 30.0  # longer utterances are left out
     # Evaluation: WER/CER greedy, and with beam search when an LM is given (then its WER picks the best).
     eval_every: int = 1000

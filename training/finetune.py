@@ -3,6 +3,8 @@
 The paper's recipe: a frozen feature encoder, only the CTC head trained for the first updates,
 time and channel masking, the tri-stage learning-rate schedule; periodic WER/CER evaluation
 (greedy, and beam search with a KenLM model) that keeps the best checkpoint in `output_dir/best`.
+With `ema_decay` set, what is evaluated and kept as `best` is an exponential moving average of the
+weights; the numbered checkpoints hold the trained weights (and the average, for resuming).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from model.audio import model_inputs
@@ -107,7 +110,8 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
         forward = DistributedDataParallel(
             forward, find_unused_parameters=config.freeze_transformer_steps > 0 or architecture.layerdrop > 0)
     batches = BatchStream([example.duration for example in train], config.max_batch_seconds, config.seed,
-                          processes.rank, processes.world, config.max_batch_utterances, config.batch_by_length)
+                          processes.rank, processes.world, config.max_batch_utterances, config.batch_by_length,
+                          config.length_pool)
     schedule = {name: getattr(config, name) for name in SCHEDULE_SETTINGS}
     state = read_trainer_state(resume) if resume else None
     if state is not None:
@@ -117,10 +121,16 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
     optimiser = adamw(model, schedule["learning_rate"], config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate_factor(schedule))
     precision, scaler = autocast(config.precision, processes.device)
+    # The weights evaluated and kept as `best`: the trained ones, or their moving average.
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+                if config.ema_decay > 0 else None)
+    kept = averaged.module if averaged is not None else model
     step, best = 0, None
     if state is not None:
         step = restore_trainer_state(state, optimiser, scheduler, batches, scaler, schedule["learning_rate"])
         best = state["extra"].get("best")
+        if averaged is not None and "ema" in state["extra"]:
+            averaged.load_state_dict(state["extra"]["ema"])
         del state
 
     if processes.main:
@@ -129,7 +139,7 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
     log = MetricsLog(output / "metrics.jsonl", processes.main)
     evaluator = None
     if evaluation:  # the model as it trains, transcribed as the CLI and the server transcribe
-        evaluator = Transcriber(TorchRecognizer(model, features, vocab, processes.device),
+        evaluator = Transcriber(TorchRecognizer(kept, features, vocab, processes.device),
                                 Path(config.lm) if config.lm else None, config.lm_alpha, config.lm_beta)
     progress = tqdm(total=config.max_steps, initial=step, disable=not processes.main, unit="step", dynamic_ncols=True)
     last = None
@@ -153,6 +163,8 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
                     (scaler.scale(loss) if scaler else loss).backward()
                 loss_total += float(loss.detach())
             gradient_norm = optimiser_step(model, optimiser, scheduler, scaler, config.clip_norm)
+            if averaged is not None:
+                averaged.update_parameters(model)
             train_seconds += time.perf_counter() - update_started
             step, updates = step + 1, updates + 1
             progress.update(1)
@@ -176,7 +188,7 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
                 # Ties go to the later checkpoint: further along its schedule, it is the better trained.
                 if best is None or (metric["wer"], metric["cer"]) <= (best["wer"], best["cer"]):
                     best = {"step": step, "wer": metric["wer"], "cer": metric["cer"]}
-                    _save(output / "best", model, architecture, features, vocab)
+                    _save(output / "best", kept, architecture, features, vocab)
                     (output / "best" / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
                 log.write({**record, "best": best})
                 progress.write(f"step {step}: greedy WER {report['greedy']['wer']:.4f} CER {report['greedy']['cer']:.4f}"
@@ -186,8 +198,10 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
                 last = output / f"checkpoint-{step}"
                 if processes.main:
                     _save(last, model, architecture, features, vocab)
-                    save_trainer_state(last, step, optimiser, scheduler, batches, scaler,
-                                       {"best": best, "schedule": schedule})
+                    extra = {"best": best, "schedule": schedule}
+                    if averaged is not None:
+                        extra["ema"] = averaged.state_dict()
+                    save_trainer_state(last, step, optimiser, scheduler, batches, scaler, extra)
                     prune_checkpoints(output, config.keep_checkpoints, protect=resume)
     finally:
         progress.close()
@@ -195,6 +209,9 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
         evaluation_audio.close()
         if evaluator is not None:
             evaluator.close()
+    if best is None and averaged is not None and processes.main:  # no evaluation: the average is what was asked for
+        _save(output / "best", kept, architecture, features, vocab)
+        return output / "best"
     return output / "best" if best else (last or resume)
 
 
