@@ -57,9 +57,6 @@ class ConvLayer(nn.Module):
         kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
         out_lengths = None if lengths is None else conv_output_length(lengths, kernel, stride).clamp(min=0)
         if isinstance(self.layer_norm, nn.GroupNorm) and lengths is not None:
-            # On CPUs, each utterance alone is faster; on GPUs, one batched computation (fewer kernel launches).
-            if x.device.type == "cpu" and not _exporting() and int(lengths.min()) >= kernel:
-                return self._each_utterance(x, lengths), out_lengths
             x = self.conv(x)
             valid = torch.arange(x.shape[-1], device=x.device)[None, None, :] < out_lengths[:, None, None]
             return self.activation(masked_channel_norm(x, valid, self.layer_norm)), out_lengths
@@ -70,29 +67,21 @@ class ConvLayer(nn.Module):
             x = self.layer_norm(x)
         return self.activation(x), out_lengths
 
-    def _each_utterance(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Convolution and group norm of each row's real samples alone, zero-padded to the batch's width.
-        On a CPU this is ~2x faster (forward and backward) than masked statistics over the padded
-        batch: the native group norm is one fused kernel, and no padding is convolved."""
-        width = conv_output_length(x.shape[-1], self.conv.kernel_size[0], self.conv.stride[0])
-        rows = [self.activation(self.layer_norm(self.conv(x[row:row + 1, :, :int(length)])))
-                for row, length in enumerate(lengths.tolist())]
-        return torch.cat([F.pad(y, (0, width - y.shape[-1])) for y in rows])
-
-
-def _exporting() -> bool:
-    """True while torch.onnx or torch.jit records a graph, which must stay one batched computation."""
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-
 
 def masked_channel_norm(x: torch.Tensor, valid: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
-    """GroupNorm with one group per channel, its mean and variance taken over the `valid` steps only."""
-    weight = valid.to(x.dtype)
-    count = weight.sum(dim=-1, keepdim=True).clamp(min=1.0)
-    mean = (x * weight).sum(dim=-1, keepdim=True) / count
-    variance = ((x - mean) ** 2 * weight).sum(dim=-1, keepdim=True) / count
-    x = (x - mean) * torch.rsqrt(variance + norm.eps)
-    return x * norm.weight[:, None] + norm.bias[:, None]
+    """GroupNorm with one group per channel, its mean and variance taken over the `valid` steps only.
+
+    x: (batch, channels, steps); valid: (batch, 1, steps) bool. The padding is zeroed first, so plain
+    sums give the statistics: five passes over the batch, forward and backward (masking with
+    multiplications and a two-pass variance took ~1.6x as long on CPUs, per-utterance native group
+    norms ~1.3x). Padded steps come out as garbage that no later step reads.
+    """
+    x = x.masked_fill(~valid, 0.0)
+    count = valid.sum(dim=-1, keepdim=True).clamp(min=1).to(x.dtype)
+    mean = x.sum(dim=-1, keepdim=True) / count
+    variance = ((x * x).sum(dim=-1, keepdim=True) / count - mean * mean).clamp(min=0.0)
+    scale = torch.rsqrt(variance + norm.eps) * norm.weight[:, None]
+    return (x - mean) * scale + norm.bias[:, None]
 
 
 class FeatureEncoder(nn.Module):

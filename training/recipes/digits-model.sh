@@ -35,14 +35,19 @@ step "$work/connected-test/manifest.jsonl" "$python" -m training connect --manif
     --out "$work/connected-test" --speaker "$speaker" --count 300 --items 3 10 --seed 3
 step "$work/synth/manifest.jsonl" "$python" -m training synth --digits 1 7 --voices english --count 3000 --seed 4 \
     --out "$work/synth" --workers 2
+# "oh" for zero: FSDD says every zero "zero", so "oh" comes from synthesis alone; 1500 more strings
+# say every zero "oh" (the set above says 30% of them so).
+step "$work/synth-oh/manifest.jsonl" "$python" -m training synth --digits 1 7 --oh-fraction 1.0 --voices english \
+    --count 1500 --seed 5 --out "$work/synth-oh" --workers 2
 step "$work/realspeech.jsonl" "$python" -m training manifest --transcripts "$data/realspeech/manifest.tsv" \
     --include 'cards/004\.wav$' --out "$work/realspeech.jsonl"
-train="$work/fsdd/train.jsonl,$work/connected-train/manifest.jsonl,$work/synth/manifest.jsonl"
+train="$work/fsdd/train.jsonl,$work/connected-train/manifest.jsonl,$work/synth/manifest.jsonl,$work/synth-oh/manifest.jsonl"
 dev="$work/fsdd/dev.jsonl,$work/connected-dev/manifest.jsonl"
 
 # 2. The language model: a bigram of the training transcripts (digit words, "oh").
 step "$work/digits.arpa" "$python" -m training lm --manifest "$work/fsdd/train.jsonl" \
-    --manifest "$work/connected-train/manifest.jsonl" --manifest "$work/synth/manifest.jsonl" --out "$work/digits.arpa"
+    --manifest "$work/connected-train/manifest.jsonl" --manifest "$work/synth/manifest.jsonl" \
+    --manifest "$work/synth-oh/manifest.jsonl" --out "$work/digits.arpa"
 
 [ "${DATA_ONLY:-0}" = 1 ] && exit 0  # DATA_ONLY=1: stop here
 
@@ -64,7 +69,7 @@ train() {  # OUTPUT_DIR CONFIG SETTINGS...: resumes an interrupted run from its 
 train "$work/isolated" training/configs/fsdd-scratch.yaml vocab=english \
     "train_manifest=$work/fsdd/train.jsonl" "eval_manifest=$work/fsdd/dev.jsonl"
 train "$work/train" training/configs/digits.yaml "init=$work/isolated/best" \
-    "train_manifest=$train" "eval_manifest=$dev"
+    "train_manifest=$train" "eval_manifest=$dev" "lm=$work/digits.arpa"
 
 # 4. Evaluation (greedy and beam search with the LM) and the ONNX export, checked against PyTorch.
 evaluate() {  # NAME MANIFEST
@@ -86,7 +91,8 @@ step "$work/onnx/model.onnx" "$python" -m export onnx --model "$work/train/best"
     --lm "$work/digits.arpa" --config training/configs/digits.yaml --commands "$log" \
     --card training/recipes/digits-card.md \
     --data "fsdd-train=$work/fsdd/train.jsonl" --data "connected-train=$work/connected-train/manifest.jsonl" \
-    --data "synthetic-train=$work/synth/manifest.jsonl" --data "fsdd-dev=$work/fsdd/dev.jsonl" \
+    --data "synthetic-train=$work/synth/manifest.jsonl" --data "synthetic-oh-train=$work/synth-oh/manifest.jsonl" \
+    --data "fsdd-dev=$work/fsdd/dev.jsonl" \
     --data "connected-dev=$work/connected-dev/manifest.jsonl" --data "fsdd-test=$work/fsdd/test.jsonl" \
     --data "connected-test=$work/connected-test/manifest.jsonl" --data "realspeech=$work/realspeech.jsonl" \
     --results "FSDD test (isolated digits, 300)=$work/eval/fsdd-test.json" \

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The README's FSDD results with training/configs/fsdd-scratch.yaml, from fresh runs:
+#   bash training/recipes/fsdd-results.sh [ROW...]      (default: every row, one after another)
+# ROWs: full (the official training labels less dev), 10pct (270 labels), loso-SPEAKER (leave one
+# speaker out: george jackson lucas nicolas theo yweweler), loso (all six). Each row trains from
+# scratch, keeps its best checkpoint on its dev set, and is evaluated on its test set greedy and with
+# the bigram LM (runs/fsdd/words.arpa); a row whose results exist is skipped, an interrupted one
+# resumes. Settings after `--` go to every run (e.g. `-- max_steps=2000`). Rows are independent: two
+# shells with one thread each (OMP_NUM_THREADS=1) run two rows at once on a 2-core machine.
+# Then `python training/recipes/fsdd_table.py` prints the table.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+python=${PYTHON:-python}
+fsdd=${FSDD:-runs/fsdd}
+out=${OUT:-runs/fsdd-results}
+rows=() settings=()
+while [ $# -gt 0 ]; do
+    if [ "$1" = -- ]; then shift; settings=("$@"); break; fi
+    rows+=("$1"); shift
+done
+[ ${#rows[@]} -gt 0 ] || rows=(full 10pct loso)
+[ -e "$fsdd/test.jsonl" ] || bash training/recipes/fsdd-data.sh ../shared/data/fsdd "$fsdd"
+
+run() {  # NAME TRAIN DEV TEST [SETTINGS...]
+    local name=$1 train=$2 dev=$3 test=$4
+    shift 4
+    local folder="$out/$name"
+    [ -e "$folder/test.json" ] && { echo "have $folder/test.json"; return; }
+    mkdir -p "$folder"
+    local last
+    last=$(ls -d "$folder"/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -1 || true)
+    echo "$(date -u +%FT%TZ) $name: training"
+    "$python" -m training finetune --config training/configs/fsdd-scratch.yaml "train_manifest=$train" \
+        "eval_manifest=$dev" "output_dir=$folder" "$@" ${settings[@]+"${settings[@]}"} ${last:+--resume "$last"} \
+        > "$folder/train.log" 2>&1
+    "$python" -m training evaluate --model "$folder/best" --manifest "$test" --lm "$fsdd/words.arpa" \
+        --details "$folder/test-details.jsonl" > "$folder/test.json.part"
+    mv "$folder/test.json.part" "$folder/test.json"
+    echo "$(date -u +%FT%TZ) $name: done"
+}
+
+for row in "${rows[@]}"; do
+    case $row in
+        full) run full "$fsdd/train.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" ;;
+        10pct) run 10pct "$fsdd/train-10pct.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" ;;
+        loso) for speaker in george jackson lucas nicolas theo yweweler; do
+                  run "loso-$speaker" "$fsdd/loso-$speaker/train.jsonl" "$fsdd/loso-$speaker/dev.jsonl" \
+                      "$fsdd/loso-$speaker/test.jsonl"
+              done ;;
+        loso-*) run "$row" "$fsdd/$row/train.jsonl" "$fsdd/$row/dev.jsonl" "$fsdd/$row/test.jsonl" ;;
+        *) echo "unknown row $row (full, 10pct, loso, loso-SPEAKER)" >&2; exit 2 ;;
+    esac
+done
