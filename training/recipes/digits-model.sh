@@ -4,7 +4,7 @@
 # Data from ../shared/data (never copied into the repository), work files in runs/digits, the model
 # folder in models/digits. DATA_ONLY=1 stops after making the data. Every step is skipped when its output exists, and an interrupted training
 # run resumes from its last checkpoint, so running it again continues where it stopped.
-# On 2 CPU cores: data about 10 min, training about 60 min (two stages), evaluation and export a few minutes.
+# On 2 CPU cores: data about 17 min, training about 36 min (two stages), evaluation and export a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${1:-../shared/data}
