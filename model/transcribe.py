@@ -51,9 +51,10 @@ class UnusableLogits(AudioError):
     """The model's output is not finite: nothing a decoder can read."""
 
 
-def choose_decoder(requested: Decoder | None, has_lm: bool) -> Decoder:
-    """The decoder a request gets: what it asks for, else beam search with a language model, else greedy."""
-    return requested or ("beam" if has_lm else "greedy")
+def choose_decoder(requested: Decoder | None, beam_by_default: bool) -> Decoder:
+    """The decoder a request gets: what it asks for, else beam search when `beam_by_default` (there is
+    a language model, or the request needs beam search), else greedy."""
+    return requested or ("beam" if beam_by_default else "greedy")
 
 
 def check_finite(logits: np.ndarray) -> None:

@@ -57,5 +57,6 @@ def test_compose_sets_only_known_settings():
 def test_empty_settings_from_compose_mean_unset(monkeypatch):
     monkeypatch.setenv("ASR_LM", "")  # what `ASR_LM: ${ASR_LM:-}` passes when no LM is configured
     monkeypatch.setenv("ASR_MODEL_NAME", " ")
-    settings = Settings(model="m")
-    assert settings.lm is None and settings.model_name is None
+    monkeypatch.setenv("ASR_DEFAULT_MODEL", "")
+    (served,) = Settings(model="m").models
+    assert served.lm is None and served.name == "m"

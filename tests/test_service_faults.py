@@ -69,12 +69,14 @@ def post_beam(server, body: bytes, **fields) -> httpx.Response:
 
 
 def metric(server, name: str, **labels) -> float:
-    """The value of one Prometheus series, 0 when absent."""
-    wanted = "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}" if labels else ""
+    """The sum of the Prometheus series `name` with these labels (whatever their others, e.g. the
+    model), 0 when there is none."""
+    total = 0.0
     for line in httpx.get(server.url + "/metrics").text.splitlines():
-        if line.startswith(name + wanted + " "):
-            return float(line.split()[-1])
-    return 0.0
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] == name and all(f'{key}="{wanted}"' in series for key, wanted in labels.items()):
+            total += float(value)
+    return total
 
 
 def beam_workers(server) -> list[int]:
