@@ -317,7 +317,8 @@ class RealtimeEvents(StreamEvents):
         self.previous_item = item
         return True
 
-    async def final(self, text: str, words: list[dict], start: float, end: float) -> None:
+    async def final(self, text: str, words: list[dict], start: float, end: float,
+                    alternatives: list[dict] | None = None) -> None:
         event = {"type": "conversation.item.input_audio_transcription.completed", "item_id": self.current_item(),
                  "content_index": 0, "transcript": text,
                  "usage": {"type": "duration", "seconds": round(end - start, 3)}}
