@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 
 from .audio import AudioError, AudioSource, check_duration
-from .decoding import LM_ALPHA, LM_BETA, BeamOptions, BeamSearchDecoder, Decoded, Word, greedy_decode
+from .decoding import LM_ALPHA, LM_BETA, Alternative, BeamOptions, BeamSearchDecoder, Decoded, Word, greedy_decode
 from .recognizer import Recognizer
 from .windows import CHUNK_SECONDS, CONTEXT_SECONDS, Window, length_groups, plan_windows, stitch
 
@@ -45,6 +45,7 @@ class Transcript:
     words: list[Word]
     duration: float  # seconds of audio
     decoder: Decoder
+    alternatives: list[Alternative] = field(default_factory=list)  # beam search's n best, when asked for
 
 
 class UnusableLogits(AudioError):
@@ -139,8 +140,8 @@ class Transcriber:
         transcripts = []
         for samples, logits in zip(utterances, self.logits(utterances)):
             decoded, decoder = self.decode(logits, options)
-            transcripts.append(Transcript(decoded.text, decoded.words,
-                                          round(len(samples) / rate, 3), decoder))
+            transcripts.append(Transcript(decoded.text, decoded.words, round(len(samples) / rate, 3), decoder,
+                                          decoded.alternatives))
         return transcripts
 
     def transcribe_file(self, source: AudioSource, options: DecodeOptions = DecodeOptions()) -> Transcript:

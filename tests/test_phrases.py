@@ -4,6 +4,8 @@ against hostile lists."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,21 @@ def test_alternatives_are_distinct_best_first_and_the_first_is_the_text(digits_m
         assert decoder.decode(logits, recognizer.frame_seconds).alternatives == [], "none unless asked"
         three = decoder.decode(logits, recognizer.frame_seconds, BeamOptions(alternatives=3)).alternatives
         assert three == decoded.alternatives[:3]
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+
+def test_the_command_line_takes_phrases_and_alternatives(capsys):
+    from model.__main__ import main
+
+    onnx = str(package_onnx(DEFAULT_MODEL))
+    assert main(["transcribe", "--model", onnx, "--json", "--alternatives", "3", "--phrases", "four one,five,zero two",
+                 str(EXAMPLE)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["text"] == "four one five zero two" and result["decoder"] == "beam"
+    assert result["alternatives"][0]["text"] == result["text"]
+    assert all(PhraseGrammar(("four one", "five", "zero two")).accepts(item["text"]) for item in result["alternatives"])
+    assert main(["transcribe", "--model", onnx, "--phrases", "yes,no", str(EXAMPLE)]) == 0
+    assert set(capsys.readouterr().out.split("\t")[1].split()) <= {"yes", "no"}
+    assert main(["transcribe", "--model", onnx, "--phrases", "café", str(EXAMPLE)]) == 1
+    assert "'é'" in capsys.readouterr().err
