@@ -10,6 +10,9 @@ this server unchanged. It sends JSON events:
   at 8 kHz), resampled here to the model's rate;
 - `input_audio_buffer.commit` (end the turn now) and `input_audio_buffer.clear` (drop it).
 
+A session's `transcription.model` that names a served model chooses it; any other name (OpenAI's
+model names) leaves the model in use, at first the default one.
+
 With `turn_detection` of type `server_vad` (the default) turns end at pauses of
 `silence_duration_ms`, found by the same voice-activity detector as /v1/stream's endpointing;
 with `null`, only at commits. The server answers `session.created`, `session.updated` (or

@@ -1,8 +1,8 @@
 """Websocket streaming at /v1/stream: partial results while audio arrives, a final per segment.
 
 Protocol: a JSON config first (`model` chooses the model), then binary PCM frames, then
-{"type": "eof"} (or {"type": "finalize"} to end the current segment and go on). Segments end at pauses found by
-voice-activity detection (`endpointing` ms of non-speech; false: never), at
+{"type": "eof"} (or {"type": "finalize"} to end the current segment and go on). Segments end at
+pauses found by voice-activity detection (`endpointing` ms of non-speech; false: never), at
 `max_segment_seconds`, at "finalize" and at "eof". A final is the offline transcription of
 exactly that segment's audio, so it equals what /transcribe returns for the same samples.
 Partials decode only the last few seconds of the segment, so their cost stays bounded however
