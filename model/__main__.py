@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 
 from .audio import AudioError
-from .decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, BeamOptions, DecoderStartError
+from .decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, MAX_ALTERNATIVES, BeamOptions, DecoderStartError, check_phrases
 from .hub import ModelNotFoundError
 from .loading import load_recognizer
 from .package import DEFAULT_MODEL
@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
                                  "either, greedy decoding)")
     transcribe.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
     transcribe.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")
+    transcribe.add_argument("--phrases", help="comma-separated words or phrases: the transcript is a sequence of "
+                                              "them, nothing else (beam search; the phrases replace --lm for it)")
+    transcribe.add_argument("--alternatives", type=int, metavar="N",
+                            help=f"with --json: the N best transcripts (1-{MAX_ALTERNATIVES}) of the beam search, "
+                                 "best first, as 'alternatives' [{text, score}]")
     transcribe.add_argument("--word-timestamps", action="store_true",
                             help="each word's start and end (seconds) and confidence: after the transcript, one "
                                  "line per word, '\\t<start>\\t<end>\\t<word>\\t<confidence>'; with --json, as 'words'")
@@ -45,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "transcribe" and args.beam_width is not None and args.beam_width < 1:
         parser.error("--beam-width must be at least 1")
+    if args.command == "transcribe" and args.alternatives is not None:
+        if not 1 <= args.alternatives <= MAX_ALTERNATIVES or not args.json:
+            parser.error(f"--alternatives takes 1 to {MAX_ALTERNATIVES}, with --json")
     try:
         if args.command == "convert":
             from .pytorch.checkpoint import load_checkpoint  # torch loads in a second or two: only when needed
@@ -53,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"saved {folder}")
             return 0
         transcriber = Transcriber(load_recognizer(args.model), args.lm, args.lm_alpha, args.lm_beta)
-        beam = args.lm is not None or args.beam_width is not None
-        options = DecodeOptions("beam" if beam else "greedy", BeamOptions(args.beam_width or BEAM_WIDTH))
+        phrases = check_phrases(transcriber.recognizer.vocab, args.phrases.split(",")) if args.phrases else None
+        beam = args.lm is not None or args.beam_width is not None or phrases is not None or bool(args.alternatives)
+        options = DecodeOptions("beam" if beam else "greedy", BeamOptions(
+            args.beam_width or BEAM_WIDTH, alternatives=args.alternatives or 0, phrases=phrases))
         if beam:
             transcriber.beam_search()  # a language model KenLM refuses fails here, once, not on every file
     except (ModelNotFoundError, OSError, ValueError, ImportError) as error:  # CheckpointError: a ValueError
@@ -73,15 +83,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {error}", file=sys.stderr)
                 failed += 1
                 continue
-            print(_format(path, result, args.word_timestamps, args.json), flush=True)
+            print(_format(path, result, args.word_timestamps, args.json, args.alternatives), flush=True)
     return 1 if failed else 0
 
 
-def _format(path: str, result, word_timestamps: bool, as_json: bool) -> str:
+def _format(path: str, result, word_timestamps: bool, as_json: bool, alternatives: int | None) -> str:
     if as_json:
         body = {"audio": path, "text": result.text, "duration": result.duration, "decoder": result.decoder}
         if word_timestamps:
             body["words"] = [asdict(word) for word in result.words]
+        if alternatives:
+            body["alternatives"] = [asdict(alternative) for alternative in result.alternatives]
         return json.dumps(body, ensure_ascii=False)
     lines = [f"{path}\t{result.text}"]
     if word_timestamps:

@@ -1,13 +1,16 @@
 """Logits -> text with word timings: greedy (best path) and beam search with a KenLM model and hotwords.
 
 Both give the same result: the text and its words, each with start and end (seconds) and a
-confidence (the mean probability of the best token over the word's frames). Every caller (the
-CLI, evaluation, pseudo-labelling, the server's worker processes) decodes here, with the decode
-defaults below. Imports no torch; beam search needs pyctcdecode and kenlm, imported when built.
+confidence (the mean probability of the best token over the word's frames). Beam search can also
+give the n best transcripts with their scores, and keep its output to a list of phrases
+(`model.phrases`). Every caller (the CLI, evaluation, pseudo-labelling, the server's worker
+processes) decodes here, with the decode defaults below. Imports no torch; beam search needs
+pyctcdecode and kenlm, imported when built.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from .ctc import CTCVocabulary
+from .phrases import PhraseGrammar, normalise_phrases
 
 # The decode defaults, for every caller.
 BEAM_WIDTH = 100  # beams kept at each frame
 LM_ALPHA = 0.5  # language model weight
 LM_BETA = 1.0  # word insertion bonus
 HOTWORD_WEIGHT = 10.0  # score bonus of a hotword
+MAX_ALTERNATIVES = 10  # n-best transcripts one search may return
 
 
 @dataclass
@@ -32,18 +37,31 @@ class Word:
 
 
 @dataclass
+class Alternative:
+    text: str
+    score: float  # the beam search's log score: acoustic + weighted LM + word bonus (+ hotwords); higher is better
+
+
+@dataclass
 class Decoded:
     text: str
     words: list[Word]
+    alternatives: list[Alternative] = field(default_factory=list)  # best first; the first one's text is `text`
 
 
 @dataclass(frozen=True)
 class BeamOptions:
-    """What each beam search may choose; the language model and its weights are the decoder's."""
+    """What each beam search may choose; the language model and its weights are the decoder's.
+
+    `alternatives`: how many of the best distinct transcripts to return (0: none). `phrases`: the
+    only words or phrases the transcript may hold (None: any); with them the phrases are the
+    search's language model and the decoder's own is not used (see `model.phrases`)."""
 
     beam_width: int = BEAM_WIDTH
     hotwords: tuple[str, ...] = field(default=())
     hotword_weight: float = HOTWORD_WEIGHT
+    alternatives: int = 0
+    phrases: tuple[str, ...] | None = None
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -92,6 +110,18 @@ def labels(vocab: CTCVocabulary) -> list[str]:
     return alphabet
 
 
+def letters(vocab: CTCVocabulary) -> set[str]:
+    """The characters the model writes: its one-character tokens less the blank and the word delimiter."""
+    return {token for token in vocab.tokens.values()
+            if len(token) == 1 and token not in (vocab.pad_token, vocab.word_delimiter_token)}
+
+
+def check_phrases(vocab: CTCVocabulary, phrases: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The phrases as beam search matches them (see `normalise_phrases`); PhraseError if the model
+    cannot write one."""
+    return normalise_phrases(phrases, letters(vocab))
+
+
 def one_line(error: BaseException) -> str:
     """KenLM's errors hold a C++ signature and file offsets; keep what it says is wrong."""
     text = " ".join(str(error).split())
@@ -104,19 +134,65 @@ class BeamSearchDecoder:
 
     def __init__(self, vocab: CTCVocabulary, lm: str | Path | None = None, alpha: float = LM_ALPHA,
                  beta: float = LM_BETA):
+        self.vocab = vocab
         try:
-            from pyctcdecode import build_ctcdecoder  # CTC beam search with KenLM scoring and hotwords
+            from pyctcdecode import Alphabet, build_ctcdecoder  # CTC beam search with KenLM scoring and hotwords
 
             self._decoder = build_ctcdecoder(labels(vocab), kenlm_model_path=str(lm) if lm else None,
                                              alpha=alpha, beta=beta)
+            self._alphabet = Alphabet.build_alphabet(labels(vocab))  # for searches restricted to phrases
         except Exception as error:  # pyctcdecode and KenLM raise many kinds; all mean "cannot decode with this"
             raise DecoderStartError(one_line(error)) from None
 
     def decode(self, logits: np.ndarray, frame_seconds: float, options: BeamOptions = BeamOptions()) -> Decoded:
-        """logits: (frames, vocab), finite."""
+        """logits: (frames, vocab), finite. With `options.phrases`, a transcript no sequence of them
+        spells is never returned: if no path through the audio spells one, the text is empty."""
         log_probs = log_softmax(logits.astype(np.float32))
-        text, _, word_frames, _, _ = self._decoder.decode_beams(
-            log_probs, beam_width=options.beam_width, hotwords=list(options.hotwords) or None,
-            hotword_weight=options.hotword_weight)[0]
+        if options.phrases is None:
+            beams = self._decoder.decode_beams(log_probs, beam_width=options.beam_width,
+                                               hotwords=list(options.hotwords) or None,
+                                               hotword_weight=options.hotword_weight)
+        else:
+            beams = self._decode_phrases(log_probs, options)
+        beams = [beam for beam in beams if math.isfinite(beam[-1])]  # -inf: outside the phrases
+        if not beams:
+            return Decoded("", [])
+        text, _, word_frames, _, _ = beams[0]
         spans = [(word, start, end) for word, (start, end) in word_frames]
-        return Decoded(text, words_from_spans(spans, log_probs, frame_seconds))
+        return Decoded(text, words_from_spans(spans, log_probs, frame_seconds),
+                       _alternatives(beams, options.alternatives))
+
+    def _decode_phrases(self, log_probs: np.ndarray, options: BeamOptions) -> list[tuple]:
+        """Beam search whose language model is the phrases (`PhraseGrammar`), over the tokens they
+        use. Every such token is a candidate at every frame, however unlikely (the phrases may force
+        a path the acoustic model doubts; the blank, always a candidate, can wait out any sound);
+        the others are masked out. Masking adds the same constant to every beam at a frame, so it
+        changes no ranking."""
+        from pyctcdecode import BeamSearchDecoderCTC
+        from pyctcdecode.constants import MIN_TOKEN_CLIP_P
+
+        phrases = check_phrases(self.vocab, options.phrases)
+        used = set("".join(phrases)) | {"", " "}
+        masked = np.full_like(log_probs, -np.inf)
+        columns = [index for index, label in enumerate(self._alphabet.labels) if label in used]
+        masked[:, columns] = log_probs[:, columns]
+        decoder = BeamSearchDecoderCTC(self._alphabet, PhraseGrammar(phrases))
+        try:
+            # pyctcdecode floors log probabilities at log(MIN_TOKEN_CLIP_P): masked tokens sit on the
+            # floor, below this threshold; every token the phrases use is above it.
+            return decoder.decode_beams(masked, beam_width=options.beam_width,
+                                        token_min_logp=math.log(MIN_TOKEN_CLIP_P) + 0.5,
+                                        hotwords=list(options.hotwords) or None,
+                                        hotword_weight=options.hotword_weight)
+        finally:
+            decoder.cleanup()  # pyctcdecode keeps every decoder's language model in a class-wide table
+
+
+def _alternatives(beams: list[tuple], count: int) -> list[Alternative]:
+    """The best `count` distinct transcripts of pyctcdecode's beams (sorted best first)."""
+    alternatives: dict[str, float] = {}
+    for text, *_, score in beams:
+        if len(alternatives) == count:
+            break
+        alternatives.setdefault(text, round(float(score), 4))
+    return [Alternative(text, score) for text, score in alternatives.items()]

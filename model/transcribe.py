@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 
 from .audio import AudioError, AudioSource, check_duration
-from .decoding import LM_ALPHA, LM_BETA, BeamOptions, BeamSearchDecoder, Decoded, Word, greedy_decode
+from .decoding import LM_ALPHA, LM_BETA, Alternative, BeamOptions, BeamSearchDecoder, Decoded, Word, greedy_decode
 from .recognizer import Recognizer
 from .windows import CHUNK_SECONDS, CONTEXT_SECONDS, Window, length_groups, plan_windows, stitch
 
@@ -45,15 +45,17 @@ class Transcript:
     words: list[Word]
     duration: float  # seconds of audio
     decoder: Decoder
+    alternatives: list[Alternative] = field(default_factory=list)  # beam search's n best, when asked for
 
 
 class UnusableLogits(AudioError):
     """The model's output is not finite: nothing a decoder can read."""
 
 
-def choose_decoder(requested: Decoder | None, has_lm: bool) -> Decoder:
-    """The decoder a request gets: what it asks for, else beam search with a language model, else greedy."""
-    return requested or ("beam" if has_lm else "greedy")
+def choose_decoder(requested: Decoder | None, beam_by_default: bool) -> Decoder:
+    """The decoder a request gets: what it asks for, else beam search when `beam_by_default` (there is
+    a language model, or the request needs beam search), else greedy."""
+    return requested or ("beam" if beam_by_default else "greedy")
 
 
 def check_finite(logits: np.ndarray) -> None:
@@ -138,8 +140,8 @@ class Transcriber:
         transcripts = []
         for samples, logits in zip(utterances, self.logits(utterances)):
             decoded, decoder = self.decode(logits, options)
-            transcripts.append(Transcript(decoded.text, decoded.words,
-                                          round(len(samples) / rate, 3), decoder))
+            transcripts.append(Transcript(decoded.text, decoded.words, round(len(samples) / rate, 3), decoder,
+                                          decoded.alternatives))
         return transcripts
 
     def transcribe_file(self, source: AudioSource, options: DecodeOptions = DecodeOptions()) -> Transcript:

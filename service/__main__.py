@@ -1,4 +1,5 @@
-"""`python -m service --model MODEL [--lm LM] [--host H] [--port P] ...`; every option also as ASR_<NAME>."""
+"""`python -m service [--model [NAME=]MODEL ...] [--lm [NAME=]LM ...] [--host H] [--port P] ...`; every
+option also as ASR_<NAME> (a repeatable one as a comma-separated list)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
             continue
+        if name in ("model", "lm"):  # repeatable: one model (or its LM) each time
+            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS, metavar="[NAME=]PATH",
+                                help=help_text)
+            continue
         annotation = str(field.annotation)
         kind = int if annotation == "<class 'int'>" else float if annotation == "<class 'float'>" else str
         parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=help_text)
@@ -52,28 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"error: {flag}: {what}", file=sys.stderr)
         return 2
-    if settings.lm is not None and not settings.lm.is_file():
-        print(f"error: language model '{settings.lm}' not found", file=sys.stderr)
+    problem = check_models(settings)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 1
-
-    from model.ctc import CTCVocabulary
-    from model.decoding import DecoderStartError
-    from model.hub import ModelNotFoundError
-
-    from .beam_workers import check_decoder
-    from .engine import ModelUnavailable, onnx_folder
-
-    try:
-        folder = onnx_folder(settings)  # fail fast, and export once if needed, before the server starts
-    except (ModelNotFoundError, ModelUnavailable) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if settings.lm is not None:  # one KenLM refuses would otherwise fail every beam-search worker, forever
-        try:
-            check_decoder(CTCVocabulary.from_folder(folder), settings.lm, settings.lm_alpha, settings.lm_beta)
-        except DecoderStartError as error:
-            print(f"error: language model '{settings.lm}' could not be loaded: {error}", file=sys.stderr)
-            return 1
 
     import uvicorn  # the ASGI server, with websockets support from the `websockets` package
 
@@ -82,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keep_large_buffers_out_of_the_heap()
+    # A model that cannot be loaded (a damaged ONNX file, say) stops the server: uvicorn reads
+    # should_exit on every tick, and shuts down as on SIGTERM.
+    app = create_app(settings, on_load_failure=lambda: setattr(server, "should_exit", True))
     server = uvicorn.Server(uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, ws=StreamProtocol,
+        app, host=settings.host, port=settings.port, ws=StreamProtocol,
         ws_max_size=settings.stream_max_message_bytes, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         log_level="info"))
     # uvicorn turns SIGTERM and SIGINT into a graceful shutdown, then raises the signal again so that
@@ -92,7 +82,39 @@ def main(argv: list[str] | None = None) -> int:
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, lambda *_: None)
     server.run()
+    failure = app.state.server.load_error
+    if failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     return 0
+
+
+def check_models(settings) -> str | None:
+    """What stops a model from being served, found before the server starts (and each model
+    exported once, if it needs to be), or None: its folder, its language model's file, and that
+    KenLM and the beam search take that language model."""
+    from model.ctc import CTCVocabulary
+    from model.decoding import DecoderStartError
+    from model.hub import ModelNotFoundError
+
+    from .beam_workers import check_decoder
+    from .engine import ModelUnavailable, onnx_folder
+
+    for spec in settings.models:
+        if spec.lm is not None and not spec.lm.is_file():
+            return f"model '{spec.name}': language model '{spec.lm}' not found"
+    for spec in settings.models:
+        try:
+            folder = onnx_folder(spec.reference, settings.cache_dir)
+            vocab = CTCVocabulary.from_folder(folder)
+        except (ModelNotFoundError, ModelUnavailable, OSError, ValueError) as error:
+            return f"model '{spec.name}': {error}"
+        if spec.lm is not None:  # one KenLM refuses would otherwise fail every beam-search worker, forever
+            try:
+                check_decoder(vocab, spec.lm, settings.lm_alpha, settings.lm_beta)
+            except DecoderStartError as error:
+                return f"model '{spec.name}': language model '{spec.lm}' could not be loaded: {error}"
+    return None
 
 
 if __name__ == "__main__":

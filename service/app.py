@@ -26,7 +26,8 @@ log = logging.getLogger("service")
 
 class RequestMetrics:
     """Counts every HTTP response by route and status: 500s when the app raised, and
-    "disconnected" for clients gone before their answer, whose work it then stops."""
+    "disconnected" for clients gone before their answer, whose work it then stops. Its latency is
+    labelled with the model that answered (`request.state.model`, which the routes set)."""
 
     def __init__(self, app, metrics: Metrics):
         self.app, self.metrics = app, metrics
@@ -35,6 +36,7 @@ class RequestMetrics:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
+        state = scope.setdefault("state", {})  # request.state: the routes say there which model answers
         status, answered, gone = "500", asyncio.Event(), asyncio.Event()
         body_read = asyncio.Event()
 
@@ -69,7 +71,8 @@ class RequestMetrics:
             route = scope.get("route")
             endpoint = route.path if route is not None else "unmatched"
             self.metrics.requests.labels(endpoint, status).inc()
-            self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+            self.metrics.request_seconds.labels(endpoint, state.get("model", "")).observe(
+                time.perf_counter() - started)
 
 
 async def _watch_disconnect(receive, body_read: asyncio.Event, answered: asyncio.Event, gone: asyncio.Event,
@@ -90,8 +93,10 @@ async def _send_json(send, status: int, body: dict) -> None:
         pass
 
 
-def create_app(settings: Settings) -> FastAPI:
-    server = Server(settings)
+def create_app(settings: Settings, on_load_failure=None) -> FastAPI:
+    """The app; `on_load_failure` is called if a model cannot be loaded (the command line stops the
+    server then; without it, /ready says so)."""
+    server = Server(settings, on_load_failure)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -99,8 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
         loader.start()
         yield
         await asyncio.to_thread(loader.join)
-        if server.pipeline:
-            server.pipeline.stop()
+        server.stop()
 
     # The schema and its pages are served by routes.docs, behind the API keys like the API they describe.
     app = FastAPI(title="w2v-asr", version="0.1.0", lifespan=lifespan, openapi_url=None, docs_url=None,

@@ -42,7 +42,7 @@ class _Item:
 
 class Batcher:
     def __init__(self, engine: OnnxRecognizer, max_batch_size: int, max_wait_ms: float, capacity: int,
-                 on_batch=None):
+                 on_batch=None, name: str = "model"):
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
@@ -50,7 +50,7 @@ class Batcher:
         self.on_batch = on_batch  # called with (batch size, inference seconds) after each batch
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self.requests = 0  # admitted and not finished; only the event loop's thread changes it
-        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=f"inference-{name}", daemon=True)
 
     @property
     def depth(self) -> int:
@@ -60,6 +60,8 @@ class Batcher:
         self._thread.start()
 
     def stop(self) -> None:
+        if self._thread.ident is None:  # never started
+            return
         self._queue.put(None)
         self._thread.join(timeout=30)
 

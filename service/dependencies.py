@@ -1,5 +1,5 @@
-"""What routes receive, as typed FastAPI dependencies: the server's state, its settings, the
-pipeline (or a 503 while there is none), and the API-key check that HTTP routes and the
+"""What routes receive, as typed FastAPI dependencies: the server's state (whose `pipeline(name)`
+gives a model's pipeline), its settings, and the API-key check that HTTP routes and the
 websocket share."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
 from .errors import Unauthorised
-from .pipeline import Pipeline
 from .server import Server
 from .settings import Settings
 
@@ -30,13 +29,6 @@ def get_settings(server: ServerDep) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-def get_pipeline(server: ServerDep) -> Pipeline:
-    return server.require_pipeline()
-
-
-PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 
 
 def known_key(token: str, keys: list[str]) -> bool:

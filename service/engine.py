@@ -17,30 +17,31 @@ from model.hub import resolve_model
 from model.onnx import BATCHED_MODEL_FILE, MODEL_FILE, OnnxRecognizer
 from model.package import package_onnx
 
-from .settings import Settings
+from .settings import ModelSpec, Settings
 
 
 class ModelUnavailable(Exception):
     """The configured model cannot be served; the message says what to do."""
 
 
-def onnx_folder(settings: Settings) -> Path:
-    path = package_onnx(resolve_model(settings.model))
+def onnx_folder(reference: str, cache_dir: Path) -> Path:
+    """The exported folder to serve for a model reference, exported into `cache_dir` first if need be."""
+    path = package_onnx(resolve_model(reference))
     if path.is_dir() and (path / MODEL_FILE).is_file():
         return path
-    cached = settings.cache_dir / f"{path.name}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+    cached = cache_dir / f"{path.name}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
     if (cached / MODEL_FILE).is_file():
         return cached
     if importlib.util.find_spec("torch") is None:
         raise ModelUnavailable(
-            f"'{settings.model}' is not an exported ONNX model folder and torch is not installed to export it; "
-            f"run `python -m export onnx --model {settings.model} --out DIR` where torch is, then serve DIR")
-    print(f"exporting {settings.model} to {cached} (once) ...", file=sys.stderr, flush=True)
+            f"'{reference}' is not an exported ONNX model folder and torch is not installed to export it; "
+            f"run `python -m export onnx --model {reference} --out DIR` where torch is, then serve DIR")
+    print(f"exporting {reference} to {cached} (once) ...", file=sys.stderr, flush=True)
     result = subprocess.run([sys.executable, "-m", "export", "onnx", "--model", str(path), "--out", str(cached)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ModelUnavailable(f"exporting '{settings.model}' failed: {last}")
+        raise ModelUnavailable(f"exporting '{reference}' failed: {last}")
     return cached
 
 
@@ -65,9 +66,9 @@ def providers(settings: Settings, folder: Path) -> tuple[list, str | None]:
     return ["CPUExecutionProvider"], None
 
 
-def load_engine(settings: Settings) -> OnnxRecognizer:
+def load_engine(settings: Settings, spec: ModelSpec) -> OnnxRecognizer:
     """The graph to serve: the recognizer's own choice (for group-norm models the padding-exact graph,
     so batching changes no result), or the one a TensorRT engine was built for."""
-    folder = onnx_folder(settings)
+    folder = onnx_folder(spec.reference, settings.cache_dir)
     execution_providers, engine_file = providers(settings, folder)
     return OnnxRecognizer(folder, providers=execution_providers, threads=settings.threads, model_file=engine_file)

@@ -29,6 +29,10 @@ class InvalidOption(ServiceError):
     """An option outside what the request allows or this server's limits."""
 
 
+class UnknownModel(ServiceError):
+    """A model name this server does not serve."""
+
+
 class Unauthorised(ServiceError):
     """No valid API key."""
 

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from model.decoding import HOTWORD_WEIGHT, BeamOptions, Decoded, greedy_decode
+from model.decoding import HOTWORD_WEIGHT, MAX_ALTERNATIVES, BeamOptions, Decoded, check_phrases, greedy_decode
 from model.onnx import OnnxRecognizer
+from model.phrases import MAX_PHRASES, PhraseError
 from model.transcribe import UnusableLogits, Windowing, check_finite, choose_decoder, window_samples
 from model.windows import stitch
 
@@ -26,17 +27,32 @@ from .batching import Batcher, QueueFull
 from .beam_workers import BeamSearch, DecoderUnavailable
 from .errors import Busy, InvalidOption, UnusableAudio
 from .metrics import Metrics
-from .settings import Settings
+from .settings import ModelSpec, Settings
 
 
 class DecodeOptions(BaseModel):
     model_config = {"extra": "forbid"}
 
-    decoder: Literal["greedy", "beam"] | None = Field(None, description="default: beam with an LM, else greedy")
+    decoder: Literal["greedy", "beam"] | None = Field(
+        None, description="default: beam with an LM or when alternatives or phrases are asked for, else greedy")
     beam_width: int | None = Field(None, ge=1, le=1024)
     hotwords: list[str] = Field(default_factory=list, max_length=100)
     hotword_weight: float = Field(HOTWORD_WEIGHT, ge=0, le=100)
     word_timestamps: bool = True
+    alternatives: int | None = Field(None, ge=1, le=MAX_ALTERNATIVES,
+                                     description="beam search only: the answer's `alternatives`, the n best "
+                                                 "transcripts with their scores, best first")
+    phrases: list[str] | None = Field(None, max_length=MAX_PHRASES,
+                                      description="beam search only: the only words or phrases the transcript may "
+                                                  "hold (repeated or comma-separated); a transcript is a sequence "
+                                                  "of whole phrases, or empty if none fits the audio")
+
+    @field_validator("phrases")
+    @classmethod
+    def _some_phrases(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not any(phrase.strip() for phrase in value):
+            raise ValueError("give at least one word or phrase, or leave phrases out")
+        return value
 
 
 @dataclass
@@ -53,23 +69,33 @@ class Transcription:
     duration: float
     decoder: str
     timings: Timings = field(default_factory=Timings)
+    alternatives: list[dict] | None = None  # when asked for: [{"text", "score"}, ...], best first
+    model: str = ""  # the model's name
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As /transcribe answers: `alternatives` only when asked for."""
+        body = asdict(self)
+        if self.alternatives is None:
+            del body["alternatives"]
+        return body
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, engine: OnnxRecognizer, metrics: Metrics):
+    """One model: its engine, batching queue and beam-search workers."""
+
+    def __init__(self, settings: Settings, spec: ModelSpec, engine: OnnxRecognizer, metrics: Metrics):
         self.settings = settings
+        self.name = spec.name
+        self.lm = spec.lm
         self.engine = engine
-        self.metrics = metrics
+        self.metrics = metrics.model(spec.name)
         self.rate = engine.sampling_rate
         self.windowing = Windowing(settings.chunk_seconds, settings.chunk_context_seconds)
         self.batcher = Batcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.queue_capacity,
-                               on_batch=metrics.record_batch)
-        self.beam = BeamSearch(engine.vocab, settings.lm, settings.lm_alpha, settings.lm_beta,
+                               on_batch=self.metrics.record_batch, name=spec.name)
+        self.beam = BeamSearch(engine.vocab, spec.lm, settings.lm_alpha, settings.lm_beta,
                                settings.decode_workers, settings.decode_queue_capacity,
-                               settings.decode_timeout_seconds, on_restart=metrics.decode_worker_restarts.inc)
+                               settings.decode_timeout_seconds, on_restart=self.metrics.decode_worker_restarts.inc)
 
     def start(self) -> None:
         self.batcher.start()
@@ -95,12 +121,28 @@ class Pipeline:
         timings = Timings(queue=max(r.queue_ms for r in results), inference=sum(r.inference_ms for r in results))
         return stitch(windows, [result.logits for result in results]), timings
 
+    def decoder(self, options: DecodeOptions) -> str:
+        """The decoder a request gets: what it asks for, else beam search if there is an LM or it
+        needs one (alternatives, phrases), else greedy."""
+        return choose_decoder(options.decoder, self.lm is not None or bool(options.alternatives or options.phrases))
+
     def check_options(self, options: DecodeOptions) -> None:
-        """What the request model cannot know: this server's own limits."""
+        """What the request model cannot know: this server's limits, and this model's alphabet."""
         limit = self.settings.max_beam_width
         if options.beam_width is not None and options.beam_width > limit:
             raise InvalidOption("invalid_parameter", f"beam_width {options.beam_width} is over this server's "
                                                      f"limit of {limit}", "beam_width")
+        if self.decoder(options) == "greedy":
+            for name in ("alternatives", "phrases"):
+                if getattr(options, name):
+                    raise InvalidOption("invalid_parameter", f"{name} need beam search; greedy decoding gives one "
+                                                             "transcript of any words (leave decoder out, or set "
+                                                             "decoder=beam)", name)
+        if options.phrases:
+            try:
+                check_phrases(self.engine.vocab, options.phrases)
+            except PhraseError as error:
+                raise InvalidOption("invalid_phrases", f"phrases: {error}", "phrases") from None
 
     async def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Transcription:
         self.check_options(options)
@@ -110,20 +152,23 @@ class Pipeline:
             check_finite(logits)
         except UnusableLogits as error:
             raise UnusableAudio("unusable_audio", str(error)) from None
-        decoder = choose_decoder(options.decoder, self.settings.lm is not None)
+        decoder = self.decoder(options)
         started = time.perf_counter()
         decoded = await self.decode(logits, decoder, options)
         timings.decode = (time.perf_counter() - started) * 1000
-        self.metrics.decode_seconds.labels(decoder).observe(timings.decode / 1000)
+        self.metrics.decode_seconds(decoder).observe(timings.decode / 1000)
         words = [asdict(word) for word in decoded.words] if options.word_timestamps else []
-        return Transcription(decoded.text, words, round(len(samples) / self.rate, 3), decoder, timings)
+        alternatives = [asdict(item) for item in decoded.alternatives] if options.alternatives else None
+        return Transcription(decoded.text, words, round(len(samples) / self.rate, 3), decoder, timings, alternatives,
+                             self.name)
 
     async def decode(self, logits: np.ndarray, decoder: str, options: DecodeOptions) -> Decoded:
         """Busy when no beam-search worker can take the search now."""
         if decoder == "greedy":  # in a thread: an hour of audio is 180,000 frames to walk
             return await asyncio.to_thread(greedy_decode, self.engine.vocab, logits, self.engine.frame_seconds)
         beam = BeamOptions(options.beam_width or self.settings.beam_width, tuple(options.hotwords),
-                           options.hotword_weight)
+                           options.hotword_weight, options.alternatives or 0,
+                           tuple(options.phrases) if options.phrases else None)
         try:
             return await self.beam.decode(logits, self.engine.frame_seconds, beam)
         except DecoderUnavailable as error:

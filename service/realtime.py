@@ -10,6 +10,9 @@ this server unchanged. It sends JSON events:
   at 8 kHz), resampled here to the model's rate;
 - `input_audio_buffer.commit` (end the turn now) and `input_audio_buffer.clear` (drop it).
 
+A session's `transcription.model` that names a served model chooses it; any other name (OpenAI's
+model names) leaves the model in use, at first the default one.
+
 With `turn_detection` of type `server_vad` (the default) turns end at pauses of
 `silence_duration_ms`, found by the same voice-activity detector as /v1/stream's endpointing;
 with `null`, only at commits. The server answers `session.created`, `session.updated` (or
@@ -43,6 +46,7 @@ from .dependencies import ServerDep, known_key, require_api_key
 from .errors import ServiceError
 from .http_errors import close_code, http_status
 from .pipeline import Pipeline
+from .server import Server
 from .streaming import SegmentEnd, Stream, StreamConfig, StreamEvents, _Closed, _receive
 
 router = APIRouter()
@@ -316,7 +320,8 @@ class RealtimeEvents(StreamEvents):
         self.previous_item = item
         return True
 
-    async def final(self, text: str, words: list[dict], start: float, end: float) -> None:
+    async def final(self, text: str, words: list[dict], start: float, end: float,
+                    alternatives: list[dict] | None = None) -> None:
         event = {"type": "conversation.item.input_audio_transcription.completed", "item_id": self.current_item(),
                  "content_index": 0, "transcript": text,
                  "usage": {"type": "duration", "seconds": round(end - start, 3)}}
@@ -351,7 +356,8 @@ async def realtime(websocket: WebSocket, server: ServerDep, authorised: Annotate
         await _refuse(websocket, 1003, "unsupported_intent", f"intent {intent!r} is not served here; this server "
                                                              "holds transcription sessions: intent=transcription")
         return
-    if server.pipeline is None:
+    pipeline = server.pipelines.get(server.model_name)
+    if pipeline is None:
         await _refuse(websocket, 1013, "model_not_ready", "the model is not loaded yet; retry shortly", "server_error")
         return
     if server.streams >= settings.max_streams:
@@ -361,7 +367,7 @@ async def realtime(websocket: WebSocket, server: ServerDep, authorised: Annotate
     server.streams += 1
     server.metrics.active_streams.inc()
     try:
-        await _serve(websocket, server.pipeline, settings, server.model_name)
+        await _serve(websocket, server, pipeline)
     except _Closed as closed:
         await _refuse(websocket, closed.code, "session_error", closed.reason)
     except WebSocketDisconnect:
@@ -378,8 +384,9 @@ async def realtime(websocket: WebSocket, server: ServerDep, authorised: Annotate
         server.metrics.active_streams.dec()
 
 
-async def _serve(websocket: WebSocket, pipeline: Pipeline, settings, model_name: str) -> None:
-    session = Session(model_name)
+async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline) -> None:
+    settings = server.settings
+    session = Session(pipeline.name)
     events = RealtimeEvents(websocket, session)
     max_segment = min(StreamConfig.model_fields["max_segment_seconds"].default, settings.stream_max_seconds)
     stream = Stream(events, pipeline, session.stream_config(max_segment), settings.stream_max_seconds,
@@ -400,25 +407,29 @@ async def _serve(websocket: WebSocket, pipeline: Pipeline, settings, model_name:
                 if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                     raise EventError("invalid_event", "an event is a JSON object with a type", "type")
                 event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-                await _handle(event, session, events, stream, pipeline, max_segment)
+                await _handle(event, session, events, stream, server, max_segment)
             except EventError as error:
                 await events.error(error.code, error.message, error.param, event_id)
     finally:
         stream.cancel_partial()
 
 
-async def _handle(event: dict, session: Session, events: RealtimeEvents, stream: Stream, pipeline: Pipeline,
+async def _handle(event: dict, session: Session, events: RealtimeEvents, stream: Stream, server: Server,
                   max_segment: float) -> None:
     kind = event["type"]
     if kind in ("session.update", "transcription_session.update"):
         beta = kind == "transcription_session.update"
         session.update(event.get("session"), beta=beta)
+        pipeline = _chosen_model(session, server, stream.pipeline)
         config = session.stream_config(max_segment)
         try:
             pipeline.check_options(config)
         except ServiceError as error:
             raise EventError("invalid_value", error.message, "session") from None
-        stream.reconfigure(config)
+        try:
+            stream.reconfigure(config, pipeline)
+        except ValueError as error:
+            raise EventError("invalid_value", str(error), "session.audio.input.transcription.model") from None
         if beta:
             await events.send({"type": "transcription_session.updated", "session": session.describe_beta()})
         else:
@@ -444,6 +455,18 @@ async def _handle(event: dict, session: Session, events: RealtimeEvents, stream:
         raise EventError("unsupported_event", f"{kind} is not part of a transcription session", "type")
     else:
         raise EventError("unknown_event", f"unknown event type {kind!r}", "type")
+
+
+def _chosen_model(session: Session, server: Server, current: Pipeline) -> Pipeline:
+    """The model a session's `transcription.model` names, if this server serves one of that name;
+    else (OpenAI's model names, say) the one in use."""
+    name = session.transcription.model
+    if name not in server.model_names:
+        return current
+    try:
+        return server.pipeline(name)
+    except ServiceError as error:  # not loaded yet
+        raise EventError(error.code, error.message, "session.audio.input.transcription.model") from None
 
 
 async def _refuse(websocket: WebSocket, code: int, error: str, message: str,

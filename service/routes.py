@@ -17,12 +17,13 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from model.audio import PCM_ENCODINGS
 
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode_upload
-from .dependencies import PipelineDep, ServerDep, require_api_key
-from .pipeline import DecodeOptions, Pipeline, Transcription
+from .dependencies import ServerDep, require_api_key
+from .pipeline import DecodeOptions, Transcription
 from .requests import audio_and_fields, parse_fields
 from .server import Server
 from .subtitles import segments, srt, vtt
@@ -42,7 +43,8 @@ class ErrorResponse(BaseModel):
 
 def error_responses(*statuses: int) -> dict:
     reasons = {400: "undecodable, empty or too short audio", 401: "a missing or wrong API key",
-               408: "the request body stopped arriving", 413: "the upload or the audio is too large or too long",
+               404: "no model of that name (code model_not_found)", 408: "the request body stopped arriving",
+               413: "the upload or the audio is too large or too long",
                415: "the body is not audio", 422: "bad options, or silent audio",
                503: "busy (queue full, a worker restarting) or not ready; retry after Retry-After seconds"}
     return {status: {"model": ErrorResponse, "description": reasons[status]} for status in statuses}
@@ -69,7 +71,7 @@ async def alive() -> dict:
     return {"status": "ok"}
 
 
-@health.get("/ready", summary="The model is loaded and warmed up, and a beam-search worker runs",
+@health.get("/ready", summary="Every model is loaded and warmed up, and each has a beam-search worker running",
             response_model=ReadyResponse,
             responses={503: {"model": NotReadyResponse, "description": "loading, failed, or no decoder running"}})
 async def ready(server: ServerDep) -> JSONResponse:
@@ -82,9 +84,9 @@ async def ready(server: ServerDep) -> JSONResponse:
 @health.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(server: ServerDep) -> Response:
-    if server.pipeline:
-        server.metrics.queue_depth.set(server.pipeline.batcher.depth)
-        server.metrics.decode_workers_alive.set(server.pipeline.beam.alive)
+    for pipeline in list(server.pipelines.values()):
+        pipeline.metrics.queue_depth.set(pipeline.batcher.depth)
+        pipeline.metrics.decode_workers_alive.set(pipeline.beam.alive)
     return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -115,13 +117,15 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-@api.get("/v1/models", summary="The served model, OpenAI-style", response_model=ModelList)
+@api.get("/v1/models", summary="The served models, OpenAI-style (the default first)", response_model=ModelList)
 async def models(server: ServerDep) -> dict:
-    return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": 0,
-                                        "owned_by": "w2v-asr"}]}
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "w2v-asr"}
+                                       for name in server.model_names]}
 
 
 class TranscribeParams(DecodeOptions):
+    model: str | None = Field(None, description="the model to answer, by its name in /v1/models "
+                                                "(default: the server's default model)")
     # The range is checked with the rate read from a file's header, by the same function.
     sample_rate: int | None = Field(None, description="raw PCM only: its sample rate in Hz",
                                     json_schema_extra={"minimum": MIN_SAMPLE_RATE, "maximum": MAX_SAMPLE_RATE})
@@ -149,6 +153,12 @@ class TimingsOut(BaseModel):
     decode: float
 
 
+class AlternativeOut(BaseModel):
+    text: str
+    score: float = Field(description="the beam search's log score (acoustic, weighted LM, word bonus); higher is "
+                                     "better; comparable within one answer")
+
+
 class TranscribeResponse(BaseModel):
     text: str
     words: list[WordOut]
@@ -156,10 +166,15 @@ class TranscribeResponse(BaseModel):
     model: str
     decoder: str
     timings: TimingsOut
+    alternatives: list[AlternativeOut] | None = Field(None, description="with `alternatives`: the n best "
+                                                                       "transcripts, best first")
 
 
 class OpenAIParams(TranscribeParams):
-    model: str | None = Field(None, description="any name: the served model answers")
+    model: str | None = Field(None, description="the model to answer, by its name in /v1/models (default: the "
+                                                "server's default model)")
+    # OpenAI's response shapes have no place for alternatives: /transcribe gives them.
+    alternatives: SkipJsonSchema[None] = None
     language: str | None = None
     prompt: str | None = Field(None, description="accepted and ignored")
     temperature: float | None = Field(None, description="accepted and ignored")
@@ -173,6 +188,14 @@ class OpenAIParams(TranscribeParams):
     def _not_streamed(cls, value: bool) -> bool:
         if value:
             raise ValueError("stream=true is not supported here; use the websocket /v1/stream")
+        return value
+
+    @field_validator("alternatives", mode="before")
+    @classmethod
+    def _no_alternatives(cls, value):
+        if value is not None:
+            raise ValueError("OpenAI's response formats have no place for alternatives; POST /transcribe "
+                             "answers them")
         return value
 
 
@@ -208,7 +231,7 @@ class OpenAIVerbose(BaseModel):
     words: list[OpenAIWord] | None = None
 
 
-LISTS = ("hotwords", "timestamp_granularities")  # fields that may repeat, or hold comma-separated values
+LISTS = ("hotwords", "phrases", "timestamp_granularities")  # fields that may repeat, or hold comma-separated values
 
 
 def _field_schema(schema: dict) -> dict:
@@ -238,46 +261,50 @@ def audio_request(params: type[BaseModel]) -> dict:
     }
 
 
-async def _transcribe(request: Request, server: Server, pipeline: Pipeline, endpoint: str,
-                      params_model: type[TranscribeParams]) -> tuple[TranscribeParams, Transcription]:
+async def _transcribe(request: Request, server: Server, endpoint: str, params_model: type[TranscribeParams]
+                      ) -> tuple[TranscribeParams, Transcription]:
     started = time.perf_counter()
     settings = server.settings
     audio, fields = await audio_and_fields(request, int(settings.max_upload_mb * 2**20),
                                            settings.body_timeout_seconds)
     params = parse_fields(params_model, fields, lists=LISTS)
+    pipeline = server.pipeline(params.model)
+    request.state.model = pipeline.name
     options = DecodeOptions(**{name: getattr(params, name) for name in DecodeOptions.model_fields})
     pipeline.check_options(options)  # every option is checked before the audio costs anything
     samples = await asyncio.to_thread(decode_upload, audio, pipeline.rate, settings.max_audio_seconds,
                                       int(settings.max_decoded_mb * 2**20), params.sample_rate, params.encoding)
     result = await pipeline.transcribe(samples, options)
-    server.metrics.audio_seconds.labels(endpoint).inc(result.duration)
-    server.metrics.real_time_factor.observe((time.perf_counter() - started) / max(result.duration, 1e-3))
+    pipeline.metrics.audio_seconds(endpoint).inc(result.duration)
+    pipeline.metrics.real_time_factor.observe((time.perf_counter() - started) / max(result.duration, 1e-3))
     return params, result
 
 
-TRANSCRIBE_ERRORS = error_responses(400, 408, 413, 415, 422, 503)
+TRANSCRIBE_ERRORS = error_responses(400, 404, 408, 413, 415, 422, 503)
 
 
-@api.post("/transcribe", response_model=TranscribeResponse, summary="Transcribe one recording",
+@api.post("/transcribe", response_model=TranscribeResponse, response_model_exclude_none=True,
+          summary="Transcribe one recording",
           description="The audio as multipart field `file`, or as the raw body (audio/* or "
                       "application/octet-stream; raw PCM with `sample_rate` and `encoding`). Options as form "
-                      "fields or query parameters.",
+                      "fields or query parameters; `model` chooses the model.",
           responses=TRANSCRIBE_ERRORS, openapi_extra=audio_request(TranscribeParams))
-async def transcribe(request: Request, server: ServerDep, pipeline: PipelineDep) -> dict:
-    _, result = await _transcribe(request, server, pipeline, "/transcribe", TranscribeParams)
-    return {**result.to_dict(), "model": server.model_name}
+async def transcribe(request: Request, server: ServerDep) -> dict:
+    _, result = await _transcribe(request, server, "/transcribe", TranscribeParams)
+    return result.to_dict()
 
 
 @api.post("/v1/audio/transcriptions", summary="OpenAI-compatible transcription",
-          description="Multipart `file` and `model` (any name: the served model answers), `response_format` "
-                      "json, text, srt, vtt or verbose_json, `timestamp_granularities[]` word and/or segment.",
+          description="Multipart `file` and `model` (a name from /v1/models; left out: the default model), "
+                      "`response_format` json, text, srt, vtt or verbose_json, `timestamp_granularities[]` word "
+                      "and/or segment.",
           responses={**TRANSCRIBE_ERRORS, 200: {"description": "json and verbose_json as JSON; text, srt and vtt "
                                                                "as text",
                                                 "model": OpenAIText | OpenAIVerbose,
                                                 "content": {"text/plain": {"schema": {"type": "string"}}}}},
           openapi_extra=audio_request(OpenAIParams))
-async def openai_transcriptions(request: Request, server: ServerDep, pipeline: PipelineDep) -> Response:
-    params, result = await _transcribe(request, server, pipeline, "/v1/audio/transcriptions", OpenAIParams)
+async def openai_transcriptions(request: Request, server: ServerDep) -> Response:
+    params, result = await _transcribe(request, server, "/v1/audio/transcriptions", OpenAIParams)
     return openai_response(params, result)
 
 

@@ -1,12 +1,17 @@
-"""What the routes share: settings, metrics, and the pipeline once the model is loaded."""
+"""What the routes share: settings, metrics, and each model's pipeline once it is loaded."""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
+from model.decoding import one_line
+
 from .engine import load_engine
-from .errors import Busy
+from .errors import Busy, UnknownModel
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .settings import Settings
@@ -14,50 +19,100 @@ from .settings import Settings
 log = logging.getLogger("service")
 
 
-class Server:
-    """What the routes share: settings, metrics, and the pipeline once the model is loaded."""
+def resident_bytes(pid: int | None = None) -> int:
+    """A process's resident memory (Linux; 0 where /proc cannot say)."""
+    try:
+        status = Path(f"/proc/{pid or os.getpid()}/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    return int(match.group(1)) * 1024 if match else 0
 
-    def __init__(self, settings: Settings):
+
+class Server:
+    """The models (each with its own engine, batching queue and beam-search workers), loaded one
+    after the other by `load`, the default first; requests choose one by name."""
+
+    def __init__(self, settings: Settings, on_load_failure: Callable[[], None] | None = None):
         self.settings = settings
         self.metrics = Metrics()
-        self.pipeline: Pipeline | None = None
-        self.load_failed = False
+        self.pipelines: dict[str, Pipeline] = {}  # the models loaded and warmed up, by name
+        self.loading: str | None = settings.default.name  # the model being loaded, None once all are
+        self.failed: str | None = None  # the model that could not be loaded
+        self.load_error: str | None = None  # why: it stops the server
+        self.on_load_failure = on_load_failure  # called once a model fails to load (None: /ready says it)
         self.streams = 0
 
     @property
     def model_name(self) -> str:
-        if self.settings.model_name:
-            return self.settings.model_name
-        return self.pipeline.engine.folder.name if self.pipeline else Path(self.settings.model).name
+        """The default model's name."""
+        return self.settings.default.name
+
+    @property
+    def model_names(self) -> list[str]:
+        return [spec.name for spec in self.settings.models]
 
     def load(self) -> None:
-        """Load and warm up the model; runs in a thread so /health answers meanwhile."""
-        try:
-            pipeline = Pipeline(self.settings, load_engine(self.settings), self.metrics)
-            pipeline.start()
-        except Exception as error:  # in the log; /ready says only that it failed: clients see no paths
-            self.load_failed = True
-            log.error("could not load the model: %s: %s", type(error).__name__, error)
-            return
-        self.pipeline = pipeline
-        manifest = pipeline.engine.manifest
+        """Load and warm up every model, and start its workers; runs in a thread so /health answers
+        meanwhile. The first model that fails stops the loading (and, through on_load_failure, the server)."""
+        for spec in self.settings.models:
+            self.loading = spec.name
+            before = resident_bytes()
+            pipeline = None
+            try:
+                pipeline = Pipeline(self.settings, spec, load_engine(self.settings, spec), self.metrics)
+                pipeline.start()
+            except Exception as error:  # in the log; /ready says only that it failed: clients see no paths
+                self.failed, self.load_error = spec.name, f"model '{spec.name}' could not be loaded: {one_line(error)}"
+                if pipeline is not None:
+                    pipeline.stop()
+                if self.on_load_failure is not None:
+                    self.on_load_failure()
+                else:
+                    log.error("%s", self.load_error)
+                return
+            self._report(pipeline, resident_bytes() - before)
+            self.pipelines[spec.name] = pipeline
+        self.loading = None
+
+    def _report(self, pipeline: Pipeline, inference_bytes: int) -> None:
+        """Memory and variant of a model just loaded: in the log and in /metrics."""
+        workers = [resident_bytes(worker.process.pid) for worker in pipeline.beam.workers]
+        name = pipeline.name
+        self.metrics.model_memory.labels(name, "inference").set(max(inference_bytes, 0))
+        self.metrics.model_memory.labels(name, "beam_search").set(sum(workers))
         # Its name, not its folder: the export manifest's source is a path on this machine.
-        self.metrics.model_info.info({"name": self.model_name, "variant": str(manifest.get("variant", "unknown")),
-                                      "provider": self.settings.provider})
-        log.info("model %s ready", self.model_name)
+        self.metrics.model_info.labels(name, str(pipeline.engine.manifest.get("variant", "unknown")),
+                                       self.settings.provider).set(1)
+        log.info("model %s ready: %.0f MB in the server process (session, warmed up); beam search: %d "
+                 "worker process(es), %.0f MB in all", name, inference_bytes / 2**20, len(workers),
+                 sum(workers) / 2**20)
+
+    def stop(self) -> None:
+        for pipeline in self.pipelines.values():
+            pipeline.stop()
 
     def not_ready_reason(self) -> str | None:
-        """Why requests cannot be served now, or None when they can."""
-        if self.load_failed:
-            return "the model could not be loaded; the server's log says why"
-        if self.pipeline is None:
-            return "the model is loading; retry shortly"
-        if not self.pipeline.beam.alive:
-            return "no beam-search worker is running; they are being restarted"
+        """Why not every model can serve now, or None when all can."""
+        if self.failed is not None:
+            return f"model '{self.failed}' could not be loaded; the server's log says why"
+        if self.loading is not None:
+            return f"model '{self.loading}' is loading ({len(self.pipelines) + 1} of {len(self.model_names)}); " \
+                   "retry shortly"
+        for name, pipeline in self.pipelines.items():
+            if not pipeline.beam.alive:
+                return f"model '{name}': no beam-search worker is running; they are being restarted"
         return None
 
-    def require_pipeline(self) -> Pipeline:
-        """The pipeline, or Busy while there is none."""
-        if self.pipeline is None:
-            raise Busy("model_not_ready", self.not_ready_reason(), retry_after=5)
-        return self.pipeline
+    def pipeline(self, name: str | None = None) -> Pipeline:
+        """The pipeline of the named model (None: the default); UnknownModel if no model has that
+        name, Busy while it is not loaded."""
+        name = name or self.model_name
+        if name not in self.model_names:
+            raise UnknownModel("model_not_found", f"The model '{name}' does not exist on this server; it serves: "
+                                                  f"{', '.join(self.model_names)}", "model")
+        pipeline = self.pipelines.get(name)
+        if pipeline is None:
+            reason = self.not_ready_reason() or "the model is loading; retry shortly"
+            raise Busy("model_not_ready", reason, retry_after=5)
+        return pipeline

@@ -1,32 +1,53 @@
-"""Server settings: every option from the command line or the environment (`ASR_*`)."""
+"""Server settings: every option from the command line or the environment (`ASR_*`), and the
+models they name (`ModelSpec`: a name, what to load, its language model)."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA
 from model.package import DEFAULT_MODEL, is_package, package_lm
 from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a model name given as NAME=PATH
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to serve: the name requests choose it by, what to load, and its language model."""
+
+    name: str
+    reference: str  # a model folder, exported folder, Hugging Face folder or Hub id, fairseq checkpoint
+    lm: Path | None
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASR_", protected_namespaces=())
 
-    model: str = Field(str(DEFAULT_MODEL),
-                       description="a model folder that ships (checkpoint/, onnx/, lm.arpa), an exported model folder "
-                                   "(python -m export onnx), Hugging Face folder or Hub id, or fairseq checkpoint; "
-                                   "non-ONNX models are exported once into cache_dir (default: the shipped digits "
-                                   "model, models/digits)")
-    lm: Path | None = Field(None, description="KenLM language model, ARPA or binary, for beam search (default, or empty: "
-                                              "the model folder's lm.arpa if it ships one; `none`: no LM)")
+    model: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [str(DEFAULT_MODEL)],
+        description="[NAME=]PATH, repeatable (env: comma-separated): a model folder that ships (checkpoint/, "
+                    "onnx/, lm.arpa), an exported model folder (python -m export onnx), Hugging Face folder or Hub "
+                    "id, or fairseq checkpoint; non-ONNX models are exported once into cache_dir. NAME (default: "
+                    "the folder's name) is what requests choose it by; the first model is the default (default: "
+                    "the shipped digits model, models/digits)")
+    lm: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="[NAME=]PATH, repeatable (env: comma-separated): the KenLM language model, ARPA or binary, "
+                    "of model NAME (a bare PATH: the default model's) for beam search (default: the model "
+                    "folder's lm.arpa if it ships one; PATH `none`: no LM)")
+    default_model: str | None = Field(None, description="the model that answers requests naming none "
+                                                        "(default: the first)")
     host: str = "127.0.0.1"
     port: int = 8000
-    model_name: str | None = Field(None, description="name reported in responses and /v1/models "
-                                                     "(default: the model's folder name)")
+    model_name: str | None = Field(None, description="the name of the first model, if its --model gives none "
+                                                     "(NAME=PATH says it better)")
     cache_dir: Path = Field(Path.home() / ".cache" / "w2v-asr", description="where non-ONNX models are exported to")
     provider: str = Field("cpu", description="onnxruntime execution provider: cpu, cuda or tensorrt")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: one per core)")
@@ -66,33 +87,67 @@ class Settings(BaseSettings):
     stream_max_seconds: float = Field(3600.0, gt=0, description="longest audio one stream may send")
     web_ui: bool = Field(True, description="serve the browser page at / (microphone and file transcription)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _model_folder_defaults(cls, values):
-        """A model folder that ships brings its LM (unless another or `none` is given) and its name."""
-        if isinstance(values, dict):
-            folder = Path(str(values.get("model") or DEFAULT_MODEL)).expanduser()
-            if is_package(folder):
-                if not str(values.get("lm") or "").strip() and package_lm(folder) is not None:
-                    values = {**values, "lm": package_lm(folder)}
-                if not values.get("model_name"):
-                    values = {**values, "model_name": folder.resolve().name}
-        return values
+    _models: list[ModelSpec] = PrivateAttr(default_factory=list)
 
-    @field_validator("lm", "model_name", mode="before")
+    @field_validator("model", "lm", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value):  # ASR_LM= in an env file or compose means the default, not the current folder
+    def _listed(cls, value):
+        """Repeated options, or one comma-separated value (the environment's form); empty entries
+        (ASR_LM= in an env file or compose) mean the default."""
+        values = value.split(",") if isinstance(value, str) else [str(item) for item in value or []]
+        return [item.strip() for item in values if item.strip()]
+
+    @field_validator("model")
+    @classmethod
+    def _default_model_if_none(cls, value: list[str]) -> list[str]:  # ASR_MODEL= (compose's default)
+        return value or [str(DEFAULT_MODEL)]
+
+    @field_validator("model_name", "default_model", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("model", mode="before")
-    @classmethod
-    def _empty_is_default(cls, value):  # ASR_MODEL= (compose's default) means the shipped model
-        return str(DEFAULT_MODEL) if isinstance(value, str) and not value.strip() else value
+    @model_validator(mode="after")
+    def _resolve_models(self):
+        """Name each model, give each its language model, and check the names fit together."""
+        specs: list[tuple[str, str]] = []
+        for index, entry in enumerate(self.model):
+            name, reference = _named(entry)
+            if name is None:
+                name = self.model_name if index == 0 and self.model_name else folder_name(reference)
+            if name in (known for known, _ in specs):
+                raise ValueError(f"two models are named '{name}'; name each one: --model NAME=PATH")
+            specs.append((name, reference))
+        names = [name for name, _ in specs]
+        default = self.default_model or names[0]
+        if default not in names:
+            raise ValueError(f"--default-model {default}: no model is named so (models: {', '.join(names)})")
+        lms: dict[str, Path | None] = {}
+        for entry in self.lm:
+            name, path = _named(entry)
+            if name is not None and name not in names:
+                raise ValueError(f"--lm {entry}: no model is named '{name}' (models: {', '.join(names)})")
+            name = name or default
+            if name in lms:
+                raise ValueError(f"two language models for model '{name}'")
+            lms[name] = None if path.lower() == "none" else Path(path).expanduser()
+        self._models = []
+        for name, reference in specs:
+            folder = Path(reference).expanduser()
+            lm = lms[name] if name in lms else package_lm(folder) if is_package(folder) else None
+            self._models.append(ModelSpec(name, reference, lm))
+        self._models.sort(key=lambda spec: spec.name != default)  # the default first, the others in order
+        return self
 
-    @field_validator("lm", mode="before")
-    @classmethod
-    def _none_is_no_lm(cls, value):
-        return None if isinstance(value, str) and value.strip().lower() == "none" else value
+    @property
+    def models(self) -> list[ModelSpec]:
+        """Every model to serve, the default first."""
+        return self._models
+
+    @property
+    def default(self) -> ModelSpec:
+        """The model that answers requests naming none."""
+        return self._models[0]
 
     @model_validator(mode="after")
     def _beam_width_within_limit(self):
@@ -111,3 +166,21 @@ class Settings(BaseSettings):
     @classmethod
     def _split_keys(cls, value):
         return [key.strip() for key in value.split(",") if key.strip()] if isinstance(value, str) else value
+
+
+def _named(entry: str) -> tuple[str | None, str]:
+    """NAME=PATH -> (NAME, PATH); anything else (a path, a Hub id) -> (None, entry)."""
+    name, separator, rest = entry.partition("=")
+    if separator and NAME.fullmatch(name.strip()):
+        return name.strip(), rest.strip()
+    return None, entry
+
+
+def folder_name(reference: str) -> str:
+    """A model's name when none is given: its folder's (a checkpoint file's, less its suffix; a Hub
+    id's last part)."""
+    path = Path(reference).expanduser()
+    if path.exists():
+        path = path.resolve()
+        return path.stem if path.is_file() else path.name
+    return reference.rstrip("/").rsplit("/", 1)[-1]

@@ -1,8 +1,8 @@
 """Websocket streaming at /v1/stream: partial results while audio arrives, a final per segment.
 
-Protocol: a JSON config first, then binary PCM frames, then {"type": "eof"} (or
-{"type": "finalize"} to end the current segment and go on). Segments end at pauses found by
-voice-activity detection (`endpointing` ms of non-speech; false: never), at
+Protocol: a JSON config first (`model` chooses the model), then binary PCM frames, then
+{"type": "eof"} (or {"type": "finalize"} to end the current segment and go on). Segments end at
+pauses found by voice-activity detection (`endpointing` ms of non-speech; false: never), at
 `max_segment_seconds`, at "finalize" and at "eof". A final is the offline transcription of
 exactly that segment's audio, so it equals what /transcribe returns for the same samples.
 Partials decode only the last few seconds of the segment, so their cost stays bounded however
@@ -34,6 +34,7 @@ from .dependencies import ServerDep, known_key, require_api_key
 from .errors import Busy, ServiceError, Unauthorised, validation_problem
 from .http_errors import close_code, refuse
 from .pipeline import DecodeOptions, Pipeline
+from .server import Server
 
 router = APIRouter()
 log = logging.getLogger("service")
@@ -46,6 +47,8 @@ VAD_FRAME = 480  # 30 ms at 16 kHz, a frame size WebRTC's VAD accepts
 
 class StreamConfig(DecodeOptions):
     type: Literal["config"] | None = None
+    model: str | None = Field(None, description="the model to answer, by its name in /v1/models (default: the "
+                                                "server's default model)")
     api_key: str | None = Field(None, exclude=True, description="for clients that cannot send headers (browsers): "
                                                                 "the API key, read when no Authorization header came")
     sample_rate: int = Field(16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
@@ -144,8 +147,10 @@ class StreamEvents:
         """The segment is closed; return False to drop it untranscribed."""
         return True
 
-    async def final(self, text: str, words: list[dict], start: float, end: float) -> None:
-        """The segment's transcription (words' times from the stream's start)."""
+    async def final(self, text: str, words: list[dict], start: float, end: float,
+                    alternatives: list[dict] | None = None) -> None:
+        """The segment's transcription (words' times from the stream's start), and its n best
+        transcripts if the config asked for them."""
 
     async def failed(self, error: ServiceError) -> None:
         """The segment could not be transcribed (busy, unusable audio); by default that ends the stream."""
@@ -161,8 +166,12 @@ class StreamMessages(StreamEvents):
     async def partial(self, text: str, words: list[dict]) -> None:
         await self.websocket.send_json({"type": "partial", "text": text})
 
-    async def final(self, text: str, words: list[dict], start: float, end: float) -> None:
-        await self.websocket.send_json({"type": "final", "text": text, "words": words, "start": start, "end": end})
+    async def final(self, text: str, words: list[dict], start: float, end: float,
+                    alternatives: list[dict] | None = None) -> None:
+        message = {"type": "final", "text": text, "words": words, "start": start, "end": end}
+        if alternatives is not None:
+            message["alternatives"] = alternatives
+        await self.websocket.send_json(message)
 
 
 class Stream:
@@ -196,11 +205,17 @@ class Stream:
         rate = self.config.sample_rate
         return None if rate == self.rate else soxr.ResampleStream(rate, self.rate, 1, dtype="float32")
 
-    def reconfigure(self, config: StreamConfig) -> None:
-        """New settings for the audio that comes next; the open segment keeps what it has."""
+    def reconfigure(self, config: StreamConfig, pipeline: Pipeline | None = None) -> None:
+        """New settings for the audio that comes next; the open segment keeps what it has. Another
+        model (`pipeline`) transcribes from the open segment on; ValueError if it takes audio at
+        another rate than this stream's model."""
+        if pipeline is not None and pipeline.rate != self.rate:
+            raise ValueError(f"model '{pipeline.name}' takes audio at {pipeline.rate} Hz, this stream's model "
+                             f"at {self.rate} Hz; open a new stream for it")
         if config.sample_rate != self.config.sample_rate:
             self.flush_resampler()
         self.config = config
+        self.pipeline = pipeline or self.pipeline
         self.resampler = self._resampler()
 
     async def add_audio(self, data: bytes) -> None:
@@ -304,16 +319,16 @@ class Stream:
             return
         try:
             result = await self.pipeline.transcribe(segment, self.config)
-            text, words = result.text, result.words
+            text, words, alternatives = result.text, result.words, result.alternatives
         except ServiceError as error:
             if error.code not in ("silent_audio", "audio_too_short"):
                 await self.events.failed(error)
                 return
-            text, words = "", []
+            text, words, alternatives = "", [], [] if self.config.alternatives else None
         for word in words:
             word["start"] = round(word["start"] + start / self.rate, 3)
             word["end"] = round(word["end"] + start / self.rate, 3)
-        await self.events.final(text, words, offset, end)
+        await self.events.final(text, words, offset, end, alternatives)
 
     def discard_segment(self) -> None:
         """Drop the open segment's audio untranscribed; the stream's clock runs on."""
@@ -361,14 +376,13 @@ async def stream(websocket: WebSocket, server: ServerDep, authorised: Annotated[
         if first is None or not known_key(_config_key(first) or "", settings.api_keys):
             raise Unauthorised("invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>, or the "
                                                   "config's api_key")
-    pipeline = server.require_pipeline()
     if server.streams >= settings.max_streams:
         raise Busy("too_many_streams", f"this server takes at most {settings.max_streams} streams at once; "
                                        "retry shortly")
     server.streams += 1
     server.metrics.active_streams.inc()
     try:
-        await _serve(websocket, pipeline, settings, first)
+        await _serve(websocket, server, first)
     except _Closed as closed:
         await refuse(websocket, closed.code, "stream_error", closed.reason)
     except WebSocketDisconnect:
@@ -396,7 +410,8 @@ async def _receive(websocket: WebSocket, idle_seconds: float, max_bytes: int) ->
     return message
 
 
-async def _serve(websocket: WebSocket, pipeline: Pipeline, settings, first: dict | None = None) -> None:
+async def _serve(websocket: WebSocket, server: Server, first: dict | None = None) -> None:
+    settings = server.settings
     if first is None:
         first = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
     if first.get("text") is None:
@@ -406,6 +421,7 @@ async def _serve(websocket: WebSocket, pipeline: Pipeline, settings, first: dict
     except ValidationError as error:
         where, what = validation_problem(error)
         raise _Closed(1007, f"bad config: {where or 'config'}: {what}") from None
+    pipeline = server.pipeline(config.model)  # an unknown model: 1007; one not loaded yet: 1013
     if "max_segment_seconds" in config.model_fields_set and config.max_segment_seconds > settings.stream_max_seconds:
         raise _Closed(1007, f"bad config: max_segment_seconds: {config.max_segment_seconds:g} is over this "
                             f"server's stream limit of {settings.stream_max_seconds:g} s")

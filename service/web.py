@@ -29,13 +29,15 @@ async def page() -> FileResponse:
 
 @router.get("/web/config.json")
 async def config(server: ServerDep) -> JSONResponse:
-    """What the page needs before it starts: the model's sample rate, whether keys are needed."""
-    pipeline = server.pipeline
+    """What the page needs before it starts: the default model's sample rate (the page uses it),
+    whether keys are needed."""
+    pipeline = server.pipelines.get(server.model_name)
     return JSONResponse({
         "ready": pipeline is not None,
         "model": server.model_name if pipeline is not None else None,
+        "models": server.model_names,
         "sample_rate": pipeline.rate if pipeline is not None else None,
-        "default_decoder": choose_decoder(None, server.settings.lm is not None),
+        "default_decoder": choose_decoder(None, server.settings.default.lm is not None),
         "api_keys": bool(server.settings.api_keys),
     }, headers={"Cache-Control": "no-store"})
 

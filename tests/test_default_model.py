@@ -57,8 +57,8 @@ def test_the_shipped_model_folder_is_complete_and_small():
     assert all(len(item["sha256"]) == 64 for item in provenance["data"].values())
     vocab = json.loads((DEFAULT_MODEL / "checkpoint" / "vocab.json").read_text())
     assert set("abcdefghijklmnopqrstuvwxyz'") <= set(vocab), "a standard English character vocabulary"
-    settings = Settings()
-    assert settings.lm == DEFAULT_MODEL / "lm.arpa" and settings.model_name == "digits"
+    (served,) = Settings().models
+    assert served.lm == DEFAULT_MODEL / "lm.arpa" and served.name == "digits"
 
 
 def test_the_server_recognises_real_spoken_digits_by_default(default_server):

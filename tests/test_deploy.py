@@ -29,11 +29,20 @@ def test_every_dashboard_metric_is_exported(exported_folder, family, realspeech,
     with run_server(exported_folder, log_dir=tmp_path) as server:
         response = httpx.post(server.url + "/transcribe", files={"file": audio.open("rb")}, timeout=60)
         assert response.status_code == 200, response.text
-        exported = {line.split("{")[0].split(" ")[0] for line in httpx.get(server.url + "/metrics").text.splitlines()
-                    if line and not line.startswith("#")}
+        lines = [line for line in httpx.get(server.url + "/metrics").text.splitlines() if line and line[0] != "#"]
+    exported = {line.split("{")[0].split(" ")[0] for line in lines}
     wanted = dashboard_metrics()
     assert len(wanted) >= 10  # requests, latencies, queue, batch sizes, real-time factor, streams, model
     assert wanted <= exported, f"not exported: {sorted(wanted - exported)}"
+    # The per-model selector: every panel on a series with a model label shows the models chosen.
+    by_model = {line.split("{")[0] for line in lines if 'model="' in line} | {"asr_model_info"}
+    (variable,) = json.loads(DASHBOARD.read_text())["templating"]["list"]
+    assert variable["name"] == "model" and variable["includeAll"] and variable["multi"]
+    assert re.fullmatch(r"label_values\((asr_\w+), model\)", variable["query"]["query"]).group(1) in by_model
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel["targets"]:
+            for name in set(re.findall(r"\basr_\w+", target["expr"])) & by_model:
+                assert re.search(name + r'\{(model|name)=~"\$model"', target["expr"]), (panel["title"], name)
 
 
 def test_dashboard_panels_cover_what_operators_watch():
@@ -57,5 +66,6 @@ def test_compose_sets_only_known_settings():
 def test_empty_settings_from_compose_mean_unset(monkeypatch):
     monkeypatch.setenv("ASR_LM", "")  # what `ASR_LM: ${ASR_LM:-}` passes when no LM is configured
     monkeypatch.setenv("ASR_MODEL_NAME", " ")
-    settings = Settings(model="m")
-    assert settings.lm is None and settings.model_name is None
+    monkeypatch.setenv("ASR_DEFAULT_MODEL", "")
+    (served,) = Settings(model="m").models
+    assert served.lm is None and served.name == "m"

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from conftest import DATA, HANG_SECONDS, REALSPEECH, REPO, run_server
+from model.package import DEFAULT_MODEL
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 SPEECH_WAV = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
@@ -21,7 +22,9 @@ SPEECH_RAW = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "goforwar
 
 @pytest.fixture(scope="module")
 def server(exported_folder, tmp_path_factory):
-    with run_server(exported_folder, log_dir=tmp_path_factory.mktemp("logs")) as running:
+    """The default model, and the tiny one under the name the README's examples give an English model."""
+    with run_server(None, "--model", str(DEFAULT_MODEL), "--model", f"english={exported_folder}",
+                    log_dir=tmp_path_factory.mktemp("logs")) as running:
         yield running
 
 

@@ -175,13 +175,13 @@ def test_concurrent_requests_batch_and_equal_sequential_results(server, speech_f
 
 
 def _histogram_count(server, name: str, above: float) -> float:
-    """Observations of histogram `name` greater than `above`."""
+    """Observations of histogram `name` greater than `above`, over all its series (one per model)."""
     total = at_most = 0.0
     for line in httpx.get(server.url + "/metrics").text.splitlines():
         if line.startswith(f"{name}_count"):
-            total = float(line.split()[-1])
-        if line.startswith(f'{name}_bucket{{le="{above:.1f}"}}'):
-            at_most = float(line.split()[-1])
+            total += float(line.split()[-1])
+        if line.startswith(f"{name}_bucket") and f'le="{above:.1f}"' in line:
+            at_most += float(line.split()[-1])
     return total - at_most
 
 

@@ -69,12 +69,14 @@ def post_beam(server, body: bytes, **fields) -> httpx.Response:
 
 
 def metric(server, name: str, **labels) -> float:
-    """The value of one Prometheus series, 0 when absent."""
-    wanted = "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}" if labels else ""
+    """The sum of the Prometheus series `name` with these labels (whatever their others, e.g. the
+    model), 0 when there is none."""
+    total = 0.0
     for line in httpx.get(server.url + "/metrics").text.splitlines():
-        if line.startswith(name + wanted + " "):
-            return float(line.split()[-1])
-    return 0.0
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] == name and all(f'{key}="{wanted}"' in series for key, wanted in labels.items()):
+            total += float(value)
+    return total
 
 
 def beam_workers(server) -> list[int]:
@@ -121,8 +123,9 @@ def test_audio_too_big_once_decoded_is_refused_before_decoding(server):
     forged = forged_flac(2**36 - 1)  # claims 49 days of audio: 256 GiB of float32
     assert len(forged) < 10_000
     assert_json_error(post_audio(server, forged), 413, "at most 300 s")
+    served = httpx.get(server.url + "/v1/models").json()["data"][0]["id"]  # another name is a 404
     openai = httpx.post(server.url + "/v1/audio/transcriptions", files={"file": ("a.flac", forged)},
-                        data={"model": "x"}, timeout=60)
+                        data={"model": served}, timeout=60)
     assert_json_error(openai, 413, "at most 300 s")
     pcm = httpx.post(server.url + "/transcribe", content=b"\0\0" * 400_000, timeout=60,
                      params={"encoding": "pcm_s16le", "sample_rate": "1000"},
