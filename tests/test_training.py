@@ -178,6 +178,8 @@ def test_batches_hold_every_utterance_once_per_epoch_within_their_limits():
     assert padding[True, 0] < 0.05  # similar lengths together
     assert padding[False, 0] > 0.2  # drawn at random
     assert padding[False, 128] < 0.5 * padding[False, 0]  # random pools, sorted: far less padding
+    for by_length, pool in ((True, 0), (False, 0), (False, 128)):  # nothing to batch: no batches
+        assert make_batches([], 20.0, seed=1, epoch=0, by_length=by_length, length_pool=pool) == []
     stream = BatchStream(durations, 20.0, seed=1)
     first = [next(stream) for _ in range(5)]
     resumed = BatchStream(durations, 20.0, seed=1)

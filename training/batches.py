@@ -29,10 +29,11 @@ def make_batches(durations: list[float], max_batch_seconds: float, seed: int, ep
         pools = [order]
     else:
         order = generator.permutation(len(durations))
-        size = length_pool if length_pool > 0 else len(order)
-        pools = [order[start:start + size] for start in range(0, len(order), size)]
+        pools = [order]
         if length_pool > 0:
-            pools = [pool[np.argsort(np.asarray(durations)[pool], kind="stable")] for pool in pools]
+            lengths = np.asarray(durations)
+            pools = [order[start:start + length_pool] for start in range(0, len(order), length_pool)]
+            pools = [pool[np.argsort(lengths[pool], kind="stable")] for pool in pools]
     batches = []
     for pool in pools:
         batches += _cut(pool, durations, max_batch_seconds, max_utterances)
