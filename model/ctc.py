@@ -178,6 +178,26 @@ class CTCVocabulary:
         _write_json(folder / "special_tokens_map.json", special)
 
 
+def text_log_likelihood(log_probs: np.ndarray, token_ids: list[int], blank: int) -> float:
+    """log P(token_ids | audio) under CTC: the log of the summed probability of every frame alignment
+    that collapses to these tokens (the forward algorithm; what `torch.nn.functional.ctc_loss` negates).
+    log_probs: (frames, vocab) log-softmax output. -inf when the frames are too few for the tokens."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    # The extended label sequence: a blank before, between and after the tokens.
+    extended = np.full(2 * len(token_ids) + 1, blank, dtype=np.int64)
+    extended[1::2] = token_ids
+    # A path may skip the blank between two tokens unless they are the same token.
+    skip = np.zeros(len(extended), dtype=bool)
+    skip[3::2] = extended[3::2] != extended[1:-2:2]
+    alpha = np.full(len(extended), -np.inf)
+    alpha[:2] = log_probs[0, extended[:2]]
+    for frame in range(1, len(log_probs)):
+        previous = np.concatenate(([-np.inf], alpha[:-1]))
+        skipped = np.where(skip, np.concatenate(([-np.inf, -np.inf], alpha))[:len(alpha)], -np.inf)
+        alpha = np.logaddexp(np.logaddexp(alpha, previous), skipped) + log_probs[frame, extended]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if token_ids else alpha[-1])
+
+
 def normalize_text(text: str) -> str:
     """Lower case, letters/digits/apostrophes only, single spaces: the form transcripts take for
     training targets and for scoring (references come as LibriSpeech upper case, punctuated text...)."""

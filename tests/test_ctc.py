@@ -9,7 +9,7 @@ import pytest
 import transformers
 
 from conftest import VOCAB
-from model.ctc import CTCVocabulary
+from model.ctc import CTCVocabulary, text_log_likelihood
 
 
 @pytest.mark.parametrize("options", [{}, {"do_lower_case": True}, {"clean_up_tokenization_spaces": True}])
@@ -60,3 +60,27 @@ def test_fairseq_dictionary(tmp_path):
 def test_vocabulary_without_blank_is_refused():
     with pytest.raises(ValueError, match="no pad token"):
         CTCVocabulary(tokens={0: "a", 1: "b"})
+
+
+@pytest.mark.parametrize("frames, tokens", [(30, [4, 5, 6, 5, 4]), (10, [4, 4, 3, 2]), (12, [1, 1, 2, 3, 2, 2]),
+                                             (1, [3]), (20, []), (1, []), (3, [4, 1, 2, 4]), (3, [2, 2])])
+def test_text_likelihood_is_ctc_loss(frames, tokens):
+    """The forward algorithm of `text_log_likelihood` gives what torch's CTC loss negates, repeats
+    (which need a blank between them), empty texts and texts too long for the frames included."""
+    import torch
+
+    generator = np.random.default_rng(frames * 31 + len(tokens))
+    log_probs = torch.log_softmax(torch.tensor(generator.normal(size=(frames, 8)) * 2), dim=-1)
+    expected = -torch.nn.functional.ctc_loss(log_probs[:, None], torch.tensor([tokens], dtype=torch.long),
+                                             torch.tensor([frames]), torch.tensor([len(tokens)]), blank=0,
+                                             reduction="sum").item()
+    ours = text_log_likelihood(log_probs.numpy(), tokens, blank=0)
+    assert ours == pytest.approx(expected, rel=1e-9, abs=1e-9) or (ours == expected == -np.inf)
+
+
+def test_text_likelihood_sums_over_alignments():
+    """Two frames, one token 'a': paths 'a a', 'a _', '_ a' all collapse to it."""
+    probabilities = np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])  # blank, a, b
+    expected = 0.3 * 0.6 + 0.3 * 0.1 + 0.5 * 0.6
+    assert np.exp(text_log_likelihood(np.log(probabilities), [1], blank=0)) == pytest.approx(expected)
+    assert np.exp(text_log_likelihood(np.log(probabilities), [1, 1], blank=0)) == 0.0, "a repeat needs a blank between"

@@ -230,10 +230,13 @@ def test_pseudo_labels_keep_confident_transcripts(overfit, digits, tmp_path):
     unlabeled = tmp_path / "unlabeled.jsonl"
     entries = read_manifest(digits)
     write_manifest([type(entry)(entry.audio, entry.duration) for entry in entries], unlabeled)
-    out = tmp_path / "pseudo.jsonl"
+    out, scores = tmp_path / "pseudo.jsonl", tmp_path / "scores.jsonl"
     result = training("pseudo-label", "--model", str(overfit / "best"), "--manifest", str(unlabeled), "--out", str(out),
-                      "--min-confidence", "0.5", "--labelled", str(digits))
+                      "--min-confidence", "0.5", "--labelled", str(digits), "--scores-out", str(scores))
     assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert len(rows) == 8 and all("reference" not in row for row in rows), "the unlabeled manifest has no text"
+    assert all(0.0 <= row["posterior"] <= 1.0 and 0.0 <= row["words"] <= 1.0 and "nbest" not in row for row in rows)
     written = read_manifest(out)
     real, pseudo = written[:8], written[8:]
     assert [entry.text for entry in real] == [entry.text for entry in entries], "the real labels come first"
@@ -242,8 +245,38 @@ def test_pseudo_labels_keep_confident_transcripts(overfit, digits, tmp_path):
     correct = sum(by_audio[entry.audio.resolve()] == entry.text for entry in pseudo)
     assert correct >= len(pseudo) - 1
     strict = training("pseudo-label", "--model", str(overfit / "best"), "--manifest", str(unlabeled), "--out",
-                      str(tmp_path / "none.jsonl"), "--min-confidence", "1.0")
+                      str(tmp_path / "none.jsonl"), "--min-confidence", "1.0", "--confidence", "words")
     assert strict.returncode == 0 and "0 of 8 utterances kept" in strict.stdout
+    no_beam = training("pseudo-label", "--model", str(overfit / "best"), "--manifest", str(unlabeled), "--out",
+                       str(tmp_path / "none.jsonl"), "--confidence", "nbest")
+    assert no_beam.returncode == 1 and "--lm" in no_beam.stderr
+
+
+def test_the_text_posterior_falls_when_the_text_is_wrong(overfit, digits):
+    """The posterior confidence of the model's own transcript is high; of the same transcript with one
+    letter changed, or another digit, it is far lower, however probable each frame's best token is."""
+    from model.decoding import Decoded, Word
+    from model.loading import load_recognizer
+    from model.transcribe import DecodeOptions, Transcriber
+    from training.pseudo_label import confidence_scores
+
+    transcriber = Transcriber(load_recognizer(str(overfit / "best")))
+    vocab = transcriber.recognizer.vocab
+    checked = 0
+    for entry in read_manifest(digits):
+        logits = transcriber.logits([transcriber.recognizer.read(entry.audio)])[0]
+        decoded, _ = transcriber.decode(logits, DecodeOptions("greedy"))
+        if decoded.text != entry.text:
+            continue
+        own = confidence_scores(vocab, logits, decoded)
+        assert own["posterior"] > 0.5, (entry.text, own)
+        misspelt = decoded.text[:-1] + ("e" if decoded.text[-1] != "e" else "o")  # both letters are in the vocabulary
+        for wrong in (misspelt, "nine" if entry.text != "nine" else "one"):
+            scores = confidence_scores(vocab, logits, Decoded(wrong, [Word(wrong, 0.0, 0.1, own["words"])]))
+            assert scores["posterior"] < own["posterior"] / 10, (entry.text, wrong, scores, own)
+            assert scores["words"] == own["words"], "the word confidence cannot tell them apart"
+        checked += 1
+    assert checked >= 6, "the overfit model transcribes most of its eight digits right"
 
 
 def test_tri_stage_schedule():
