@@ -65,6 +65,8 @@ class PretrainConfig(TrainerConfig):
     # The objective (paper values).
     mask_prob: float = 0.65
     mask_length: int = 10
+    # Spans each utterance gets at the least: on ~0.5 s clips (25 frames) two spans of 10 mask most of it.
+    mask_min_spans: int = 2
     num_negatives: int = 100
     logit_temperature: float = 0.1
     diversity_weight: float = 0.1

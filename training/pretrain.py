@@ -54,7 +54,8 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
                if processes.world > 1 else model)
     objective = PretrainingObjective(model, config.mask_prob, config.mask_length, config.num_negatives,
                                      config.logit_temperature, config.diversity_weight,
-                                     config.feature_penalty_weight, forward=forward)
+                                     config.feature_penalty_weight, forward=forward,
+                                     mask_min_spans=config.mask_min_spans)
 
     schedule = {"learning_rate": config.learning_rate, "warmup_steps": config.warmup_steps,
                 "max_steps": config.max_steps}

@@ -77,10 +77,10 @@ class PretrainingLosses:
 class PretrainingObjective:
     def __init__(self, model: Wav2Vec2ForPreTraining, mask_prob: float = 0.65, mask_length: int = 10,
                  num_negatives: int = 100, temperature: float = 0.1, diversity_weight: float = 0.1,
-                 feature_penalty_weight: float = 10.0, forward=None):
+                 feature_penalty_weight: float = 10.0, forward=None, mask_min_spans: int = 2):
         self.model = model
         self.forward = forward or model  # e.g. the DistributedDataParallel wrapper of `model`
-        self.mask_prob, self.mask_length = mask_prob, mask_length
+        self.mask_prob, self.mask_length, self.mask_min_spans = mask_prob, mask_length, mask_min_spans
         self.num_negatives, self.temperature = num_negatives, temperature
         self.diversity_weight, self.feature_penalty_weight = diversity_weight, feature_penalty_weight
         self._features: list[torch.Tensor] = []
@@ -94,7 +94,7 @@ class PretrainingObjective:
         sample_lengths = (attention_mask.sum(-1) if attention_mask is not None else
                           torch.full((input_values.shape[0],), input_values.shape[1]))
         lengths = [config.num_frames(int(n)) for n in sample_lengths]
-        mask = span_mask(lengths, frames, self.mask_prob, self.mask_length, generator)
+        mask = span_mask(lengths, frames, self.mask_prob, self.mask_length, generator, self.mask_min_spans)
         negatives = torch.from_numpy(sample_negatives(mask, self.num_negatives, generator))
         mask_tensor = torch.from_numpy(mask).to(input_values.device)
 
