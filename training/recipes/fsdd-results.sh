@@ -7,6 +7,12 @@
 # the bigram LM (runs/fsdd/words.arpa); a row whose results exist is skipped, an interrupted one
 # resumes. Settings after `--` go to every run (e.g. `-- max_steps=2000`). Rows are independent: two
 # shells with one thread each (OMP_NUM_THREADS=1) run two rows at once on a 2-core machine.
+# From a pretrained checkpoint (PRETRAINED=folder, by default the last of runs/fsdd-pretrain, which
+# training/recipes/fsdd-pretrain.sh makes), with the same fine-tuning recipe and budget:
+#   10pct-pretrained, 10pct-pretrained-frozen (the feature encoder kept as pretrained),
+#   selftrain (10pct-pretrained labels the other 2370 training recordings with the LM; those whose
+#   posterior confidence is >= MIN_CONFIDENCE (0.9) join the 270, and a fine-tuning from the
+#   pretrained checkpoint learns from them all), loso-pretrained[-SPEAKER].
 # Then `python training/recipes/fsdd_table.py` prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,6 +26,13 @@ while [ $# -gt 0 ]; do
 done
 [ ${#rows[@]} -gt 0 ] || rows=(full 10pct loso)
 [ -e "$fsdd/test.jsonl" ] || bash training/recipes/fsdd-data.sh ../shared/data/fsdd "$fsdd"
+
+# The checkpoint the pretrained rows start from, checked before anything runs.
+pretrained=${PRETRAINED:-$(ls -d runs/fsdd-pretrain/checkpoint-* 2>/dev/null | sort -t- -k3 -n | tail -1 || true)}
+if [[ " ${rows[*]} " =~ (pretrained|selftrain) ]] && [ ! -e "$pretrained/config.json" ]; then
+    echo "no pretrained checkpoint '$pretrained' (bash training/recipes/fsdd-pretrain.sh, or PRETRAINED=folder)" >&2
+    exit 2
+fi
 
 run() {  # NAME TRAIN DEV TEST [SETTINGS...]
     local name=$1 train=$2 dev=$3 test=$4
@@ -47,7 +60,28 @@ for row in "${rows[@]}"; do
                   run "loso-$speaker" "$fsdd/loso-$speaker/train.jsonl" "$fsdd/loso-$speaker/dev.jsonl" \
                       "$fsdd/loso-$speaker/test.jsonl"
               done ;;
+        10pct-pretrained) run "$row" "$fsdd/train-10pct.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" "init=$pretrained" ;;
+        10pct-pretrained-frozen) run "$row" "$fsdd/train-10pct.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" \
+                                     "init=$pretrained" freeze_feature_encoder=true ;;
+        selftrain)
+            labeller="$out/10pct-pretrained/best"
+            [ -e "$labeller/config.json" ] || { echo "selftrain needs the 10pct-pretrained row first" >&2; exit 2; }
+            [ -e "$out/selftrain/pseudo.jsonl" ] || { mkdir -p "$out/selftrain"
+                "$python" -m training pseudo-label --model "$labeller" --lm "$fsdd/words.arpa" \
+                    --manifest "$fsdd/train-rest.jsonl" --labelled "$fsdd/train-10pct.jsonl" \
+                    --min-confidence "${MIN_CONFIDENCE:-0.9}" --scores-out "$out/selftrain/scores.jsonl" \
+                    --out "$out/selftrain/pseudo.jsonl.part" > "$out/selftrain/pseudo.log" 2>&1
+                mv "$out/selftrain/pseudo.jsonl.part" "$out/selftrain/pseudo.jsonl"; }
+            run selftrain "$out/selftrain/pseudo.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" "init=$pretrained" ;;
+        loso-pretrained) for speaker in george jackson lucas nicolas theo yweweler; do
+                             run "loso-pretrained-$speaker" "$fsdd/loso-$speaker/train.jsonl" \
+                                 "$fsdd/loso-$speaker/dev.jsonl" "$fsdd/loso-$speaker/test.jsonl" "init=$pretrained"
+                         done ;;
+        loso-pretrained-*) speaker=${row#loso-pretrained-}
+                           run "$row" "$fsdd/loso-$speaker/train.jsonl" "$fsdd/loso-$speaker/dev.jsonl" \
+                               "$fsdd/loso-$speaker/test.jsonl" "init=$pretrained" ;;
         loso-*) run "$row" "$fsdd/$row/train.jsonl" "$fsdd/$row/dev.jsonl" "$fsdd/$row/test.jsonl" ;;
-        *) echo "unknown row $row (full, 10pct, loso, loso-SPEAKER)" >&2; exit 2 ;;
+        *) echo "unknown row $row (full, 10pct, loso, loso-SPEAKER, 10pct-pretrained, 10pct-pretrained-frozen, selftrain," \
+                "loso-pretrained, loso-pretrained-SPEAKER)" >&2; exit 2 ;;
     esac
 done

@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=100, help="updates per row (%(default)s)")
     args = parser.parse_args()
     for run in args.runs:
+        if not (run / "metrics.jsonl").is_file():
+            continue
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         records = [record for record in records if "accuracy" in record]
         if not records:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Self-supervised pretraining for the FSDD low-resource experiments (README, "Results on real speech"):
+#   bash training/recipes/fsdd-pretrain.sh [data] [-- SETTING=VALUE...]
+# writes runs/fsdd/pretrain.jsonl (52 min of unlabeled LibriSpeech and FSDD's 2700 official training
+# recordings, their text unused), then pretrains training/configs/fsdd-pretrain.yaml into
+# runs/fsdd-pretrain, resuming from its last checkpoint when one is there. `data` stops after the
+# manifest. Then `bash training/recipes/fsdd-results.sh 10pct-pretrained ...` fine-tunes from it, and
+# `python training/recipes/pretrain_curves.py runs/fsdd-pretrain` prints its learning curves.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+python=${PYTHON:-python}
+data=${DATA:-../shared/data}
+only_data="" settings=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        data) only_data=1 ;;
+        --) shift; settings=("$@"); break ;;
+        *) echo "unknown argument $1 (data, -- SETTING=VALUE...)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ -e runs/fsdd/unlabeled.jsonl ] || bash training/recipes/fsdd-data.sh "$data/fsdd" runs/fsdd
+if [ ! -e runs/fsdd/pretrain.jsonl ]; then
+    "$python" -m training manifest --audio-dir "$data/unlabeled-librispeech" --out runs/fsdd/librispeech.jsonl
+    cat runs/fsdd/librispeech.jsonl runs/fsdd/unlabeled.jsonl > runs/fsdd/pretrain.jsonl
+fi
+[ -z "$only_data" ] || exit 0
+out=runs/fsdd-pretrain
+last=$(ls -d "$out"/checkpoint-* 2>/dev/null | sort -t- -k3 -n | tail -1 || true)
+mkdir -p "$out"
+"$python" -m training pretrain --config training/configs/fsdd-pretrain.yaml ${settings[@]+"${settings[@]}"} \
+    ${last:+--resume "$last"} >> "$out/train.log" 2>&1
