@@ -10,9 +10,10 @@
 # From a pretrained checkpoint (PRETRAINED=folder, by default the last of runs/fsdd-pretrain, which
 # training/recipes/fsdd-pretrain.sh makes), with the same fine-tuning recipe and budget:
 #   10pct-pretrained, 10pct-pretrained-frozen (the feature encoder kept as pretrained),
-#   selftrain (10pct-pretrained labels the other 2370 training recordings with the LM; those whose
-#   posterior confidence is >= MIN_CONFIDENCE (0.9) join the 270, and a fine-tuning from the
-#   pretrained checkpoint learns from them all), loso-pretrained[-SPEAKER].
+#   loso-pretrained[-SPEAKER], selftrain-pretrained (as selftrain, from the pretrained rows).
+# Self-training: selftrain has the 10pct row's model label the other 2370 training recordings with
+# the LM; those whose posterior confidence is >= MIN_CONFIDENCE (0.9) join the 270, and a new run
+# learns from them all.
 # Then `python training/recipes/fsdd_table.py` prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +30,7 @@ done
 
 # The checkpoint the pretrained rows start from, checked before anything runs.
 pretrained=${PRETRAINED:-$(ls -d runs/fsdd-pretrain/checkpoint-* 2>/dev/null | sort -t- -k3 -n | tail -1 || true)}
-if [[ " ${rows[*]} " =~ (pretrained|selftrain) ]] && [ ! -e "$pretrained/config.json" ]; then
+if [[ " ${rows[*]} " =~ pretrained ]] && [ ! -e "$pretrained/config.json" ]; then
     echo "no pretrained checkpoint '$pretrained' (bash training/recipes/fsdd-pretrain.sh, or PRETRAINED=folder)" >&2
     exit 2
 fi
@@ -52,6 +53,21 @@ run() {  # NAME TRAIN DEV TEST [SETTINGS...]
     echo "$(date -u +%FT%TZ) $name: done"
 }
 
+selftrain() {  # NAME LABELLER-ROW [SETTINGS...]: LABELLER-ROW's model labels train-rest; NAME learns from them and the 270
+    local name=$1 labeller="$out/$2/best" folder="$out/$1"
+    shift 2
+    [ -e "$labeller/config.json" ] || { echo "$name needs the ${labeller%/best} row first" >&2; exit 2; }
+    if [ ! -e "$folder/pseudo.jsonl" ]; then
+        mkdir -p "$folder"
+        "$python" -m training pseudo-label --model "$labeller" --lm "$fsdd/words.arpa" \
+            --manifest "$fsdd/train-rest.jsonl" --labelled "$fsdd/train-10pct.jsonl" \
+            --min-confidence "${MIN_CONFIDENCE:-0.9}" --scores-out "$folder/scores.jsonl" \
+            --out "$folder/pseudo.jsonl.part" > "$folder/pseudo.log" 2>&1
+        mv "$folder/pseudo.jsonl.part" "$folder/pseudo.jsonl"
+    fi
+    run "$name" "$folder/pseudo.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" "$@"
+}
+
 for row in "${rows[@]}"; do
     case $row in
         full) run full "$fsdd/train.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" ;;
@@ -63,16 +79,8 @@ for row in "${rows[@]}"; do
         10pct-pretrained) run "$row" "$fsdd/train-10pct.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" "init=$pretrained" ;;
         10pct-pretrained-frozen) run "$row" "$fsdd/train-10pct.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" \
                                      "init=$pretrained" freeze_feature_encoder=true ;;
-        selftrain)
-            labeller="$out/10pct-pretrained/best"
-            [ -e "$labeller/config.json" ] || { echo "selftrain needs the 10pct-pretrained row first" >&2; exit 2; }
-            [ -e "$out/selftrain/pseudo.jsonl" ] || { mkdir -p "$out/selftrain"
-                "$python" -m training pseudo-label --model "$labeller" --lm "$fsdd/words.arpa" \
-                    --manifest "$fsdd/train-rest.jsonl" --labelled "$fsdd/train-10pct.jsonl" \
-                    --min-confidence "${MIN_CONFIDENCE:-0.9}" --scores-out "$out/selftrain/scores.jsonl" \
-                    --out "$out/selftrain/pseudo.jsonl.part" > "$out/selftrain/pseudo.log" 2>&1
-                mv "$out/selftrain/pseudo.jsonl.part" "$out/selftrain/pseudo.jsonl"; }
-            run selftrain "$out/selftrain/pseudo.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" "init=$pretrained" ;;
+        selftrain) selftrain selftrain 10pct ;;
+        selftrain-pretrained) selftrain selftrain-pretrained 10pct-pretrained "init=$pretrained" ;;
         loso-pretrained) for speaker in george jackson lucas nicolas theo yweweler; do
                              run "loso-pretrained-$speaker" "$fsdd/loso-$speaker/train.jsonl" \
                                  "$fsdd/loso-$speaker/dev.jsonl" "$fsdd/loso-$speaker/test.jsonl" "init=$pretrained"
@@ -82,6 +90,6 @@ for row in "${rows[@]}"; do
                                "$fsdd/loso-$speaker/test.jsonl" "init=$pretrained" ;;
         loso-*) run "$row" "$fsdd/$row/train.jsonl" "$fsdd/$row/dev.jsonl" "$fsdd/$row/test.jsonl" ;;
         *) echo "unknown row $row (full, 10pct, loso, loso-SPEAKER, 10pct-pretrained, 10pct-pretrained-frozen, selftrain," \
-                "loso-pretrained, loso-pretrained-SPEAKER)" >&2; exit 2 ;;
+                "selftrain-pretrained, loso-pretrained, loso-pretrained-SPEAKER)" >&2; exit 2 ;;
     esac
 done

@@ -9,16 +9,26 @@ import json
 import sys
 from pathlib import Path
 
-ROWS = {"full": "all training labels (2640)", "10pct": "10% of the labels (270)"}
+ROWS = {"full": "all training labels (2640)", "10pct": "10% of the labels (270)",
+        "10pct-pretrained": "10% of the labels, pretrained", "10pct-pretrained-frozen":
+        "10% of the labels, pretrained, feature encoder frozen",
+        "selftrain": "10% of the labels + self-training", "selftrain-pretrained":
+        "10% of the labels, pretrained + self-training"}
+
+
+def group(name: str) -> tuple[int, str]:
+    """Leave-one-speaker-out rows after the others; scratch folds before pretrained ones."""
+    if name.startswith("loso-pretrained-"):
+        return 2, name
+    return (1 if name.startswith("loso-") else 0), name
 
 
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/fsdd-results")
     print("| run | updates (best) | training minutes | test WER greedy | test WER with LM |")
     print("|---|---:|---:|---:|---:|")
-    loso = []
-    for row in sorted(folder.glob("*/test.json"), key=lambda path: (path.parent.name.startswith("loso"),
-                                                                      path.parent.name)):
+    folds: dict[str, list[tuple[float, float]]] = {}
+    for row in sorted(folder.glob("*/test.json"), key=lambda path: group(path.parent.name)):
         name = row.parent.name
         result = json.loads(row.read_text())
         records = [json.loads(line) for line in (row.parent / "metrics.jsonl").read_text().splitlines()]
@@ -27,14 +37,15 @@ def main() -> None:
         minutes = records[-1]["wall_seconds"] / 60
         greedy, beam = result["greedy"]["wer"], result.get("beam", {}).get("wer", float("nan"))
         if name.startswith("loso-"):
-            loso.append((greedy, beam))
-            label = f"leave out {name[5:]} (test: their 500)"
+            kind = "pretrained" if name.startswith("loso-pretrained-") else "from scratch"
+            folds.setdefault(kind, []).append((greedy, beam))
+            label = f"leave out {name.rsplit('-', 1)[1]} (test: their 500), {kind}"
         else:
             label = ROWS.get(name, name)
         print(f"| {label} | {records[-1]['step']} ({best}) | {minutes:.1f} | {greedy:.2%} | {beam:.2%} |")
-    if loso:
-        print(f"| leave one speaker out, mean of {len(loso)} | | | {sum(g for g, _ in loso) / len(loso):.2%} "
-              f"| {sum(b for _, b in loso) / len(loso):.2%} |")
+    for kind, results in folds.items():
+        print(f"| leave one speaker out, {kind}, mean of {len(results)} | | | "
+              f"{sum(g for g, _ in results) / len(results):.2%} | {sum(b for _, b in results) / len(results):.2%} |")
 
 
 if __name__ == "__main__":
