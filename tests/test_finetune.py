@@ -417,6 +417,30 @@ def test_the_digits_recipe_stages_run_with_an_english_vocabulary(digits, tmp_pat
     assert json.loads((second / "training_config.json").read_text())["augment"]["resample_rates"]
 
 
+def test_the_fsdd_pretraining_recipe_feeds_the_fine_tuning_recipe(digits, tmp_path):
+    """fsdd-pretrain.yaml pretrains a few updates on unlabeled FSDD audio; fsdd-scratch.yaml fine-tunes
+    from that checkpoint (the same architecture: every body weight is taken, none left random)."""
+    unlabeled = tmp_path / "unlabeled.jsonl"
+    write_manifest([Entry(entry.audio, entry.duration) for entry in read_manifest(digits)], unlabeled)
+    pretrained = tmp_path / "pretrain"
+    result = training("pretrain", "--config", str(REPO / "training/configs/fsdd-pretrain.yaml"),
+                      f"manifest={unlabeled}", f"output_dir={pretrained}", "max_steps=2", "save_every=2",
+                      "log_every=1", "max_batch_seconds=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (pretrained / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records] == [1, 2] and all(0 <= r["accuracy"] <= 1 for r in records)
+    out = tmp_path / "finetune"
+    result = training("finetune", "--config", str(REPO / "training/configs/fsdd-scratch.yaml"),
+                      f"init={pretrained / 'checkpoint-2'}", f"train_manifest={digits}", f"eval_manifest={digits}",
+                      f"output_dir={out}", "max_steps=1", "eval_every=1", "max_batch_utterances=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    start = load_checkpoint(pretrained / "checkpoint-2").model.state_dict()
+    tuned = load_checkpoint(out / "best").model.state_dict()
+    conv = "wav2vec2.feature_extractor.conv_layers.5.conv.weight"
+    assert tuned[conv].shape == start[conv].shape
+    assert (tuned[conv] - start[conv]).abs().max() < 0.05, "one update moves the pretrained weights only a little"
+
+
 def test_the_audio_store_decodes_each_file_once_when_it_fits(digits):
     from training.audio_store import AudioStore
 
