@@ -62,7 +62,7 @@ train() {  # OUTPUT_DIR CONFIG SETTINGS...: resumes an interrupted run from its 
     echo "$python -m training finetune --config $config $* output_dir=$output" >> "$log"
     [ -e "$output/done" ] && return
     local last
-    last=$(ls -d "$output"/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -1 || true)
+    last=$(ls -d "$output"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
     "$python" -m training finetune --config "$config" "$@" "output_dir=$output" ${last:+--resume "$last"}
     touch "$output/done"
 }

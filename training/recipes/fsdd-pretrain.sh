@@ -26,7 +26,7 @@ if [ ! -e runs/fsdd/pretrain.jsonl ]; then
 fi
 [ -z "$only_data" ] || exit 0
 out=runs/fsdd-pretrain
-last=$(ls -d "$out"/checkpoint-* 2>/dev/null | sort -t- -k3 -n | tail -1 || true)
+last=$(ls -d "$out"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
 mkdir -p "$out"
 "$python" -m training pretrain --config training/configs/fsdd-pretrain.yaml ${settings[@]+"${settings[@]}"} \
     ${last:+--resume "$last"} >> "$out/train.log" 2>&1

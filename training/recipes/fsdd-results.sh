@@ -29,7 +29,7 @@ done
 [ -e "$fsdd/test.jsonl" ] || bash training/recipes/fsdd-data.sh ../shared/data/fsdd "$fsdd"
 
 # The checkpoint the pretrained rows start from, checked before anything runs.
-pretrained=${PRETRAINED:-$(ls -d runs/fsdd-pretrain/checkpoint-* 2>/dev/null | sort -t- -k3 -n | tail -1 || true)}
+pretrained=${PRETRAINED:-$(ls -d runs/fsdd-pretrain/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)}
 if [[ " ${rows[*]} " =~ pretrained ]] && [ ! -e "$pretrained/config.json" ]; then
     echo "no pretrained checkpoint '$pretrained' (bash training/recipes/fsdd-pretrain.sh, or PRETRAINED=folder)" >&2
     exit 2
@@ -42,7 +42,7 @@ run() {  # NAME TRAIN DEV TEST [SETTINGS...]
     [ -e "$folder/test.json" ] && { echo "have $folder/test.json"; return; }
     mkdir -p "$folder"
     local last
-    last=$(ls -d "$folder"/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -1 || true)
+    last=$(ls -d "$folder"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
     echo "$(date -u +%FT%TZ) $name: training"
     "$python" -m training finetune --config training/configs/fsdd-scratch.yaml "train_manifest=$train" \
         "eval_manifest=$dev" "output_dir=$folder" "$@" ${settings[@]+"${settings[@]}"} ${last:+--resume "$last"} \
