@@ -9,6 +9,7 @@ from pathlib import Path
 
 from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, BeamOptions, DecoderStartError
 
+from .pseudo_label import CONFIDENCES
 from .synth import DEFAULT_VOICES
 
 RESCHEDULE = ("with --resume: follow this config's learning-rate schedule from the step reached (say, after "
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--out", type=Path, required=True, help="labelled manifest to write")
     label.add_argument("--lm", type=Path, help="KenLM model: beam search with it (else greedy)")
     decode_options(label)
-    label.add_argument("--confidence", choices=("posterior", "nbest", "words"), default="posterior",
+    label.add_argument("--confidence", choices=CONFIDENCES, default="posterior",
                        help="which confidence --min-confidence applies to: the CTC probability of the text per "
                             "word (default), the best transcript's share of the beam's n best (needs --lm), or "
                             "the mean best-token probability of its words")

@@ -16,6 +16,7 @@ Three confidences of a transcript, each 0-1 (`CONFIDENCES`):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ def confidence_scores(vocab: CTCVocabulary, logits: np.ndarray, decoded: Decoded
 def pseudo_label(transcriber: Transcriber, entries: list[Entry], beam: BeamOptions = BeamOptions()
                  ) -> list[Labelled]:
     """Every entry transcribed, with its confidences."""
-    beam = BeamOptions(beam.beam_width, beam.hotwords, beam.hotword_weight, MAX_ALTERNATIVES, beam.phrases)
+    beam = dataclasses.replace(beam, alternatives=MAX_ALTERNATIVES)  # the n best, for the `nbest` confidence
     vocab = transcriber.recognizer.vocab
     results = []
     for entry in tqdm(entries, unit="utt", dynamic_ncols=True):

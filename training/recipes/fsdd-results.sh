@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
     rows+=("$1"); shift
 done
 [ ${#rows[@]} -gt 0 ] || rows=(full 10pct loso)
+speakers="george jackson lucas nicolas theo yweweler"
 [ -e "$fsdd/test.jsonl" ] || bash training/recipes/fsdd-data.sh ../shared/data/fsdd "$fsdd"
 
 # The checkpoint the pretrained rows start from, checked before anything runs.
@@ -53,6 +54,12 @@ run() {  # NAME TRAIN DEV TEST [SETTINGS...]
     echo "$(date -u +%FT%TZ) $name: done"
 }
 
+fold() {  # NAME SPEAKER [SETTINGS...]: train on the other five speakers, test on SPEAKER's 500
+    local name=$1 speaker=$2
+    shift 2
+    run "$name" "$fsdd/loso-$speaker/train.jsonl" "$fsdd/loso-$speaker/dev.jsonl" "$fsdd/loso-$speaker/test.jsonl" "$@"
+}
+
 selftrain() {  # NAME LABELLER-ROW [SETTINGS...]: LABELLER-ROW's model labels train-rest; NAME learns from them and the 270
     local name=$1 labeller="$out/$2/best" folder="$out/$1"
     shift 2
@@ -72,23 +79,15 @@ for row in "${rows[@]}"; do
     case $row in
         full) run full "$fsdd/train.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" ;;
         10pct) run 10pct "$fsdd/train-10pct.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" ;;
-        loso) for speaker in george jackson lucas nicolas theo yweweler; do
-                  run "loso-$speaker" "$fsdd/loso-$speaker/train.jsonl" "$fsdd/loso-$speaker/dev.jsonl" \
-                      "$fsdd/loso-$speaker/test.jsonl"
-              done ;;
+        loso) for speaker in $speakers; do fold "loso-$speaker" "$speaker"; done ;;
         10pct-pretrained) run "$row" "$fsdd/train-10pct.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" "init=$pretrained" ;;
         10pct-pretrained-frozen) run "$row" "$fsdd/train-10pct.jsonl" "$fsdd/dev.jsonl" "$fsdd/test.jsonl" \
                                      "init=$pretrained" freeze_feature_encoder=true ;;
         selftrain) selftrain selftrain 10pct ;;
         selftrain-pretrained) selftrain selftrain-pretrained 10pct-pretrained "init=$pretrained" ;;
-        loso-pretrained) for speaker in george jackson lucas nicolas theo yweweler; do
-                             run "loso-pretrained-$speaker" "$fsdd/loso-$speaker/train.jsonl" \
-                                 "$fsdd/loso-$speaker/dev.jsonl" "$fsdd/loso-$speaker/test.jsonl" "init=$pretrained"
-                         done ;;
-        loso-pretrained-*) speaker=${row#loso-pretrained-}
-                           run "$row" "$fsdd/loso-$speaker/train.jsonl" "$fsdd/loso-$speaker/dev.jsonl" \
-                               "$fsdd/loso-$speaker/test.jsonl" "init=$pretrained" ;;
-        loso-*) run "$row" "$fsdd/$row/train.jsonl" "$fsdd/$row/dev.jsonl" "$fsdd/$row/test.jsonl" ;;
+        loso-pretrained) for speaker in $speakers; do fold "loso-pretrained-$speaker" "$speaker" "init=$pretrained"; done ;;
+        loso-pretrained-*) fold "$row" "${row#loso-pretrained-}" "init=$pretrained" ;;
+        loso-*) fold "$row" "${row#loso-}" ;;
         *) echo "unknown row $row (full, 10pct, loso, loso-SPEAKER, 10pct-pretrained, 10pct-pretrained-frozen, selftrain," \
                 "selftrain-pretrained, loso-pretrained, loso-pretrained-SPEAKER)" >&2; exit 2 ;;
     esac
