@@ -185,3 +185,32 @@ def test_batches_hold_every_utterance_once_per_epoch_within_their_limits():
     resumed = BatchStream(durations, 20.0, seed=1)
     resumed.restore({"epoch": 0, "position": 2})
     assert next(resumed) == first[2]
+
+
+def test_package_writes_a_model_folder_with_its_provenance_and_card(tmp_path):
+    """`training package` from the shipped model's own parts: the folder loads, and the card states
+    the checkpoint's parameter count, the results given, and the data's size."""
+    from model.onnx import OnnxRecognizer
+    from model.package import DEFAULT_MODEL, package_onnx
+    from safetensors.numpy import load_file
+
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text(json.dumps({"audio": str(REPO / "examples/four-one-five-zero-two.wav"), "duration": 2.0,
+                                    "text": "four one five zero two"}) + "\n")
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"utterances": 1, "greedy": {"wer": 0.25}, "beam": {"wer": 0.0}}))
+    out = tmp_path / "digits"
+    result = training("package", "--out", str(out), "--checkpoint", str(DEFAULT_MODEL / "checkpoint"),
+                      "--onnx", str(DEFAULT_MODEL / "onnx"), "--lm", str(DEFAULT_MODEL / "lm.arpa"),
+                      "--config", str(REPO / "training/configs/digits.yaml"), "--data", f"example={manifest}",
+                      "--results", f"the example={results}", "--card", str(REPO / "training/recipes/digits-card.md"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    provenance = json.loads((out / "provenance.json").read_text())
+    weights = load_file(DEFAULT_MODEL / "checkpoint" / "model.safetensors")
+    assert provenance["parameters"] == sum(tensor.size for tensor in weights.values())
+    assert provenance["data"]["example"]["utterances"] == 1
+    card = (out / "README.md").read_text()
+    assert f"({provenance['parameters'] / 1e6:.1f} M parameters," in card
+    assert "| the example | 1 | 25.00% | 0.00% |" in card
+    assert "{" not in card.split("## Results")[0], "every placeholder before the results is filled"
+    assert OnnxRecognizer(package_onnx(out)).vocab.tokens == OnnxRecognizer(package_onnx(DEFAULT_MODEL)).vocab.tokens

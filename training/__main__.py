@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--commands", type=Path, help="a text file of the commands that made it, one per line")
     pack.add_argument("--card", type=Path, required=True,
                       help="the model card's template (Markdown; {results}, {data}, {commands}, {commit}, "
-                           "{created}, {size_mb} are filled in)")
+                           "{created}, {size_mb}, {parameters_m} are filled in)")
 
     label = commands.add_parser("pseudo-label", help="transcribe unlabeled audio; keep confident transcripts as labels")
     label.add_argument("--model", required=True, help="a fine-tuned CTC model (folder, Hub id or fairseq checkpoint, "

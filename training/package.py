@@ -19,7 +19,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
+from safetensors import safe_open
 
 from .manifest import read_manifest
 
@@ -50,6 +52,7 @@ def package(out: Path, checkpoint: Path, onnx: Path, lm: Path | None, config: Pa
         "data": {name: _describe(path) for name, path in manifests.items()},
         "commands": commands.read_text(encoding="utf-8").splitlines() if commands else [],
         "metrics": {name: json.loads(path.read_text(encoding="utf-8")) for name, path in results.items()},
+        "parameters": _parameters(out / "checkpoint" / "model.safetensors"),
     }
     record["files"] = {path.relative_to(out).as_posix(): path.stat().st_size
                        for path in sorted(out.rglob("*")) if path.is_file()}
@@ -64,6 +67,12 @@ def _describe(manifest: Path) -> dict:
             "utterances": len(entries), "hours": round(sum(entry.duration for entry in entries) / 3600, 3)}
 
 
+def _parameters(weights: Path) -> int:
+    """The checkpoint's parameter count, read from its safetensors file (shapes only)."""
+    with safe_open(weights, framework="np") as tensors:
+        return sum(int(np.prod(tensors.get_slice(name).get_shape())) for name in tensors.keys())
+
+
 def _json_or_none(path: Path):
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -74,7 +83,8 @@ def _git(*args: str) -> str:
 
 
 def _card(template: str, record: dict) -> str:
-    """The card's template with {results}, {data}, {commands}, {commit}, {created} and {size_mb} filled in."""
+    """The card's template with {results}, {data}, {commands}, {commit}, {created}, {size_mb} and {parameters_m}
+    (millions, one decimal) filled in."""
     rows = ["| evaluation set | utterances | greedy WER | WER with the LM |", "|---|---:|---:|---:|"]
     for name, metrics in record["metrics"].items():
         beam = f"{100 * metrics['beam']['wer']:.2f}%" if "beam" in metrics else "-"
@@ -84,4 +94,5 @@ def _card(template: str, record: dict) -> str:
     size = sum(record["files"].values()) / 1e6
     return template.format(results="\n".join(rows), data="\n".join(data), commit=record["commit"],
                            created=record["created"], size_mb=f"{size:.1f}",
+                           parameters_m=f"{record['parameters'] / 1e6:.1f}",
                            commands="\n".join(record["commands"]))
