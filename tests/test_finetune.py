@@ -67,14 +67,14 @@ def overfit(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("overfit") / "run"
     result = training("finetune", f"train_manifest={digits}", f"eval_manifest={digits}", f"output_dir={out}",
                       *TINY, *QUIET, "freeze_feature_encoder=false", "freeze_transformer_steps=0",
-                      "learning_rate=3e-3", "max_steps=250", "eval_every=50", "save_every=250")
+                      "learning_rate=3e-3", "max_steps=500", "eval_every=100", "save_every=500")
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 
 def test_finetuning_overfits_a_handful_of_real_utterances(overfit):
     evaluations = [record for record in metrics(overfit) if "eval" in record]
-    assert [record["step"] for record in evaluations] == [50, 100, 150, 200, 250]
+    assert [record["step"] for record in evaluations] == [100, 200, 300, 400, 500]
     best = json.loads((overfit / "best" / "eval.json").read_text())
     assert best["eval"]["greedy"]["cer"] <= 0.05 and best["eval"]["greedy"]["wer"] <= 0.125, best
     losses = [record["loss"] for record in metrics(overfit) if "loss" in record]
@@ -112,7 +112,7 @@ def test_checkpoints_load_in_transformers_with_identical_logits(overfit, digits)
         assert processor.batch_decode(expected.argmax(-1))[0] in {"zero", "one", "two", "three", "four", "five",
                                                                   "six", "seven"}
     # Intermediate checkpoints are model folders too.
-    assert Wav2Vec2ForCTC.from_pretrained(overfit / "checkpoint-250") is not None
+    assert Wav2Vec2ForCTC.from_pretrained(overfit / "checkpoint-500") is not None
 
 
 def test_finetune_resumes_exactly(digits, tmp_path):
