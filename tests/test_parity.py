@@ -111,15 +111,40 @@ def test_padding_stays_out_of_group_norm_statistics(models, family):
     assert isinstance(layer, ConvLayer)
     if family == "base":  # group norm: the masked statistics equal each utterance's native group norm, and gradients
         x = batch[:, None, :].clone().requires_grad_()
+        norm = layer.layer_norm
         batched, out_lengths = layer(x, torch.tensor(lengths))
         weights = torch.randn(batched.shape, generator=generator)
-        (gradient,) = torch.autograd.grad(sum((batched[row, :, :frames] * weights[row, :, :frames]).sum()
-                                              for row, frames in enumerate(out_lengths.tolist())), x)
+        gradient, *parameter_gradients = torch.autograd.grad(
+            sum((batched[row, :, :frames] * weights[row, :, :frames]).sum()
+                for row, frames in enumerate(out_lengths.tolist())), (x, norm.weight, norm.bias, layer.conv.weight))
+        summed = [torch.zeros_like(g) for g in parameter_gradients]
         for row, (samples, frames) in enumerate(zip(audio, out_lengths.tolist())):
             alone = samples[None, None, :].clone().requires_grad_()
-            native = layer.activation(layer.layer_norm(layer.conv(alone)))
+            native = layer.activation(norm(layer.conv(alone)))
             assert native.shape[-1] == frames
             assert torch.allclose(batched[row, :, :frames], native[0], atol=1e-5), row
-            (gradient_alone,) = torch.autograd.grad((native[0] * weights[row, :, :frames]).sum(), alone)
+            gradient_alone, *parameter_alone = torch.autograd.grad(
+                (native[0] * weights[row, :, :frames]).sum(), (alone, norm.weight, norm.bias, layer.conv.weight))
             assert torch.allclose(gradient[row, 0, :len(samples)], gradient_alone[0, 0], atol=1e-4), row
             assert not gradient[row, 0, len(samples):].any()  # padding has no say
+            summed = [total + g for total, g in zip(summed, parameter_alone)]
+        for name, together, apart in zip(("norm weight", "norm bias", "conv weight"), parameter_gradients, summed):
+            assert torch.allclose(together, apart, rtol=1e-4, atol=1e-3), name
+
+
+def test_masked_channel_norm_gradient_is_exact():
+    """The masked norm's hand-written backward against finite differences (float64), padding included."""
+    from types import SimpleNamespace
+
+    from model.pytorch.modules import masked_channel_norm
+
+    generator = torch.Generator().manual_seed(0)
+    valid = torch.arange(9)[None, None, :] < torch.tensor([9, 5, 1])[:, None, None]
+    x = (3 * torch.randn(3, 4, 9, generator=generator, dtype=torch.float64) + 1).requires_grad_()
+    weight = torch.randn(4, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, generator=generator, dtype=torch.float64, requires_grad=True)
+
+    def norm(x, weight, bias):  # only the valid steps are defined
+        return masked_channel_norm(x, valid, SimpleNamespace(weight=weight, bias=bias, eps=1e-5)) * valid
+
+    assert torch.autograd.gradcheck(norm, (x, weight, bias))

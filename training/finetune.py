@@ -176,6 +176,7 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
                           "audio_seconds_per_second": round(processes.mean(audio_seconds / train_seconds)
                                                             * processes.world, 2),
                           "seconds_per_update": round(train_seconds / updates, 4),
+                          "train_seconds": round(train_seconds, 3),
                           "audio_seconds": round(audio_seconds * processes.world, 1),
                           "wall_seconds": round(time.perf_counter() - started, 1)}
                 log.write(record)
