@@ -133,6 +133,11 @@ def main() -> None:
         rate = statistics.median(rate for rate, _ in runs)
         seconds = statistics.median(seconds for _, seconds in runs)
         print(f"| {name} | {rate:.1f} | {seconds:.3f} | {rate / reference:.2f}x |")
+    # Each round's own ratio: steadier than the ratio of medians when the machine's speed drifts.
+    ratios = [ours_rate / plain_rate for (ours_rate, _), (plain_rate, _)
+              in zip(results["ours"], results["plain transformers loop"])]
+    print(f"\nours / plain, round by round: {', '.join(f'{r:.2f}' for r in ratios)} "
+          f"(median {statistics.median(ratios):.2f}x)")
 
 
 if __name__ == "__main__":
