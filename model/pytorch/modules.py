@@ -72,9 +72,17 @@ def masked_channel_norm(x: torch.Tensor, valid: torch.Tensor, norm: nn.GroupNorm
     """GroupNorm with one group per channel, its mean and variance taken over the `valid` steps only.
 
     x: (batch, channels, steps); valid: (batch, 1, steps) bool. Padded steps come out as garbage that
-    no later step reads (and their gradient is taken as zero).
+    no later step reads (and their gradient is taken as zero). Training takes the hand-written
+    gradient below; inference and export take the plain formula (what exported graphs hold).
     """
-    return _MaskedChannelNorm.apply(x, valid, norm.weight, norm.bias, norm.eps)
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export():
+        return _MaskedChannelNorm.apply(x, valid, norm.weight, norm.bias, norm.eps)
+    x = x.masked_fill(~valid, 0.0)
+    count = valid.sum(dim=-1, keepdim=True).clamp(min=1).to(x.dtype)
+    mean = x.sum(dim=-1, keepdim=True) / count
+    variance = ((x * x).sum(dim=-1, keepdim=True) / count - mean * mean).clamp(min=0.0)
+    scale = torch.rsqrt(variance + norm.eps) * norm.weight[:, None]
+    return (x - mean) * scale + norm.bias[:, None]
 
 
 class _MaskedChannelNorm(torch.autograd.Function):
