@@ -113,8 +113,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(FinetuneConfig, args.config, [f"train_manifest={args.manifest}", *args.overrides])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of {args.steps} "
-          f"updates each after {args.warmup} untimed; batches of at most {config.max_batch_seconds} s / {config.max_batch_utterances or 'any'} "
-          "utterances")
+          f"updates each after {args.warmup} untimed; batches of at most {config.max_batch_seconds} s / "
+          f"{config.max_batch_utterances or 'any'} utterances")
     plain = PlainLoop(config)
     if args.warmup + args.steps > len(plain.batches):
         parser.error(f"--warmup + --steps: at most {len(plain.batches)} (one pass over the manifest's batches)")

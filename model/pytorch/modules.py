@@ -73,7 +73,9 @@ def masked_channel_norm(x: torch.Tensor, valid: torch.Tensor, norm: nn.GroupNorm
 
     x: (batch, channels, steps); valid: (batch, 1, steps) bool. Padded steps come out as garbage that
     no later step reads (and their gradient is taken as zero). Training takes the hand-written
-    gradient below; inference and export take the plain formula (what exported graphs hold).
+    gradient below; inference and export take the plain formula (what exported graphs hold). The two
+    differ in their float rounding only: the training path's statistics (a vector norm for the sum of
+    squares) moved the tiny test model's fp32 export past its 1e-3 verification, so export keeps these.
     """
     if torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export():
         return _MaskedChannelNorm.apply(x, valid, norm.weight, norm.bias, norm.eps)
