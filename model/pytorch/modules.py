@@ -110,8 +110,8 @@ class _MaskedChannelNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, valid, mean, rstd, scale, count = ctx.saved_tensors
-        # Sums over the valid steps only (x is zero on the padding), as matrix-vector products, which
-        # allocate nothing of the batch's size.
+        # Sums over the valid steps only: the gradient's as a matrix-vector product with the mask (no
+        # batch-sized temporary); its dot product with x needs no mask, x being zero on the padding.
         grad_sum = torch.matmul(grad, valid.to(grad.dtype).transpose(1, 2)).to(mean.dtype)
         # the sum over steps of grad * normalised, with normalised = (x - mean) * rstd
         grad_dot = (torch.linalg.vecdot(grad, x, dim=-1).to(mean.dtype)[..., None] - mean * grad_sum) * rstd
