@@ -322,6 +322,23 @@ def test_synth_speaks_a_text_file_with_both_engines(tmp_path):
     assert len(same) == 2 and same[0].duration != same[1].duration, "two voices or speeds, two durations"
 
 
+def test_digit_strings_can_say_more_zeros():
+    """--zero-fraction makes zeros (and so "oh") as common as asked; without it all ten digits are alike."""
+    from training.synth import digit_strings
+
+    def zeros(strings: list[str]) -> float:
+        words = " ".join(strings).split()
+        return sum(word in ("zero", "oh") for word in words) / len(words)
+
+    plain = digit_strings(2000, 3, 7, 0.3, seed=1)
+    assert 0.08 < zeros(plain) < 0.12 and plain == digit_strings(2000, 3, 7, 0.3, seed=1)
+    many = digit_strings(2000, 3, 7, 1.0, seed=1, zero_fraction=0.4)
+    assert 0.37 < zeros(many) < 0.43 and "zero" not in " ".join(many).split()
+    words = " ".join(many).split()
+    assert {"one", "five", "nine"} <= set(words) and all(3 <= len(text.split()) <= 7 for text in many)
+    assert zeros(digit_strings(200, 1, 3, 0.5, seed=2, zero_fraction=0.0)) == 0.0
+
+
 needs_festival = pytest.mark.skipif(shutil.which("text2wave") is None,
                                     reason="Festival is not installed (.ci/run installs it)")
 

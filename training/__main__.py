@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="random digit strings of MIN-MAX digits instead, e.g. 'four one five oh two'")
     synth.add_argument("--oh-fraction", type=float, default=0.3,
                        help="with --digits: how often a zero is said 'oh' (default: %(default)s)")
+    synth.add_argument("--zero-fraction", type=float,
+                       help="with --digits: how often a digit is a zero, e.g. 0.3 for more 'oh' in the strings "
+                            "(default: every digit as often as the others)")
     synth.add_argument("--out", type=Path, required=True, help="folder for audio/ and manifest.jsonl")
     synth.add_argument("--count", type=int, default=100, help="utterances to make")
     synth.add_argument("--voices", default=",".join(DEFAULT_VOICES),
@@ -234,7 +237,9 @@ def _synth(args) -> int:
             raise ValueError("--digits takes MIN MAX with 1 <= MIN <= MAX")
         if not 0 <= args.oh_fraction <= 1:
             raise ValueError("--oh-fraction is between 0 and 1")
-        sentences = digit_strings(args.count, *args.digits, args.oh_fraction, args.seed)
+        if args.zero_fraction is not None and not 0 <= args.zero_fraction <= 1:
+            raise ValueError("--zero-fraction is between 0 and 1")
+        sentences = digit_strings(args.count, *args.digits, args.oh_fraction, args.seed, args.zero_fraction)
     else:
         if not args.min_words <= args.max_words or args.min_words < 1:
             raise ValueError("--min-words must be at least 1 and at most --max-words")

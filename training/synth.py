@@ -96,12 +96,20 @@ def parse_voices(text: str) -> list[Voice]:
     return voices
 
 
-def digit_strings(count: int, min_digits: int, max_digits: int, oh_fraction: float, seed: int) -> list[str]:
-    """`count` random digit strings of min..max digits; each zero is said "oh" with probability `oh_fraction`."""
+def digit_strings(count: int, min_digits: int, max_digits: int, oh_fraction: float, seed: int,
+                  zero_fraction: float | None = None) -> list[str]:
+    """`count` random digit strings of min..max digits; each zero is said "oh" with probability `oh_fraction`.
+    Each digit is a zero with probability `zero_fraction` (the rest alike), or all ten alike when it is None."""
     generator = random.Random(seed)
+
+    def digit() -> int:
+        if zero_fraction is None:
+            return generator.randrange(10)
+        return 0 if generator.random() < zero_fraction else generator.randrange(1, 10)
+
     strings = []
     for _ in range(count):
-        digits = [generator.randrange(10) for _ in range(generator.randint(min_digits, max_digits))]
+        digits = [digit() for _ in range(generator.randint(min_digits, max_digits))]
         strings.append(" ".join("oh" if digit == 0 and generator.random() < oh_fraction else DIGITS[digit]
                                 for digit in digits))
     return strings
