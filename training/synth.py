@@ -102,14 +102,14 @@ def digit_strings(count: int, min_digits: int, max_digits: int, oh_fraction: flo
     Each digit is a zero with probability `zero_fraction` (the rest alike), or all ten alike when it is None."""
     generator = random.Random(seed)
 
-    def digit() -> int:
+    def draw() -> int:
         if zero_fraction is None:
             return generator.randrange(10)
         return 0 if generator.random() < zero_fraction else generator.randrange(1, 10)
 
     strings = []
     for _ in range(count):
-        digits = [digit() for _ in range(generator.randint(min_digits, max_digits))]
+        digits = [draw() for _ in range(generator.randint(min_digits, max_digits))]
         strings.append(" ".join("oh" if digit == 0 and generator.random() < oh_fraction else DIGITS[digit]
                                 for digit in digits))
     return strings

@@ -37,7 +37,8 @@ step "$work/synth/manifest.jsonl" "$python" -m training synth --digits 1 7 --voi
     --out "$work/synth" --workers 2
 # "oh" for zero: FSDD says every zero "zero", so "oh" comes from synthesis alone; 1500 more strings
 # say every zero "oh", with zeros four times as common as in the set above (which says 30% of them so):
-# with ~600 "oh" in all, the previous model still lost it after "two" ("two oh four" -> "two four").
+# ~2800 "oh" in the two sets where there were ~940, with which the previous model still lost it after "two"
+# ("two oh four seven" -> "two four seven").
 step "$work/synth-oh/manifest.jsonl" "$python" -m training synth --digits 1 7 --oh-fraction 1.0 --zero-fraction 0.4 \
     --voices english --count 1500 --seed 5 --out "$work/synth-oh" --workers 2
 step "$work/realspeech.jsonl" "$python" -m training manifest --transcripts "$data/realspeech/manifest.tsv" \
