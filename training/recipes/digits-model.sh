@@ -4,6 +4,10 @@
 # Data from ../shared/data (never copied into the repository), work files in runs/digits, the model
 # folder in models/digits. DATA_ONLY=1 stops after making the data. Every step is skipped when its output exists, and an interrupted training
 # run resumes from its last checkpoint, so running it again continues where it stopped.
+# LEAVE_OUT=SPEAKER (george jackson lucas nicolas theo yweweler) runs the same recipe as one
+# leave-one-speaker-out fold instead: FSDD and its connected strings from the other five speakers only
+# (the synthetic voices as always), tested on all 500 of SPEAKER's recordings and on connected strings
+# of them; everything of the fold's goes in runs/digits/loso-SPEAKER, and no model folder is written.
 # On 2 CPU cores: data about 17 min, training about 36 min (two stages), evaluation and export a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,8 +17,13 @@ out=${3:-models/digits}
 python=${PYTHON:-python}
 export PYTHON=$python
 speaker='^[0-9]+_([a-z]+)_'  # FSDD file names: DIGIT_SPEAKER_INDEX.wav
-mkdir -p "$work/eval"
-log="$work/commands.txt"
+fold=${LEAVE_OUT:-}
+fsdd="$work/fsdd${fold:+/loso-$fold}"  # the FSDD manifests this run trains, picks and tests on
+run="$work${fold:+/loso-$fold}"  # what is this run's own: connected strings, LM, training, results
+[ -z "$fold" ] || [[ " george jackson lucas nicolas theo yweweler " == *" $fold "* ]] \
+    || { echo "LEAVE_OUT=$fold is not one of FSDD's speakers" >&2; exit 2; }
+mkdir -p "$run/eval"
+log="$run/commands.txt"
 : > "$log"  # every command that makes the model goes into its provenance, also those done on an earlier run
 step() {  # OUTPUT COMMAND...: run COMMAND unless OUTPUT exists
     local output=$1
@@ -26,13 +35,13 @@ step() {  # OUTPUT COMMAND...: run COMMAND unless OUTPUT exists
 # 1. Data: FSDD's official split with a dev set carved from training (recording 5 of each digit and
 #    speaker); connected strings of one speaker's recordings; synthetic strings from every English voice.
 step "$work/fsdd/test.jsonl" bash training/recipes/fsdd-data.sh "$data/fsdd" "$work/fsdd"
-step "$work/connected-train/manifest.jsonl" "$python" -m training connect --manifest "$work/fsdd/train.jsonl" \
-    --out "$work/connected-train" --speaker "$speaker" --count 2000 --items 2 7 --seed 1
-step "$work/connected-dev/manifest.jsonl" "$python" -m training connect --manifest "$work/fsdd/dev.jsonl" \
-    --out "$work/connected-dev" --speaker "$speaker" --count 60 --items 2 7 --seed 2
+step "$run/connected-train/manifest.jsonl" "$python" -m training connect --manifest "$fsdd/train.jsonl" \
+    --out "$run/connected-train" --speaker "$speaker" --count 2000 --items 2 7 --seed 1
+step "$run/connected-dev/manifest.jsonl" "$python" -m training connect --manifest "$fsdd/dev.jsonl" \
+    --out "$run/connected-dev" --speaker "$speaker" --count 60 --items 2 7 --seed 2
 # The connected test set: 300 strings of 3-10 digits from FSDD's test recordings (never trained on).
-step "$work/connected-test/manifest.jsonl" "$python" -m training connect --manifest "$work/fsdd/test.jsonl" \
-    --out "$work/connected-test" --speaker "$speaker" --count 300 --items 3 10 --seed 3
+step "$run/connected-test/manifest.jsonl" "$python" -m training connect --manifest "$fsdd/test.jsonl" \
+    --out "$run/connected-test" --speaker "$speaker" --count 300 --items 3 10 --seed 3
 step "$work/synth/manifest.jsonl" "$python" -m training synth --digits 1 7 --voices english --count 3000 --seed 4 \
     --out "$work/synth" --workers 2
 # "oh" for zero: FSDD says every zero "zero", so "oh" comes from synthesis alone; 1500 more strings
@@ -43,13 +52,13 @@ step "$work/synth-oh/manifest.jsonl" "$python" -m training synth --digits 1 7 --
     --voices english --count 1500 --seed 5 --out "$work/synth-oh" --workers 2
 step "$work/realspeech.jsonl" "$python" -m training manifest --transcripts "$data/realspeech/manifest.tsv" \
     --include 'cards/004\.wav$' --out "$work/realspeech.jsonl"
-train="$work/fsdd/train.jsonl,$work/connected-train/manifest.jsonl,$work/synth/manifest.jsonl,$work/synth-oh/manifest.jsonl"
-dev="$work/fsdd/dev.jsonl,$work/connected-dev/manifest.jsonl"
+train="$fsdd/train.jsonl,$run/connected-train/manifest.jsonl,$work/synth/manifest.jsonl,$work/synth-oh/manifest.jsonl"
+dev="$fsdd/dev.jsonl,$run/connected-dev/manifest.jsonl"
 
 # 2. The language model: a bigram of the training transcripts (digit words, "oh").
-step "$work/digits.arpa" "$python" -m training lm --manifest "$work/fsdd/train.jsonl" \
-    --manifest "$work/connected-train/manifest.jsonl" --manifest "$work/synth/manifest.jsonl" \
-    --manifest "$work/synth-oh/manifest.jsonl" --out "$work/digits.arpa"
+step "$run/digits.arpa" "$python" -m training lm --manifest "$fsdd/train.jsonl" \
+    --manifest "$run/connected-train/manifest.jsonl" --manifest "$work/synth/manifest.jsonl" \
+    --manifest "$work/synth-oh/manifest.jsonl" --out "$run/digits.arpa"
 
 [ "${DATA_ONLY:-0}" = 1 ] && exit 0  # DATA_ONLY=1: stop here
 
@@ -68,23 +77,24 @@ train() {  # OUTPUT_DIR CONFIG SETTINGS...: resumes an interrupted run from its 
     "$python" -m training finetune --config "$config" "$@" "output_dir=$output" ${last:+--resume "$last"}
     touch "$output/done"
 }
-train "$work/isolated" training/configs/fsdd-scratch.yaml vocab=english \
-    "train_manifest=$work/fsdd/train.jsonl" "eval_manifest=$work/fsdd/dev.jsonl"
-train "$work/train" training/configs/digits.yaml "init=$work/isolated/best" \
-    "train_manifest=$train" "eval_manifest=$dev" "lm=$work/digits.arpa"
+train "$run/isolated" training/configs/fsdd-scratch.yaml vocab=english \
+    "train_manifest=$fsdd/train.jsonl" "eval_manifest=$fsdd/dev.jsonl"
+train "$run/train" training/configs/digits.yaml "init=$run/isolated/best" \
+    "train_manifest=$train" "eval_manifest=$dev" "lm=$run/digits.arpa"
 
 # 4. Evaluation (greedy and beam search with the LM) and the ONNX export, checked against PyTorch.
 evaluate() {  # NAME MANIFEST
-    echo "$python -m training evaluate --model $work/train/best --manifest $2 --lm $work/digits.arpa" \
-        "> $work/eval/$1.json" >> "$log"
-    [ -e "$work/eval/$1.json" ] && return
-    "$python" -m training evaluate --model "$work/train/best" --manifest "$2" --lm "$work/digits.arpa" \
-        > "$work/eval/$1.json.part"
-    mv "$work/eval/$1.json.part" "$work/eval/$1.json"
+    echo "$python -m training evaluate --model $run/train/best --manifest $2 --lm $run/digits.arpa" \
+        "> $run/eval/$1.json" >> "$log"
+    [ -e "$run/eval/$1.json" ] && return
+    "$python" -m training evaluate --model "$run/train/best" --manifest "$2" --lm "$run/digits.arpa" \
+        > "$run/eval/$1.json.part"
+    mv "$run/eval/$1.json.part" "$run/eval/$1.json"
 }
-evaluate fsdd-test "$work/fsdd/test.jsonl"
-evaluate connected-test "$work/connected-test/manifest.jsonl"
+evaluate fsdd-test "$fsdd/test.jsonl"
+evaluate connected-test "$run/connected-test/manifest.jsonl"
 evaluate realspeech "$work/realspeech.jsonl"
+[ -z "$fold" ] || exit 0  # a fold's results are its eval/*.json
 step "$work/onnx/model.onnx" "$python" -m export onnx --model "$work/train/best" --out "$work/onnx" \
     --verify-audio "$data/fsdd/recordings/7_theo_0.wav" "$data/realspeech/audio/pocketsphinx/test/data/cards/004.wav"
 
