@@ -50,6 +50,10 @@ step "$work/synth/manifest.jsonl" "$python" -m training synth --digits 1 7 --voi
 # ("two oh four seven" -> "two four seven").
 step "$work/synth-oh/manifest.jsonl" "$python" -m training synth --digits 1 7 --oh-fraction 1.0 --zero-fraction 0.4 \
     --voices english --count 1500 --seed 5 --out "$work/synth-oh" --workers 2
+# An "oh" test set: 300 new strings (seed 6, never trained on) with every zero said "oh", from the same
+# English voices (held-out strings, not held-out voices: no real "oh" recordings are at hand).
+step "$work/synth-oh-test/manifest.jsonl" "$python" -m training synth --digits 2 7 --oh-fraction 1.0 \
+    --zero-fraction 0.3 --voices english --count 300 --seed 6 --out "$work/synth-oh-test" --workers 2
 step "$work/realspeech.jsonl" "$python" -m training manifest --transcripts "$data/realspeech/manifest.tsv" \
     --include 'cards/004\.wav$' --out "$work/realspeech.jsonl"
 train="$fsdd/train.jsonl,$run/connected-train/manifest.jsonl,$work/synth/manifest.jsonl,$work/synth-oh/manifest.jsonl"
@@ -98,6 +102,7 @@ evaluate() {  # NAME MANIFEST
 evaluate fsdd-test "$fsdd/test.jsonl"
 evaluate connected-test "$run/connected-test/manifest.jsonl"
 evaluate realspeech "$work/realspeech.jsonl"
+evaluate oh-test "$work/synth-oh-test/manifest.jsonl"
 [ -z "$fold" ] || exit 0  # a fold's results are its eval/*.json
 step "$work/onnx/model.onnx" "$python" -m export onnx --model "$work/train/best" --out "$work/onnx" \
     --verify-audio "$data/fsdd/recordings/7_theo_0.wav" "$data/realspeech/audio/pocketsphinx/test/data/cards/004.wav"
@@ -111,6 +116,8 @@ step "$work/onnx/model.onnx" "$python" -m export onnx --model "$work/train/best"
     --data "fsdd-dev=$work/fsdd/dev.jsonl" \
     --data "connected-dev=$work/connected-dev/manifest.jsonl" --data "fsdd-test=$work/fsdd/test.jsonl" \
     --data "connected-test=$work/connected-test/manifest.jsonl" --data "realspeech=$work/realspeech.jsonl" \
+    --data "oh-test=$work/synth-oh-test/manifest.jsonl" \
     --results "FSDD test (isolated digits, 300)=$work/eval/fsdd-test.json" \
     --results "connected FSDD test strings (300 x 3-10 digits)=$work/eval/connected-test.json" \
-    --results "real recording, other speaker and microphone=$work/eval/realspeech.json"
+    --results "real recording, other speaker and microphone=$work/eval/realspeech.json" \
+    --results "synthetic strings with 'oh' for zero (300 held-out strings, the training voices)=$work/eval/oh-test.json"
