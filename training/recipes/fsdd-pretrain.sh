@@ -29,8 +29,8 @@ if [ ! -e runs/fsdd/pretrain.jsonl ]; then
 fi
 manifest=runs/fsdd/pretrain.jsonl out=runs/fsdd-pretrain
 if [ -n "${LEAVE_OUT:-}" ]; then
-    [[ " george jackson lucas nicolas theo yweweler " == *" $LEAVE_OUT "* ]] \
-        || { echo "LEAVE_OUT=$LEAVE_OUT is not one of FSDD's speakers" >&2; exit 2; }
+    [ -e "runs/fsdd/loso-$LEAVE_OUT/test.jsonl" ] \
+        || { echo "LEAVE_OUT=$LEAVE_OUT is not one of FSDD's speakers (runs/fsdd/loso-*, by fsdd-data.sh)" >&2; exit 2; }
     manifest=runs/fsdd/pretrain-without-$LEAVE_OUT.jsonl out=runs/fsdd-pretrain-without-$LEAVE_OUT
     grep -v "/[0-9]_${LEAVE_OUT}_" runs/fsdd/pretrain.jsonl > "$manifest"  # FSDD names: DIGIT_SPEAKER_INDEX.wav
 fi
