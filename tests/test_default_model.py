@@ -90,8 +90,6 @@ def test_the_shipped_example_transcribes_and_streams_alike(default_server):
 
 
 @pytest.mark.skipif(shutil.which("text2wave") is None, reason="Festival is not installed (.ci/run installs it)")
-@pytest.mark.xfail(strict=True, reason="the shipped model still loses 'oh' after 'two' ('two oh four seven' -> "
-                                       "'two four seven'; issue 12 stays open for this)")
 def test_the_shipped_model_recognises_oh_for_zero(default_server, tmp_path):
     for voice in ("cmu_us_slt_arctic_hts", "kal_diphone"):
         for text in OH:
