@@ -214,3 +214,36 @@ def test_package_writes_a_model_folder_with_its_provenance_and_card(tmp_path):
     assert "| the example | 1 | 25.00% | 0.00% |" in card
     assert "{" not in card.split("## Results")[0], "every placeholder before the results is filled"
     assert OnnxRecognizer(package_onnx(out)).vocab.tokens == OnnxRecognizer(package_onnx(DEFAULT_MODEL)).vocab.tokens
+
+
+def test_package_records_uncommitted_sources_but_not_its_own_folder(tmp_path):
+    """Rewriting a model folder the repository tracks (as `make digits-model` rewrites models/digits) is
+    the output, not a change to what made it; a changed tracked source is."""
+    import os
+
+    from model.package import DEFAULT_MODEL
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "models" / "digits").mkdir(parents=True)
+    (tmp_path / "models" / "digits" / "old.txt").write_text("the previous build\n")
+    (tmp_path / "recipe.sh").write_text("echo made\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+
+    def package():
+        subprocess.run([sys.executable, "-m", "training", "package", "--out", "models/digits",
+                        "--checkpoint", str(DEFAULT_MODEL / "checkpoint"), "--onnx", str(DEFAULT_MODEL / "onnx"),
+                        "--config", str(REPO / "training/configs/digits.yaml"),
+                        "--card", str(REPO / "training/recipes/digits-card.md")],
+                       cwd=tmp_path, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        return json.loads((tmp_path / "models" / "digits" / "provenance.json").read_text())
+
+    first = package()
+    assert len(first["commit"]) == 40 and first["uncommitted_changes"] is False
+    assert not (tmp_path / "models" / "digits" / "old.txt").exists(), "the folder is replaced"
+    (tmp_path / "recipe.sh").write_text("echo changed\n")
+    assert package()["uncommitted_changes"] is True

@@ -32,6 +32,7 @@ CHECKPOINT_FILES = ("config.json", "model.safetensors", "vocab.json", "tokenizer
 def package(out: Path, checkpoint: Path, onnx: Path, lm: Path | None, config: Path, manifests: dict[str, Path],
             results: dict[str, Path], commands: Path | None, card: Path) -> dict:
     """Write the folder `out` (replacing what it held); returns the provenance record."""
+    source = _source(out)  # before `out` changes: the folder being written is no source of itself
     if out.exists():
         shutil.rmtree(out)
     (out / "checkpoint").mkdir(parents=True)
@@ -43,8 +44,7 @@ def package(out: Path, checkpoint: Path, onnx: Path, lm: Path | None, config: Pa
         shutil.copy2(lm, out / "lm.arpa")
     record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _git("rev-parse", "HEAD"),
-        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **source,
         "config_file": config.as_posix(),
         "config": yaml.safe_load(config.read_text(encoding="utf-8")),
         # The settings the run used in the end: the config with the command line's overrides.
@@ -75,6 +75,21 @@ def _parameters(weights: Path) -> int:
 
 def _json_or_none(path: Path):
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _source(out: Path) -> dict:
+    """The commit, and whether tracked files differ from it (None outside a git checkout), leaving out
+    `out` itself: rewriting a model folder that is in the repository is the output, not a change to
+    what made it."""
+    top = _git("rev-parse", "--show-toplevel")
+    if top == "unknown":
+        return {"commit": "unknown", "uncommitted_changes": None}
+    try:
+        leave_out = [f":(top,exclude){out.resolve().relative_to(Path(top).resolve()).as_posix()}"]
+    except ValueError:  # written outside the checkout
+        leave_out = []
+    changes = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", *leave_out)
+    return {"commit": _git("rev-parse", "HEAD"), "uncommitted_changes": bool(changes)}
 
 
 def _git(*args: str) -> str:
