@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -219,7 +220,6 @@ def test_package_writes_a_model_folder_with_its_provenance_and_card(tmp_path):
 def test_package_records_uncommitted_sources_but_not_its_own_folder(tmp_path):
     """Rewriting a model folder the repository tracks (as `make digits-model` rewrites models/digits) is
     the output, not a change to what made it; a changed tracked source is."""
-    import os
 
     from model.package import DEFAULT_MODEL
 
