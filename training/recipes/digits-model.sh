@@ -60,6 +60,8 @@ step "$work/realspeech.jsonl" "$python" -m training manifest --transcripts "$dat
 # strings. Measured against once (one run each, the same first stage): the leave-one-speaker-out fold lucas
 # 14.0% -> 5.8% with the LM on his isolated digits, 5.9% -> 4.6% on connected strings of them; the
 # synthetic "oh" strings 5.4% -> 6.2% (dev sets level: 2.8% / 3.2%, one word of 317).
+# Three times (measured, one run each): four folds' speakers 13.1% -> 10.7% on average with the LM, but
+# the full model 0.67% -> 1.67% greedy on FSDD's test split (0.00% -> 0.67% with the LM); kept at twice.
 train="$fsdd/train.jsonl,$fsdd/train.jsonl,$run/connected-train/manifest.jsonl,$work/synth/manifest.jsonl,$work/synth-oh/manifest.jsonl"
 dev="$fsdd/dev.jsonl,$run/connected-dev/manifest.jsonl"
 
