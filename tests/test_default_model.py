@@ -90,12 +90,7 @@ def test_the_shipped_example_transcribes_and_streams_alike(default_server):
 
 
 @pytest.mark.skipif(shutil.which("text2wave") is None, reason="Festival is not installed (.ci/run installs it)")
-@pytest.mark.parametrize("text", [
-    OH[0],
-    pytest.param(OH[1], marks=pytest.mark.xfail(
-        strict=True, reason="the shipped model loses 'oh' after 'two' again ('two oh four seven' -> 'two four "
-                            "seven'), since FSDD's real voices weigh twice in its training (issue 12)")),
-])
+@pytest.mark.parametrize("text", OH)
 def test_the_shipped_model_recognises_oh_for_zero(default_server, tmp_path, text):
     for voice in ("cmu_us_slt_arctic_hts", "kal_diphone"):
         (tmp_path / "text.txt").write_text(text + "\n")
