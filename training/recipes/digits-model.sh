@@ -8,7 +8,7 @@
 # leave-one-speaker-out fold instead: FSDD and its connected strings from the other five speakers only
 # (the synthetic voices as always), tested on all 500 of SPEAKER's recordings and on connected strings
 # of them; everything of the fold's goes in runs/digits/loso-SPEAKER, and no model folder is written.
-# On 2 CPU cores: data about 17 min, training about 65 min (two stages, 20 + 45), evaluation and export a few minutes.
+# On 2 CPU cores: data about 17 min, training about 75 min (two stages, 20 + 54), evaluation and export a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${1:-../shared/data}
