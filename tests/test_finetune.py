@@ -642,3 +642,46 @@ def test_finetuning_feeds_the_model_what_transcription_feeds_it(digits, tmp_path
     assert np.array_equal(trained, transcribed)
     assert np.array_equal(trained[0], load_audio(entry.audio, 16000)), "not normalised, as the checkpoint says"
     assert not json.loads((out / "preprocessor_config.json").read_text())["do_normalize"]
+
+
+def test_augmentation_pads_reverberates_and_mixes_noise_of_each_kind():
+    from training.augment import NOISE_KINDS, Augmentation, make_noise
+
+    samples = load_audio(DATA / "fsdd" / "recordings" / "3_theo_7.wav", 16000)
+    padded = Augmentation.from_dict({"pad_seconds": [0.5, 0.5], "pad_prob": 1.0})(samples, 16000,
+                                                                                  np.random.default_rng(0))
+    assert len(padded) == len(samples) + 16000 and not padded[:7900].any() and not padded[-7900:].any()
+    room = Augmentation.from_dict({"reverb_seconds": [0.6, 0.6], "reverb_prob": 1.0})
+    wet = room(samples, 16000, np.random.default_rng(0))
+    assert len(wet) == len(samples) and not np.allclose(wet, samples, atol=1e-3)
+    assert abs(np.sqrt(np.mean(wet.astype(np.float64) ** 2)) / np.sqrt(np.mean(samples.astype(np.float64) ** 2)) - 1) < 0.01
+    generator = np.random.default_rng(0)
+    for kind in NOISE_KINDS:
+        noise = make_noise(kind, 16000, 16000, generator, [samples])
+        assert len(noise) == 16000 and abs(np.mean(noise ** 2) - 1) < 1e-6, kind
+    low = {kind: _band_energy(make_noise(kind, 32000, 16000, np.random.default_rng(1)), 0, 500)
+           / _band_energy(make_noise(kind, 32000, 16000, np.random.default_rng(1)), 0, 8000)
+           for kind in ("white", "pink", "brown")}
+    assert low["white"] < low["pink"] < low["brown"], "pink and brown noise have more low-frequency power"
+    # Noise fills the padding too, at the SNR of the speech itself.
+    both = Augmentation.from_dict({"pad_seconds": [1, 1], "pad_prob": 1, "noise_snr_db": [20, 20],
+                                   "noise_kinds": ["pink"]})(samples, 16000, np.random.default_rng(2))
+    floor = np.mean(both[:15000].astype(np.float64) ** 2)
+    assert 15 < 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) / floor) < 25
+    with pytest.raises(ValueError, match="a list of white"):
+        Augmentation.from_dict({"noise_kinds": ["thunder"]})
+
+
+def test_empty_transcripts_train_as_audio_with_nothing_to_say(tmp_path):
+    """Entries with text "" (noise, speech outside the vocabulary) are kept for training; entries
+    without text (unlabelled) are not."""
+    from model.ctc import CTCVocabulary
+    from model.config import Wav2Vec2Config
+    from training.finetune import _examples
+
+    vocab = CTCVocabulary.from_texts(["one two"])
+    entries = [Entry(tmp_path / "a.wav", 1.0, ""), Entry(tmp_path / "b.wav", 1.0, "one"),
+               Entry(tmp_path / "c.wav", 1.0, None)]
+    examples = _examples(entries, vocab, Wav2Vec2Config(), 16000, 30.0, report=False)
+    assert [(example.text, example.targets) for example in examples][0] == ("", [])
+    assert len(examples) == 2

@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                             "often as the others (default: %(default)s)")
     synth.add_argument("--min-words", type=int, default=3, help="with --text")
     synth.add_argument("--max-words", type=int, default=20, help="with --text")
+    synth.add_argument("--without-words", metavar="WORD,...",
+                       help="with --text: only sentences that contain none of these words")
+    synth.add_argument("--empty-text", action="store_true",
+                       help="write an empty transcript for every utterance: speech a model must not transcribe "
+                            "(e.g. English sentences without a digit word, for a digits model)")
     synth.add_argument("--speed", type=float, nargs=2, default=(0.8, 1.2), metavar=("LOW", "HIGH"),
                        help="speaking-rate factor, drawn uniformly per utterance")
     synth.add_argument("--pitch", type=float, nargs=2, default=(0.7, 1.3), metavar=("LOW", "HIGH"),
@@ -225,6 +230,9 @@ def _lm(args) -> int:
 
 
 def _synth(args) -> int:
+    from dataclasses import replace
+
+    from .manifest import write_manifest
     from .synth import digit_strings, parse_voices, pick_sentences, synthesize
 
     if args.count < 1 or args.workers < 1:
@@ -243,9 +251,13 @@ def _synth(args) -> int:
     else:
         if not args.min_words <= args.max_words or args.min_words < 1:
             raise ValueError("--min-words must be at least 1 and at most --max-words")
-        sentences = pick_sentences(args.text, args.count, args.min_words, args.max_words, args.seed)
+        without = {word.strip() for word in (args.without_words or "").split(",") if word.strip()}
+        sentences = pick_sentences(args.text, args.count, args.min_words, args.max_words, args.seed, without)
     entries = synthesize(sentences, args.out, args.count, voices, tuple(args.speed), tuple(args.pitch), args.seed,
                          args.workers)
+    if args.empty_text:
+        entries = [replace(entry, text="") for entry in entries]
+        write_manifest(entries, args.out / "manifest.jsonl")
     minutes = sum(entry.duration for entry in entries) / 60
     print(f"{args.out / 'manifest.jsonl'}: {len(entries)} utterances, {minutes:.1f} min, {len(voices)} voices")
     return 0

@@ -9,8 +9,17 @@ generator (so a resumed run replays it exactly). Applied in this order, each one
   the band limit that comes with rates below the model's.
 - band_prob: with this probability, a telephone channel: only band_hz (default 300-3400 Hz) is kept.
 - volume_db: a gain drawn from [low, high] dB (samples are clipped to [-1, 1] as a recording would be).
-- noise_snr_db: with probability noise_prob (default 1), white noise at a signal-to-noise ratio drawn
-  from [low, high] dB.
+- pad_seconds: with probability pad_prob, silence of [low, high] seconds before and after the utterance
+  (drawn apart), so that the noise below also fills stretches with no speech: a model must learn to say
+  nothing there.
+- reverb_seconds: with probability reverb_prob, a room: the utterance convolved with a synthetic impulse
+  response (a direct path, then exponentially decaying noise) whose reverberation time (RT60) is drawn
+  from [low, high] seconds.
+- noise_snr_db: with probability noise_prob (default 1), noise at a signal-to-noise ratio drawn from
+  [low, high] dB (the power of the utterance itself, not of the padding), of one of noise_kinds: white,
+  pink (1/f, like a fan or rain), brown (1/f^2, like traffic or wind), hum (mains at 50 or 60 Hz with
+  harmonics, over faint pink noise) or babble (other utterances of the batch, overlapped: voices in
+  the background, which the model must not transcribe).
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import soxr
 
-RANGES = ("speed", "volume_db", "noise_snr_db", "band_hz")
-PROBABILITIES = ("resample_prob", "band_prob", "noise_prob")
+RANGES = ("speed", "volume_db", "noise_snr_db", "band_hz", "pad_seconds", "reverb_seconds")
+PROBABILITIES = ("resample_prob", "band_prob", "noise_prob", "pad_prob", "reverb_prob")
+NOISE_KINDS = ("white", "pink", "brown", "hum", "babble")
 
 
 @dataclass
@@ -34,6 +44,11 @@ class Augmentation:
     volume_db: tuple[float, float] | None = None
     noise_snr_db: tuple[float, float] | None = None
     noise_prob: float = 1.0
+    noise_kinds: tuple[str, ...] = ("white",)
+    pad_seconds: tuple[float, float] | None = None
+    pad_prob: float = 0.0
+    reverb_seconds: tuple[float, float] = (0.2, 0.8)
+    reverb_prob: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict) -> Augmentation:
@@ -54,6 +69,11 @@ class Augmentation:
                 if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                     raise ValueError(f"augment.{name}: a probability between 0 and 1, got {value!r}")
                 settings[name] = float(value)
+            elif name == "noise_kinds":
+                if (not isinstance(value, (list, tuple)) or not value
+                        or not all(isinstance(v, str) and v in NOISE_KINDS for v in value)):
+                    raise ValueError(f"augment.{name}: a list of {', '.join(NOISE_KINDS)}, got {value!r}")
+                settings[name] = tuple(value)
             else:  # resample_rates
                 if (not isinstance(value, (list, tuple)) or not value
                         or not all(isinstance(v, int) and 1000 <= v <= 192000 for v in value)):
@@ -64,6 +84,9 @@ class Augmentation:
             raise ValueError(f"augment.speed: factors above 0, got {list(settings['speed'])}")
         if settings.get("resample_prob") and not settings.get("resample_rates"):
             raise ValueError("augment.resample_prob: give resample_rates too")
+        for name in ("pad_seconds", "reverb_seconds"):
+            if name in settings and settings[name][0] < 0:
+                raise ValueError(f"augment.{name}: seconds of 0 and above, got {list(settings[name])}")
         if "band_hz" in settings and settings["band_hz"][0] < 0:
             raise ValueError(f"augment.band_hz: frequencies of 0 Hz and above, got {list(settings['band_hz'])}")
         return cls(**settings)
@@ -71,9 +94,12 @@ class Augmentation:
     @property
     def active(self) -> bool:
         return (self.speed != (1.0, 1.0) or self.resample_prob > 0 or self.band_prob > 0
-                or self.volume_db is not None or (self.noise_snr_db is not None and self.noise_prob > 0))
+                or self.volume_db is not None or (self.noise_snr_db is not None and self.noise_prob > 0)
+                or (self.pad_seconds is not None and self.pad_prob > 0) or self.reverb_prob > 0)
 
-    def __call__(self, samples: np.ndarray, rate: int, generator: np.random.Generator) -> np.ndarray:
+    def __call__(self, samples: np.ndarray, rate: int, generator: np.random.Generator,
+                 others: list[np.ndarray] = ()) -> np.ndarray:
+        """`others`: utterances that babble may be made of (without them, babble is pink noise)."""
         # Every draw happens whether or not it is used, so one setting's change does not shift the others'.
         factor = generator.uniform(*self.speed)
         resample, through = generator.random() < self.resample_prob, generator.choice(self.resample_rates or (rate,))
@@ -81,19 +107,76 @@ class Augmentation:
         gain_db = generator.uniform(*self.volume_db) if self.volume_db is not None else 0.0
         noisy = generator.random() < self.noise_prob
         snr = generator.uniform(*self.noise_snr_db) if self.noise_snr_db is not None else None
+        kind = self.noise_kinds[generator.integers(len(self.noise_kinds))]
+        padded = generator.random() < self.pad_prob
+        before, after = generator.uniform(*(self.pad_seconds or (0.0, 0.0)), size=2)
+        reverberant = generator.random() < self.reverb_prob
+        rt60 = generator.uniform(*self.reverb_seconds)
 
         if factor != 1.0:
             samples = soxr.resample(samples, rate * factor, rate)
+        power = float(np.mean(np.square(samples, dtype=np.float64))) if len(samples) else 0.0
+        if padded:
+            samples = np.concatenate([np.zeros(round(before * rate), np.float32), samples,
+                                      np.zeros(round(after * rate), np.float32)])
+        if reverberant:
+            samples = reverberate(samples, rate, rt60, generator)
         if resample and through != rate:
             samples = soxr.resample(soxr.resample(samples, rate, int(through)), int(through), rate)
         if band:
             samples = band_pass(samples, rate, *self.band_hz)
         if gain_db:
             samples = np.clip(samples * 10 ** (gain_db / 20), -1.0, 1.0)
-        if noisy and snr is not None:
-            power = float(np.mean(np.square(samples, dtype=np.float64)))
-            samples = samples + generator.standard_normal(len(samples)) * np.sqrt(power / 10 ** (snr / 10))
+        if noisy and snr is not None and power > 0:
+            gain = 10 ** (gain_db / 20)  # the noise reaches the microphone with the voice
+            noise = make_noise(kind, len(samples), rate, generator, others)
+            samples = samples + noise * np.sqrt(power * gain * gain / 10 ** (snr / 10))
         return np.asarray(samples, dtype=np.float32)
+
+
+def reverberate(samples: np.ndarray, rate: int, rt60: float, generator: np.random.Generator) -> np.ndarray:
+    """`samples` in a room with reverberation time `rt60` seconds, at the same RMS level and length."""
+    length = max(1, round(rt60 * rate))
+    decay = np.exp(-6.9 * np.arange(length) / length)  # 60 dB down (e^-6.9) after rt60
+    response = generator.standard_normal(length) * decay * 0.1
+    response[0] = 1.0  # the direct path
+    size = len(samples) + length - 1
+    wet = np.fft.irfft(np.fft.rfft(samples, size) * np.fft.rfft(response, size), size)[:len(samples)]
+    level = np.sqrt(np.mean(np.square(samples, dtype=np.float64)) / max(np.mean(np.square(wet)), 1e-20))
+    return (wet * level).astype(np.float32)
+
+
+def make_noise(kind: str, length: int, rate: int, generator: np.random.Generator,
+               others: list[np.ndarray] = ()) -> np.ndarray:
+    """`length` samples of noise of unit power."""
+    if kind == "babble" and others:
+        noise = np.zeros(length)
+        for _ in range(int(generator.integers(3, 7))):  # a few voices at once, each from a random point
+            voice = others[int(generator.integers(len(others)))]
+            if len(voice):
+                tiled = np.resize(voice, length + len(voice))
+                start = int(generator.integers(len(voice)))
+                noise += tiled[start:start + length] / max(np.sqrt(np.mean(np.square(voice))), 1e-6)
+    elif kind == "hum":
+        mains = generator.choice([50.0, 60.0])
+        time = np.arange(length) / rate
+        noise = sum(np.sin(2 * np.pi * mains * harmonic * time + generator.uniform(0, 2 * np.pi)) / harmonic
+                    for harmonic in range(1, 6))
+        noise = noise + 0.3 * _coloured(length, 1.0, generator)
+    else:
+        noise = _coloured(length, {"white": 0.0, "pink": 1.0, "brown": 2.0, "babble": 1.0}[kind], generator)
+    return noise / max(np.sqrt(np.mean(np.square(noise))), 1e-12)
+
+
+def _coloured(length: int, exponent: float, generator: np.random.Generator) -> np.ndarray:
+    """Gaussian noise whose power falls as 1 / f**exponent (0 white, 1 pink, 2 brown)."""
+    white = generator.standard_normal(length)
+    if exponent == 0 or length < 2:
+        return white
+    spectrum = np.fft.rfft(white)
+    frequencies = np.arange(len(spectrum), dtype=np.float64)
+    frequencies[0] = 1.0  # the mean stays as drawn
+    return np.fft.irfft(spectrum / frequencies ** (exponent / 2), length)
 
 
 def band_pass(samples: np.ndarray, rate: int, low_hz: float, high_hz: float) -> np.ndarray:

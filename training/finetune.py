@@ -83,8 +83,9 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
     _check(config, resumed=resume is not None)
     augment = Augmentation.from_dict(config.augment)
     start = _load(resume or config.init) if (resume or config.init) else None
-    entries = [entry for entry in read_manifests(config.train_manifest) if entry.text]
-    vocab = _vocabulary(config, start, [entry.text for entry in entries])
+    # Unlabelled entries (no text) are left out; an empty text ("") is a negative: nothing to transcribe.
+    entries = [entry for entry in read_manifests(config.train_manifest) if entry.text is not None]
+    vocab = _vocabulary(config, start, [entry.text for entry in entries if entry.text])
     model, architecture = _build_model(config, start, vocab, resumed=resume is not None)
     features = _features(config, start, architecture)
     rate = features.sampling_rate
@@ -153,8 +154,11 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
                 generator = np.random.default_rng([config.seed, step, micro, processes.rank])
                 indices = next(batches)
                 samples = audio.batch(indices)
-                if augment.active:
-                    samples = [augment(utterance, rate, generator) for utterance in samples]
+                if augment.active:  # babble is made of the batch's other transcribed utterances
+                    spoken = [train[i].targets for i in indices]
+                    samples = [augment(utterance, rate, generator,
+                                       [other for j, other in enumerate(samples) if j != k and spoken[j]])
+                               for k, utterance in enumerate(samples)]
                 audio_seconds += sum(len(utterance) for utterance in samples) / rate
                 with gradient_sync(forward, micro, config.accumulation, processes.world), precision:
                     loss = _ctc_loss(forward, architecture, features, vocab, samples, [train[i] for i in indices],
@@ -266,7 +270,7 @@ def _ctc_loss(forward, architecture: Wav2Vec2Config, features: FeatureSettings, 
     loss = F.ctc_loss(log_probs, targets.to(device), torch.tensor(frames, device=device), target_lengths.to(device),
                       blank=vocab.blank_id, reduction="none", zero_infinity=True)
     if reduction == "mean":
-        loss = loss / target_lengths.to(device)
+        loss = loss / target_lengths.clamp(min=1).to(device)  # an empty target: audio with nothing to say
     return loss.mean()
 
 
@@ -355,10 +359,11 @@ def _examples(entries: list[Entry], vocab: CTCVocabulary, architecture: Wav2Vec2
         if entry.duration > max_seconds:
             too_long += 1
             continue
-        targets = vocab.encode(entry.text)
+        targets = vocab.encode(entry.text or "")
         repeats = sum(1 for a, b in zip(targets, targets[1:]) if a == b)  # CTC needs a blank between repeats
         frames = architecture.num_frames(int(entry.duration * rate))
-        if not targets or frames < len(targets) + repeats:
+        # An empty text ("") is kept: noise or speech outside the vocabulary, which must give no words.
+        if (not targets and entry.text != "") or frames < max(1, len(targets) + repeats):
             too_short += 1
             continue
         unknown += targets.count(vocab.ids.get(vocab.unk_token, -1))

@@ -165,8 +165,10 @@ def _festival_voices() -> set[str]:
     return set(listing.replace("(", " ").replace(")", " ").split())
 
 
-def pick_sentences(path: Path, count: int, min_words: int, max_words: int, seed: int) -> list[str]:
-    """`count` lines of a text file (.gz read as gzip) with min..max words, drawn uniformly (reservoir sampling)."""
+def pick_sentences(path: Path, count: int, min_words: int, max_words: int, seed: int,
+                   without: set[str] = frozenset()) -> list[str]:
+    """`count` lines of a text file (.gz read as gzip) with min..max words and none of the words `without`,
+    drawn uniformly (reservoir sampling)."""
     generator = random.Random(seed)
     chosen: list[str] = []
     seen = 0
@@ -174,7 +176,7 @@ def pick_sentences(path: Path, count: int, min_words: int, max_words: int, seed:
     with opener(path, "rt", encoding="utf-8") as handle:
         for line in handle:
             words = normalize_text(line).split()
-            if not min_words <= len(words) <= max_words:
+            if not min_words <= len(words) <= max_words or without.intersection(words):
                 continue
             seen += 1
             if len(chosen) < count:

@@ -54,6 +54,18 @@ step "$work/synth-oh/manifest.jsonl" "$python" -m training synth --digits 1 7 --
 # English voices (held-out strings, not held-out voices: no real "oh" recordings are at hand).
 step "$work/synth-oh-test/manifest.jsonl" "$python" -m training synth --digits 2 7 --oh-fraction 1.0 \
     --zero-fraction 0.3 --voices english --count 300 --seed 6 --out "$work/synth-oh-test" --workers 2
+# Many more voices: digits-multi's real recordings (194 speakers) split by speaker into train and a dev set
+# of whole speakers that picks the last stage's checkpoints; strings joined from its isolated words (voices
+# mixed: each speaker has a few words only); and clips with nothing to say (an empty transcript): noise,
+# hum, clicks, tones, and English sentences without a digit word (nor "to", "for", "won", "ate" ..., which
+# sound like one), so that the model learns to say nothing rather than invent digits.
+step "$work/multi/dev.jsonl" "$python" training/recipes/digits_multi.py split "$data/digits-multi" "$work/multi"
+step "$work/multi-connected/manifest.jsonl" "$python" -m training connect --manifest "$work/multi/train-words.jsonl" \
+    --out "$work/multi-connected" --speaker '()' --count 600 --items 2 7 --seed 9
+step "$work/noise/manifest.jsonl" "$python" training/recipes/digits_multi.py noise "$work/noise" --count 600 --seed 8
+step "$work/not-digits/manifest.jsonl" "$python" -m training synth --text "$data/text/gutenberg-lm-corpus.txt.gz" \
+    --without-words zero,one,two,three,four,five,six,seven,eight,nine,oh,o,owe,to,too,for,fore,won,ate,nein \
+    --empty-text --min-words 2 --max-words 10 --voices english --count 800 --seed 10 --out "$work/not-digits" --workers 2
 step "$work/realspeech.jsonl" "$python" -m training manifest --transcripts "$data/realspeech/manifest.tsv" \
     --include 'cards/004\.wav$' --out "$work/realspeech.jsonl"
 # FSDD's isolated recordings twice: the only real voices in the set, weighted up against the 4500 synthetic
@@ -64,11 +76,15 @@ step "$work/realspeech.jsonl" "$python" -m training manifest --transcripts "$dat
 # the full model 0.67% -> 1.67% greedy on FSDD's test split (0.00% -> 0.67% with the LM); kept at twice.
 train="$fsdd/train.jsonl,$fsdd/train.jsonl,$run/connected-train/manifest.jsonl,$work/synth/manifest.jsonl,$work/synth-oh/manifest.jsonl"
 dev="$fsdd/dev.jsonl,$run/connected-dev/manifest.jsonl"
+multi=$work/multi/train.jsonl
+general="$fsdd/train.jsonl,$run/connected-train/manifest.jsonl,$work/synth/manifest.jsonl"
+general+=",$work/synth-oh/manifest.jsonl,$multi,$multi,$multi,$multi,$multi,$multi"
+general+=",$work/multi-connected/manifest.jsonl,$work/noise/manifest.jsonl,$work/not-digits/manifest.jsonl"
 
 # 2. The language model: a bigram of the training transcripts (digit words, "oh").
 step "$run/digits.arpa" "$python" -m training lm --manifest "$fsdd/train.jsonl" \
     --manifest "$run/connected-train/manifest.jsonl" --manifest "$work/synth/manifest.jsonl" \
-    --manifest "$work/synth-oh/manifest.jsonl" --out "$run/digits.arpa"
+    --manifest "$work/synth-oh/manifest.jsonl" --manifest "$work/multi/train.jsonl" --out "$run/digits.arpa"
 
 [ "${DATA_ONLY:-0}" = 1 ] && exit 0  # DATA_ONLY=1: stop here
 
@@ -96,12 +112,19 @@ train "$run/isolated" training/configs/fsdd-scratch.yaml vocab=english \
 train "$run/train" training/configs/digits.yaml "init=$run/isolated/best" \
     "train_manifest=$train" "eval_manifest=$dev" "lm=$run/digits.arpa"
 
+# The third stage: every voice above, the clips with nothing to say, and harder augmentation (noise of five
+# kinds down to 0 dB, rooms, silence around the speech), from the second stage (training/configs/digits-multi.yaml);
+# checkpoints picked on digits-multi's dev speakers, whom it never trains on.
+train "$run/general" training/configs/digits-multi.yaml "init=$run/train/best" \
+    "train_manifest=$general" "eval_manifest=$work/multi/dev.jsonl,$run/connected-dev/manifest.jsonl" \
+    "lm=$run/digits.arpa"
+
 # 4. Evaluation (greedy and beam search with the LM) and the ONNX export, checked against PyTorch.
 evaluate() {  # NAME MANIFEST
-    echo "$python -m training evaluate --model $run/train/best --manifest $2 --lm $run/digits.arpa" \
+    echo "$python -m training evaluate --model $run/general/best --manifest $2 --lm $run/digits.arpa" \
         "> $run/eval/$1.json" >> "$log"
     [ -e "$run/eval/$1.json" ] && return
-    "$python" -m training evaluate --model "$run/train/best" --manifest "$2" --lm "$run/digits.arpa" \
+    "$python" -m training evaluate --model "$run/general/best" --manifest "$2" --lm "$run/digits.arpa" \
         > "$run/eval/$1.json.part"
     mv "$run/eval/$1.json.part" "$run/eval/$1.json"
 }
@@ -109,21 +132,27 @@ evaluate fsdd-test "$fsdd/test.jsonl"
 evaluate connected-test "$run/connected-test/manifest.jsonl"
 evaluate realspeech "$work/realspeech.jsonl"
 evaluate oh-test "$work/synth-oh-test/manifest.jsonl"
+for source in an4 speechcommands audiomnist; do evaluate "multi-dev-$source" "$work/multi/dev-$source.jsonl"; done
 [ -z "$fold" ] || exit 0  # a fold's results are its eval/*.json
-step "$work/onnx/model.onnx" "$python" -m export onnx --model "$work/train/best" --out "$work/onnx" \
+step "$work/onnx/model.onnx" "$python" -m export onnx --model "$work/general/best" --out "$work/onnx" \
     --verify-audio "$data/fsdd/recordings/7_theo_0.wav" "$data/realspeech/audio/pocketsphinx/test/data/cards/004.wav"
 
 # 5. The model folder, with its provenance and card.
-"$python" -m training package --out "$out" --checkpoint "$work/train/best" --onnx "$work/onnx" \
-    --lm "$work/digits.arpa" --config training/configs/digits.yaml --commands "$log" \
+"$python" -m training package --out "$out" --checkpoint "$work/general/best" --onnx "$work/onnx" \
+    --lm "$work/digits.arpa" --config training/configs/digits-multi.yaml --commands "$log" \
     --card training/recipes/digits-card.md \
     --data "fsdd-train=$work/fsdd/train.jsonl" --data "connected-train=$work/connected-train/manifest.jsonl" \
     --data "synthetic-train=$work/synth/manifest.jsonl" --data "synthetic-oh-train=$work/synth-oh/manifest.jsonl" \
     --data "fsdd-dev=$work/fsdd/dev.jsonl" \
     --data "connected-dev=$work/connected-dev/manifest.jsonl" --data "fsdd-test=$work/fsdd/test.jsonl" \
     --data "connected-test=$work/connected-test/manifest.jsonl" --data "realspeech=$work/realspeech.jsonl" \
-    --data "oh-test=$work/synth-oh-test/manifest.jsonl" \
+    --data "oh-test=$work/synth-oh-test/manifest.jsonl" --data "multi-train=$work/multi/train.jsonl" \
+    --data "multi-connected-train=$work/multi-connected/manifest.jsonl" --data "multi-dev=$work/multi/dev.jsonl" \
+    --data "noise-train=$work/noise/manifest.jsonl" --data "not-digits-train=$work/not-digits/manifest.jsonl" \
     --results "FSDD test (isolated digits, 300)=$work/eval/fsdd-test.json" \
     --results "connected FSDD test strings (300 x 3-10 digits)=$work/eval/connected-test.json" \
     --results "real recording, other speaker and microphone=$work/eval/realspeech.json" \
-    --results "synthetic strings with 'oh' for zero (300 held-out strings, the training voices)=$work/eval/oh-test.json"
+    --results "synthetic strings with 'oh' for zero (300 held-out strings, the training voices)=$work/eval/oh-test.json" \
+    --results "digits-multi dev speakers, AN4 connected strings=$work/eval/multi-dev-an4.json" \
+    --results "digits-multi dev speakers, Speech Commands words=$work/eval/multi-dev-speechcommands.json" \
+    --results "digits-multi dev speakers, AudioMNIST words=$work/eval/multi-dev-audiomnist.json"

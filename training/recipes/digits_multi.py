@@ -1,0 +1,123 @@
+"""Data for the digits recipe beyond FSDD (run by digits-model.sh):
+
+  python training/recipes/digits_multi.py split DIGITS_MULTI OUT [--dev-fraction 0.2] [--seed 7]
+      digits-multi (real recordings of many speakers) split by speaker: OUT/train.jsonl, OUT/dev.jsonl
+      (whole speakers, about dev-fraction of each source's), OUT/dev-SOURCE.jsonl and
+      OUT/train-words.jsonl (the isolated words of the training speakers, to join into strings). The
+      transcripts are the spoken form: AN4's "oh" stays "oh" (manifest.tsv writes it "zero").
+  python training/recipes/digits_multi.py noise OUT [--count 600] [--seed 8]
+      OUT/manifest.jsonl: clips with nothing to transcribe (an empty text): coloured noise, mains hum,
+      clicks, and music-like tones, 0.5-6 s at random levels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import soundfile  # writes the noise clips
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from the repository
+
+from training.augment import make_noise  # noqa: E402
+from training.manifest import Entry, write_manifest  # noqa: E402
+
+RATE = 16000
+
+
+def split(data: Path, out: Path, dev_fraction: float, seed: int) -> None:
+    with open(data / "manifest.tsv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    with open(data / "provenance.tsv", newline="", encoding="utf-8") as handle:
+        spoken = {row["audio"]: row["orig_text"].lower() for row in csv.DictReader(handle, delimiter="\t",
+                                                                                   quoting=csv.QUOTE_NONE)}
+    speakers: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        speakers[row["source"]].add(row["speaker"])
+    generator = random.Random(seed)
+    dev_speakers = set()
+    for source, names in sorted(speakers.items()):
+        names = sorted(names)
+        dev_speakers.update(generator.sample(names, max(2, round(dev_fraction * len(names)))))
+    sets: dict[str, list[Entry]] = defaultdict(list)
+    for row in rows:
+        path = (data / row["audio"]).resolve()
+        text = " ".join(spoken.get(row["audio"], row["text"]).split())
+        entry = Entry(path, round(soundfile.info(str(path)).duration, 3), text)
+        if row["speaker"] in dev_speakers:
+            sets["dev"].append(entry)
+            sets[f"dev-{row['source']}"].append(entry)
+        else:
+            sets["train"].append(entry)
+            if len(text.split()) == 1:
+                sets["train-words"].append(entry)
+    for name, entries in sorted(sets.items()):
+        write_manifest(entries, out / f"{name}.jsonl")
+        print(f"{out / name}.jsonl: {len(entries)} recordings")
+
+
+def noise(out: Path, count: int, seed: int) -> None:
+    generator = np.random.default_rng(seed)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index in range(count):
+        length = int(generator.uniform(0.5, 6.0) * RATE)
+        kind = ("white", "pink", "brown", "hum", "clicks", "tones")[index % 6]
+        if kind == "clicks":
+            samples = 0.02 * make_noise("pink", length, RATE, generator)
+            for at in generator.integers(0, length, size=int(generator.integers(2, 20))):
+                samples[at:at + 80] += generator.uniform(-1, 1) * np.exp(-np.arange(len(samples[at:at + 80])) / 10)
+        elif kind == "tones":
+            samples = _tones(length, generator)
+        else:
+            samples = make_noise(kind, length, RATE, generator)
+        level = 10 ** (generator.uniform(-50, -10) / 20)  # RMS from -50 to -10 dBFS
+        samples = np.clip(samples / max(np.sqrt(np.mean(np.square(samples))), 1e-9) * level, -1, 1)
+        target = out / "audio" / f"{index:06d}.wav"
+        soundfile.write(target, samples.astype(np.float32), RATE, subtype="PCM_16")
+        entries.append(Entry(target, round(length / RATE, 3), ""))
+    write_manifest(entries, out / "manifest.jsonl")
+    print(f"{out / 'manifest.jsonl'}: {len(entries)} clips with nothing to transcribe")
+
+
+def _tones(length: int, generator: np.random.Generator) -> np.ndarray:
+    """Notes of random pitch and length, each with a few harmonics: something like music."""
+    samples = np.zeros(length)
+    at = 0
+    while at < length:
+        note = int(generator.uniform(0.1, 0.6) * RATE)
+        time = np.arange(min(note, length - at)) / RATE
+        pitch = 110 * 2 ** (generator.integers(0, 36) / 12)
+        envelope = np.exp(-time * generator.uniform(1, 8))
+        samples[at:at + len(time)] = sum(np.sin(2 * np.pi * pitch * k * time) / k for k in range(1, 5)) * envelope
+        at += note
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    split_parser = commands.add_parser("split")
+    split_parser.add_argument("data", type=Path)
+    split_parser.add_argument("out", type=Path)
+    split_parser.add_argument("--dev-fraction", type=float, default=0.2)
+    split_parser.add_argument("--seed", type=int, default=7)
+    noise_parser = commands.add_parser("noise")
+    noise_parser.add_argument("out", type=Path)
+    noise_parser.add_argument("--count", type=int, default=600)
+    noise_parser.add_argument("--seed", type=int, default=8)
+    args = parser.parse_args()
+    if args.command == "split":
+        split(args.data, args.out, args.dev_fraction, args.seed)
+    else:
+        noise(args.out, args.count, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
