@@ -47,7 +47,8 @@ def split(data: Path, out: Path, dev_fraction: float, seed: int) -> None:
     sets: dict[str, list[Entry]] = defaultdict(list)
     for row in rows:
         path = (data / row["audio"]).resolve()
-        text = " ".join(spoken.get(row["audio"], row["text"]).split())
+        # AN4's own transcript says "oh" where the speaker did; other sources' originals are numerals ("0").
+        text = " ".join((spoken[row["audio"]] if row["source"] == "an4" else row["text"]).split())
         entry = Entry(path, round(soundfile.info(str(path)).duration, 3), text)
         if row["speaker"] in dev_speakers:
             sets["dev"].append(entry)
