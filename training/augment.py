@@ -140,7 +140,7 @@ def reverberate(samples: np.ndarray, rate: int, rt60: float, generator: np.rando
     decay = np.exp(-6.9 * np.arange(length) / length)  # 60 dB down (e^-6.9) after rt60
     response = generator.standard_normal(length) * decay * 0.1
     response[0] = 1.0  # the direct path
-    size = len(samples) + length - 1
+    size = _fast_size(len(samples) + length - 1)
     wet = np.fft.irfft(np.fft.rfft(samples, size) * np.fft.rfft(response, size), size)[:len(samples)]
     level = np.sqrt(np.mean(np.square(samples, dtype=np.float64)) / max(np.mean(np.square(wet)), 1e-20))
     return (wet * level).astype(np.float32)
@@ -170,18 +170,25 @@ def make_noise(kind: str, length: int, rate: int, generator: np.random.Generator
 
 def _coloured(length: int, exponent: float, generator: np.random.Generator) -> np.ndarray:
     """Gaussian noise whose power falls as 1 / f**exponent (0 white, 1 pink, 2 brown)."""
-    white = generator.standard_normal(length)
     if exponent == 0 or length < 2:
-        return white
-    spectrum = np.fft.rfft(white)
-    frequencies = np.arange(len(spectrum), dtype=np.float64)
+        return generator.standard_normal(length)
+    size = _fast_size(length)
+    spectrum = np.fft.rfft(generator.standard_normal(size))
+    frequencies = np.arange(len(spectrum), dtype=np.float64) * length / size
     frequencies[0] = 1.0  # the mean stays as drawn
-    return np.fft.irfft(spectrum / frequencies ** (exponent / 2), length)
+    return np.fft.irfft(spectrum / np.maximum(frequencies, 1.0) ** (exponent / 2), size)[:length]
+
+
+def _fast_size(length: int) -> int:
+    """The power of two at or above `length`: numpy's FFT is many times slower on lengths with large
+    prime factors, which most utterance lengths have."""
+    return 1 << max(0, length - 1).bit_length()
 
 
 def band_pass(samples: np.ndarray, rate: int, low_hz: float, high_hz: float) -> np.ndarray:
     """Keep only the frequencies in [low_hz, high_hz] (zeroing the others in the spectrum)."""
-    spectrum = np.fft.rfft(samples)
-    frequencies = np.fft.rfftfreq(len(samples), 1 / rate)
+    size = _fast_size(len(samples))  # zero-padded: no wrap-around, and a fast FFT length
+    spectrum = np.fft.rfft(samples, size)
+    frequencies = np.fft.rfftfreq(size, 1 / rate)
     spectrum[(frequencies < low_hz) | (frequencies > high_hz)] = 0
-    return np.fft.irfft(spectrum, n=len(samples)).astype(np.float32)
+    return np.fft.irfft(spectrum, n=size)[:len(samples)].astype(np.float32)
