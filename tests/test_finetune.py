@@ -320,6 +320,14 @@ def test_synth_speaks_a_text_file_with_both_engines(tmp_path):
         assert np.abs(samples).max() > 0.05, "speech, not silence"
     same = [entry for entry in entries if entry.text == "the cat sat on the mat"]
     assert len(same) == 2 and same[0].duration != same[1].duration, "two voices or speeds, two durations"
+    # Negatives for a digits model: only sentences without the given words, written with an empty text.
+    negatives = training("synth", "--text", str(text), "--out", str(tmp_path / "neg"), "--count", "2",
+                         "--without-words", "cat,mat", "--empty-text", "--voices", "espeak:en-us")
+    assert negatives.returncode == 0, negatives.stderr
+    assert [entry.text for entry in read_manifest(tmp_path / "neg" / "manifest.jsonl")] == ["", ""]
+    none_left = training("synth", "--text", str(text), "--out", str(tmp_path / "none"), "--without-words", "the,too",
+                         "--voices", "espeak:en-us")
+    assert none_left.returncode == 1 and "no line" in none_left.stderr
 
 
 def test_digit_strings_can_say_more_zeros():

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import soundfile
 
 from conftest import DATA, HANG_SECONDS, REPO, normalised_words, write_arpa
 from model.loading import load_recognizer
@@ -247,3 +250,31 @@ def test_package_records_uncommitted_sources_but_not_its_own_folder(tmp_path):
     assert not (tmp_path / "models" / "digits" / "old.txt").exists(), "the folder is replaced"
     (tmp_path / "recipe.sh").write_text("echo changed\n")
     assert package()["uncommitted_changes"] is True
+
+
+@pytest.mark.skipif(not (DATA / "digits-multi").is_dir(), reason="needs ../shared/data/digits-multi")
+def test_digits_multi_split_is_speaker_disjoint_and_keeps_spoken_oh(tmp_path):
+    """The digits recipe's dev speakers (which pick checkpoints) are never trained on; every source has
+    some; AN4's transcripts say "oh" where the speaker did."""
+    script = REPO / "training" / "recipes" / "digits_multi.py"
+    result = subprocess.run([sys.executable, str(script), "split", str(DATA / "digits-multi"), str(tmp_path)],
+                            capture_output=True, text=True, timeout=HANG_SECONDS)
+    assert result.returncode == 0, result.stderr
+    with open(DATA / "digits-multi" / "manifest.tsv", encoding="utf-8") as handle:
+        speaker = {(DATA / "digits-multi" / row["audio"]).resolve(): row["speaker"]
+                   for row in csv.DictReader(handle, delimiter="\t")}
+    train, dev = read_manifest(tmp_path / "train.jsonl"), read_manifest(tmp_path / "dev.jsonl")
+    assert len(train) + len(dev) == len(speaker) and len(dev) >= 0.1 * len(speaker)
+    assert not {speaker[e.audio.resolve()] for e in train} & {speaker[e.audio.resolve()] for e in dev}
+    for source in ("an4", "speechcommands", "audiomnist"):
+        assert read_manifest(tmp_path / f"dev-{source}.jsonl"), source
+    words = {word for entry in train + dev for word in entry.text.split()}
+    assert "oh" in words and words <= {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                                       "nine", "oh"}
+    noise = subprocess.run([sys.executable, str(script), "noise", str(tmp_path / "noise"), "--count", "12"],
+                           capture_output=True, text=True, timeout=HANG_SECONDS)
+    assert noise.returncode == 0, noise.stderr
+    clips = read_manifest(tmp_path / "noise" / "manifest.jsonl")
+    assert len(clips) == 12 and all(clip.text == "" for clip in clips)
+    levels = [np.sqrt(np.mean(soundfile.read(clip.audio)[0] ** 2)) for clip in clips]
+    assert all(0 < level < 0.5 for level in levels) and max(levels) > 10 * min(levels)

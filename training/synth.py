@@ -186,7 +186,8 @@ def pick_sentences(path: Path, count: int, min_words: int, max_words: int, seed:
                 if slot < count:
                     chosen[slot] = " ".join(words)
     if not chosen:
-        raise ValueError(f"{path}: no line of {min_words}-{max_words} words")
+        raise ValueError(f"{path}: no line of {min_words}-{max_words} words"
+                         + (f" without {', '.join(sorted(without))}" if without else ""))
     generator.shuffle(chosen)
     return chosen
 
