@@ -8,11 +8,12 @@ import sys
 from dataclasses import asdict
 
 from .audio import AudioError
-from .decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, MAX_ALTERNATIVES, BeamOptions, DecoderStartError, check_phrases
+from .decoding import (BEAM_WIDTH, LM_ALPHA, LM_BETA, MAX_ALTERNATIVES, MIN_CONFIDENCE, BeamOptions,
+                       DecoderStartError, check_phrases)
 from .hub import ModelNotFoundError
 from .loading import load_recognizer
 from .package import DEFAULT_MODEL
-from .transcribe import DecodeOptions, Transcriber
+from .transcribe import DecodeOptions, Transcriber, model_decoding
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,10 +25,17 @@ def main(argv: list[str] | None = None) -> int:
                             help="a model folder that ships (checkpoint/ inside), Hugging Face model folder or Hub "
                                  "id, fairseq fine-tuned checkpoint (.pt), or a folder written by `python -m export "
                                  "onnx` (run with ONNX Runtime) (default: the shipped digits model, models/digits)")
-    transcribe.add_argument("--lm", help="KenLM language model (ARPA or binary): beam search with it")
+    transcribe.add_argument("--lm", help="KenLM language model (ARPA or binary): beam search with it (default: a "
+                                         "model folder's lm.arpa)")
+    transcribe.add_argument("--no-lm", action="store_true", help="no language model, not even the model folder's: "
+                                                                 "greedy decoding unless --beam-width is given")
+    transcribe.add_argument("--lexicon", help="a file of the words beam search may write, one per line (default: a "
+                                              "model folder's lexicon.txt)")
+    transcribe.add_argument("--no-lexicon", action="store_true",
+                            help="beam search over any spelling, not only the lexicon's words")
     transcribe.add_argument("--beam-width", type=int,
-                            help=f"beam search with this many beams (default {BEAM_WIDTH} with --lm; without "
-                                 "either, greedy decoding)")
+                            help=f"beam search with this many beams (default {BEAM_WIDTH} with a language model; "
+                                 "without either, greedy decoding)")
     transcribe.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
     transcribe.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")
     transcribe.add_argument("--phrases", help="comma-separated words or phrases: the transcript is a sequence of "
@@ -38,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     transcribe.add_argument("--word-timestamps", action="store_true",
                             help="each word's start and end (seconds) and confidence: after the transcript, one "
                                  "line per word, '\\t<start>\\t<end>\\t<word>\\t<confidence>'; with --json, as 'words'")
+    transcribe.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
+                            help="words less confident than this (0-1) are marked low_confidence (%(default)s)")
     transcribe.add_argument("--json", action="store_true",
-                            help="one JSON object per file and line: audio, text, duration, decoder (and words)")
+                            help="one JSON object per file and line: audio, text, confidence, duration, decoder "
+                                 "(and words)")
     transcribe.add_argument("audio", nargs="+", help="audio files: wav, flac, ogg, mp3, any sample rate")
 
     convert = commands.add_parser("convert", help="save any loadable checkpoint as a Hugging Face model folder")
@@ -53,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "transcribe" and args.alternatives is not None:
         if not 1 <= args.alternatives <= MAX_ALTERNATIVES or not args.json:
             parser.error(f"--alternatives takes 1 to {MAX_ALTERNATIVES}, with --json")
+    if args.command == "transcribe":
+        for flag, off in (("lm", "no_lm"), ("lexicon", "no_lexicon")):
+            if getattr(args, flag) and getattr(args, off):
+                parser.error(f"--{flag} and --{off.replace('_', '-')} contradict each other")
+        if not 0 <= args.min_confidence <= 1:
+            parser.error("--min-confidence is a probability, 0 to 1")
     try:
         if args.command == "convert":
             from .pytorch.checkpoint import load_checkpoint  # torch loads in a second or two: only when needed
@@ -60,18 +77,22 @@ def main(argv: list[str] | None = None) -> int:
             folder = load_checkpoint(args.model, args.dictionary).save(args.out)
             print(f"saved {folder}")
             return 0
-        transcriber = Transcriber(load_recognizer(args.model), args.lm, args.lm_alpha, args.lm_beta)
+        lm, lexicon = model_decoding(args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon)
+        transcriber = Transcriber(load_recognizer(args.model), lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
         phrases = check_phrases(transcriber.recognizer.vocab, args.phrases.split(",")) if args.phrases else None
-        beam = args.lm is not None or args.beam_width is not None or phrases is not None or bool(args.alternatives)
+        beam = lm is not None or args.beam_width is not None or phrases is not None or bool(args.alternatives)
         options = DecodeOptions("beam" if beam else "greedy", BeamOptions(
-            args.beam_width or BEAM_WIDTH, alternatives=args.alternatives or 0, phrases=phrases))
+            args.beam_width or BEAM_WIDTH, alternatives=args.alternatives or 0, phrases=phrases),
+            args.min_confidence)
         if beam:
             transcriber.beam_search()  # a language model KenLM refuses fails here, once, not on every file
     except (ModelNotFoundError, OSError, ValueError, ImportError) as error:  # CheckpointError: a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 1
     except DecoderStartError as error:
-        print(f"error: language model '{args.lm}' could not be loaded: {error}", file=sys.stderr)
+        print(f"error: the beam-search decoder could not be built (language model {lm}, "
+              f"{'lexicon of ' + str(len(lexicon)) + ' words' if lexicon else 'no lexicon'}): {error}",
+              file=sys.stderr)
         return 1
 
     failed = 0
@@ -89,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _format(path: str, result, word_timestamps: bool, as_json: bool, alternatives: int | None) -> str:
     if as_json:
-        body = {"audio": path, "text": result.text, "duration": result.duration, "decoder": result.decoder}
+        body = {"audio": path, "text": result.text, "confidence": round(result.confidence, 4),
+                "duration": result.duration, "decoder": result.decoder}
         if word_timestamps:
             body["words"] = [asdict(word) for word in result.words]
         if alternatives:

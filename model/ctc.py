@@ -198,6 +198,33 @@ def text_log_likelihood(log_probs: np.ndarray, token_ids: list[int], blank: int)
     return float(np.logaddexp(alpha[-1], alpha[-2]) if token_ids else alpha[-1])
 
 
+def best_alignment(log_probs: np.ndarray, token_ids: list[int], blank: int) -> np.ndarray:
+    """The most probable frame alignment of these tokens (Viterbi): one token id per frame, blanks
+    included, that collapses to `token_ids`. log_probs: (frames, vocab) log-softmax output, at least one
+    frame per token (and one more between two equal tokens)."""
+    extended = np.full(2 * len(token_ids) + 1, blank, dtype=np.int64)
+    extended[1::2] = token_ids
+    skip = np.zeros(len(extended), dtype=bool)
+    skip[3::2] = extended[3::2] != extended[1:-2:2]
+    score = np.full(len(extended), -np.inf)
+    score[:2] = log_probs[0, extended[:2]]
+    came_from = np.zeros((len(log_probs), len(extended)), dtype=np.int64)  # the previous state of each state
+    states = np.arange(len(extended))
+    for frame in range(1, len(log_probs)):
+        stay, step = score, np.concatenate(([-np.inf], score[:-1]))
+        jump = np.where(skip, np.concatenate(([-np.inf, -np.inf], score[:-2])), -np.inf)
+        choices = np.stack([stay, step, jump])
+        best = choices.argmax(axis=0)
+        came_from[frame] = states - best
+        score = choices[best, states] + log_probs[frame, extended]
+    state = len(extended) - 1 if len(extended) == 1 or score[-1] >= score[-2] else len(extended) - 2
+    path = np.empty(len(log_probs), dtype=np.int64)
+    for frame in range(len(log_probs) - 1, -1, -1):
+        path[frame] = extended[state]
+        state = came_from[frame, state]
+    return path
+
+
 def normalize_text(text: str) -> str:
     """Lower case, letters/digits/apostrophes only, single spaces: the form transcripts take for
     training targets and for scoring (references come as LibriSpeech upper case, punctuated text...)."""

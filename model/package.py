@@ -1,6 +1,7 @@
 """Model folders that ship (`python -m training package` writes them): the PyTorch checkpoint in
 `checkpoint/`, its ONNX export in `onnx/`, the language model beam search uses with it in `lm.arpa`,
-the model card and provenance beside them. Anything that takes a model takes such a folder whole:
+the words it knows in `lexicon.txt` (one per line: beam search stays within them), the model card and
+provenance beside them. Anything that takes a model takes such a folder whole:
 the CLI and training load its checkpoint, the server runs its export with its LM. Imports no torch.
 """
 
@@ -30,3 +31,9 @@ def package_lm(path: Path) -> Path | None:
     """The language model of a model folder that ships, if it has one."""
     lm = path / "lm.arpa"
     return lm if is_package(path) and lm.is_file() else None
+
+
+def package_lexicon(path: Path) -> Path | None:
+    """The lexicon of a model folder that ships, if it has one (`model.lexicon.read_lexicon` reads it)."""
+    lexicon = path / "lexicon.txt"
+    return lexicon if is_package(path) and lexicon.is_file() else None

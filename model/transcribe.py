@@ -15,7 +15,10 @@ from typing import Literal
 import numpy as np
 
 from .audio import AudioError, AudioSource, check_duration
-from .decoding import LM_ALPHA, LM_BETA, Alternative, BeamOptions, BeamSearchDecoder, Decoded, Word, greedy_decode
+from .decoding import (LM_ALPHA, LM_BETA, MIN_CONFIDENCE, Alternative, BeamOptions, BeamSearchDecoder, Decoded, Word,
+                       greedy_decode)
+from .lexicon import read_lexicon
+from .package import package_lexicon, package_lm
 from .recognizer import Recognizer
 from .windows import CHUNK_SECONDS, CONTEXT_SECONDS, Window, length_groups, plan_windows, stitch
 
@@ -33,10 +36,11 @@ class Windowing:
 @dataclass(frozen=True)
 class DecodeOptions:
     """How one utterance is decoded. `decoder` None: beam search when there is a language model,
-    else greedy."""
+    else greedy. Words less confident than `min_confidence` are marked low_confidence."""
 
     decoder: Decoder | None = None
     beam: BeamOptions = field(default_factory=BeamOptions)
+    min_confidence: float = MIN_CONFIDENCE
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Transcript:
     duration: float  # seconds of audio
     decoder: Decoder
     alternatives: list[Alternative] = field(default_factory=list)  # beam search's n best, when asked for
+    confidence: float = 0.0  # the weakest word's (0 with no word): see `Decoded.confidence`
 
 
 class UnusableLogits(AudioError):
@@ -56,6 +61,17 @@ def choose_decoder(requested: Decoder | None, beam_by_default: bool) -> Decoder:
     """The decoder a request gets: what it asks for, else beam search when `beam_by_default` (there is
     a language model, or the request needs beam search), else greedy."""
     return requested or ("beam" if beam_by_default else "greedy")
+
+
+def model_decoding(model: str | Path, lm: str | Path | None = None, no_lm: bool = False,
+                   lexicon: str | Path | None = None, no_lexicon: bool = False
+                   ) -> tuple[str | Path | None, tuple[str, ...] | None]:
+    """The language model and lexicon words to decode `model` with: those given, else a model folder's
+    own (lm.arpa, lexicon.txt), unless turned off. LexiconError (a ValueError) if the lexicon is unreadable."""
+    folder = Path(model).expanduser()
+    lm = None if no_lm else lm or package_lm(folder)
+    lexicon = None if no_lexicon else lexicon or package_lexicon(folder)
+    return lm, read_lexicon(lexicon) if lexicon else None
 
 
 def check_finite(logits: np.ndarray) -> None:
@@ -75,13 +91,15 @@ def window_samples(samples: np.ndarray, recognizer: Recognizer, windowing: Windo
 
 
 class Transcriber:
-    """A recognizer and its decoders: greedy, and beam search (with `lm`, a KenLM model, if given),
-    built on first use and kept. Call `close` when done, or use it as a context manager."""
+    """A recognizer and its decoders: greedy, and beam search (with `lm`, a KenLM model, if given, and
+    within `lexicon`'s words, if given), built on first use and kept. Call `close` when done, or use it
+    as a context manager."""
 
     def __init__(self, recognizer: Recognizer, lm: str | Path | None = None, lm_alpha: float = LM_ALPHA,
-                 lm_beta: float = LM_BETA, windowing: Windowing = Windowing(), max_batch_size: int = 8):
+                 lm_beta: float = LM_BETA, windowing: Windowing = Windowing(), max_batch_size: int = 8,
+                 lexicon: tuple[str, ...] | None = None):
         self.recognizer = recognizer
-        self.lm, self.lm_alpha, self.lm_beta = lm, lm_alpha, lm_beta
+        self.lm, self.lm_alpha, self.lm_beta, self.lexicon = lm, lm_alpha, lm_beta, lexicon
         self.windowing = windowing
         self.max_batch_size = max_batch_size if recognizer.padding_exact else 1
         self._beam: BeamSearchDecoder | None = None
@@ -99,7 +117,7 @@ class Transcriber:
         """The beam-search decoder, built (and its language model loaded) on the first call;
         DecoderStartError says why it could not be."""
         if self._beam is None:
-            self._beam = BeamSearchDecoder(self.recognizer.vocab, self.lm, self.lm_alpha, self.lm_beta)
+            self._beam = BeamSearchDecoder(self.recognizer.vocab, self.lm, self.lm_alpha, self.lm_beta, self.lexicon)
         return self._beam
 
     def logits(self, utterances: list[np.ndarray]) -> list[np.ndarray]:
@@ -125,8 +143,10 @@ class Transcriber:
         decoder = choose_decoder(options.decoder, self.lm is not None)
         frame_seconds = self.recognizer.frame_seconds
         if decoder == "greedy":
-            return greedy_decode(self.recognizer.vocab, logits, frame_seconds), decoder
-        return self.beam_search().decode(logits, frame_seconds, options.beam), decoder
+            decoded = greedy_decode(self.recognizer.vocab, logits, frame_seconds)
+        else:
+            decoded = self.beam_search().decode(logits, frame_seconds, options.beam)
+        return decoded.mark(options.min_confidence), decoder
 
     def transcribe(self, samples: np.ndarray, options: DecodeOptions = DecodeOptions()) -> Transcript:
         """Samples at the recognizer's rate (at least one frame's worth) -> transcript."""
@@ -141,7 +161,7 @@ class Transcriber:
         for samples, logits in zip(utterances, self.logits(utterances)):
             decoded, decoder = self.decode(logits, options)
             transcripts.append(Transcript(decoded.text, decoded.words, round(len(samples) / rate, 3), decoder,
-                                          decoded.alternatives))
+                                          decoded.alternatives, decoded.confidence))
         return transcripts
 
     def transcribe_file(self, source: AudioSource, options: DecodeOptions = DecodeOptions()) -> Transcript:
