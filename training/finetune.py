@@ -270,7 +270,11 @@ def _ctc_loss(forward, architecture: Wav2Vec2Config, features: FeatureSettings, 
     loss = F.ctc_loss(log_probs, targets.to(device), torch.tensor(frames, device=device), target_lengths.to(device),
                       blank=vocab.blank_id, reduction="none", zero_infinity=True)
     if reduction == "mean":
-        loss = loss / target_lengths.clamp(min=1).to(device)  # an empty target: audio with nothing to say
+        # An empty target (audio with nothing to say) is divided by the batch's mean target length, as if it
+        # were a typical utterance: by 1, its loss would outweigh a transcribed utterance's tens of times.
+        spoken = target_lengths[target_lengths > 0]
+        typical = spoken.float().mean() if len(spoken) else torch.tensor(1.0)
+        loss = loss / torch.where(target_lengths > 0, target_lengths.float(), typical).to(device)
     return loss.mean()
 
 
