@@ -91,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_models(settings) -> str | None:
     """What stops a model from being served, found before the server starts (and each model
-    exported once, if it needs to be), or None: its folder, its language model's file, and that
-    KenLM and the beam search take that language model."""
+    exported once, if it needs to be), or None: its folder, its language model's and lexicon's files,
+    and that KenLM and the beam search take them."""
     from model.ctc import CTCVocabulary
     from model.decoding import DecoderStartError
     from model.hub import ModelNotFoundError
+    from model.lexicon import LexiconError, read_lexicon
 
     from .beam_workers import check_decoder
     from .engine import ModelUnavailable, onnx_folder
@@ -103,17 +104,24 @@ def check_models(settings) -> str | None:
     for spec in settings.models:
         if spec.lm is not None and not spec.lm.is_file():
             return f"model '{spec.name}': language model '{spec.lm}' not found"
+        if spec.lexicon is not None and not spec.lexicon.is_file():
+            return f"model '{spec.name}': lexicon '{spec.lexicon}' not found"
     for spec in settings.models:
         try:
             folder = onnx_folder(spec.reference, settings.cache_dir)
             vocab = CTCVocabulary.from_folder(folder)
         except (ModelNotFoundError, ModelUnavailable, OSError, ValueError) as error:
             return f"model '{spec.name}': {error}"
-        if spec.lm is not None:  # one KenLM refuses would otherwise fail every beam-search worker, forever
+        try:
+            lexicon = read_lexicon(spec.lexicon) if spec.lexicon is not None else None
+        except LexiconError as error:
+            return f"model '{spec.name}': {error}"
+        if spec.lm is not None or lexicon:  # one KenLM refuses would otherwise fail every beam-search worker, forever
             try:
-                check_decoder(vocab, spec.lm, settings.lm_alpha, settings.lm_beta)
+                check_decoder(vocab, spec.lm, settings.lm_alpha, settings.lm_beta, lexicon)
             except DecoderStartError as error:
-                return f"model '{spec.name}': language model '{spec.lm}' could not be loaded: {error}"
+                return (f"model '{spec.name}': the beam search could not be built with language model "
+                        f"'{spec.lm}' and lexicon '{spec.lexicon}': {error}")
     return None
 
 

@@ -34,14 +34,15 @@ class DecoderUnavailable(Exception):
     """A beam search could not be done now: queue full, deadline passed or worker died. Retry."""
 
 
-def _worker_main(connection, vocab: CTCVocabulary, lm: str | None, alpha: float, beta: float) -> None:
+def _worker_main(connection, vocab: CTCVocabulary, lm: str | None, alpha: float, beta: float,
+                 lexicon: tuple[str, ...] | None) -> None:
     """A worker process: build the decoder once, then answer one search per message until None."""
     # The parent decides when workers stop: a Ctrl-C or a SIGTERM sent to the whole process group
     # must not kill the searches that a graceful shutdown is still waiting for.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        decoder = BeamSearchDecoder(vocab, lm, alpha, beta)
+        decoder = BeamSearchDecoder(vocab, lm, alpha, beta, lexicon)
     except DecoderStartError as error:
         connection.send(("error", str(error)))
         return
@@ -63,8 +64,9 @@ def _worker_main(connection, vocab: CTCVocabulary, lm: str | None, alpha: float,
 class DecodeWorker:
     """One beam-search process. Its methods block: call them from threads, not the event loop."""
 
-    def __init__(self, vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float, on_restart=None):
-        self._args = (vocab, str(lm) if lm else None, alpha, beta)
+    def __init__(self, vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float,
+                 lexicon: tuple[str, ...] | None = None, on_restart=None):
+        self._args = (vocab, str(lm) if lm else None, alpha, beta, lexicon)
         self._context = multiprocessing.get_context("spawn")  # the server's threads must not be forked
         self.on_restart = on_restart  # called after each restart of a dead worker
         self.lock = threading.Lock()  # one search, start or stop at a time
@@ -150,8 +152,9 @@ class BeamSearch:
     """Beam search in a pool of worker processes, each loading the language model once."""
 
     def __init__(self, vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float, workers: int,
-                 queue_capacity: int = 16, timeout: float = 30.0, on_restart=None):
-        self.workers = [DecodeWorker(vocab, lm, alpha, beta, on_restart) for _ in range(workers)]
+                 queue_capacity: int = 16, timeout: float = 30.0, on_restart=None,
+                 lexicon: tuple[str, ...] | None = None):
+        self.workers = [DecodeWorker(vocab, lm, alpha, beta, lexicon, on_restart) for _ in range(workers)]
         self.queue_capacity = queue_capacity
         self.timeout = timeout
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="beam-search")
@@ -221,9 +224,10 @@ class BeamSearch:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
-def check_decoder(vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float) -> None:
+def check_decoder(vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float,
+                  lexicon: tuple[str, ...] | None = None) -> None:
     """Build the beam-search decoder once in a worker, as serving will; DecoderStartError says why not."""
-    worker = DecodeWorker(vocab, lm, alpha, beta)
+    worker = DecodeWorker(vocab, lm, alpha, beta, lexicon)
     try:
         worker.start()
     finally:

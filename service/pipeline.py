@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from model.decoding import HOTWORD_WEIGHT, MAX_ALTERNATIVES, BeamOptions, Decoded, check_phrases, greedy_decode
+from model.lexicon import read_lexicon
 from model.onnx import OnnxRecognizer
 from model.phrases import MAX_PHRASES, PhraseError
 from model.transcribe import UnusableLogits, Windowing, check_finite, choose_decoder, window_samples
@@ -71,6 +72,7 @@ class Transcription:
     timings: Timings = field(default_factory=Timings)
     alternatives: list[dict] | None = None  # when asked for: [{"text", "score"}, ...], best first
     model: str = ""  # the model's name
+    confidence: float = 0.0  # the weakest word's (`model.decoding.Decoded.confidence`)
 
     def to_dict(self) -> dict:
         """As /transcribe answers: `alternatives` only when asked for."""
@@ -95,7 +97,8 @@ class Pipeline:
                                on_batch=self.metrics.record_batch, name=spec.name)
         self.beam = BeamSearch(engine.vocab, spec.lm, settings.lm_alpha, settings.lm_beta,
                                settings.decode_workers, settings.decode_queue_capacity,
-                               settings.decode_timeout_seconds, on_restart=self.metrics.decode_worker_restarts.inc)
+                               settings.decode_timeout_seconds, on_restart=self.metrics.decode_worker_restarts.inc,
+                               lexicon=read_lexicon(spec.lexicon) if spec.lexicon is not None else None)
 
     def start(self) -> None:
         self.batcher.start()
@@ -154,13 +157,13 @@ class Pipeline:
             raise UnusableAudio("unusable_audio", str(error)) from None
         decoder = self.decoder(options)
         started = time.perf_counter()
-        decoded = await self.decode(logits, decoder, options)
+        decoded = (await self.decode(logits, decoder, options)).mark(self.settings.min_confidence)
         timings.decode = (time.perf_counter() - started) * 1000
         self.metrics.decode_seconds(decoder).observe(timings.decode / 1000)
         words = [asdict(word) for word in decoded.words] if options.word_timestamps else []
         alternatives = [asdict(item) for item in decoded.alternatives] if options.alternatives else None
         return Transcription(decoded.text, words, round(len(samples) / self.rate, 3), decoder, timings, alternatives,
-                             self.name)
+                             self.name, round(decoded.confidence, 4))
 
     async def decode(self, logits: np.ndarray, decoder: str, options: DecodeOptions) -> Decoded:
         """Busy when no beam-search worker can take the search now."""

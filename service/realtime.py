@@ -241,7 +241,7 @@ def _item_id() -> str:
 
 
 def _logprobs(words: list[dict]) -> list[dict]:
-    """Word-level log probabilities: each word's confidence (its frames' mean best-token probability)."""
+    """Word-level log probabilities: each word's confidence (`model.decoding.Word.confidence`)."""
     return [{"token": word["word"], "logprob": round(math.log(max(word["confidence"], 1e-12)), 6),
              "bytes": list(word["word"].encode())} for word in words]
 
@@ -320,10 +320,11 @@ class RealtimeEvents(StreamEvents):
         self.previous_item = item
         return True
 
-    async def final(self, text: str, words: list[dict], start: float, end: float,
+    async def final(self, text: str, words: list[dict], start: float, end: float, confidence: float,
                     alternatives: list[dict] | None = None) -> None:
+        # `confidence` is this server's addition to OpenAI's event (as /transcribe's).
         event = {"type": "conversation.item.input_audio_transcription.completed", "item_id": self.current_item(),
-                 "content_index": 0, "transcript": text,
+                 "content_index": 0, "transcript": text, "confidence": confidence,
                  "usage": {"type": "duration", "seconds": round(end - start, 3)}}
         if LOGPROBS in self.session.include:
             event["logprobs"] = _logprobs(words)

@@ -144,7 +144,8 @@ class WordOut(BaseModel):
     word: str
     start: float
     end: float
-    confidence: float
+    confidence: float = Field(description="0-1: the mean probability of the decoder's token over the word's frames")
+    low_confidence: bool = Field(description="the confidence is below the server's min_confidence")
 
 
 class TimingsOut(BaseModel):
@@ -159,8 +160,13 @@ class AlternativeOut(BaseModel):
                                      "better; comparable within one answer")
 
 
+CONFIDENCE = ("0-1: the weakest word's confidence, 0 when no word was recognised; below the server's "
+              "min_confidence, the model probably did not hear words it knows (speech in another vocabulary, noise)")
+
+
 class TranscribeResponse(BaseModel):
     text: str
+    confidence: float = Field(description=CONFIDENCE)
     words: list[WordOut]
     duration: float
     model: str
@@ -227,6 +233,7 @@ class OpenAIVerbose(BaseModel):
     language: str
     duration: float
     text: str
+    confidence: float = Field(description=CONFIDENCE)
     segments: list[OpenAISegment] | None = None
     words: list[OpenAIWord] | None = None
 
@@ -318,7 +325,7 @@ def openai_response(params: OpenAIParams, result: Transcription) -> Response:
         return PlainTextResponse((srt if kind == "srt" else vtt)(segments(result.words)))
     granularities = set(params.timestamp_granularities or ["segment"])
     body = {"task": "transcribe", "language": params.language or "english", "duration": result.duration,
-            "text": result.text}
+            "text": result.text, "confidence": result.confidence}
     if "segment" in granularities:
         body["segments"] = [{"id": index, "seek": 0, "start": segment["start"], "end": segment["end"],
                              "text": segment["text"], "tokens": [], "temperature": 0.0,

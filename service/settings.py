@@ -1,5 +1,5 @@
 """Server settings: every option from the command line or the environment (`ASR_*`), and the
-models they name (`ModelSpec`: a name, what to load, its language model)."""
+models they name (`ModelSpec`: a name, what to load, its language model and lexicon)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Annotated
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA
-from model.package import DEFAULT_MODEL, is_package, package_lm
+from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, MIN_CONFIDENCE
+from model.package import DEFAULT_MODEL, package_lexicon, package_lm
 from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a model name given as NAME=PATH
@@ -20,11 +20,12 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a model name given as N
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model to serve: the name requests choose it by, what to load, and its language model."""
+    """One model to serve: the name requests choose it by, what to load, its language model and lexicon."""
 
     name: str
     reference: str  # a model folder, exported folder, Hugging Face folder or Hub id, fairseq checkpoint
     lm: Path | None
+    lexicon: Path | None = None  # the words beam search stays within (`model.lexicon`)
 
 
 class Settings(BaseSettings):
@@ -42,6 +43,12 @@ class Settings(BaseSettings):
         description="[NAME=]PATH, repeatable (env: comma-separated): the KenLM language model, ARPA or binary, "
                     "of model NAME (a bare PATH: the default model's) for beam search (default: the model "
                     "folder's lm.arpa if it ships one; PATH `none`: no LM)")
+    lexicon: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="[NAME=]PATH, repeatable (env: comma-separated): the words, one per line, that beam search "
+                    "with model NAME (a bare PATH: the default model's) may write, unless a request gives hotwords "
+                    "or phrases (default: the model folder's lexicon.txt if it ships one; PATH `none`: any "
+                    "spelling)")
     default_model: str | None = Field(None, description="the model that answers requests naming none "
                                                         "(default: the first)")
     host: str = "127.0.0.1"
@@ -67,6 +74,10 @@ class Settings(BaseSettings):
                                                                  "restarted); past either: 503")
     lm_alpha: float = Field(LM_ALPHA, description="language model weight")
     lm_beta: float = Field(LM_BETA, description="word insertion bonus")
+    min_confidence: float = Field(MIN_CONFIDENCE, ge=0, le=1,
+                                  description="words less confident than this are marked low_confidence; a "
+                                              "transcript's confidence is its weakest word's. Higher marks more "
+                                              "speech the model does not know and noise, and more correct words")
     # Long audio.
     chunk_seconds: float = Field(CHUNK_SECONDS, gt=0, description="audio per inference chunk")
     chunk_context_seconds: float = Field(CONTEXT_SECONDS, ge=0, description="context each side of a chunk, not transcribed twice")
@@ -89,7 +100,7 @@ class Settings(BaseSettings):
 
     _models: list[ModelSpec] = PrivateAttr(default_factory=list)
 
-    @field_validator("model", "lm", mode="before")
+    @field_validator("model", "lm", "lexicon", mode="before")
     @classmethod
     def _listed(cls, value):
         """Repeated options, or one comma-separated value (the environment's form); empty entries
@@ -122,20 +133,13 @@ class Settings(BaseSettings):
         default = self.default_model or names[0]
         if default not in names:
             raise ValueError(f"--default-model {default}: no model is named so (models: {', '.join(names)})")
-        lms: dict[str, Path | None] = {}
-        for entry in self.lm:
-            name, path = _named(entry)
-            if name is not None and name not in names:
-                raise ValueError(f"--lm {entry}: no model is named '{name}' (models: {', '.join(names)})")
-            name = name or default
-            if name in lms:
-                raise ValueError(f"two language models for model '{name}'")
-            lms[name] = None if path.lower() == "none" else Path(path).expanduser()
+        lms = _per_model(self.lm, "--lm", "language models", names, default)
+        lexicons = _per_model(self.lexicon, "--lexicon", "lexicons", names, default)
         self._models = []
         for name, reference in specs:
             folder = Path(reference).expanduser()
-            lm = lms[name] if name in lms else package_lm(folder) if is_package(folder) else None
-            self._models.append(ModelSpec(name, reference, lm))
+            self._models.append(ModelSpec(name, reference, lms[name] if name in lms else package_lm(folder),
+                                          lexicons[name] if name in lexicons else package_lexicon(folder)))
         self._models.sort(key=lambda spec: spec.name != default)  # the default first, the others in order
         return self
 
@@ -174,6 +178,20 @@ def _named(entry: str) -> tuple[str | None, str]:
     if separator and NAME.fullmatch(name.strip()):
         return name.strip(), rest.strip()
     return None, entry
+
+
+def _per_model(entries: list[str], flag: str, what: str, names: list[str], default: str) -> dict[str, Path | None]:
+    """[NAME=]PATH entries -> model name -> path (None for `none`); a bare PATH is the default model's."""
+    chosen: dict[str, Path | None] = {}
+    for entry in entries:
+        name, path = _named(entry)
+        if name is not None and name not in names:
+            raise ValueError(f"{flag} {entry}: no model is named '{name}' (models: {', '.join(names)})")
+        name = name or default
+        if name in chosen:
+            raise ValueError(f"two {what} for model '{name}'")
+        chosen[name] = None if path.lower() == "none" else Path(path).expanduser()
+    return chosen
 
 
 def folder_name(reference: str) -> str:

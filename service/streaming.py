@@ -147,10 +147,10 @@ class StreamEvents:
         """The segment is closed; return False to drop it untranscribed."""
         return True
 
-    async def final(self, text: str, words: list[dict], start: float, end: float,
+    async def final(self, text: str, words: list[dict], start: float, end: float, confidence: float,
                     alternatives: list[dict] | None = None) -> None:
-        """The segment's transcription (words' times from the stream's start), and its n best
-        transcripts if the config asked for them."""
+        """The segment's transcription (words' times from the stream's start) and its confidence (as
+        /transcribe's), and its n best transcripts if the config asked for them."""
 
     async def failed(self, error: ServiceError) -> None:
         """The segment could not be transcribed (busy, unusable audio); by default that ends the stream."""
@@ -166,9 +166,10 @@ class StreamMessages(StreamEvents):
     async def partial(self, text: str, words: list[dict]) -> None:
         await self.websocket.send_json({"type": "partial", "text": text})
 
-    async def final(self, text: str, words: list[dict], start: float, end: float,
+    async def final(self, text: str, words: list[dict], start: float, end: float, confidence: float,
                     alternatives: list[dict] | None = None) -> None:
-        message = {"type": "final", "text": text, "words": words, "start": start, "end": end}
+        message = {"type": "final", "text": text, "confidence": confidence, "words": words, "start": start,
+                   "end": end}
         if alternatives is not None:
             message["alternatives"] = alternatives
         await self.websocket.send_json(message)
@@ -319,16 +320,16 @@ class Stream:
             return
         try:
             result = await self.pipeline.transcribe(segment, self.config)
-            text, words, alternatives = result.text, result.words, result.alternatives
+            text, words, confidence, alternatives = result.text, result.words, result.confidence, result.alternatives
         except ServiceError as error:
             if error.code not in ("silent_audio", "audio_too_short"):
                 await self.events.failed(error)
                 return
-            text, words, alternatives = "", [], [] if self.config.alternatives else None
+            text, words, confidence, alternatives = "", [], 0.0, [] if self.config.alternatives else None
         for word in words:
             word["start"] = round(word["start"] + start / self.rate, 3)
             word["end"] = round(word["end"] + start / self.rate, 3)
-        await self.events.final(text, words, offset, end, alternatives)
+        await self.events.final(text, words, offset, end, confidence, alternatives)
 
     def discard_segment(self) -> None:
         """Drop the open segment's audio untranscribed; the stream's clock runs on."""

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import math
 
 import httpx
 import numpy as np
@@ -106,6 +107,9 @@ def test_openai_client_committed_turns_equal_transcribe(server):
         assert event.usage.type == "duration" and event.usage.seconds == pytest.approx(len(samples) / RATE, abs=0.01)
         assert [logprob.token for logprob in event.logprobs] == event.transcript.split()
         assert all(logprob.logprob <= 0 for logprob in event.logprobs)
+        # This server's addition: the transcript's confidence, its weakest word's (0 with no word).
+        weakest = min((math.exp(logprob.logprob) for logprob in event.logprobs), default=0.0)
+        assert event.confidence == pytest.approx(weakest, abs=1e-4)
     items = {event.item_id for event in committed}
     assert all(event.item_id in items for event in events if event.type.endswith("transcription.delta"))
 

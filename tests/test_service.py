@@ -16,8 +16,9 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import DATA, REALSPEECH, run_server
+from conftest import DATA, HANG_SECONDS, REALSPEECH, run_server
 from model.audio import load_audio
+from model.decoding import MIN_CONFIDENCE as DEFAULT_MIN_CONFIDENCE
 from model.onnx import BATCHED_MODEL_FILE, MODEL_FILE, OnnxRecognizer
 from model.windows import plan_windows, stitch
 from service.batching import Batcher
@@ -95,10 +96,13 @@ def stitched_greedy_text(folder: Path, samples: np.ndarray, chunk_seconds: float
 
 # -- the running server ------------------------------------------------------------------------------
 
+MIN_CONFIDENCE = 0.95  # the server's setting: above the default, so that the words it marks show it is applied
+
 @pytest.fixture(scope="module")
 def server(exported_folder, lm, tmp_path_factory):
     with run_server(exported_folder, "--lm", str(lm), "--max-wait-ms", "30", "--max-audio-seconds", "300",
-                    "--chunk-seconds", "20", "--model-name", "tiny", log_dir=tmp_path_factory.mktemp("logs")) as s:
+                    "--chunk-seconds", "20", "--model-name", "tiny", "--min-confidence", str(MIN_CONFIDENCE),
+                    log_dir=tmp_path_factory.mktemp("logs")) as s:
         yield s
 
 
@@ -128,6 +132,7 @@ def test_health_ready_models_metrics(server):
 
 
 def test_transcribe_formats_equal_offline_greedy(server, exported_folder, speech_files):
+    confidences = []
     for name, path in speech_files.items():
         response = post_file(server, path, decoder="greedy")
         assert response.status_code == 200, response.text
@@ -141,6 +146,10 @@ def test_transcribe_formats_equal_offline_greedy(server, exported_folder, speech
         assert all(0 <= w["start"] < w["end"] <= body["duration"] + 0.02 for w in words)
         assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:]))
         assert all(0 < w["confidence"] <= 1 for w in words)
+        assert body["confidence"] == min((w["confidence"] for w in words), default=0.0)
+        assert [w["low_confidence"] for w in words] == [w["confidence"] < MIN_CONFIDENCE for w in words]
+        confidences += [w["confidence"] for w in words]
+    assert any(DEFAULT_MIN_CONFIDENCE <= c < MIN_CONFIDENCE for c in confidences), "the setting marks, not the default"
 
 
 def test_raw_body_and_raw_pcm(server, exported_folder, speech_files):
@@ -315,6 +324,7 @@ def test_openai_client(server, speech_files, exported_folder):
         verbose = client.audio.transcriptions.create(model="tiny", file=audio, response_format="verbose_json",
                                                      timestamp_granularities=["word", "segment"])
     assert verbose.text == expected["text"] and abs(verbose.duration - expected["duration"]) < 1e-6
+    assert verbose.confidence == expected["confidence"], "this server's addition to OpenAI's verbose_json"
     assert [w.word for w in verbose.words] == [w["word"] for w in expected["words"]]
     assert " ".join(s.text for s in verbose.segments) == " ".join(w["word"] for w in expected["words"])
     for kind, first in (("srt", "1\n00:00:"), ("vtt", "WEBVTT\n\n00:00:")):
@@ -375,6 +385,16 @@ def test_missing_model_and_bad_options_are_one_line_errors(tmp_path):
     result = subprocess.run([sys.executable, "-m", "service", "--model", str(tmp_path / "none")],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "not found" in result.stderr
+    # The default model with a lexicon of a word its alphabet lacks, or none at all.
+    (tmp_path / "words.txt").write_text("four\ncafé\n")
+    for lexicon, reason in ((tmp_path / "words.txt", "'é'"), (tmp_path / "none.txt", "not found")):
+        result = subprocess.run([sys.executable, "-m", "service", "--lexicon", str(lexicon)], capture_output=True,
+                                text=True, cwd=REPO, timeout=HANG_SECONDS)
+        error = result.stderr.strip().splitlines()[-1]  # after what KenLM prints as it loads
+        assert result.returncode == 1 and error.startswith("error: model 'digits': ") and reason in error, error
+    result = subprocess.run([sys.executable, "-m", "service", "--min-confidence", "1.5"], capture_output=True,
+                            text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 2 and "--min-confidence" in result.stderr
 
 
 def test_settings_from_environment(exported_folder, tmp_path):
@@ -427,6 +447,7 @@ def test_stream_without_endpointing_equals_offline(server):
     assert finals[0]["text"] == expected["text"]
     assert finals[0]["start"] == 0 and abs(finals[0]["end"] - len(samples) / 16000) < 1e-3
     assert [w["word"] for w in finals[0]["words"]] == [w["word"] for w in expected["words"]]
+    assert finals[0]["confidence"] == expected["confidence"]
 
 
 def test_stream_endpointing_splits_at_pauses_and_each_final_equals_offline(server):
