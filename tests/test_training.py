@@ -86,15 +86,19 @@ def test_evaluate_scores_a_model(hf_ctc_folder, family, realspeech, tmp_path):
         pytest.skip("scoring does not depend on the family")
     rows = [row for row in realspeech if row["audio"].endswith(".wav")][:3]
     transcriber = Transcriber(load_recognizer(hf_ctc_folder))
-    own = [transcriber.transcribe_file(row["path"]).text for row in rows]
+    transcripts = [transcriber.transcribe_file(row["path"]) for row in rows]
+    own = [transcript.text for transcript in transcripts]
     exact, real = tmp_path / "exact.jsonl", tmp_path / "real.jsonl"
     exact.write_text("".join(json.dumps({"audio": row["path"], "duration": 1.0, "text": text}) + "\n"
                              for row, text in zip(rows, own)))
     real.write_text("".join(json.dumps({"audio": row["path"], "duration": 1.0, "text": row["text"]}) + "\n"
                             for row in rows))
-    result = training("evaluate", "--model", str(hf_ctc_folder), "--manifest", str(exact))
+    result = training("evaluate", "--model", str(hf_ctc_folder), "--manifest", str(exact), "--min-confidence", "0.9")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["greedy"]["wer"] == 0.0  # the model's own output as the reference
+    greedy = json.loads(result.stdout)["greedy"]
+    assert greedy["wer"] == 0.0  # the model's own output as the reference
+    below = np.mean([transcript.confidence < 0.9 for transcript in transcripts])  # every one of them correct
+    assert greedy["low_confidence"] == {"min_confidence": 0.9, "all": round(below, 4), "correct": round(below, 4)}
 
     lm = write_arpa([normalised_words(row["text"]) for row in rows], tmp_path / "lm.arpa")
     details = tmp_path / "details.jsonl"
@@ -106,6 +110,7 @@ def test_evaluate_scores_a_model(hf_ctc_folder, family, realspeech, tmp_path):
     assert 0 <= report["beam"]["cer"] and report["beam"]["words"] == report["greedy"]["words"]
     lines = [json.loads(line) for line in details.read_text().splitlines()]
     assert [line["greedy"] for line in lines] == own and all("beam" in line for line in lines)
+    assert [line["greedy_confidence"] for line in lines] == [round(t.confidence, 4) for t in transcripts]
 
 
 def test_manifest_carves_dev_sets_subsets_and_speakers(tmp_path):
@@ -206,9 +211,11 @@ def test_package_writes_a_model_folder_with_its_provenance_and_card(tmp_path):
     out = tmp_path / "digits"
     result = training("package", "--out", str(out), "--checkpoint", str(DEFAULT_MODEL / "checkpoint"),
                       "--onnx", str(DEFAULT_MODEL / "onnx"), "--lm", str(DEFAULT_MODEL / "lm.arpa"),
+                      "--lexicon", str(DEFAULT_MODEL / "lexicon.txt"),
                       "--config", str(REPO / "training/configs/digits.yaml"), "--data", f"example={manifest}",
                       "--results", f"the example={results}", "--card", str(REPO / "training/recipes/digits-card.md"))
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "lexicon.txt").read_text() == (DEFAULT_MODEL / "lexicon.txt").read_text()
     provenance = json.loads((out / "provenance.json").read_text())
     weights = load_file(DEFAULT_MODEL / "checkpoint" / "model.safetensors")
     assert provenance["parameters"] == sum(tensor.size for tensor in weights.values())
@@ -218,6 +225,17 @@ def test_package_writes_a_model_folder_with_its_provenance_and_card(tmp_path):
     assert "| the example | 1 | 25.00% | 0.00% |" in card
     assert "{" not in card.split("## Results")[0], "every placeholder before the results is filled"
     assert OnnxRecognizer(package_onnx(out)).vocab.tokens == OnnxRecognizer(package_onnx(DEFAULT_MODEL)).vocab.tokens
+
+    def repackage(lexicon):
+        return training("package", "--out", str(out), "--checkpoint", str(DEFAULT_MODEL / "checkpoint"),
+                        "--onnx", str(DEFAULT_MODEL / "onnx"), "--lexicon", str(lexicon),
+                        "--config", str(REPO / "training/configs/digits.yaml"), "--card", str(REPO / "training/recipes/digits-card.md"))
+
+    assert repackage(out / "lexicon.txt").returncode == 0, "a rebuild in place keeps the folder's own lexicon"
+    assert (out / "lexicon.txt").read_text() == (DEFAULT_MODEL / "lexicon.txt").read_text()
+    (tmp_path / "words.txt").write_text("four\nCAFÉ\n")
+    result = repackage(tmp_path / "words.txt")
+    assert result.returncode == 1 and result.stderr.startswith("error: --lexicon ") and "'é'" in result.stderr
 
 
 def test_package_records_uncommitted_sources_but_not_its_own_folder(tmp_path):

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, BeamOptions, DecoderStartError
+from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, MIN_CONFIDENCE, BeamOptions, DecoderStartError
 
 from .pseudo_label import CONFIDENCES
 from .synth import DEFAULT_VOICES
@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--checkpoint", type=Path, required=True, help="the fine-tuned checkpoint folder")
     pack.add_argument("--onnx", type=Path, required=True, help="its export (python -m export onnx)")
     pack.add_argument("--lm", type=Path, help="the language model beam search uses with it (ARPA)")
+    pack.add_argument("--lexicon", type=Path,
+                      help="a file of the words the model knows, one per line (e.g. the folder's own lexicon.txt, "
+                           "kept across a rebuild): written as lexicon.txt, and beam search stays within them")
     pack.add_argument("--config", type=Path, required=True, help="the fine-tuning config it was trained with")
     pack.add_argument("--data", action="append", default=[], metavar="NAME=MANIFEST",
                       help="a manifest it was trained or evaluated on (hashed into the provenance); repeatable")
@@ -132,10 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--labelled", type=Path, help="a manifest of real labels to include in --out as well")
 
     evaluate = commands.add_parser("evaluate", help="WER and CER of a CTC model on a labelled manifest")
-    evaluate.add_argument("--model", required=True, help="Hugging Face folder or Hub id, fairseq checkpoint, or an "
-                                                        "exported ONNX folder")
+    evaluate.add_argument("--model", required=True, help="a model folder that ships, Hugging Face folder or Hub id, "
+                                                        "fairseq checkpoint, or an exported ONNX folder")
     evaluate.add_argument("--manifest", type=Path, required=True)
-    evaluate.add_argument("--lm", type=Path, help="KenLM model (ARPA or binary): also score beam search with it")
+    evaluate.add_argument("--lm", type=Path, help="KenLM model (ARPA or binary): also score beam search with it "
+                                                  "(default: a model folder's lm.arpa)")
+    evaluate.add_argument("--no-lm", action="store_true", help="not even the model folder's language model: greedy only")
+    evaluate.add_argument("--lexicon", type=Path, help="the words beam search may write, one per line (default: a "
+                                                       "model folder's lexicon.txt)")
+    evaluate.add_argument("--no-lexicon", action="store_true", help="beam search over any spelling")
+    evaluate.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
+                          help="report the share of transcripts less confident than this, of all and of the "
+                               "correct ones (%(default)s)")
     decode_options(evaluate)
     evaluate.add_argument("--details", type=Path, help="write each utterance's reference and hypotheses (JSONL)")
 
@@ -293,10 +304,24 @@ def _package(args) -> int:
     for folder, flag in ((args.checkpoint, "--checkpoint"), (args.onnx, "--onnx")):
         if not folder.is_dir():
             raise ValueError(f"{flag} {folder}: not a folder")
+    lexicon = _lexicon_words(args.lexicon, args.checkpoint) if args.lexicon else None
     record = package(args.out, args.checkpoint, args.onnx, args.lm, args.config, pairs(args.data, "--data"),
-                     pairs(args.results, "--results"), args.commands, args.card)
+                     pairs(args.results, "--results"), args.commands, args.card, lexicon)
     print(f"{args.out}: {len(record['files'])} files, {sum(record['files'].values()) / 1e6:.1f} MB")
     return 0
+
+
+def _lexicon_words(path: Path, checkpoint: Path) -> tuple[str, ...]:
+    """The lexicon's words as the checkpoint's model spells them; ValueError names a word it cannot write."""
+    from model.ctc import CTCVocabulary
+    from model.decoding import check_lexicon
+    from model.lexicon import read_lexicon
+    from model.phrases import PhraseError
+
+    try:
+        return check_lexicon(CTCVocabulary.from_folder(checkpoint), read_lexicon(path))
+    except PhraseError as error:
+        raise ValueError(f"--lexicon {path}: {error}") from None
 
 
 def _train(args) -> int:
@@ -320,8 +345,8 @@ def _train(args) -> int:
     return 0
 
 
-def _load_transcriber(args):
-    """The model of `--model` with the decoders of `--lm`, `--lm-alpha` and `--lm-beta`."""
+def _load_transcriber(args, lexicon: tuple[str, ...] | None = None):
+    """The model of `--model` with the decoders of `--lm`, `--lm-alpha` and `--lm-beta` (and `lexicon`'s words)."""
     from model.hub import ModelNotFoundError
     from model.loading import load_recognizer
     from model.transcribe import Transcriber
@@ -329,7 +354,7 @@ def _load_transcriber(args):
     if args.beam_width < 1:
         raise ValueError("--beam-width must be at least 1")
     try:
-        transcriber = Transcriber(load_recognizer(args.model), args.lm, args.lm_alpha, args.lm_beta)
+        transcriber = Transcriber(load_recognizer(args.model), args.lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
         if args.lm is not None:
             transcriber.beam_search()  # load the language model now: a bad one fails before any audio is read
     except (ModelNotFoundError, ImportError) as error:  # a CheckpointError is a ValueError already
@@ -367,11 +392,20 @@ def _pseudo_label(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from model.transcribe import model_decoding
+
     from .evaluate import evaluate
     from .manifest import read_manifest
 
-    with _load_transcriber(args) as transcriber:
-        report = evaluate(transcriber, read_manifest(args.manifest), BeamOptions(args.beam_width))
+    for flag, off in (("lm", "no_lm"), ("lexicon", "no_lexicon")):
+        if getattr(args, flag) and getattr(args, off):
+            raise ValueError(f"--{flag} and --{off.replace('_', '-')} contradict each other")
+    if not 0 <= args.min_confidence <= 1:
+        raise ValueError("--min-confidence is a probability, 0 to 1")
+    args.lm, lexicon = model_decoding(args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon)
+    with _load_transcriber(args, lexicon) as transcriber:
+        report = evaluate(transcriber, read_manifest(args.manifest), BeamOptions(args.beam_width),
+                          args.min_confidence)
     details = report.pop("details")
     if args.details:
         args.details.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in details))

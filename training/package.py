@@ -3,6 +3,7 @@
     OUT/checkpoint/      the PyTorch checkpoint (Hugging Face layout): the CLI and fine-tuning load it
     OUT/onnx/            its ONNX export: the server runs it
     OUT/lm.arpa          the language model beam search uses with it (optional)
+    OUT/lexicon.txt      the words it knows, one per line: beam search stays within them (optional)
     OUT/provenance.json  commit, configuration, data manifests (hash, size), commands, metrics, file sizes
     OUT/README.md        the model card: what it is for, how it was made, how well it does, its limits
 
@@ -30,8 +31,9 @@ CHECKPOINT_FILES = ("config.json", "model.safetensors", "vocab.json", "tokenizer
 
 
 def package(out: Path, checkpoint: Path, onnx: Path, lm: Path | None, config: Path, manifests: dict[str, Path],
-            results: dict[str, Path], commands: Path | None, card: Path) -> dict:
-    """Write the folder `out` (replacing what it held); returns the provenance record."""
+            results: dict[str, Path], commands: Path | None, card: Path, lexicon: tuple[str, ...] | None = None) -> dict:
+    """Write the folder `out` (replacing what it held); returns the provenance record. `lexicon`: the
+    words to write to lexicon.txt (read before `out` is replaced, so it may come from there)."""
     source = _source(out)  # before `out` changes: the folder being written is no source of itself
     if out.exists():
         shutil.rmtree(out)
@@ -42,6 +44,8 @@ def package(out: Path, checkpoint: Path, onnx: Path, lm: Path | None, config: Pa
     shutil.copytree(onnx, out / "onnx")
     if lm is not None:
         shutil.copy2(lm, out / "lm.arpa")
+    if lexicon is not None:
+        (out / "lexicon.txt").write_text("".join(word + "\n" for word in lexicon), encoding="utf-8")
     record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **source,
