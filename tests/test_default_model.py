@@ -1,5 +1,6 @@
 """The model that ships (models/digits): served by default, recognising real speech through the whole
-chain — our training, our export, our server — and the same through the server and the CLI."""
+chain — our training, our export, our server — the same through the server, the CLI and evaluation,
+and saying so (a low confidence) when what it hears is not digits."""
 
 from __future__ import annotations
 
@@ -14,14 +15,19 @@ import httpx
 import numpy as np
 import pytest
 import websockets
-from conftest import DATA, REPO, run_server
+from conftest import DATA, REALSPEECH, REPO, run_server
 
 from model.audio import load_audio
+from model.ctc import normalize_text
+from model.decoding import MIN_CONFIDENCE
 from model.package import DEFAULT_MODEL
 from service.settings import Settings
 from training.manifest import read_transcripts
 
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"the real recordings in {DATA.name}/ are not there")
+
 FSDD = DATA / "fsdd"
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 EXAMPLE = REPO / "examples" / "four-one-five-zero-two.wav"
 OH = ("four one five oh two", "two oh four seven")
 
@@ -52,6 +58,7 @@ def test_the_shipped_model_folder_is_complete_and_small():
     assert {"onnx/model.onnx", "checkpoint/model.safetensors", "checkpoint/vocab.json", "lm.arpa", "README.md",
             "provenance.json"} <= files
     assert sum(path.stat().st_size for path in DEFAULT_MODEL.rglob("*") if path.is_file()) <= 25e6
+    assert (DEFAULT_MODEL / "lexicon.txt").read_text().split() == [*DIGITS, "oh"]
     provenance = json.loads((DEFAULT_MODEL / "provenance.json").read_text())
     assert provenance["commit"] != "unknown" and provenance["commands"]
     assert all(len(item["sha256"]) == 64 for item in provenance["data"].values())
@@ -59,6 +66,7 @@ def test_the_shipped_model_folder_is_complete_and_small():
     assert set("abcdefghijklmnopqrstuvwxyz'") <= set(vocab), "a standard English character vocabulary"
     (served,) = Settings().models
     assert served.lm == DEFAULT_MODEL / "lm.arpa" and served.name == "digits"
+    assert served.lexicon == DEFAULT_MODEL / "lexicon.txt"
 
 
 def test_the_server_recognises_real_spoken_digits_by_default(default_server):
@@ -78,6 +86,52 @@ def test_the_server_recognises_real_spoken_digits_by_default(default_server):
     assert {result["decoder"] for result in results} == {"beam"}, "the shipped LM turns beam search on"
     wer = word_error_rate([(reference, result["text"]) for reference, result in zip(test.values(), results)])
     assert wer <= 0.01, f"WER {wer:.2%} on FSDD's test split"
+    right = [result for reference, result in zip(test.values(), results) if result["text"] == reference]
+    rejected = np.mean([result["confidence"] < MIN_CONFIDENCE for result in right])
+    assert rejected <= 0.02, f"{rejected:.1%} of the right transcripts are below the default min_confidence"
+
+
+def test_the_server_says_so_when_it_hears_no_digits(default_server):
+    """English sentences (realspeech: 69 recordings), music-like tones and noise come out empty or below
+    the default min_confidence (their weakest word marked low_confidence), while real digit strings of
+    194 other speakers (digits-multi) that come out right stay above it: measured 93% of the sentences
+    and 3.2% of those digit strings below it."""
+    def transcribe(path, **fields):
+        with open(path, "rb") as audio:
+            response = httpx.post(default_server.url + "/transcribe", files={"file": (path.name, audio)},
+                                  data=fields, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def heard_nothing(result) -> bool:
+        marked = [word["low_confidence"] for word in result["words"]]
+        assert any(marked) == (result["confidence"] < MIN_CONFIDENCE) or not marked
+        return result["text"] == "" or result["confidence"] < MIN_CONFIDENCE
+
+    sentences = read_transcripts(REALSPEECH / "manifest.tsv")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda path: transcribe(path, **({"sample_rate": 16000, "encoding": "pcm_s16le"}
+                                                                 if path.suffix == ".raw" else {})), sentences))
+    said_so = np.mean([heard_nothing(result) for result in results])
+    assert len(results) == 69 and said_so >= 0.9, f"only {said_so:.0%} of the English sentences"
+
+    rate, generator = 16000, np.random.default_rng(0)
+    time = np.arange(3 * rate) / rate
+    melody = np.sin(2 * np.pi * np.repeat(220 * 2 ** (generator.integers(0, 24, 12) / 12), rate // 4) * time)
+    chords = sum(np.sin(2 * np.pi * 261.6 * ratio * time) for ratio in (1, 1.25, 1.5))
+    for name, samples in (("noise", generator.normal(0, 0.1, 3 * rate)), ("melody", melody), ("chords", chords)):
+        pcm = (np.clip(samples / np.abs(samples).max() * 0.5, -1, 1) * 32767).astype("<i2")
+        response = httpx.post(default_server.url + "/transcribe?sample_rate=16000&encoding=pcm_s16le",
+                              content=pcm.tobytes(), headers={"content-type": "application/octet-stream"})
+        assert heard_nothing(response.json()), (name, response.json()["text"])
+
+    strings = read_transcripts(DATA / "digits-multi" / "manifest.tsv")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(transcribe, strings))
+    right = [result for reference, result in zip(strings.values(), results)
+             if result["text"] == normalize_text(reference)]
+    rejected = np.mean([result["confidence"] < MIN_CONFIDENCE for result in right])
+    assert len(right) >= 0.7 * len(strings) and rejected <= 0.05, f"{rejected:.1%} of right digit strings rejected"
 
 
 def test_the_shipped_example_transcribes_and_streams_alike(default_server):
@@ -113,16 +167,43 @@ async def _stream_finals(url: str, samples: np.ndarray) -> list[dict]:
                 if message["type"] == "final"]
 
 
-def test_the_cli_and_the_server_give_the_same_transcripts(default_server):
-    """The checkpoint through `python -m model transcribe` (no --model: the default) and its ONNX export
-    through the server, greedy both, on real recordings: 8 kHz FSDD and a 16 kHz microphone."""
-    paths = sorted((FSDD / "recordings").glob("[0-9]_*_[0-4].wav"))[::10] + [EXAMPLE]
-    result = subprocess.run([sys.executable, "-m", "model", "transcribe", *map(str, paths)], capture_output=True,
-                            text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    cli = dict(line.split("\t") for line in result.stdout.splitlines())
-    for path in paths:
-        with open(path, "rb") as audio:
-            served = httpx.post(default_server.url + "/transcribe?decoder=greedy",
-                                files={"file": (path.name, audio)}).json()
-        assert served["text"] == cli[str(path)], path.name
+def test_the_cli_evaluation_and_the_server_give_the_same_transcripts(default_server, tmp_path):
+    """The checkpoint through `python -m model transcribe` and `python -m training evaluate` and its ONNX
+    export through the server, each with its defaults (beam search with the folder's LM, within its
+    lexicon), and greedy (--no-lm), on real recordings: 8 kHz FSDD, 16 kHz digit strings of other
+    speakers and microphones, and English."""
+    paths = (sorted((FSDD / "recordings").glob("[0-9]_*_[0-4].wav"))[::10] + [EXAMPLE]
+             + sorted((DATA / "digits-multi" / "an4").rglob("*.flac"))[:8]
+             + [REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
+                "sense_and_sensibility_01_austen_64kb-0880.wav"])
+    cli = {}
+    for decoder, flags in (("beam", []), ("greedy", ["--no-lm"])):
+        result = subprocess.run([sys.executable, "-m", "model", "transcribe", "--json", "--word-timestamps", *flags,
+                                 *map(str, paths)], capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        cli[decoder] = [json.loads(line) for line in result.stdout.splitlines()]
+        assert {item["decoder"] for item in cli[decoder]} == {decoder}
+    assert any(item["words"] and item["confidence"] < MIN_CONFIDENCE for item in cli["beam"]), "the English one"
+
+    manifest, details = tmp_path / "audio.jsonl", tmp_path / "details.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": str(path), "duration": 1.0, "text": "any"}) + "\n"
+                                for path in paths))
+    evaluated = subprocess.run([sys.executable, "-m", "training", "evaluate", "--model", str(DEFAULT_MODEL),
+                                "--manifest", str(manifest), "--details", str(details)],
+                               capture_output=True, text=True, cwd=REPO)
+    assert evaluated.returncode == 0, evaluated.stderr
+    rows = [json.loads(line) for line in details.read_text().splitlines()]
+    for decoder in ("beam", "greedy"):
+        assert [row[decoder] for row in rows] == [item["text"] for item in cli[decoder]], decoder
+        assert [row[f"{decoder}_confidence"] for row in rows] == \
+            pytest.approx([item["confidence"] for item in cli[decoder]], abs=1e-3)
+
+    for decoder, query in (("beam", ""), ("greedy", "?decoder=greedy")):
+        for path, item in zip(paths, cli[decoder]):
+            with open(path, "rb") as audio:
+                served = httpx.post(default_server.url + "/transcribe" + query,
+                                    files={"file": (path.name, audio)}).json()
+            assert served["decoder"] == decoder and served["text"] == item["text"], (decoder, path.name)
+            assert [(w["word"], w["start"], w["end"], w["low_confidence"]) for w in served["words"]] == \
+                [(w["word"], w["start"], w["end"], w["low_confidence"]) for w in item["words"]], (decoder, path.name)
+            assert served["confidence"] == pytest.approx(item["confidence"], abs=1e-3)
