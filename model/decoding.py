@@ -32,7 +32,7 @@ LM_BETA = 1.0  # word insertion bonus
 HOTWORD_WEIGHT = 10.0  # score bonus of a hotword
 MAX_ALTERNATIVES = 10  # n-best transcripts one search may return
 # Words less confident than this are marked low_confidence. On the digits model with its lexicon, 0.75 marks
-# 93% of English sentences and every noise clip, and 1.6% of correctly recognised digit strings (docs/confidence.md).
+# 93% of English sentences and every noise clip, and 1.6% of correctly recognised digit strings (docs/decoding.md).
 MIN_CONFIDENCE = 0.75
 
 
