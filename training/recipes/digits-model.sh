@@ -119,13 +119,15 @@ train "$run/general" training/configs/digits-multi.yaml "init=$run/train/best" \
     "train_manifest=$general" "eval_manifest=$work/multi/dev.jsonl,$run/connected-dev/manifest.jsonl" \
     "lm=$run/digits.arpa"
 
-# 4. Evaluation (greedy and beam search with the LM) and the ONNX export, checked against PyTorch.
+# 4. Evaluation (greedy, and beam search with the LM within the model's eleven words, as the server
+#    decodes by default) and the ONNX export, checked against PyTorch.
+printf '%s\n' zero one two three four five six seven eight nine oh > "$run/lexicon.txt"
 evaluate() {  # NAME MANIFEST
     echo "$python -m training evaluate --model $run/general/best --manifest $2 --lm $run/digits.arpa" \
-        "> $run/eval/$1.json" >> "$log"
+        "--lexicon $run/lexicon.txt > $run/eval/$1.json" >> "$log"
     [ -e "$run/eval/$1.json" ] && return
     "$python" -m training evaluate --model "$run/general/best" --manifest "$2" --lm "$run/digits.arpa" \
-        > "$run/eval/$1.json.part"
+        --lexicon "$run/lexicon.txt" > "$run/eval/$1.json.part"
     mv "$run/eval/$1.json.part" "$run/eval/$1.json"
 }
 evaluate fsdd-test "$fsdd/test.jsonl"
@@ -139,7 +141,7 @@ step "$work/onnx/model.onnx" "$python" -m export onnx --model "$work/general/bes
 
 # 5. The model folder, with its provenance and card.
 "$python" -m training package --out "$out" --checkpoint "$work/general/best" --onnx "$work/onnx" \
-    --lm "$work/digits.arpa" --config training/configs/digits-multi.yaml --commands "$log" \
+    --lm "$work/digits.arpa" --lexicon "$work/lexicon.txt" --config training/configs/digits-multi.yaml --commands "$log" \
     --card training/recipes/digits-card.md \
     --data "fsdd-train=$work/fsdd/train.jsonl" --data "connected-train=$work/connected-train/manifest.jsonl" \
     --data "synthetic-train=$work/synth/manifest.jsonl" --data "synthetic-oh-train=$work/synth-oh/manifest.jsonl" \
