@@ -4,10 +4,13 @@ cannot write refused with a clear error."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from conftest import write_arpa
+from conftest import HANG_SECONDS, REPO, write_arpa
 from model.ctc import CTCVocabulary, best_alignment
 from model.decoding import BeamOptions, BeamSearchDecoder, Decoded, DecoderStartError, Word, check_lexicon, greedy_decode
 from model.lexicon import LexiconError, read_lexicon
@@ -145,3 +148,16 @@ def test_lexicons_the_model_cannot_write_are_refused(tmp_path):
         read_lexicon(tmp_path / "missing.txt")
     (tmp_path / "words.txt").write_text("# digits\nfour\none 1\n\nfour\n")
     assert read_lexicon(tmp_path / "words.txt") == ("four", "one")
+
+
+def test_the_server_refuses_a_bad_lexicon_or_threshold_at_start(tmp_path):
+    """The default model with a lexicon of a word its alphabet lacks, or of no file: one line, exit 1."""
+    (tmp_path / "words.txt").write_text("four\ncafé\n")
+    for lexicon, reason in ((tmp_path / "words.txt", "'é'"), (tmp_path / "none.txt", "not found")):
+        result = subprocess.run([sys.executable, "-m", "service", "--lexicon", str(lexicon)], capture_output=True,
+                                text=True, cwd=REPO, timeout=HANG_SECONDS)
+        error = result.stderr.strip().splitlines()[-1]  # after what KenLM prints as it loads
+        assert result.returncode == 1 and error.startswith("error: model 'digits': ") and reason in error, error
+    result = subprocess.run([sys.executable, "-m", "service", "--min-confidence", "1.5"], capture_output=True,
+                            text=True, cwd=REPO, timeout=HANG_SECONDS)
+    assert result.returncode == 2 and "--min-confidence" in result.stderr
