@@ -17,6 +17,30 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 REALSPEECH = DATA / "realspeech"
 
+
+def missing_data(*folders: str) -> str | None:
+    """Why a test of the real speech in ../shared/data/<folder> cannot run (one line naming the folders
+    that are not there), or None when all are. A clone of the repository alone has none of them."""
+    missing = [f"../shared/data/{folder}" for folder in folders if not (DATA / folder).is_dir()]
+    if not missing:
+        return None
+    named = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+    return f"needs {named} (real speech; CI has it)"
+
+
+def needs_data(*folders: str) -> pytest.MarkDecorator:
+    """Skips a test, saying why, unless ../shared/data/<folder> is there for each folder."""
+    reason = missing_data(*folders)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def require_data(*folders: str) -> None:
+    """The same inside a fixture: every test that uses it is skipped, saying why."""
+    reason = missing_data(*folders)
+    if reason is not None:
+        pytest.skip(reason)
+
+
 # How long a command may run before a test calls it hung. No test measures time: this only keeps a
 # hang from stalling the suite, and is far above what anything takes on a loaded two-core machine.
 HANG_SECONDS = 3600
@@ -78,6 +102,7 @@ def hf_ctc_folder(tmp_path_factory, family) -> Path:
 @pytest.fixture(scope="session")
 def realspeech() -> list[dict[str, str]]:
     """Rows of the real-speech manifest: audio path, reference text, sample rate, ..."""
+    require_data("realspeech")
     with open(REALSPEECH / "manifest.tsv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     for row in rows:
@@ -91,6 +116,7 @@ def exported_folder(hf_ctc_folder, tmp_path_factory, family) -> Path:
     import subprocess
     import sys
 
+    require_data("realspeech")  # the export is verified on real speech
     out = tmp_path_factory.mktemp(f"onnx-{family}") / "fp32"
     speech = [str(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / name)
               for name in ("sense_and_sensibility_01_austen_64kb-0870.wav",

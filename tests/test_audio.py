@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import DATA, REALSPEECH
+from conftest import DATA, REALSPEECH, needs_data, require_data
 from model.audio import AudioError, check_duration, decode_pcm, load_audio, normalize, read_audio
 
 
@@ -19,6 +19,7 @@ def pick(realspeech, suffix: str, rate: str) -> str:
 @pytest.fixture(scope="module")
 def real_files(realspeech, tmp_path_factory) -> dict[str, str]:
     """Real utterances in each container and sample rate we accept, some converted here from real wav."""
+    require_data("unlabeled-librispeech")
     folder = tmp_path_factory.mktemp("formats")
     files = {
         "wav-16k": pick(realspeech, ".wav", "16000"),
@@ -72,6 +73,7 @@ def test_resampling_keeps_the_pitch():
     assert np.argmax(spectrum) == 1000  # bins are 1 Hz apart for one second of audio
 
 
+@needs_data("realspeech")
 def test_raw_pcm_of_a_real_recording():
     data = (REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "goforward.raw").read_bytes()
     samples = decode_pcm(data, "pcm_s16le")
@@ -83,6 +85,7 @@ def test_raw_pcm_of_a_real_recording():
         decode_pcm(data, "mulaw")
 
 
+@needs_data("realspeech")
 def test_headerless_audio_is_refused_clearly():
     with pytest.raises(AudioError, match="could not decode .*goforward.raw"):
         load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "goforward.raw", 16000)

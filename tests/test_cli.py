@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import DATA, REPO, save_tiny_hf_model
+from conftest import DATA, REPO, require_data, save_tiny_hf_model
 from model.audio import load_audio
 
 
@@ -30,6 +30,7 @@ def hf_greedy_text(folder, path: str) -> str:
 @pytest.fixture(scope="module")
 def audio_files(realspeech) -> list[str]:
     """Real speech in each format and several sample rates."""
+    require_data("unlabeled-librispeech")
     chosen = {}
     for row in realspeech:
         kind = (row["path"].rsplit(".", 1)[-1], row["sample_rate"])

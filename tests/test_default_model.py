@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import websockets
-from conftest import DATA, REALSPEECH, REPO, run_server
+from conftest import DATA, REALSPEECH, REPO, needs_data, run_server
 
 from model.audio import load_audio
 from model.ctc import normalize_text
@@ -23,8 +23,6 @@ from model.decoding import MIN_CONFIDENCE
 from model.package import DEFAULT_MODEL
 from service.settings import Settings
 from training.manifest import read_transcripts
-
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"the real recordings in {DATA.name}/ are not there")
 
 FSDD = DATA / "fsdd"
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -69,6 +67,7 @@ def test_the_shipped_model_folder_is_complete_and_small():
     assert served.lexicon == DEFAULT_MODEL / "lexicon.txt"
 
 
+@needs_data("fsdd")
 def test_the_server_recognises_real_spoken_digits_by_default(default_server):
     """All 300 recordings of FSDD's official test split (never trained on), through POST /transcribe."""
     assert httpx.get(default_server.url + "/v1/models").json()["data"][0]["id"] == "digits"
@@ -91,6 +90,7 @@ def test_the_server_recognises_real_spoken_digits_by_default(default_server):
     assert rejected <= 0.02, f"{rejected:.1%} of the right transcripts are below the default min_confidence"
 
 
+@needs_data("realspeech", "digits-multi")
 def test_the_server_says_so_when_it_hears_no_digits(default_server):
     """English sentences (realspeech: 69 recordings), music-like tones and noise come out empty or below
     the default min_confidence (their weakest word marked low_confidence), while real digit strings of
@@ -167,6 +167,7 @@ async def _stream_finals(url: str, samples: np.ndarray) -> list[dict]:
                 if message["type"] == "final"]
 
 
+@needs_data("fsdd", "digits-multi", "realspeech")
 def test_the_cli_evaluation_and_the_server_give_the_same_transcripts(default_server, tmp_path):
     """The checkpoint through `python -m model transcribe` and `python -m training evaluate` and its ONNX
     export through the server, each with its defaults (beam search with the folder's LM, within its

@@ -16,7 +16,7 @@ import soundfile
 import torch
 import yaml
 
-from conftest import DATA, HANG_SECONDS, REPO
+from conftest import DATA, HANG_SECONDS, REPO, needs_data, require_data
 from model.audio import load_audio
 from model.ctc import CTCVocabulary
 from model.pytorch.checkpoint import load_checkpoint
@@ -46,6 +46,7 @@ def metrics(folder) -> list[dict]:
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """Eight real recordings of eight different digits by three speakers (FSDD)."""
+    require_data("fsdd")
     entries = {entry.text: entry for entry in read_manifest_of_fsdd() if entry.audio.stem.endswith("_10")}
     chosen = [entries[word] for word in ("zero", "one", "two", "three", "four", "five", "six", "seven")]
     path = tmp_path_factory.mktemp("digits") / "digits.jsonl"
@@ -188,6 +189,7 @@ def test_frozen_parts_do_not_change(unlabeled_pretrained, digits, tmp_path):
 
 @pytest.fixture(scope="module")
 def unlabeled_pretrained(tmp_path_factory):
+    require_data("unlabeled-librispeech")
     folder = tmp_path_factory.mktemp("pretrained")
     manifest = folder / "unlabeled.jsonl"
     from training.manifest import build_manifest
@@ -537,6 +539,7 @@ def test_masking_is_a_finetuning_setting(digits, tmp_path):
     assert reduction.returncode == 1 and "ctc_loss_reduction" in reduction.stderr
 
 
+@needs_data("fsdd")
 def test_augmentation_changes_speed_and_adds_noise_reproducibly():
     from training.augment import Augmentation
 
@@ -563,6 +566,7 @@ def _band_energy(samples: np.ndarray, low: float, high: float) -> float:
     return float(spectrum[(frequencies >= low) & (frequencies < high)].sum())
 
 
+@needs_data("fsdd")
 def test_augmentation_band_limits_resamples_and_changes_volume():
     from training.augment import Augmentation
 
@@ -587,6 +591,7 @@ def test_augmentation_band_limits_resamples_and_changes_volume():
     assert 8 < sum(changed) < 32, "noise on about half of the utterances"
 
 
+@needs_data("fsdd")
 def test_connect_joins_one_speakers_recordings_with_pauses(tmp_path):
     recordings = DATA / "fsdd" / "recordings"
     names = ["1_theo_0.wav", "2_theo_0.wav", "3_theo_0.wav", "4_jackson_0.wav", "5_jackson_0.wav"]
@@ -653,6 +658,7 @@ def test_finetuning_feeds_the_model_what_transcription_feeds_it(digits, tmp_path
     assert not json.loads((out / "preprocessor_config.json").read_text())["do_normalize"]
 
 
+@needs_data("fsdd")
 def test_augmentation_pads_reverberates_and_mixes_noise_of_each_kind():
     from training.augment import NOISE_KINDS, Augmentation, make_noise
 

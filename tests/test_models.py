@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import websockets
 
-from conftest import DATA, REALSPEECH, REPO, run_server
+from conftest import DATA, REALSPEECH, REPO, needs_data, run_server
 from model.audio import load_audio
 from model.onnx import OnnxRecognizer
 from model.package import DEFAULT_MODEL
@@ -125,6 +125,7 @@ def test_an_unknown_model_is_a_404_in_openais_shape(server):
     assert post(server, EXAMPLE, model="nope", beam_width="0").status_code == 422
 
 
+@needs_data("fsdd")
 def test_batching_stays_exact_per_model_under_mixed_load(server):
     """Requests for both models at once: each model batches its own, and every answer equals the
     one the same request got alone."""
@@ -272,6 +273,7 @@ def words_of(response: httpx.Response) -> set[str]:
     return set(body["text"].split()) | {word for item in body.get("alternatives", []) for word in item["text"].split()}
 
 
+@needs_data("fsdd")
 def test_phrases_restrict_the_digits_model(server, tmp_path):
     assert text_of(post(server, EXAMPLE, phrases=",".join(DIGITS))) == "four one five zero two"
     assert text_of(post(server, EXAMPLE, phrases=["four one", "five zero two"])) == "four one five zero two"

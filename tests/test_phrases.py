@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import DATA, REPO, VOCAB
+from conftest import DATA, REPO, VOCAB, needs_data
 from model.audio import load_audio
 from model.ctc import CTCVocabulary
 from model.decoding import BeamOptions, BeamSearchDecoder, check_phrases
@@ -119,6 +119,7 @@ def test_digits_model_with_phrases_on_real_speech(digits_model):
         assert "zero" not in text.split() or "zero" in " ".join(phrases)
 
 
+@needs_data("fsdd")
 def test_digits_model_restricted_to_the_digits_is_right_on_fsdd(digits_model):
     """Thirty of FSDD's test recordings: restricted to the ten digits, the output is the spoken digit
     (on one of these, 4_lucas_0, the open LM search says "oh"; the restriction mends it), and
@@ -137,6 +138,7 @@ def test_digits_model_restricted_to_the_digits_is_right_on_fsdd(digits_model):
 
 # -- n best -----------------------------------------------------------------------------------------------
 
+@needs_data("fsdd")
 def test_alternatives_are_distinct_best_first_and_the_first_is_the_text(digits_model):
     recognizer, decoder = digits_model
     for path in (EXAMPLE, *sorted((DATA / "fsdd" / "recordings").glob("3_*_1.wav"))[:3]):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, HANG_SECONDS
+from conftest import DATA, HANG_SECONDS, needs_data, require_data
 from model.audio import batch_input_values, load_audio
 from model.config import Wav2Vec2Config
 from model.pytorch.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
@@ -68,6 +68,7 @@ def test_feature_encoder_gradients_are_scaled():
     assert torch.allclose(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-9), "the rest of the model is unchanged"
 
 
+@needs_data("unlabeled-librispeech")
 def test_a_tiny_pretraining_run_learns_on_real_speech():
     torch.manual_seed(0)
     generator = np.random.default_rng(0)
@@ -116,6 +117,7 @@ def pretrain_command(manifest, output, *overrides):
 
 @pytest.fixture(scope="module")
 def unlabeled_manifest(tmp_path_factory):
+    require_data("unlabeled-librispeech")
     from training.manifest import build_manifest, write_manifest
 
     entries, _ = build_manifest(DATA / "unlabeled-librispeech")

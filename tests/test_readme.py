@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import DATA, HANG_SECONDS, REALSPEECH, REPO, run_server
+from conftest import DATA, HANG_SECONDS, REALSPEECH, REPO, require_data, run_server
 from model.package import DEFAULT_MODEL
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -23,6 +23,7 @@ SPEECH_RAW = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "goforwar
 @pytest.fixture(scope="module")
 def server(exported_folder, tmp_path_factory):
     """The default model, and the tiny one under the name the README's examples give an English model."""
+    require_data("realspeech", "unlabeled-librispeech")  # the examples' speech.wav, speech.raw and speech.flac
     with run_server(None, "--model", str(DEFAULT_MODEL), "--model", f"english={exported_folder}",
                     log_dir=tmp_path_factory.mktemp("logs")) as running:
         yield running

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import DATA, HANG_SECONDS, REPO, normalised_words, write_arpa
+from conftest import DATA, HANG_SECONDS, REPO, needs_data, normalised_words, write_arpa
 from model.loading import load_recognizer
 from model.transcribe import Transcriber
 from training.manifest import read_manifest
@@ -24,6 +24,7 @@ def training(*args: str) -> subprocess.CompletedProcess:
                           timeout=HANG_SECONDS)
 
 
+@needs_data("fsdd")
 def test_manifest_of_a_transcribed_corpus(tmp_path):
     out = tmp_path / "fsdd-test.jsonl"
     result = training("manifest", "--transcripts", str(DATA / "fsdd" / "transcripts_test.tsv"), "--out", str(out))
@@ -38,6 +39,7 @@ def test_manifest_of_a_transcribed_corpus(tmp_path):
     assert all(0.1 < entry.duration < 3.0 for entry in entries)  # isolated digits at 8 kHz
 
 
+@needs_data("unlabeled-librispeech")
 def test_manifest_of_a_folder_with_duration_limits(tmp_path):
     out = tmp_path / "corpus" / "unlabeled.jsonl"
     folder = DATA / "unlabeled-librispeech"
@@ -49,6 +51,7 @@ def test_manifest_of_a_folder_with_duration_limits(tmp_path):
     assert all(entry.text is None and entry.duration <= 15 for entry in entries)
 
 
+@needs_data("fsdd")
 def test_manifest_paths_are_relative_inside_the_corpus(tmp_path):
     corpus = tmp_path / "corpus"
     (corpus / "audio").mkdir(parents=True)
@@ -113,6 +116,7 @@ def test_evaluate_scores_a_model(hf_ctc_folder, family, realspeech, tmp_path):
     assert [line["greedy_confidence"] for line in lines] == [round(t.confidence, 4) for t in transcripts]
 
 
+@needs_data("fsdd")
 def test_manifest_carves_dev_sets_subsets_and_speakers(tmp_path):
     tables = ["--transcripts", str(DATA / "fsdd" / "transcripts_train.tsv")]
     result = training("manifest", *tables, "--out", str(tmp_path / "train.jsonl"), "--dev-out",
@@ -143,6 +147,7 @@ def test_manifest_carves_dev_sets_subsets_and_speakers(tmp_path):
     assert both.returncode == 0 and len(read_manifest(tmp_path / "others.jsonl")) == 2500
 
 
+@needs_data("fsdd")
 def test_manifest_split_errors_are_one_line(tmp_path):
     tables = ["--transcripts", str(DATA / "fsdd" / "transcripts_test.tsv"), "--out", str(tmp_path / "m.jsonl")]
     for extra, message in ((["--dev-out", str(tmp_path / "d.jsonl")], "--dev-match or --dev-fraction"),
@@ -153,6 +158,7 @@ def test_manifest_split_errors_are_one_line(tmp_path):
         assert result.returncode == 1 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
+@needs_data("fsdd")
 def test_lm_command_writes_a_bigram_model_kenlm_reads(tmp_path):
     import kenlm
 
@@ -270,7 +276,7 @@ def test_package_records_uncommitted_sources_but_not_its_own_folder(tmp_path):
     assert package()["uncommitted_changes"] is True
 
 
-@pytest.mark.skipif(not (DATA / "digits-multi").is_dir(), reason="needs ../shared/data/digits-multi")
+@needs_data("digits-multi")
 def test_digits_multi_split_is_speaker_disjoint_and_keeps_spoken_oh(tmp_path):
     """The digits recipe's dev speakers (which pick checkpoints) are never trained on; every source has
     some; AN4's transcripts say "oh" where the speaker did."""

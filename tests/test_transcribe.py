@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import DATA, HANG_SECONDS, REALSPEECH, REPO, run_server
+from conftest import DATA, HANG_SECONDS, REALSPEECH, REPO, require_data, run_server
 from model.audio import load_audio
 
 SHORT = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
@@ -24,6 +24,7 @@ SHORT = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory) -> list[Path]:
     """A 7 s recording, and 3 minutes of read speech (LibriSpeech utterances end to end)."""
+    require_data("realspeech", "unlabeled-librispeech")
     pieces, total = [], 0
     for path in sorted((DATA / "unlabeled-librispeech").glob("*.flac")):
         pieces.append(load_audio(path, 16000))

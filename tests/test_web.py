@@ -18,7 +18,7 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import DATA, REPO, run_server
+from conftest import DATA, REPO, needs_data, require_data, run_server
 from model.audio import load_audio
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -36,6 +36,7 @@ SCREENSHOT = REPO / "docs" / "web-ui.png"
 @pytest.fixture(scope="module")
 def digit_recording(tmp_path_factory) -> Path:
     """Real recordings of three digits, 1.2 s apart, as one 8 kHz wav for the fake microphone."""
+    require_data("fsdd")
     rate = 8000
     pause = np.zeros(int(1.2 * rate), dtype=np.float32)
     parts = [np.zeros(int(0.3 * rate), dtype=np.float32)]
@@ -148,6 +149,7 @@ def test_microphone_and_file_give_the_servers_transcript(digit_recording, tmp_pa
 
 
 @needs_chromium
+@needs_data("fsdd")
 def test_errors_are_shown_in_words(family, request, tmp_path):
     """A wrong key on both panels, then a server with all its streams taken; the right key works."""
     if family != "base":
@@ -212,6 +214,7 @@ def test_no_web_ui_turns_the_page_off(family, request, tmp_path):
         assert httpx.get(server.url + "/web/config.json").json()["sample_rate"] == 16000
 
 
+@needs_data("fsdd")
 def test_the_pages_key_goes_in_the_stream_config(family, request, tmp_path):
     """What the page does when keys are on: no header, the key in the config. A header, when sent,
     is the only key read."""
