@@ -19,7 +19,8 @@ generator (so a resumed run replays it exactly). Applied in this order, each one
   [low, high] dB (the power of the utterance itself, not of the padding), of one of noise_kinds: white,
   pink (1/f, like a fan or rain), brown (1/f^2, like traffic or wind), hum (mains at 50 or 60 Hz with
   harmonics, over faint pink noise) or babble (other utterances of the batch, overlapped: voices in
-  the background, which the model must not transcribe).
+  the background, which the model must not transcribe), whose SNR is drawn from babble_snr_db instead
+  (default 15-40 dB: background voices as loud as the speaker's would contradict the transcript).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import soxr
 
-RANGES = ("speed", "volume_db", "noise_snr_db", "band_hz", "pad_seconds", "reverb_seconds")
+RANGES = ("speed", "volume_db", "noise_snr_db", "band_hz", "pad_seconds", "reverb_seconds", "babble_snr_db")
 PROBABILITIES = ("resample_prob", "band_prob", "noise_prob", "pad_prob", "reverb_prob")
 NOISE_KINDS = ("white", "pink", "brown", "hum", "babble")
 
@@ -45,6 +46,7 @@ class Augmentation:
     noise_snr_db: tuple[float, float] | None = None
     noise_prob: float = 1.0
     noise_kinds: tuple[str, ...] = ("white",)
+    babble_snr_db: tuple[float, float] = (15.0, 40.0)
     pad_seconds: tuple[float, float] | None = None
     pad_prob: float = 0.0
     reverb_seconds: tuple[float, float] = (0.2, 0.8)
@@ -112,6 +114,7 @@ class Augmentation:
         before, after = generator.uniform(*(self.pad_seconds or (0.0, 0.0)), size=2)
         reverberant = generator.random() < self.reverb_prob
         rt60 = generator.uniform(*self.reverb_seconds)
+        babble_snr = generator.uniform(*self.babble_snr_db)
 
         if factor != 1.0:
             samples = soxr.resample(samples, rate * factor, rate)
@@ -130,6 +133,7 @@ class Augmentation:
         if noisy and snr is not None and power > 0:
             gain = 10 ** (gain_db / 20)  # the noise reaches the microphone with the voice
             noise = make_noise(kind, len(samples), rate, generator, others)
+            snr = babble_snr if kind == "babble" else snr
             samples = samples + noise * np.sqrt(power * gain * gain / 10 ** (snr / 10))
         return np.asarray(samples, dtype=np.float32)
 
