@@ -2,8 +2,11 @@
 
 Requests wait at most `max_wait_ms` for company; a batch holds at most `max_batch_size`
 utterances (or chunks of long ones). What was gathered runs in groups of similar length
-(`model.windows.length_groups`), so padding costs little. The event loop never blocks on
-inference, and a full queue is refused at once (the caller answers 503) instead of growing memory.
+(`model.windows.length_groups`), so padding costs little, and each run holds at most
+`max_batch_samples` samples, padding included: inference memory grows with the samples of a
+run (a 40 s window takes ~0.3 GB), so that bound is what bounds the server's peak. The event
+loop never blocks on inference, and a full queue is refused at once (the caller answers 503)
+instead of growing memory.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ class _Item:
 
 class Batcher:
     def __init__(self, engine: OnnxRecognizer, max_batch_size: int, max_wait_ms: float, capacity: int,
-                 on_batch=None, name: str = "model"):
+                 on_batch=None, name: str = "model", max_batch_samples: int | None = None):
         self.engine = engine
         self.max_batch_size = max_batch_size
+        self.max_batch_samples = max_batch_samples  # None: no bound; a longer utterance runs alone
         self.max_wait = max_wait_ms / 1000
         self.capacity = capacity
         self.on_batch = on_batch  # called with (batch size, inference seconds) after each batch
@@ -108,12 +112,31 @@ class Batcher:
         return batch
 
     def _work(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            batch = [item for item in batch if not item.future.cancelled()]
-            if not batch:
-                continue
-            for group in length_groups([len(item.samples) for item in batch]):
-                self._run([batch[index] for index in group])
+        while self._run_next():
+            pass
+
+    def _run_next(self) -> bool:
+        """Run what is waiting (False: stop). Its locals go when it returns: the thread holds no
+        request's audio (a window is a view of the whole recording) while it waits for the next."""
+        batch = self._next_batch()
+        if batch is None:
+            return False
+        batch = [item for item in batch if not item.future.cancelled()]
+        for group in length_groups([len(item.samples) for item in batch]):
+            for run in self._within_budget([batch[index] for index in group]):
+                self._run(run)
+        return True
+
+    def _within_budget(self, group: list[_Item]) -> list[list[_Item]]:
+        """A group of similar lengths, in runs of at most `max_batch_samples` padded samples each."""
+        if self.max_batch_samples is None:
+            return [group]
+        runs: list[list[_Item]] = [[]]
+        for item in group:  # shortest first: a run's padded size is its count times its last item's length
+            if runs[-1] and (len(runs[-1]) + 1) * len(item.samples) > self.max_batch_samples:
+                runs.append([])
+            runs[-1].append(item)
+        return runs
 
     def _run(self, batch: list[_Item]) -> None:
         started = time.perf_counter()

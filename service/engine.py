@@ -68,7 +68,9 @@ def providers(settings: Settings, folder: Path) -> tuple[list, str | None]:
 
 def load_engine(settings: Settings, spec: ModelSpec) -> OnnxRecognizer:
     """The graph to serve: the recognizer's own choice (for group-norm models the padding-exact graph,
-    so batching changes no result), or the one a TensorRT engine was built for."""
+    so batching changes no result), or the one a TensorRT engine was built for. Without ONNX
+    Runtime's CPU memory arena: the memory a large request takes goes back when it is answered."""
     folder = onnx_folder(spec.reference, settings.cache_dir)
     execution_providers, engine_file = providers(settings, folder)
-    return OnnxRecognizer(folder, providers=execution_providers, threads=settings.threads, model_file=engine_file)
+    return OnnxRecognizer(folder, providers=execution_providers, threads=settings.threads, model_file=engine_file,
+                          memory_arena=False)

@@ -94,7 +94,8 @@ class Pipeline:
         self.rate = engine.sampling_rate
         self.windowing = Windowing(settings.chunk_seconds, settings.chunk_context_seconds)
         self.batcher = Batcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.queue_capacity,
-                               on_batch=self.metrics.record_batch, name=spec.name)
+                               on_batch=self.metrics.record_batch, name=spec.name,
+                               max_batch_samples=int(settings.max_batch_audio_seconds * self.rate))
         self.beam = BeamSearch(engine.vocab, spec.lm, settings.lm_alpha, settings.lm_beta,
                                settings.decode_workers, settings.decode_queue_capacity,
                                settings.decode_timeout_seconds, on_restart=self.metrics.decode_worker_restarts.inc,

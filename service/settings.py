@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: one per core)")
     # Batching across requests.
     max_batch_size: int = Field(8, ge=1)
+    max_batch_audio_seconds: float = Field(80.0, gt=0, description="audio in one inference run, padding "
+                                                                  "included: what bounds inference memory (the "
+                                                                  "default model takes ~7 MB per second in a run); "
+                                                                  "a longer window runs alone")
     max_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits for more requests")
     queue_capacity: int = Field(64, ge=1, description="requests waiting for or in inference before 503 "
                                                       "Retry-After")
