@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn  # the ASGI server, with websockets support from the `websockets` package
 
     from .app import create_app
+    from .http_protocol import GracefulServer, HTTPProtocol
     from .stream_protocol import StreamProtocol
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -72,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     # A model that cannot be loaded (a damaged ONNX file, say) stops the server: uvicorn reads
     # should_exit on every tick, and shuts down as on SIGTERM.
     app = create_app(settings, on_load_failure=lambda: setattr(server, "should_exit", True))
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=settings.host, port=settings.port, ws=StreamProtocol,
+    server = GracefulServer(uvicorn.Config(
+        app, host=settings.host, port=settings.port, http=HTTPProtocol, ws=StreamProtocol,
         ws_max_size=settings.stream_max_message_bytes, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        log_level="info"))
+        log_level="info"), stopping=app.state.server.stopping)
     # uvicorn turns SIGTERM and SIGINT into a graceful shutdown, then raises the signal again so that
     # the default handler ends the process with it (exit 143). A shutdown that went as planned is a
     # success: this handler, which uvicorn puts back before raising, makes that second delivery a no-op.

@@ -32,22 +32,25 @@ import json
 import logging
 import math
 import secrets
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 import soundfile
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from model.audio import AudioError, decode_pcm
+from model.decoding import one_line
 
-from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .dependencies import ServerDep, known_key, require_api_key
 from .errors import ServiceError
 from .http_errors import close_code, http_status
 from .pipeline import Pipeline
+from .realtime_protocol import BETA_FORMATS, AudioFormat, BetaSessionUpdate, SessionUpdate, Transcription, \
+    TurnDetection
 from .server import Server
-from .streaming import SegmentEnd, Stream, StreamConfig, StreamEvents, _Closed, _receive
+from .sessions import Closed, Ending, SessionLimits, parse_json, shorten
+from .streaming import SegmentEnd, Stream, StreamConfig, StreamEvents, wind_down
 
 router = APIRouter()
 log = logging.getLogger("service")
@@ -58,62 +61,6 @@ MIN_COMMIT_SECONDS = 0.1  # as OpenAI: a commit needs at least 100 ms of audio
 # OpenAI's defaults for server VAD
 VAD_DEFAULTS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."  # OpenAI's browser clients send the key as a subprotocol
-
-
-# -- the session, as clients send it (GA and beta shapes); unknown fields are ignored, known ones checked --------
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class AudioFormat(_Lenient):
-    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
-    rate: int | None = Field(None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
-                             description="audio/pcm: any rate (OpenAI's is 24000); G.711: 8000 only")
-
-
-class TurnDetection(_Lenient):
-    type: Literal["server_vad", "semantic_vad"] = "server_vad"
-    threshold: float | None = Field(None, ge=0, le=1)
-    prefix_padding_ms: int | None = Field(None, ge=0, le=60_000)
-    silence_duration_ms: int | None = Field(None, ge=30, le=60_000)
-
-
-class Transcription(_Lenient):
-    model: str | None = None
-    language: str | None = None
-    prompt: str | None = None
-    keywords: list[str] | None = Field(None, max_length=100, description="served as hotwords")
-
-
-class AudioInput(_Lenient):
-    format: AudioFormat | None = None
-    transcription: Transcription | None = None
-    turn_detection: TurnDetection | None = None
-    noise_reduction: dict | None = None
-
-
-class Audio(_Lenient):
-    input: AudioInput | None = None
-
-
-class SessionUpdate(_Lenient):
-    """`session.update`'s session (the GA API)."""
-    type: Literal["transcription"] | None = None
-    audio: Audio | None = None
-    include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
-
-
-class BetaSessionUpdate(_Lenient):
-    """`transcription_session.update`'s session (the beta API)."""
-    input_audio_format: Literal["pcm16", "g711_ulaw", "g711_alaw"] | None = None
-    input_audio_transcription: Transcription | None = None
-    turn_detection: TurnDetection | None = None
-    input_audio_noise_reduction: dict | None = None
-    include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
-
-
-BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
 
 
 class EventError(Exception):
@@ -367,25 +314,27 @@ async def realtime(websocket: WebSocket, server: ServerDep, authorised: Annotate
         return
     server.streams += 1
     server.metrics.active_streams.inc()
+    limits = SessionLimits(settings, server.stopping)
     try:
-        await _serve(websocket, server, pipeline)
-    except _Closed as closed:
+        await _serve(websocket, server, pipeline, limits)
+    except Closed as closed:
         await _refuse(websocket, closed.code, "session_error", closed.reason)
     except WebSocketDisconnect:
         pass
     except ServiceError as error:
         await _refuse(websocket, close_code(error), error.code, error.message,
                       "server_error" if http_status(error) >= 500 else "invalid_request_error")
-    except Exception:
-        log.exception("realtime session failed")
+    except Exception as error:  # a bug: the client still gets an error and a close code, the log one line
+        log.error("realtime session failed: %s: %s", type(error).__name__, one_line(error))
         await _refuse(websocket, 1011, "internal_error", "the server failed on this session; see its log",
                       "server_error")
     finally:
+        limits.close()
         server.streams -= 1
         server.metrics.active_streams.dec()
 
 
-async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline) -> None:
+async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limits: SessionLimits) -> None:
     settings = server.settings
     session = Session(pipeline.name)
     events = RealtimeEvents(websocket, session)
@@ -395,28 +344,43 @@ async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline) -> No
     await events.send({"type": "session.created", "session": session.describe()})
     try:
         while True:
-            message = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
+            try:
+                message = await limits.receive(websocket)
+            except Ending as ending:
+                await _wind_down(ending, events, stream, settings.shutdown_grace_seconds)
+                return
             event_id = None
             try:
                 if message.get("text") is None:
                     raise EventError("invalid_event", "events are JSON text messages; audio goes in "
                                                       "input_audio_buffer.append")
                 try:
-                    event = json.loads(message["text"])
-                except json.JSONDecodeError:
-                    raise EventError("invalid_json", "the message is not JSON") from None
+                    event = parse_json(message["text"])
+                except ValueError as error:  # bad syntax, or nested too deep
+                    syntax = isinstance(error, json.JSONDecodeError)
+                    raise EventError("invalid_json", "the message is not JSON" if syntax else str(error)) from None
                 if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                     raise EventError("invalid_event", "an event is a JSON object with a type", "type")
-                event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-                await _handle(event, session, events, stream, server, max_segment)
+                event_id = event.get("event_id")  # echoed in an error: not a megabyte of it
+                event_id = event_id if isinstance(event_id, str) and len(event_id) <= 128 else None
+                await _handle(event, session, events, stream, server, max_segment, limits)
             except EventError as error:
                 await events.error(error.code, error.message, error.param, event_id)
     finally:
         stream.cancel_partial()
 
 
+async def _wind_down(ending: Ending, events: RealtimeEvents, stream: Stream, grace: float) -> None:
+    """Say why (OpenAI's `session_expired` when too long), commit and transcribe the turn held, close."""
+    kind = "server_error" if ending.code == 1001 else "invalid_request_error"
+    await events.error(ending.error, ending.message, kind=kind)
+    if len(stream.segment) / stream.rate >= MIN_COMMIT_SECONDS:
+        await wind_down(stream, grace if ending.code == 1001 else None, "finalize")
+    await events.websocket.close(ending.code, reason=ending.message[:120])
+
+
 async def _handle(event: dict, session: Session, events: RealtimeEvents, stream: Stream, server: Server,
-                  max_segment: float) -> None:
+                  max_segment: float, limits: SessionLimits) -> None:
     kind = event["type"]
     if kind in ("session.update", "transcription_session.update"):
         beta = kind == "transcription_session.update"
@@ -439,7 +403,10 @@ async def _handle(event: dict, session: Session, events: RealtimeEvents, stream:
         audio = event.get("audio")
         if not isinstance(audio, str):
             raise EventError("invalid_value", "audio must be a base64 string", "audio")
-        await stream.add_samples(session.decode(audio))
+        samples = session.decode(audio)
+        if len(samples):
+            limits.heard_audio()
+        await stream.add_samples(samples)
     elif kind == "input_audio_buffer.commit":
         held = len(stream.segment) / stream.rate
         if held < MIN_COMMIT_SECONDS:
@@ -453,9 +420,9 @@ async def _handle(event: dict, session: Session, events: RealtimeEvents, stream:
         events.turn_start_ms = round(stream.segment_start / stream.rate * 1000)
         await events.send({"type": "input_audio_buffer.cleared"})
     elif kind.startswith(UNSUPPORTED):
-        raise EventError("unsupported_event", f"{kind} is not part of a transcription session", "type")
+        raise EventError("unsupported_event", f"{shorten(kind)} is not part of a transcription session", "type")
     else:
-        raise EventError("unknown_event", f"unknown event type {kind!r}", "type")
+        raise EventError("unknown_event", f"unknown event type {shorten(kind)}", "type")
 
 
 def _chosen_model(session: Session, server: Server, current: Pipeline) -> Pipeline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -42,6 +43,7 @@ class Server:
         self.load_error: str | None = None  # why: it stops the server
         self.on_load_failure = on_load_failure  # called once a model fails to load (None: /ready says it)
         self.streams = 0
+        self.stopping = asyncio.Event()  # set on SIGTERM: streams finish what they hold and close
 
     @property
     def model_name(self) -> str:

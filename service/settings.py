@@ -98,8 +98,12 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="accepted bearer tokens; empty: no auth")
     max_streams: int = Field(16, ge=1)
     stream_max_message_bytes: int = Field(1 << 20, ge=1024)
-    stream_idle_seconds: float = Field(30.0, gt=0)
+    stream_idle_seconds: float = Field(30.0, gt=0, description="a stream that sends no audio for this long is "
+                                                               "closed (control messages do not count)")
     stream_max_seconds: float = Field(3600.0, gt=0, description="longest audio one stream may send")
+    stream_max_session_seconds: float = Field(7200.0, gt=0, description="longest a stream may stay open: its "
+                                                                        "audio so far is then transcribed, and it "
+                                                                        "is closed")
     web_ui: bool = Field(True, description="serve the browser page at / (microphone and file transcription)")
 
     _models: list[ModelSpec] = PrivateAttr(default_factory=list)

@@ -28,6 +28,7 @@ from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from pydantic import Field, ValidationError, field_validator
 
 from model.audio import AudioError, decode_pcm
+from model.decoding import one_line
 
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .dependencies import ServerDep, known_key, require_api_key
@@ -35,6 +36,7 @@ from .errors import Busy, ServiceError, Unauthorised, validation_problem
 from .http_errors import close_code, refuse
 from .pipeline import DecodeOptions, Pipeline
 from .server import Server
+from .sessions import STOPPING_TAIL_SECONDS, Closed, Ending, SessionLimits, parse_json, shorten
 
 router = APIRouter()
 log = logging.getLogger("service")
@@ -115,14 +117,6 @@ class SampleBuffer:
         joined = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
         self._chunks, self._recent, self._length = [], [], 0
         return joined
-
-
-class _Closed(Exception):
-    """Raised to end the stream with a websocket close code and reason."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code, self.reason = code, reason
 
 
 @dataclass
@@ -223,9 +217,9 @@ class Stream:
         try:
             samples = decode_pcm(data, self.config.encoding)
         except AudioError as error:
-            raise _Closed(1007, str(error)) from None
+            raise Closed(1007, str(error)) from None
         if not np.isfinite(samples).all():
-            raise _Closed(1007, "a message holds samples that are not finite numbers (NaN or infinity)")
+            raise Closed(1007, "a message holds samples that are not finite numbers (NaN or infinity)")
         await self.add_samples(samples)
 
     async def add_samples(self, samples: np.ndarray) -> None:
@@ -234,7 +228,7 @@ class Stream:
             samples = self.resampler.resample_chunk(samples)
         self.received += len(samples)
         if self.received > self.max_samples:
-            raise _Closed(1009, f"the stream is over its limit of {self.max_samples / self.rate:g} s of audio")
+            raise Closed(1009, f"the stream is over its limit of {self.max_samples / self.rate:g} s of audio")
         self.segment.append(samples.astype(np.float32, copy=False))
         self.since_partial += len(samples)
         if self.config.endpointing is not False:
@@ -351,8 +345,8 @@ class Stream:
 def _config_key(message: dict) -> str | None:
     """The `api_key` of a JSON config message, if it has one."""
     try:
-        config = json.loads(message.get("text") or "")
-    except json.JSONDecodeError:
+        config = parse_json(message.get("text") or "")
+    except ValueError:
         return None
     key = config.get("api_key") if isinstance(config, dict) else None
     return key if isinstance(key, str) else None
@@ -363,14 +357,23 @@ async def stream(websocket: WebSocket, server: ServerDep, authorised: Annotated[
                  ) -> None:
     settings = server.settings
     await websocket.accept()
+    limits = SessionLimits(settings, server.stopping)
+    try:
+        await _authorised_stream(websocket, server, limits, authorised)
+    finally:
+        limits.close()
+
+
+async def _authorised_stream(websocket: WebSocket, server: Server, limits: SessionLimits, authorised: bool) -> None:
+    settings = server.settings
     first = None
     if not authorised:
         # A browser cannot set headers on a websocket: without one, the key may come in the config.
         if "authorization" not in websocket.headers:
             try:
-                first = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
-            except _Closed as closed:
-                await refuse(websocket, closed.code, "stream_error", closed.reason)
+                first = await limits.receive(websocket)
+            except (Closed, Ending) as closed:
+                await refuse(websocket, closed.code, "stream_error", str(closed))
                 return
             except WebSocketDisconnect:
                 return
@@ -383,64 +386,66 @@ async def stream(websocket: WebSocket, server: ServerDep, authorised: Annotated[
     server.streams += 1
     server.metrics.active_streams.inc()
     try:
-        await _serve(websocket, server, first)
-    except _Closed as closed:
+        await _serve(websocket, server, limits, first)
+    except Closed as closed:
         await refuse(websocket, closed.code, "stream_error", closed.reason)
+    except Ending as ending:  # before the config: nothing to transcribe
+        await refuse(websocket, ending.code, ending.error, ending.message)
     except WebSocketDisconnect:
         pass
     except ServiceError as error:  # from the pipeline: busy (try again later) or unusable audio
         await refuse(websocket, close_code(error), error.code, error.message)
-    except Exception:  # a bug: the client still gets an error and a close code, the log the traceback
-        log.exception("stream failed")
+    except Exception as error:  # a bug: the client still gets an error and a close code, the log one line
+        log.error("stream failed: %s: %s", type(error).__name__, one_line(error))
         await refuse(websocket, 1011, "internal_error", "the server failed on this stream; see its log")
     finally:
         server.streams -= 1
         server.metrics.active_streams.dec()
 
 
-async def _receive(websocket: WebSocket, idle_seconds: float, max_bytes: int) -> dict:
-    try:
-        message = await asyncio.wait_for(websocket.receive(), timeout=idle_seconds)
-    except asyncio.TimeoutError:
-        raise _Closed(1001, f"no message for {idle_seconds:g} s; closing the idle stream") from None
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000))
-    size = len(message.get("bytes") or b"") + len(message.get("text") or "")
-    if size > max_bytes:
-        raise _Closed(1009, f"a message of {size} bytes is over the limit of {max_bytes}")
-    return message
-
-
-async def _serve(websocket: WebSocket, server: Server, first: dict | None = None) -> None:
+async def _serve(websocket: WebSocket, server: Server, limits: SessionLimits, first: dict | None = None) -> None:
     settings = server.settings
     if first is None:
-        first = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
+        first = await limits.receive(websocket)
     if first.get("text") is None:
-        raise _Closed(1003, "send a JSON config first, then binary audio")
+        raise Closed(1003, "send a JSON config first, then binary audio")
     try:
+        parse_json(first["text"])  # the depth check, before pydantic's parser
         config = StreamConfig.model_validate_json(first["text"])
     except ValidationError as error:
         where, what = validation_problem(error)
-        raise _Closed(1007, f"bad config: {where or 'config'}: {what}") from None
+        raise Closed(1007, f"bad config: {where or 'config'}: {what}") from None
+    except ValueError as error:
+        raise Closed(1007, f"bad config: {error}") from None
     pipeline = server.pipeline(config.model)  # an unknown model: 1007; one not loaded yet: 1013
     if "max_segment_seconds" in config.model_fields_set and config.max_segment_seconds > settings.stream_max_seconds:
-        raise _Closed(1007, f"bad config: max_segment_seconds: {config.max_segment_seconds:g} is over this "
-                            f"server's stream limit of {settings.stream_max_seconds:g} s")
+        raise Closed(1007, f"bad config: max_segment_seconds: {config.max_segment_seconds:g} is over this "
+                           f"server's stream limit of {settings.stream_max_seconds:g} s")
     try:
         pipeline.check_options(config)
     except ServiceError as error:
-        raise _Closed(1007, f"bad config: {error.message}") from None
+        raise Closed(1007, f"bad config: {error.message}") from None
     stream = Stream(StreamMessages(websocket), pipeline, config, settings.stream_max_seconds)
     try:
         while True:
-            message = await _receive(websocket, settings.stream_idle_seconds, settings.stream_max_message_bytes)
+            try:
+                message = await limits.receive(websocket)
+            except Ending as ending:
+                await websocket.send_json({"type": "closing", "reason": ending.error, "message": ending.message})
+                await wind_down(stream, settings.shutdown_grace_seconds if ending.code == 1001 else None)
+                await websocket.close(ending.code, reason=ending.message[:120])
+                return
             if message.get("bytes") is not None:
+                if message["bytes"]:
+                    limits.heard_audio()
                 await stream.add_audio(message["bytes"])
                 continue
             try:
-                kind = json.loads(message["text"]).get("type")
+                kind = parse_json(message["text"]).get("type")
             except (json.JSONDecodeError, AttributeError):
-                raise _Closed(1007, "control messages are JSON objects with a type: eof or finalize") from None
+                raise Closed(1007, "control messages are JSON objects with a type: eof or finalize") from None
+            except ValueError as error:  # nested too deep
+                raise Closed(1007, str(error)) from None
             if kind == "finalize":
                 await stream.finish_segment()
             elif kind == "eof":
@@ -449,6 +454,19 @@ async def _serve(websocket: WebSocket, server: Server, first: dict | None = None
                 await websocket.close(1000)
                 return
             else:
-                raise _Closed(1007, f"unknown message type {kind!r}; expected eof or finalize")
+                raise Closed(1007, f"unknown message type {shorten(kind)}; expected eof or finalize")
     finally:
         stream.cancel_partial()
+
+
+async def wind_down(stream: Stream, seconds: float | None, reason: str = "eof") -> None:
+    """The session is ending: the final of the audio it holds, if that takes at most `seconds`
+    (on SIGTERM, less than the grace period, past which uvicorn cancels it; None: no bound).
+    Closed(1012) if it would take longer."""
+    try:
+        async with asyncio.timeout(None if seconds is None else max(seconds - STOPPING_TAIL_SECONDS - 1.0, 0.5)):
+            if reason == "eof":  # a segment that is not the last flushes the resampler itself
+                stream.flush_resampler()
+            await stream.finish_segment(reason)
+    except TimeoutError:
+        raise Closed(1012, "the server is shutting down and could not transcribe the rest in time") from None

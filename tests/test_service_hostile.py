@@ -6,6 +6,7 @@ and the small inconsistencies of the HTTP API are gone."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import re
@@ -62,7 +63,8 @@ def ws_url(server, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(exported_folder, tmp_path_factory):
-    with run_server(exported_folder, "--stream-idle-seconds", "2", "--chunk-seconds", "5",
+    with run_server(exported_folder, "--stream-idle-seconds", "2", "--stream-max-session-seconds", "6",
+                    "--chunk-seconds", "5",
                     "--chunk-context-seconds", "1", "--max-batch-audio-seconds", "10",
                     log_dir=tmp_path_factory.mktemp("logs")) as running:
         yield running
@@ -91,3 +93,183 @@ def test_inference_runs_hold_at_most_the_batch_audio_limit(server):
     assert response.status_code == 200, response.text
     runs = metric(server, "asr_batch_size_count")
     assert runs >= 4 and metric(server, "asr_batch_size_bucket", le="1.0") == runs
+
+
+# -- 3. hostile websocket messages: an error and a close code, or an error event; never a traceback -----------
+
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+async def until_closed(socket) -> list[dict]:
+    """Every JSON message until the server closes the connection."""
+    received = []
+    try:
+        while True:
+            received.append(json.loads(await asyncio.wait_for(socket.recv(), HANG_SECONDS)))
+    except websockets.ConnectionClosed:
+        return received
+
+
+@tiny
+def test_deeply_nested_json_on_stream_is_refused_with_1007(server):
+    async def send(*messages: str) -> tuple[list[dict], int]:
+        async with websockets.connect(ws_url(server, "/v1/stream"), max_size=None) as socket:
+            for message in messages:
+                await socket.send(message)
+            return await until_closed(socket), socket.close_code
+
+    for messages in ([DEEP], ['{"a": ' + DEEP + "}"], ["{}", DEEP]):
+        received, code = asyncio.run(send(*messages))
+        assert code == 1007 and received[-1]["type"] == "error", (received, code)
+        assert "levels deep; at most 32" in received[-1]["message"], received
+    log = server.log_tail()
+    assert "RecursionError" not in log and "Traceback" not in log
+
+
+@tiny
+def test_deeply_nested_json_on_realtime_is_an_error_event_and_the_session_goes_on(server):
+    async def session() -> list[dict]:
+        async with websockets.connect(ws_url(server, "/v1/realtime?intent=transcription"), max_size=None) as socket:
+            assert json.loads(await socket.recv())["type"] == "session.created"
+            await socket.send(DEEP)
+            error = json.loads(await asyncio.wait_for(socket.recv(), HANG_SECONDS))
+            await socket.send(json.dumps({"type": "x" * 100_000}))
+            unknown = json.loads(await asyncio.wait_for(socket.recv(), HANG_SECONDS))
+            await socket.send(json.dumps({"type": "session.update", "session": {"type": "transcription"}}))
+            updated = json.loads(await asyncio.wait_for(socket.recv(), HANG_SECONDS))
+            return [error, unknown, updated]
+
+    error, unknown, updated = asyncio.run(session())
+    assert error["type"] == "error" and error["error"]["code"] == "invalid_json", error
+    assert "32" in error["error"]["message"]
+    assert unknown["error"]["code"] == "unknown_event" and len(unknown["error"]["message"]) < 200, unknown
+    assert updated["type"] == "session.updated"
+    assert "Traceback" not in server.log_tail()
+
+
+@tiny
+def test_deeply_nested_first_message_in_api_key_mode_is_a_1008(exported_folder, tmp_path):
+    with run_server(exported_folder, "--api-keys", "k1", log_dir=tmp_path) as server:
+        async def send() -> tuple[list[dict], int]:
+            async with websockets.connect(ws_url(server, "/v1/stream"), max_size=None) as socket:
+                await socket.send(DEEP)
+                return await until_closed(socket), socket.close_code
+
+        received, code = asyncio.run(send())
+        log = server.log_tail()
+    assert code == 1008 and received[-1]["error"] == "invalid_api_key", (received, code)
+    assert "Exception in ASGI application" not in log and "Traceback" not in log
+
+
+# -- 4. idle means no audio; sessions have a maximum duration ---------------------------------------------------
+
+@tiny
+def test_control_messages_do_not_keep_a_session_open(server):
+    """Idle limit 2 s: clears (realtime), empty frames and finalizes (/v1/stream) every 0.3 s."""
+    async def squat(path: str, first: str | None, keep_alive: list) -> tuple[list[dict], int]:
+        async with websockets.connect(ws_url(server, path)) as socket:
+            if first is not None:
+                await socket.send(first)
+            received = []
+            try:
+                for _ in range(int(HANG_SECONDS / 0.3)):
+                    for message in keep_alive:
+                        await socket.send(message)
+                    try:
+                        received.append(json.loads(await asyncio.wait_for(socket.recv(), 0.3)))
+                    except asyncio.TimeoutError:
+                        pass
+            except websockets.ConnectionClosed:
+                pass
+            return received, socket.close_code
+
+    realtime, code = asyncio.run(squat("/v1/realtime?intent=transcription", None,
+                                       [json.dumps({"type": "input_audio_buffer.clear"})]))
+    assert code == 1001 and "no audio for 2 s" in realtime[-1]["error"]["message"], (realtime[-3:], code)
+    for keep_alive in ([b""], [json.dumps({"type": "finalize"})]):
+        stream, code = asyncio.run(squat("/v1/stream", "{}", keep_alive))
+        assert code == 1001 and "no audio for 2 s" in stream[-1]["message"], (stream[-3:], code)
+
+
+@tiny
+def test_a_session_past_its_maximum_duration_gets_its_final_and_a_close(server):
+    """Speech sent in real time past the 6 s session limit: the audio so far is transcribed."""
+    pcm = (np.tile(SPEECH, 4) * 32767).astype("<i2").tobytes()
+
+    async def talk() -> tuple[list[dict], int]:
+        async with websockets.connect(ws_url(server, "/v1/stream")) as socket:
+            await socket.send(json.dumps({"endpointing": False, "interim_results": False}))
+            received = []
+            try:
+                for start in range(0, len(pcm), 3200):  # 100 ms a message, every 100 ms
+                    await socket.send(pcm[start:start + 3200])
+                    await asyncio.sleep(0.1)
+                received = await until_closed(socket)
+            except websockets.ConnectionClosed:
+                received += await until_closed(socket)
+            return received, socket.close_code
+
+    received, code = asyncio.run(talk())
+    kinds = [message["type"] for message in received]
+    assert kinds[-2:] == ["closing", "final"] and received[-2]["reason"] == "session_expired", received
+    assert code == 1008 and received[-1]["text"] and received[-1]["end"] > 5.0
+
+
+# -- 2. SIGTERM: streams get their finals and a 1001; keep-alive connections get an answer -----------------------
+
+@tiny
+def test_sigterm_lets_open_streams_finish_and_answers_keep_alive_requests(exported_folder, tmp_path):
+    pcm16 = (SPEECH[:16000 * 3] * 32767).astype("<i2")
+    realtime_pcm = (load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
+                               "sense_and_sensibility_01_austen_64kb-0880.wav", 24000)[:24000 * 3] * 32767)
+    realtime_audio = base64.b64encode(realtime_pcm.astype("<i2").tobytes()).decode()
+
+    async def stream(server, sent: asyncio.Event) -> tuple[list[dict], int]:
+        async with websockets.connect(ws_url(server, "/v1/stream")) as socket:
+            await socket.send(json.dumps({"endpointing": False, "interim_results": False}))
+            for start in range(0, len(pcm16), 1600):
+                await socket.send(pcm16[start:start + 1600].tobytes())
+            sent.set()
+            return await until_closed(socket), socket.close_code
+
+    async def realtime(server, sent: asyncio.Event) -> tuple[list[dict], int]:
+        async with websockets.connect(ws_url(server, "/v1/realtime?intent=transcription")) as socket:
+            await socket.send(json.dumps({"type": "session.update", "session": {
+                "type": "transcription", "audio": {"input": {"turn_detection": None}}}}))
+            await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": realtime_audio}))
+            sent.set()
+            return await until_closed(socket), socket.close_code
+
+    async def clients(server):
+        sent = [asyncio.Event() for _ in range(5)]
+        sessions = [asyncio.ensure_future(stream(server, sent[index])) for index in range(3)]
+        sessions += [asyncio.ensure_future(realtime(server, sent[index])) for index in range(3, 5)]
+        for event in sent:
+            await event.wait()
+        return sessions
+
+    with run_server(exported_folder, "--shutdown-grace-seconds", "20", log_dir=tmp_path) as server:
+        keep_alive = httpx.Client(timeout=HANG_SECONDS)
+        assert keep_alive.get(server.url + "/health").status_code == 200
+
+        async def scenario():
+            sessions = await clients(server)
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)  # the shutdown has begun
+            late = await asyncio.to_thread(keep_alive.get, server.url + "/v1/models")
+            return [await session for session in sessions], late
+
+        results, late = asyncio.run(scenario())
+        assert server.process.wait(HANG_SECONDS) == 0, server.log_tail()
+    assert late.status_code == 200 and late.headers["connection"] == "close"
+    for received, code in results[:3]:
+        assert [message["type"] for message in received] == ["closing", "final"], received
+        assert received[0]["reason"] == "server_shutting_down" and code == 1001
+        assert received[1]["text"] and received[1]["end"] == round(len(pcm16) / 16000, 3), received
+    for received, code in results[3:]:
+        kinds = [event["type"] for event in received]
+        assert code == 1001 and "conversation.item.input_audio_transcription.completed" in kinds, kinds
+        error = next(event for event in received if event["type"] == "error")["error"]
+        assert error["type"] == "server_error" and error["code"] == "server_shutting_down"
+        completed = next(event for event in received if event["type"].endswith(".completed"))
+        assert completed["transcript"] and abs(completed["usage"]["seconds"] - len(realtime_pcm) / 24000) < 0.01
