@@ -128,10 +128,12 @@ def span_words(vocab: CTCVocabulary, spans: list[tuple[str, int, int]], log_prob
 
 
 def greedy_decode(vocab: CTCVocabulary, logits: np.ndarray, frame_seconds: float) -> Decoded:
-    """Best path: the text `CTCVocabulary.greedy_decode` gives, plus words from the emitted tokens' frames.
-    logits: (frames, vocab)."""
+    """Best path: the text `CTCVocabulary.greedy_decode` gives (single-spaced), plus words from the
+    emitted tokens' frames. logits: (frames, vocab)."""
     best = logits.argmax(axis=-1)
-    return Decoded(vocab.decode_ids(best), path_words(vocab, best, log_softmax(logits), frame_seconds))
+    # The words single-spaced: a blank between two word delimiters would leave two spaces.
+    text = " ".join(vocab.decode_ids(best).split())
+    return Decoded(text, path_words(vocab, best, log_softmax(logits), frame_seconds))
 
 
 class DecoderStartError(Exception):

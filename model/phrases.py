@@ -51,6 +51,13 @@ def normalise_phrases(phrases: list[str] | tuple[str, ...], letters: set[str]) -
     return tuple(normalised)
 
 
+def in_alphabet_case(words: list[str] | tuple[str, ...], letters: set[str]) -> tuple[str, ...]:
+    """Words (hotwords, say) in the alphabet's letter case, as phrases are matched: a beam search
+    never writes 'dashwood' with an upper-case alphabet, so that hotword would boost nothing."""
+    fold = _case_folding(letters)
+    return tuple(fold(word) for word in words)
+
+
 def _case_folding(letters: set[str]):
     """Phrases are matched in the alphabet's case: upper case for an upper-case alphabet, and so on."""
     has_lower = any(char.islower() for char in letters)

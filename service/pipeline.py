@@ -16,10 +16,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
-from model.decoding import HOTWORD_WEIGHT, MAX_ALTERNATIVES, BeamOptions, Decoded, check_phrases, greedy_decode
+from model.decoding import HOTWORD_WEIGHT, MAX_ALTERNATIVES, BeamOptions, Decoded, check_phrases, greedy_decode, \
+    letters
 from model.lexicon import read_lexicon
 from model.onnx import OnnxRecognizer
-from model.phrases import MAX_PHRASES, PhraseError
+from model.phrases import MAX_PHRASES, PhraseError, in_alphabet_case
 from model.transcribe import UnusableLogits, Windowing, check_finite, choose_decoder, window_samples
 from model.windows import stitch
 
@@ -31,19 +32,30 @@ from .metrics import Metrics
 from .settings import ModelSpec, Settings
 
 
+def _some_words(schema: dict) -> None:
+    """The schema says what `phrases`' check refuses: an empty list, and items with no word (blank,
+    or only the commas that separate phrases)."""
+    for choice in schema.get("anyOf", [schema]):
+        if choice.get("type") == "array":
+            choice["minItems"] = 1
+            choice["items"] = {**choice.get("items", {}), "pattern": r"[^\s,]"}
+
+
 class DecodeOptions(BaseModel):
     model_config = {"extra": "forbid"}
 
     decoder: Literal["greedy", "beam"] | None = Field(
-        None, description="default: beam with an LM or when alternatives or phrases are asked for, else greedy")
+        None, description="default: beam with an LM or when hotwords, alternatives or phrases are asked for, "
+                          "else greedy")
     beam_width: int | None = Field(None, ge=1, le=1024)
-    hotwords: list[str] = Field(default_factory=list, max_length=100)
+    hotwords: list[str] = Field(default_factory=list, max_length=100,
+                                description="beam search only: words to favour, in any letter case")
     hotword_weight: float = Field(HOTWORD_WEIGHT, ge=0, le=100)
     word_timestamps: bool = True
     alternatives: int | None = Field(None, ge=1, le=MAX_ALTERNATIVES,
                                      description="beam search only: the answer's `alternatives`, the n best "
                                                  "transcripts with their scores, best first")
-    phrases: list[str] | None = Field(None, max_length=MAX_PHRASES,
+    phrases: list[str] | None = Field(None, max_length=MAX_PHRASES, json_schema_extra=_some_words,
                                       description="beam search only: the only words or phrases the transcript may "
                                                   "hold (repeated or comma-separated); a transcript is a sequence "
                                                   "of whole phrases, or empty if none fits the audio")
@@ -128,7 +140,8 @@ class Pipeline:
     def decoder(self, options: DecodeOptions) -> str:
         """The decoder a request gets: what it asks for, else beam search if there is an LM or it
         needs one (alternatives, phrases), else greedy."""
-        return choose_decoder(options.decoder, self.lm is not None or bool(options.alternatives or options.phrases))
+        needs_beam = bool(options.hotwords or options.alternatives or options.phrases)
+        return choose_decoder(options.decoder, self.lm is not None or needs_beam)
 
     def check_options(self, options: DecodeOptions) -> None:
         """What the request model cannot know: this server's limits, and this model's alphabet."""
@@ -137,7 +150,7 @@ class Pipeline:
             raise InvalidOption("invalid_parameter", f"beam_width {options.beam_width} is over this server's "
                                                      f"limit of {limit}", "beam_width")
         if self.decoder(options) == "greedy":
-            for name in ("alternatives", "phrases"):
+            for name in ("hotwords", "alternatives", "phrases"):
                 if getattr(options, name):
                     raise InvalidOption("invalid_parameter", f"{name} need beam search; greedy decoding gives one "
                                                              "transcript of any words (leave decoder out, or set "
@@ -170,7 +183,8 @@ class Pipeline:
         """Busy when no beam-search worker can take the search now."""
         if decoder == "greedy":  # in a thread: an hour of audio is 180,000 frames to walk
             return await asyncio.to_thread(greedy_decode, self.engine.vocab, logits, self.engine.frame_seconds)
-        beam = BeamOptions(options.beam_width or self.settings.beam_width, tuple(options.hotwords),
+        hotwords = in_alphabet_case(options.hotwords, letters(self.engine.vocab))
+        beam = BeamOptions(options.beam_width or self.settings.beam_width, hotwords,
                            options.hotword_weight, options.alternatives or 0,
                            tuple(options.phrases) if options.phrases else None)
         try:

@@ -91,7 +91,8 @@ def test_each_request_chooses_its_model(server, tiny):
     assert response.json()["model"] == "digits" and response.json()["text"] == "four one five zero two"
     greedy = post(server, SPEECH, model="tiny", decoder="greedy")
     engine = OnnxRecognizer(tiny)
-    assert text_of(greedy) == engine.vocab.greedy_decode(engine.logits([load_audio(SPEECH, 16000)])[0])
+    offline = engine.vocab.greedy_decode(engine.logits([load_audio(SPEECH, 16000)])[0])
+    assert text_of(greedy) == " ".join(offline.split())  # transcripts are single-spaced
     assert greedy.json()["model"] == "tiny"
     query = httpx.post(server.url + "/transcribe?model=tiny", content=SPEECH.read_bytes(), timeout=120,
                        headers={"content-type": "audio/wav"})

@@ -91,7 +91,7 @@ def stitched_greedy_text(folder: Path, samples: np.ndarray, chunk_seconds: float
     engine = OnnxRecognizer(folder, model_file=name)
     windows = plan_windows(len(samples), engine.config, int(chunk_seconds * 16000), int(context_seconds * 16000))
     logits = stitch(windows, engine.logits([samples[w.start:w.end] for w in windows]))
-    return engine.vocab.greedy_decode(logits)
+    return " ".join(engine.vocab.greedy_decode(logits).split())  # transcripts are single-spaced
 
 
 # -- the running server ------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def speech_files(realspeech) -> dict[str, str]:
 
 def offline_text(folder: Path, path: str) -> str:
     engine = OnnxRecognizer(folder)
-    return engine.vocab.greedy_decode(engine.logits([load_audio(path, 16000)])[0])
+    return " ".join(engine.vocab.greedy_decode(engine.logits([load_audio(path, 16000)])[0]).split())
 
 
 def post_file(server, path: str, endpoint: str = "/transcribe", **fields) -> httpx.Response:

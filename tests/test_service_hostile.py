@@ -57,6 +57,11 @@ def metric(server, name: str, **labels) -> float:
     return total
 
 
+def transcribe(server, samples: np.ndarray, **fields) -> httpx.Response:
+    return httpx.post(server.url + "/transcribe", files={"file": ("a.wav", wav(samples))}, data=fields,
+                      timeout=HANG_SECONDS)
+
+
 def ws_url(server, path: str) -> str:
     return server.url.replace("http", "ws") + path
 
@@ -72,15 +77,21 @@ def server(exported_folder, tmp_path_factory):
 
 # -- 1. the memory a request takes comes back, and its peak is bounded ----------------------------------------
 
-def test_a_large_request_leaves_no_memory_behind(tmp_path):
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The default model (its own LM: beam search by default)."""
+    with run_server(None, log_dir=tmp_path_factory.mktemp("logs")) as running:
+        yield running
+
+
+def test_a_large_request_leaves_no_memory_behind(digits):
     """The default model, 100 s of speech: ONNX Runtime's arena kept ~1 GB of it for good."""
-    with run_server(None, log_dir=tmp_path) as server:
-        pid = server.process.pid
-        idle = memory_mb(pid, "VmRSS")
-        response = httpx.post(server.url + "/transcribe", content=wav(tiled(100)), timeout=HANG_SECONDS,
-                              params={"decoder": "greedy"}, headers={"content-type": "audio/wav"})
-        assert response.status_code == 200, response.text
-        peak, after = memory_mb(pid, "VmHWM"), memory_mb(pid, "VmRSS")
+    pid = digits.process.pid
+    idle = memory_mb(pid, "VmRSS")
+    response = httpx.post(digits.url + "/transcribe", content=wav(tiled(100)), timeout=HANG_SECONDS,
+                          params={"decoder": "greedy"}, headers={"content-type": "audio/wav"})
+    assert response.status_code == 200, response.text
+    peak, after = memory_mb(pid, "VmHWM"), memory_mb(pid, "VmRSS")
     assert peak - idle < 1024, f"peak {peak:.0f} MB against {idle:.0f} MB idle"
     assert after < idle * 1.1, f"{after:.0f} MB after the request, {idle:.0f} MB before"
 
@@ -273,3 +284,45 @@ def test_sigterm_lets_open_streams_finish_and_answers_keep_alive_requests(export
         assert error["type"] == "server_error" and error["code"] == "server_shutting_down"
         completed = next(event for event in received if event["type"].endswith(".completed"))
         assert completed["transcript"] and abs(completed["usage"]["seconds"] - len(realtime_pcm) / 24000) < 0.01
+
+
+# -- 7. hotwords in any case; hotwords are beam search's, like alternatives and phrases ---------------------------
+
+def test_hotwords_match_whatever_their_case(digits):
+    """The digits model writes lower case: 'FIVE' boosted nothing. A hotword's bonus is in the score."""
+    example = (Path(__file__).parents[1] / "examples" / "four-one-five-zero-two.wav").read_bytes()
+
+    def best(**fields) -> dict:
+        response = httpx.post(digits.url + "/transcribe", files={"file": ("a.wav", example)}, timeout=HANG_SECONDS,
+                              data={"alternatives": "1", **fields})
+        assert response.status_code == 200, response.text
+        return response.json()["alternatives"][0]
+
+    plain, lower, upper = best(), best(hotwords="five"), best(hotwords="FIVE")
+    assert lower["text"] == upper["text"] == plain["text"] == "four one five zero two"
+    assert upper["score"] == lower["score"] > plain["score"], (plain, lower, upper)
+
+
+@tiny
+def test_hotwords_need_beam_search_like_alternatives_and_phrases(server):
+    chosen = transcribe(server, SPEECH, hotwords="ZZZ", beam_width="8").json()
+    assert chosen["decoder"] == "beam", "hotwords choose beam search"
+    refused = transcribe(server, SPEECH, hotwords="ZZZ", decoder="greedy")
+    assert refused.status_code == 422 and refused.json()["error"]["param"] == "hotwords", refused.text
+    assert "need beam search" in refused.json()["error"]["message"]
+
+
+# -- 8. errors, methods, schema, spacing, long URLs, echoed names --------------------------------------------------
+
+def test_greedy_text_is_the_words_single_spaced():
+    """A blank between two word delimiters ('FI|<pad>|E') gave 'FI  E', not the words joined."""
+    from conftest import VOCAB
+    from model.ctc import CTCVocabulary
+    from model.decoding import greedy_decode
+
+    vocab = CTCVocabulary(dict(enumerate(VOCAB)))
+    path = ["F", "I", "|", "<pad>", "|", "|", "<pad>", "<pad>", "|", "E", "|", "<pad>"]
+    logits = np.full((len(path), len(VOCAB)), -10.0, dtype=np.float32)
+    logits[np.arange(len(path)), [VOCAB.index(token) for token in path]] = 10.0
+    decoded = greedy_decode(vocab, logits, 0.02)
+    assert decoded.text == "FI E" == " ".join(word.word for word in decoded.words), decoded.text
