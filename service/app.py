@@ -23,6 +23,10 @@ from .settings import Settings
 
 log = logging.getLogger("service")
 
+# The longest path and query: h11 refuses a request head over 16 KiB when it arrives in pieces
+# (`service.http_protocol` answers that with 414 too), so a longer one must not depend on luck.
+MAX_URL_BYTES = 16 * 1024
+
 
 class RequestMetrics:
     """Counts every HTTP response by route and status: 500s when the app raised, and
@@ -35,6 +39,10 @@ class RequestMetrics:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if len(scope["raw_path"]) + len(scope["query_string"]) > MAX_URL_BYTES:
+            self.metrics.requests.labels("unmatched", "414").inc()
+            message = f"the URL is over the limit of {MAX_URL_BYTES} bytes; send options as form fields"
+            return await JSONResponse(error_body("uri_too_long", message, status=414), 414)(scope, receive, send)
         started = time.perf_counter()
         state = scope.setdefault("state", {})  # request.state: the routes say there which model answers
         status, answered, gone = "500", asyncio.Event(), asyncio.Event()
@@ -62,7 +70,8 @@ class RequestMetrics:
             if not gone.is_set() and not isinstance(error, ClientDisconnect):
                 # Not the client: uvicorn cancels what outlives the shutdown grace period.
                 status = "503"
-                await _send_json(send, 503, error_body("shutting_down", "the server is shutting down; retry"))
+                body = error_body("shutting_down", "the server is shutting down; retry", status=503)
+                await _send_json(send, 503, body)
                 return
             status = "disconnected"
             log.info("%s %s: the client disconnected before the answer", scope["method"], scope["path"])

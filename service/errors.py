@@ -48,3 +48,10 @@ def validation_problem(error, skip: tuple[str, ...] = ()) -> tuple[str, str]:
     where = ".".join(str(part) for part in first.get("loc", ()) if part not in skip)
     what = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
     return where, what
+
+
+def shorten(value: object, limit: int = 64) -> str:
+    """A client's value to quote in an error (a model name, an event type): its repr, cut to
+    `limit` characters, so that an answer never echoes a megabyte back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
+from starlette.routing import Match
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .errors import (AudioTooLarge, Busy, InvalidAudio, InvalidOption, ServiceError, Unauthorised, UnknownModel,
@@ -29,8 +30,10 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.param, self.headers = status, code, message, param, headers
 
 
-def error_body(code: str, message: str, param: str | None = None) -> dict:
-    kind = "server_error" if code == "internal_error" else "invalid_request_error"
+def error_body(code: str, message: str, param: str | None = None, status: int = 400) -> dict:
+    """The error as OpenAI's API words it: `type` server_error for a 5xx (the client did nothing
+    wrong), invalid_request_error for a 4xx."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
@@ -62,11 +65,13 @@ async def service_error_handler(connection: HTTPConnection, error: ServiceError)
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, Unauthorised):
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(error_body(error.code, error.message, error.param), http_status(error), headers=headers)
+    status = http_status(error)
+    return JSONResponse(error_body(error.code, error.message, error.param, status), status, headers=headers)
 
 
 async def api_error_handler(_: HTTPConnection, error: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(error.code, error.message, error.param), error.status, headers=error.headers)
+    return JSONResponse(error_body(error.code, error.message, error.param, error.status), error.status,
+                        headers=error.headers)
 
 
 async def validation_error_handler(_: HTTPConnection, error: RequestValidationError) -> JSONResponse:
@@ -74,11 +79,23 @@ async def validation_error_handler(_: HTTPConnection, error: RequestValidationEr
     return JSONResponse(error_body("invalid_parameter", f"{where or 'request'}: {what}", where or None), 422)
 
 
-async def http_error_handler(_: HTTPConnection, error: HTTPException) -> JSONResponse:
+async def http_error_handler(connection: HTTPConnection, error: HTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    return JSONResponse(error_body(code, str(error.detail)), error.status_code, headers=error.headers)
+    headers = error.headers
+    if error.status_code == 405:  # Starlette names the methods of the first route of the path only
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(connection))}
+    return JSONResponse(error_body(code, str(error.detail), status=error.status_code), error.status_code,
+                        headers=headers)
+
+
+def allowed_methods(connection: HTTPConnection) -> list[str]:
+    """Every method some route of this path answers (GET and HEAD of /health are two routes)."""
+    routes = connection.app.router.routes
+    return [method for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+            if any(route.matches({**connection.scope, "method": method})[0] == Match.FULL for route in routes)]
 
 
 async def internal_error_handler(_: HTTPConnection, error: Exception) -> JSONResponse:
     """A bug: the client gets JSON that names no internals; the log gets the traceback."""
-    return JSONResponse(error_body("internal_error", "the server failed on this request; its log says why"), 500)
+    return JSONResponse(error_body("internal_error", "the server failed on this request; its log says why",
+                                   status=500), 500)

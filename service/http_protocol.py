@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import http
 import json
 
 import h11
@@ -74,9 +75,11 @@ class HTTPProtocol(H11Protocol):
         else:
             status, code, message = 431, "headers_too_large", f"the request's head is over the limit of {limit} bytes"
         body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                     "code": code}}).encode()
+                                     "code": code}}, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), CLOSE]
-        for event in (h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+        reason = http.HTTPStatus(status).phrase.encode()
+        for event in (h11.Response(status_code=status, headers=headers, reason=reason), h11.Data(data=body),
+                      h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         # Closing now, with the rest of the request unread, would reset the connection before the
         # client reads the answer: stop writing, drop what still comes, and close a little later.

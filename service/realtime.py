@@ -43,13 +43,13 @@ from model.audio import AudioError, decode_pcm
 from model.decoding import one_line
 
 from .dependencies import ServerDep, known_key, require_api_key
-from .errors import ServiceError
+from .errors import ServiceError, shorten
 from .http_errors import close_code, http_status
 from .pipeline import Pipeline
 from .realtime_protocol import BETA_FORMATS, AudioFormat, BetaSessionUpdate, SessionUpdate, Transcription, \
     TurnDetection
 from .server import Server
-from .sessions import Closed, Ending, SessionLimits, parse_json, shorten
+from .sessions import Closed, Ending, SessionLimits, parse_json
 from .streaming import SegmentEnd, Stream, StreamConfig, StreamEvents, wind_down
 
 router = APIRouter()

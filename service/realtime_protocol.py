@@ -29,7 +29,7 @@ class TurnDetection(_Lenient):
 
 
 class Transcription(_Lenient):
-    model: str | None = None
+    model: str | None = Field(None, max_length=256)  # echoed in every session event: not a megabyte of it
     language: str | None = None
     prompt: str | None = None
     keywords: list[str] | None = Field(None, max_length=100, description="served as hotwords")

@@ -12,7 +12,7 @@ from pathlib import Path
 from model.decoding import one_line
 
 from .engine import load_engine
-from .errors import Busy, UnknownModel
+from .errors import Busy, UnknownModel, shorten
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .settings import Settings
@@ -111,8 +111,8 @@ class Server:
         name, Busy while it is not loaded."""
         name = name or self.model_name
         if name not in self.model_names:
-            raise UnknownModel("model_not_found", f"The model '{name}' does not exist on this server; it serves: "
-                                                  f"{', '.join(self.model_names)}", "model")
+            raise UnknownModel("model_not_found", f"The model {shorten(name)} does not exist on this server; it "
+                                                  f"serves: {', '.join(self.model_names)}", "model")
         pipeline = self.pipelines.get(name)
         if pipeline is None:
             reason = self.not_ready_reason() or "the model is loading; retry shortly"

@@ -58,13 +58,6 @@ def parse_json(text: str):
     return json.loads(text)
 
 
-def shorten(value: object, limit: int = 64) -> str:
-    """A client's value to quote in an answer (a name, an event type): its repr, cut to `limit`
-    characters, so that an answer never echoes a megabyte back."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
 class SessionLimits:
     """One session's clock and limits; `stopping` is set when the server shuts down."""
 

@@ -32,11 +32,11 @@ from model.decoding import one_line
 
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .dependencies import ServerDep, known_key, require_api_key
-from .errors import Busy, ServiceError, Unauthorised, validation_problem
+from .errors import Busy, ServiceError, Unauthorised, shorten, validation_problem
 from .http_errors import close_code, refuse
 from .pipeline import DecodeOptions, Pipeline
 from .server import Server
-from .sessions import STOPPING_TAIL_SECONDS, Closed, Ending, SessionLimits, parse_json, shorten
+from .sessions import STOPPING_TAIL_SECONDS, Closed, Ending, SessionLimits, parse_json
 
 router = APIRouter()
 log = logging.getLogger("service")

@@ -62,6 +62,20 @@ def transcribe(server, samples: np.ndarray, **fields) -> httpx.Response:
                       timeout=HANG_SECONDS)
 
 
+def raw_exchange(server, *parts: bytes) -> bytes:
+    """Send bytes on a fresh connection, in parts 0.2 s apart, and read the answer until the server
+    closes the connection."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=HANG_SECONDS) as connection:
+        for part in parts:
+            connection.sendall(part)
+            time.sleep(0.2)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
 def ws_url(server, path: str) -> str:
     return server.url.replace("http", "ws") + path
 
@@ -69,7 +83,7 @@ def ws_url(server, path: str) -> str:
 @pytest.fixture(scope="module")
 def server(exported_folder, tmp_path_factory):
     with run_server(exported_folder, "--stream-idle-seconds", "2", "--stream-max-session-seconds", "6",
-                    "--chunk-seconds", "5",
+                    "--decode-queue-capacity", "0", "--chunk-seconds", "5",
                     "--chunk-context-seconds", "1", "--max-batch-audio-seconds", "10",
                     log_dir=tmp_path_factory.mktemp("logs")) as running:
         yield running
@@ -326,3 +340,46 @@ def test_greedy_text_is_the_words_single_spaced():
     logits[np.arange(len(path)), [VOCAB.index(token) for token in path]] = 10.0
     decoded = greedy_decode(vocab, logits, 0.02)
     assert decoded.text == "FI E" == " ".join(word.word for word in decoded.words), decoded.text
+
+
+@tiny
+def test_5xx_errors_are_server_errors(server):
+    """No beam-search queue (capacity 0): concurrent searches are refused with 503."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    long = tiled(20)
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: transcribe(server, long, decoder="beam", beam_width="256"), range(4)))
+    refused = [response for response in responses if response.status_code == 503]
+    assert refused and all(response.json()["error"]["type"] == "server_error" for response in refused)
+    assert transcribe(server, SPEECH, model="nope").json()["error"]["type"] == "invalid_request_error"
+
+
+@tiny
+def test_methods_long_urls_and_huge_names(server):
+    options = httpx.options(server.url + "/health")
+    assert options.status_code == 405 and options.headers["allow"] == "GET, HEAD", options.headers
+    assert httpx.request("OPTIONS", server.url + "/transcribe").headers["allow"] == "POST"
+    for method, path in (("GET", "/health"), ("POST", "/transcribe")):  # httpx refuses such URLs: by hand
+        head = f"{method} {path}?hotwords={'A' * 120_000} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        for parts in ([head.encode() + b"x" * 1000], [head[:20_000].encode(), head[20_000:].encode() + b"x" * 1000]):
+            answer = raw_exchange(server, *parts)  # whole, and in pieces (which h11 refuses itself)
+            assert answer.startswith(b"HTTP/1.1 414") and b'"code":"uri_too_long"' in answer, answer[:300]
+    huge = "m" * 500_000
+    unknown = transcribe(server, SPEECH, model=huge)
+    assert unknown.status_code == 404 and len(unknown.content) < 1000, unknown.text[:200]
+
+    async def sessions() -> tuple[dict, dict]:
+        async with websockets.connect(ws_url(server, "/v1/stream"), max_size=None) as socket:
+            await socket.send(json.dumps({"model": huge}))
+            (stream,) = await until_closed(socket)
+        async with websockets.connect(ws_url(server, "/v1/realtime?intent=transcription"), max_size=None) as socket:
+            await socket.recv()
+            await socket.send(json.dumps({"type": "session.update", "session": {
+                "type": "transcription", "audio": {"input": {"transcription": {"model": huge}}}}}))
+            realtime = json.loads(await asyncio.wait_for(socket.recv(), HANG_SECONDS))
+        return stream, realtime
+
+    stream, realtime = asyncio.run(sessions())
+    assert stream["error"] == "model_not_found" and len(stream["message"]) < 300, stream["message"][:200]
+    assert realtime["type"] == "error" and len(json.dumps(realtime)) < 1000, json.dumps(realtime)[:300]
