@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from .errors import ServiceError
+from .http_protocol import CONNECTION_LOST
 from .http_errors import (ApiError, api_error_handler, error_body, http_error_handler, internal_error_handler,
                           service_error_handler, validation_error_handler)
 from .metrics import Metrics
@@ -30,7 +31,8 @@ MAX_URL_BYTES = 16 * 1024
 
 class RequestMetrics:
     """Counts every HTTP response by route and status: 500s when the app raised, and
-    "disconnected" for clients gone before their answer, whose work it then stops. Its latency is
+    "disconnected" for clients gone before their answer (whose work it then stops, if it can) or
+    gone when it was sent (a client that half-closes its side: uvicorn closes the connection). Its latency is
     labelled with the model that answered (`request.state.model`, which the routes set)."""
 
     def __init__(self, app, metrics: Metrics):
@@ -47,6 +49,7 @@ class RequestMetrics:
         state = scope.setdefault("state", {})  # request.state: the routes say there which model answers
         status, answered, gone = "500", asyncio.Event(), asyncio.Event()
         body_read = asyncio.Event()
+        undelivered = False  # the connection was closed when the answer began
 
         async def receive_body():
             message = await receive()
@@ -55,9 +58,10 @@ class RequestMetrics:
             return message
 
         async def send_status(message):
-            nonlocal status
+            nonlocal status, undelivered
             if message["type"] == "http.response.start":
                 status = str(message["status"])
+                undelivered = scope.get(CONNECTION_LOST, bool)()
             elif not message.get("more_body"):
                 answered.set()
             await send(message)
@@ -66,6 +70,10 @@ class RequestMetrics:
         watcher = asyncio.ensure_future(_watch_disconnect(receive, body_read, answered, gone, handler))
         try:
             await handler
+            if gone.is_set() or undelivered:  # answered into a closed connection
+                log.info("%s %s: the client disconnected before the answer (%s, not delivered)",
+                         scope["method"], scope["path"], status)
+                status = "disconnected"
         except (ClientDisconnect, asyncio.CancelledError) as error:
             if not gone.is_set() and not isinstance(error, ClientDisconnect):
                 # Not the client: uvicorn cancels what outlives the shutdown grace period.

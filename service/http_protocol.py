@@ -7,6 +7,7 @@
   shuts down, rather than closing it at once while its client may be sending the next request (a
   connection error, no answer); a request that comes meanwhile is answered, with
   `Connection: close`, as is any request in flight.
+- Each request's scope says whether its connection is lost (`CONNECTION_LOST`).
 - A request whose head is over h11's size limit gets 414 (the target is too long) or 431 (the
   headers), in the API's JSON error shape, and the connection is drained before it is closed,
   so that the client reads the answer instead of a reset.
@@ -22,6 +23,9 @@ import uvicorn
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+# A scope key: a callable that says whether the request's connection is closed. uvicorn's send
+# drops an answer to a closed connection without a word; `RequestMetrics` counts it as such.
+CONNECTION_LOST = "w2v.connection_lost"
 LINGER_SECONDS = 2.0  # how long an idle connection stays open on shutdown, or drains after a refusal
 CLOSE = (b"connection", b"close")
 
@@ -62,6 +66,10 @@ class HTTPProtocol(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
+        cycle = self.cycle
+        if cycle is not None and CONNECTION_LOST not in cycle.scope:
+            # Closing: the client half-closed (uvicorn closes on EOF) and the loss is not reported yet.
+            cycle.scope[CONNECTION_LOST] = lambda: cycle.disconnected or self.transport.is_closing()
         if self.draining and self.cycle is not None and not self.cycle.response_complete:
             self._close_after_response()
 

@@ -383,3 +383,26 @@ def test_methods_long_urls_and_huge_names(server):
     stream, realtime = asyncio.run(sessions())
     assert stream["error"] == "model_not_found" and len(stream["message"]) < 300, stream["message"][:200]
     assert realtime["type"] == "error" and len(json.dumps(realtime)) < 1000, json.dumps(realtime)[:300]
+
+
+# -- 6. an answer the client never received is counted as such -------------------------------------------------
+
+@tiny
+def test_a_client_that_half_closes_is_counted_disconnected_with_an_access_line(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    body = wav(SPEECH)
+    requests = {"/transcribe": f"POST /transcribe?decoder=greedy HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+                               f"Content-Length: {len(body)}\r\n\r\n".encode() + body,
+                "/health": b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"}
+    for endpoint, request in requests.items():
+        before = metric(server, "asr_requests_total", endpoint=endpoint, status="disconnected")
+        with socket.create_connection((host, int(port)), timeout=HANG_SECONDS) as connection:
+            connection.sendall(request)
+            connection.shutdown(socket.SHUT_WR)  # the request is whole; nothing more will come
+            received = connection.recv(65536)
+        deadline = time.monotonic() + HANG_SECONDS
+        while metric(server, "asr_requests_total", endpoint=endpoint, status="disconnected") == before:
+            assert time.monotonic() < deadline, f"{endpoint}: {received[:100]!r}, not counted as disconnected"
+            time.sleep(0.1)
+        assert received == b"", "uvicorn closes a half-closed connection: the answer is not delivered"
+        assert f"{endpoint.split('?')[0]}: the client disconnected before the answer" in server.log_tail()
