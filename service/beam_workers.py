@@ -31,7 +31,11 @@ RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)  # between failed restarts of a work
 
 
 class DecoderUnavailable(Exception):
-    """A beam search could not be done now: queue full, deadline passed or worker died. Retry."""
+    """A beam search could not be done now: queue full, no worker free in time, or worker died. Retry."""
+
+
+class SearchTooLong(Exception):
+    """A beam search ran past its deadline: the same search would again."""
 
 
 def _worker_main(connection, vocab: CTCVocabulary, lm: str | None, alpha: float, beta: float,
@@ -109,7 +113,8 @@ class DecodeWorker:
             self.on_restart()
 
     def search(self, job: tuple, timeout: float) -> Decoded:
-        """Run one search; DecoderUnavailable if the process dies or the search outlives `timeout`."""
+        """Run one search; DecoderUnavailable if the process dies, SearchTooLong if the search outlives
+        `timeout` (its worker is then restarted)."""
         with self.lock:
             if not self.alive:  # died while idle: this search need not fail for it
                 try:
@@ -119,8 +124,9 @@ class DecodeWorker:
             self.connection.send(job)
             if not wait([self.connection, self.process.sentinel], timeout):
                 self.kill()
-                raise DecoderUnavailable(f"beam search took longer than {timeout:g} s; the worker was stopped "
-                                         "(ask for a smaller beam_width, fewer hotwords, or decoder=greedy)")
+                raise SearchTooLong(f"beam search took longer than this server's limit of {timeout:g} s, and "
+                                    "would again; ask for decoder=greedy, a smaller beam_width, fewer hotwords, or "
+                                    "send shorter audio")
             try:
                 kind, value = self.connection.recv()
             except (EOFError, OSError):

@@ -25,6 +25,10 @@ class UnusableAudio(ServiceError):
     """Audio that decodes but holds nothing to transcribe: silence, or values the model turns into NaN."""
 
 
+class TooCostly(ServiceError):
+    """A request the decoder cannot finish within this server's deadline, now or later: not a retry."""
+
+
 class InvalidOption(ServiceError):
     """An option outside what the request allows or this server's limits."""
 

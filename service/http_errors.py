@@ -12,11 +12,12 @@ from starlette.requests import HTTPConnection
 from starlette.routing import Match
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from .errors import (AudioTooLarge, Busy, InvalidAudio, InvalidOption, ServiceError, Unauthorised, UnknownModel,
-                     UnusableAudio, validation_problem)
+from .errors import (AudioTooLarge, Busy, InvalidAudio, InvalidOption, ServiceError, TooCostly, Unauthorised,
+                     UnknownModel, UnusableAudio, validation_problem)
 
 # Each kind of refusal: its HTTP status, and the websocket close code that says the same.
 HTTP_STATUS = {InvalidAudio: 400, Unauthorised: 401, UnknownModel: 404, AudioTooLarge: 413, InvalidOption: 422,
+               TooCostly: 422,
                UnusableAudio: 422, Busy: 503}
 CLOSE_CODE = {Unauthorised: 1008, Busy: 1013}  # any other: 1007, unusable data
 

@@ -26,8 +26,8 @@ from model.windows import stitch
 
 from .audio_input import check_usable
 from .batching import Batcher, QueueFull
-from .beam_workers import BeamSearch, DecoderUnavailable
-from .errors import Busy, InvalidOption, UnusableAudio
+from .beam_workers import BeamSearch, DecoderUnavailable, SearchTooLong
+from .errors import AudioTooLarge, Busy, InvalidOption, TooCostly, UnusableAudio
 from .metrics import Metrics
 from .settings import ModelSpec, Settings
 
@@ -161,9 +161,21 @@ class Pipeline:
             except PhraseError as error:
                 raise InvalidOption("invalid_phrases", f"phrases: {error}", "phrases") from None
 
+    def check_cost(self, seconds: float, options: DecodeOptions) -> None:
+        """Refuse, before any work, a beam search longer than this server's limit: on noise it costs
+        up to ~50 ms a second of audio, and one past the decode deadline fails however often it is
+        retried."""
+        limit = self.settings.max_beam_audio_seconds
+        if self.decoder(options) == "beam" and seconds > limit:
+            raise AudioTooLarge("audio_too_long_for_beam_search", f"the audio is {seconds:.1f} s long; beam search "
+                                                                  f"takes at most {limit:g} s on this server (ask "
+                                                                  "for decoder=greedy, or send shorter audio)",
+                                "decoder")
+
     async def transcribe(self, samples: np.ndarray, options: DecodeOptions) -> Transcription:
         self.check_options(options)
         check_usable(samples, self.engine.min_samples, self.rate)
+        self.check_cost(len(samples) / self.rate, options)
         logits, timings = await self.logits(samples)
         try:
             check_finite(logits)
@@ -191,3 +203,5 @@ class Pipeline:
             return await self.beam.decode(logits, self.engine.frame_seconds, beam)
         except DecoderUnavailable as error:
             raise Busy("decoder_unavailable", f"{error}; retry shortly", retry_after=1) from None
+        except SearchTooLong as error:
+            raise TooCostly("beam_search_too_long", str(error)) from None

@@ -73,9 +73,13 @@ class Settings(BaseSettings):
     max_beam_width: int = Field(256, ge=1, le=1024, description="largest beam_width a request may ask for (422 above)")
     decode_queue_capacity: int = Field(64, ge=0, description="beam-search requests waiting for a worker before "
                                                              "503 Retry-After")
-    decode_timeout_seconds: float = Field(30.0, gt=0, description="longest a beam search may wait for a worker, "
-                                                                 "and longest it may run (its worker is then "
-                                                                 "restarted); past either: 503")
+    decode_timeout_seconds: float = Field(30.0, gt=0, description="longest a beam search may wait for a worker "
+                                                                 "(past it: 503), and longest it may run (its "
+                                                                 "worker is then restarted; 422)")
+    max_beam_audio_seconds: float = Field(600.0, gt=0, description="longest audio beam search takes (413 above: "
+                                                                   "decoder=greedy takes it); with its ~50 ms "
+                                                                   "a second on noise, keep it under 20 x "
+                                                                   "decode_timeout_seconds")
     lm_alpha: float = Field(LM_ALPHA, description="language model weight")
     lm_beta: float = Field(LM_BETA, description="word insertion bonus")
     min_confidence: float = Field(MIN_CONFIDENCE, ge=0, le=1,

@@ -423,6 +423,7 @@ async def _serve(websocket: WebSocket, server: Server, limits: SessionLimits, fi
                            f"server's stream limit of {settings.stream_max_seconds:g} s")
     try:
         pipeline.check_options(config)
+        pipeline.check_cost(config.max_segment_seconds, config)
     except ServiceError as error:
         raise Closed(1007, f"bad config: {error.message}") from None
     stream = Stream(StreamMessages(websocket), pipeline, config, settings.stream_max_seconds)

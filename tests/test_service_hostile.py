@@ -83,7 +83,7 @@ def ws_url(server, path: str) -> str:
 @pytest.fixture(scope="module")
 def server(exported_folder, tmp_path_factory):
     with run_server(exported_folder, "--stream-idle-seconds", "2", "--stream-max-session-seconds", "6",
-                    "--decode-queue-capacity", "0", "--chunk-seconds", "5",
+                    "--decode-queue-capacity", "0", "--max-beam-audio-seconds", "10", "--chunk-seconds", "5",
                     "--chunk-context-seconds", "1", "--max-batch-audio-seconds", "10",
                     log_dir=tmp_path_factory.mktemp("logs")) as running:
         yield running
@@ -347,7 +347,7 @@ def test_5xx_errors_are_server_errors(server):
     """No beam-search queue (capacity 0): concurrent searches are refused with 503."""
     from concurrent.futures import ThreadPoolExecutor
 
-    long = tiled(20)
+    long = tiled(9)
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda _: transcribe(server, long, decoder="beam", beam_width="256"), range(4)))
     refused = [response for response in responses if response.status_code == 503]
@@ -406,3 +406,23 @@ def test_a_client_that_half_closes_is_counted_disconnected_with_an_access_line(s
             time.sleep(0.1)
         assert received == b"", "uvicorn closes a half-closed connection: the answer is not delivered"
         assert f"{endpoint.split('?')[0]}: the client disconnected before the answer" in server.log_tail()
+
+
+# -- 5. what beam search cannot finish in time is refused up front, not retried -----------------------------------
+
+@tiny
+def test_beam_search_past_its_audio_limit_is_refused_before_any_work(server):
+    inference_runs = metric(server, "asr_batch_size_count")
+    refused = transcribe(server, tiled(20), decoder="beam")
+    assert refused.status_code == 413 and "retry-after" not in refused.headers, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "audio_too_long_for_beam_search" and "at most 10 s" in error["message"], error
+    assert metric(server, "asr_batch_size_count") == inference_runs, "refused before inference"
+
+    async def stream_config() -> dict:
+        async with websockets.connect(ws_url(server, "/v1/stream")) as socket:
+            await socket.send(json.dumps({"decoder": "beam", "max_segment_seconds": 20}))
+            (error,) = await until_closed(socket)
+            return error
+
+    assert "at most 10 s" in asyncio.run(stream_config())["message"]
