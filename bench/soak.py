@@ -14,6 +14,13 @@ purpose, lost (no answer to a request the client waited for), latency percentile
 /health's p99 and worst time, the server's RSS after warm-up and at the end, and whether
 /metrics counted exactly what was sent.
 
+Websockets run beside the HTTP clients (`--no-streams`: not): two /v1/stream and two /v1/realtime
+clients stream recordings 4x faster than real time, one drops its connection mid-stream, one
+squats (control messages only, never audio: the server must close it as idle, after 10 s here),
+and one floods (5,000 two-byte frames, then JSON nested 50,000 deep: 1007). At the end, four
+streams are opened and the server gets SIGTERM while they are open: each must get a "closing"
+message, the final of its audio and a 1001 close. A second table says what the websockets saw.
+
 `--source DIR` runs the server from another source tree (e.g. an older commit, extracted with
 `git archive`) to compare; such a server gets only --model, --lm, --decode-workers and --port.
 """
@@ -41,6 +48,7 @@ import numpy as np
 import soundfile
 
 from server_process import REALSPEECH, ROOT, Server
+from stream_clients import StreamTally, client, sigterm_during_streams
 
 sys.path.insert(0, str(ROOT))
 
@@ -206,7 +214,8 @@ def served_counts(url: str) -> Counter:
 
 
 def soak(args, decoder: str, bodies: list[bytes], logs: Path) -> dict:
-    options = ["--model", str(args.model), "--decode-workers", str(args.decode_workers)]
+    options = ["--model", str(args.model), "--decode-workers", str(args.decode_workers),
+               "--stream-idle-seconds", "10"]
     options += ["--lm", str(args.lm)] if args.lm else []
     server = Server(options + (args.server_option or []), args.source, logs / f"server-{decoder}.log")
     try:
@@ -225,6 +234,12 @@ def soak(args, decoder: str, bodies: list[bytes], logs: Path) -> dict:
         if args.faults:
             threads.append(threading.Thread(target=faults, args=(server, decoder, args.kill_every, stop, tally,
                                                                  kills)))
+        streams = StreamTally()
+        if args.streams:
+            audio = [soundfile.read(io.BytesIO(body), dtype="float32")[0] for body in bodies]
+            url = server.url.replace("http", "ws")
+            for kind in ["stream", "stream", "realtime", "realtime", "abort", "squat", "flood"]:
+                threads.append(threading.Thread(target=client, args=(kind, url, audio, streams, stop)))
         for thread in threads:
             thread.start()
         time.sleep(warm_up)
@@ -234,12 +249,16 @@ def soak(args, decoder: str, bodies: list[bytes], logs: Path) -> dict:
         time.sleep(1.0)  # let the server finish counting the last aborted requests
         rss_end = server.rss_mb()
         served = served_counts(server.url)
-        exit_code = server.stop()
+        if args.streams:
+            sigterm = sigterm_during_streams(server, audio)
+            exit_code = sigterm[2]
+        else:
+            sigterm, exit_code = None, server.stop()
     finally:
         if server.process.poll() is None:
             server.process.kill()
     return {"decoder": decoder, "tally": tally, "kills": len(kills), "served": served, "rss": (rss_start, rss_end),
-            "exit": exit_code, "health": health}
+            "exit": exit_code, "health": health, "streams": streams, "sigterm": sigterm}
 
 
 def books_balance(tally: Tally, served: Counter) -> tuple[bool, str]:
@@ -273,6 +292,14 @@ def row(result: dict) -> str:
             f"{balance} | {result['exit']} |")
 
 
+def stream_row(result: dict) -> str:
+    streams, sigterm = result["streams"], result["sigterm"]
+    sessions = " / ".join(str(streams.sessions[kind]) for kind in ("stream", "realtime", "abort", "squat", "flood"))
+    closes = ", ".join(f"{kind} {code}: {count}" for (kind, code), count in sorted(streams.closes.items()))
+    return (f"| {result['decoder']} | {sessions} | {streams.finals} | {closes} | {len(streams.lost)} | "
+            f"{sigterm[1]} of {sigterm[0]} | {sigterm[2]} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="exported ONNX model folder")
@@ -282,6 +309,7 @@ def main() -> None:
     parser.add_argument("--decoder", nargs="+", default=["greedy", "beam"], choices=["greedy", "beam"])
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--no-faults", dest="faults", action="store_false", help="no kills, slow or aborted uploads")
+    parser.add_argument("--no-streams", dest="streams", action="store_false", help="no websocket clients")
     parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between worker kills and bombs")
     parser.add_argument("--source", type=Path, default=ROOT, help="source tree to run the server from")
     parser.add_argument("--server-option", action="append", help="one more server argument (repeatable), "
@@ -294,14 +322,24 @@ def main() -> None:
     print("| decoder | sent | 2xx | 4xx | 5xx | aborted by client | lost | p50 / p95 / p99 (2xx) | "
           "/health p99 / worst | server RSS after warm-up → end | /metrics = sent | exit code |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    results = []
     for decoder in args.decoder:
         result = soak(args, decoder, bodies, logs)
+        results.append(result)
         print(row(result), flush=True)
         tally = result["tally"]
         if tally.errors:
             print(f"  errors by code: {dict(tally.errors)}")
         if tally.lost:
             print(f"  lost: {Counter(tally.lost).most_common(3)}")
+    if args.streams:
+        print("\n| decoder | sessions: stream / realtime / abort / squat / flood | finals with text | closes by code | "
+              "lost | SIGTERM: streams with their final and 1001 | exit code |")
+        print("|---|---|---|---|---|---|---|")
+        for result in results:
+            print(stream_row(result))
+            if result["streams"].lost:
+                print(f"  lost: {Counter(result['streams'].lost).most_common(3)}")
 
 
 if __name__ == "__main__":
