@@ -363,7 +363,10 @@ async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limit
                     raise EventError("invalid_event", "an event is a JSON object with a type", "type")
                 event_id = event.get("event_id")  # echoed in an error: not a megabyte of it
                 event_id = event_id if isinstance(event_id, str) and len(event_id) <= 128 else None
+                finals = stream.finals
                 await _handle(event, session, events, stream, server, max_segment, limits)
+                if stream.finals != finals:  # the client waited for its transcript: that was not idleness
+                    limits.heard_audio()
             except EventError as error:
                 await events.error(error.code, error.message, error.param, event_id)
     finally:

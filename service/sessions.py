@@ -3,7 +3,8 @@ under its limits, and parsing their JSON safely.
 
 `SessionLimits.receive` refuses a message over the size limit (1009), and ends a session that
 sent no audio for `stream_idle_seconds` (control messages do not count: a client that sends
-only those would hold a stream slot for nothing), one that has lasted
+only those would hold a stream slot for nothing; the clock restarts at a final too, so the time
+the server took to transcribe does not count), one that has lasted
 `stream_max_session_seconds`, and every session when the server shuts down (after taking what
 arrives in `STOPPING_TAIL_SECONDS`). The last two end gracefully (`Ending`): the audio received so
 far is transcribed and sent before the close.
@@ -71,7 +72,7 @@ class SessionLimits:
         self.stopped_at: float | None = None  # when this session saw the server begin to shut down
 
     def heard_audio(self) -> None:
-        """Audio arrived: the idle clock starts again."""
+        """Audio arrived, or a final was sent: the idle clock starts again."""
         self.last_audio = time.monotonic()
 
     async def receive(self, websocket: WebSocket) -> dict:

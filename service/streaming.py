@@ -195,6 +195,7 @@ class Stream:
         self.heard_speech = False
         self.speech_at = 0.0  # when the segment's speech began, seconds from the stream's start
         self.speech_announced = False
+        self.finals = 0  # sent so far
 
     def _resampler(self) -> soxr.ResampleStream | None:
         rate = self.config.sample_rate
@@ -324,6 +325,7 @@ class Stream:
             word["start"] = round(word["start"] + start / self.rate, 3)
             word["end"] = round(word["end"] + start / self.rate, 3)
         await self.events.final(text, words, offset, end, confidence, alternatives)
+        self.finals += 1
 
     def discard_segment(self) -> None:
         """Drop the open segment's audio untranscribed; the stream's clock runs on."""
@@ -436,10 +438,13 @@ async def _serve(websocket: WebSocket, server: Server, limits: SessionLimits, fi
                 await wind_down(stream, settings.shutdown_grace_seconds if ending.code == 1001 else None)
                 await websocket.close(ending.code, reason=ending.message[:120])
                 return
+            finals = stream.finals
             if message.get("bytes") is not None:
                 if message["bytes"]:
                     limits.heard_audio()
                 await stream.add_audio(message["bytes"])
+                if stream.finals != finals:  # the client waited for it: that was not idleness
+                    limits.heard_audio()
                 continue
             try:
                 kind = parse_json(message["text"]).get("type")
@@ -449,6 +454,8 @@ async def _serve(websocket: WebSocket, server: Server, limits: SessionLimits, fi
                 raise Closed(1007, str(error)) from None
             if kind == "finalize":
                 await stream.finish_segment()
+                if stream.finals != finals:
+                    limits.heard_audio()
             elif kind == "eof":
                 stream.flush_resampler()
                 await stream.finish_segment("eof")
