@@ -44,7 +44,8 @@ class ErrorResponse(BaseModel):
 def error_responses(*statuses: int) -> dict:
     reasons = {400: "undecodable, empty or too short audio", 401: "a missing or wrong API key",
                404: "no model of that name (code model_not_found)", 408: "the request body stopped arriving",
-               413: "the upload or the audio is too large or too long",
+               413: "the upload or the audio is too large or too long (for beam search too)",
+               414: "the URL is over 16 KiB: send long options as form fields",
                415: "the body is not audio", 422: "bad options, or silent audio",
                503: "busy (queue full, a worker restarting) or not ready; retry after Retry-After seconds"}
     return {status: {"model": ErrorResponse, "description": reasons[status]} for status in statuses}
@@ -287,7 +288,7 @@ async def _transcribe(request: Request, server: Server, endpoint: str, params_mo
     return params, result
 
 
-TRANSCRIBE_ERRORS = error_responses(400, 404, 408, 413, 415, 422, 503)
+TRANSCRIBE_ERRORS = error_responses(400, 404, 408, 413, 414, 415, 422, 503)
 
 
 @api.post("/transcribe", response_model=TranscribeResponse, response_model_exclude_none=True,
