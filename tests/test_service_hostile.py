@@ -239,6 +239,27 @@ def test_a_session_past_its_maximum_duration_gets_its_final_and_a_close(server):
     assert kinds[-2:] == ["closing", "final"] and received[-2]["reason"] == "session_expired", received
     assert code == 1008 and received[-1]["text"] and received[-1]["end"] > 5.0
 
+    audio = base64.b64encode(pcm[:len(pcm) // 2]).decode()  # 16 kHz PCM, declared as such
+
+    async def turn() -> tuple[list[dict], int]:
+        async with websockets.connect(ws_url(server, "/v1/realtime?intent=transcription")) as socket:
+            await socket.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
+                "input": {"turn_detection": None, "format": {"type": "audio/pcm", "rate": 16000}}}}}))
+            try:
+                for start in range(0, len(audio), 4264):  # about 100 ms a message, every 100 ms
+                    await socket.send(json.dumps({"type": "input_audio_buffer.append",
+                                                  "audio": audio[start:start + 4264]}))
+                    await asyncio.sleep(0.1)
+            except websockets.ConnectionClosed:
+                pass
+            return await until_closed(socket), socket.close_code
+
+    events, code = asyncio.run(turn())
+    error = next(event for event in events if event["type"] == "error")["error"]
+    completed = [event for event in events if event["type"].endswith("transcription.completed")]
+    assert error["code"] == "session_expired" and code == 1008, (error, code)
+    assert completed and completed[-1]["transcript"], events[-3:]
+
 
 # -- 2. SIGTERM: streams get their finals and a 1001; keep-alive connections get an answer -----------------------
 
