@@ -49,7 +49,7 @@ test: setup-dev
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
-# The shipped default model, models/digits/, remade from ../shared/data by our own commands (about 75 min
-# on 2 cores; needs espeak-ng, flite and Festival for the synthetic voices).
+# The shipped default model, models/digits/, remade from ../shared/data by our own commands (about
+# 2 h 20 min on 2 cores; needs espeak-ng, flite and Festival for the synthetic voices).
 digits-model: setup-dev
 	PYTHON=$(BIN)/python bash training/recipes/digits-model.sh

@@ -108,12 +108,14 @@ def test_the_server_says_so_when_it_hears_no_digits(default_server):
         assert any(marked) == (result["confidence"] < MIN_CONFIDENCE) or not marked
         return result["text"] == "" or result["confidence"] < MIN_CONFIDENCE
 
-    sentences = read_transcripts(REALSPEECH / "manifest.tsv")
+    # Recordings whose reference is only digit words ("five five") are digit strings, not English sentences.
+    sentences = [path for path, text in read_transcripts(REALSPEECH / "manifest.tsv").items()
+                 if not set(normalize_text(text).split()) <= {*DIGITS, "oh"}]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda path: transcribe(path, **({"sample_rate": 16000, "encoding": "pcm_s16le"}
                                                                  if path.suffix == ".raw" else {})), sentences))
     said_so = np.mean([heard_nothing(result) for result in results])
-    assert len(results) == 69 and said_so >= 0.9, f"only {said_so:.0%} of the English sentences"
+    assert len(results) == 68 and said_so >= 0.9, f"only {said_so:.0%} of the English sentences"
 
     rate, generator = 16000, np.random.default_rng(0)
     time = np.arange(3 * rate) / rate

@@ -8,7 +8,8 @@
 # leave-one-speaker-out fold instead: FSDD and its connected strings from the other five speakers only
 # (the synthetic voices as always), tested on all 500 of SPEAKER's recordings and on connected strings
 # of them; everything of the fold's goes in runs/digits/loso-SPEAKER, and no model folder is written.
-# On 2 CPU cores: data about 17 min, training about 75 min (two stages, 20 + 54), evaluation and export a few minutes.
+# On 2 CPU cores: data about 20 min, training about 2 h (three stages: 20 + 54 + 44; the third measured on
+# one core, OMP_NUM_THREADS=1, with the other busy), evaluation and export a few minutes: about 2 h 20 min in all.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${1:-../shared/data}
@@ -88,7 +89,7 @@ step "$run/digits.arpa" "$python" -m training lm --manifest "$fsdd/train.jsonl" 
 
 [ "${DATA_ONLY:-0}" = 1 ] && exit 0  # DATA_ONLY=1: stop here
 
-# 3. Training in two stages, each keeping its best checkpoint on the dev set. First FSDD's isolated
+# 3. Training in three stages (the third below), each keeping its best checkpoint on its dev set. First FSDD's isolated
 #    digits alone with the FSDD recipe (training/configs/fsdd-scratch.yaml): from scratch, the model learns
 #    these few clean words far faster than it learns them from the whole mixed set at once (measured:
 #    dev WER 1.7% against 78% after the same ~20 minutes). Then the whole set with augmentation,
