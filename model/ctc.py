@@ -178,17 +178,22 @@ class CTCVocabulary:
         _write_json(folder / "special_tokens_map.json", special)
 
 
+def _extended_labels(token_ids: list[int], blank: int) -> tuple[np.ndarray, np.ndarray]:
+    """CTC's extended label sequence (a blank before, between and after the tokens) and, for each of its
+    states, whether a path may reach it by skipping the blank before it (not between two equal tokens)."""
+    extended = np.full(2 * len(token_ids) + 1, blank, dtype=np.int64)
+    extended[1::2] = token_ids
+    skip = np.zeros(len(extended), dtype=bool)
+    skip[3::2] = extended[3::2] != extended[1:-2:2]
+    return extended, skip
+
+
 def text_log_likelihood(log_probs: np.ndarray, token_ids: list[int], blank: int) -> float:
     """log P(token_ids | audio) under CTC: the log of the summed probability of every frame alignment
     that collapses to these tokens (the forward algorithm; what `torch.nn.functional.ctc_loss` negates).
     log_probs: (frames, vocab) log-softmax output. -inf when the frames are too few for the tokens."""
     log_probs = np.asarray(log_probs, dtype=np.float64)
-    # The extended label sequence: a blank before, between and after the tokens.
-    extended = np.full(2 * len(token_ids) + 1, blank, dtype=np.int64)
-    extended[1::2] = token_ids
-    # A path may skip the blank between two tokens unless they are the same token.
-    skip = np.zeros(len(extended), dtype=bool)
-    skip[3::2] = extended[3::2] != extended[1:-2:2]
+    extended, skip = _extended_labels(token_ids, blank)
     alpha = np.full(len(extended), -np.inf)
     alpha[:2] = log_probs[0, extended[:2]]
     for frame in range(1, len(log_probs)):
@@ -202,10 +207,7 @@ def best_alignment(log_probs: np.ndarray, token_ids: list[int], blank: int) -> n
     """The most probable frame alignment of these tokens (Viterbi): one token id per frame, blanks
     included, that collapses to `token_ids`. log_probs: (frames, vocab) log-softmax output, at least one
     frame per token (and one more between two equal tokens)."""
-    extended = np.full(2 * len(token_ids) + 1, blank, dtype=np.int64)
-    extended[1::2] = token_ids
-    skip = np.zeros(len(extended), dtype=bool)
-    skip[3::2] = extended[3::2] != extended[1:-2:2]
+    extended, skip = _extended_labels(token_ids, blank)
     score = np.full(len(extended), -np.inf)
     score[:2] = log_probs[0, extended[:2]]
     came_from = np.zeros((len(log_probs), len(extended)), dtype=np.int64)  # the previous state of each state

@@ -235,3 +235,16 @@ def lm(tmp_path_factory, realspeech) -> Path:
     """A bigram language model (ARPA) of the real-speech references, for beam search."""
     sentences = [normalised_words(row["text"]) for row in realspeech]
     return write_arpa(sentences, tmp_path_factory.mktemp("lm") / "bigram.arpa")
+
+
+def metric(server, name: str, **labels) -> float:
+    """The sum of the Prometheus series `name` with these labels (whatever their others, e.g. the
+    model), 0 when there is none."""
+    import httpx
+
+    total = 0.0
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] == name and all(f'{key}="{wanted}"' in series for key, wanted in labels.items()):
+            total += float(value)
+    return total

@@ -23,7 +23,7 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import HANG_SECONDS, REALSPEECH, REPO, missing_data, run_server
+from conftest import HANG_SECONDS, REALSPEECH, REPO, metric, missing_data, run_server
 from model.audio import load_audio
 
 # One model family is enough here: the faults are the server's, not the model's.
@@ -69,17 +69,6 @@ def post_audio(server, body: bytes, endpoint: str = "/transcribe", timeout: floa
 def post_beam(server, body: bytes, **fields) -> httpx.Response:
     return httpx.post(server.url + "/transcribe", files={"file": ("a.wav", body)},
                       data={"decoder": "beam", **fields}, timeout=60)
-
-
-def metric(server, name: str, **labels) -> float:
-    """The sum of the Prometheus series `name` with these labels (whatever their others, e.g. the
-    model), 0 when there is none."""
-    total = 0.0
-    for line in httpx.get(server.url + "/metrics").text.splitlines():
-        series, _, value = line.rpartition(" ")
-        if series.split("{")[0] == name and all(f'{key}="{wanted}"' in series for key, wanted in labels.items()):
-            total += float(value)
-    return total
 
 
 def beam_workers(server) -> list[int]:

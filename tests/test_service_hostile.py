@@ -21,7 +21,7 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import HANG_SECONDS, REALSPEECH, run_server
+from conftest import HANG_SECONDS, REALSPEECH, metric, run_server
 from model.audio import load_audio
 
 # One tiny model family is enough: these are the server's faults, not the model's. Tests of the
@@ -46,15 +46,6 @@ def memory_mb(pid: int, field: str) -> float:
     """VmRSS (resident now) or VmHWM (the most it has ever been) of a process, in MB."""
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024
-
-
-def metric(server, name: str, **labels) -> float:
-    total = 0.0
-    for line in httpx.get(server.url + "/metrics").text.splitlines():
-        series, _, value = line.rpartition(" ")
-        if series.split("{")[0] == name and all(f'{key}="{wanted}"' in series for key, wanted in labels.items()):
-            total += float(value)
-    return total
 
 
 def transcribe(server, samples: np.ndarray, **fields) -> httpx.Response:
