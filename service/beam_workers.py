@@ -117,11 +117,13 @@ class DecodeWorker:
         `timeout` (its worker is then restarted)."""
         with self.lock:
             if not self.alive:  # died while idle: this search need not fail for it
-                try:
-                    self.restart()
-                except DecoderStartError as error:
-                    raise DecoderUnavailable(f"the beam-search worker could not restart: {error}") from None
-            self.connection.send(job)
+                self._replace()
+            try:
+                self.connection.send(job)
+            except OSError:  # died between that check and the send (a broken pipe): it never had this job
+                self.process.join()
+                self._replace()
+                self.connection.send(job)
             if not wait([self.connection, self.process.sentinel], timeout):
                 self.kill()
                 raise SearchTooLong(f"beam search took longer than this server's limit of {timeout:g} s, and "
@@ -136,6 +138,13 @@ class DecodeWorker:
         if kind != "ok":
             raise RuntimeError(value)
         return value
+
+    def _replace(self) -> None:
+        """Restart a dead process (lock held), or DecoderUnavailable when it cannot start."""
+        try:
+            self.restart()
+        except DecoderStartError as error:
+            raise DecoderUnavailable(f"the beam-search worker could not restart: {error}") from None
 
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():
