@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -149,14 +150,10 @@ class ReplicaStack:
         return self.run("logs", "--no-color", *([service] if service else []), timeout=120)
 
     def balancer_retries(self) -> int:
-        """Requests the balancer sent again (its log's retries field, `+N` when redispatched)."""
-        total = 0
-        for line in self.logs(BALANCER).splitlines():
-            fields = line.split()
-            counts = [part for part in fields if part.count("/") == 4 and part.replace("/", "").lstrip("+").isdigit()]
-            if counts:
-                total += int(counts[0].split("/")[-1].lstrip("+"))
-        return total
+        """Requests the balancer sent again (in its log: the last of the connection counts
+        actconn/feconn/beconn/srv_conn/retries, `+N` when sent to another replica)."""
+        counts = re.findall(r" \d+/\d+/\d+/\d+/\+?(\d+) \d+/\d+ \"", self.logs(BALANCER))
+        return sum(int(retries) for retries in counts)
 
     def down(self) -> None:
         self.run("down", "--volumes", "--remove-orphans", "--timeout", "5", timeout=300)
