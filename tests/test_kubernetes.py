@@ -245,7 +245,7 @@ def test_compose_replicas_sit_behind_the_balancer_and_one_server_stays_as_it_was
     assert replica["image"] == single["image"] and replica["build"] == single["build"]
     assert {**single["environment"], "ASR_THREADS": replica["environment"]["ASR_THREADS"]} == replica["environment"]
     assert replica["scale"] >= 2
-    host, port = balancer["environment"]["ASR_LB_SERVERS"].split(":")
+    host, port = balancer["environment"]["BALANCER_SERVERS"].split(":")
     image_port = re.search(r"ASR_PORT=(\d+)", (REPO / "Dockerfile").read_text()).group(1)
     assert host == "asr-replica" and port == image_port
     # Docker kills a replica only after the server's own shutdown grace has run out.
