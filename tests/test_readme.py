@@ -51,6 +51,7 @@ def curl_commands() -> list[tuple[str, str]]:
             if line.startswith("curl ")]
 
 
+@pytest.mark.fast
 def test_the_examples_are_found():
     """Runs without a server or data: the collection itself, so a moved example cannot drop out unseen."""
     python = {name for name, _ in python_blocks()}
