@@ -1,7 +1,9 @@
 # Everything runs from a virtual environment in .venv that these targets create on first use.
 #   make serve [ARGS="--port 9000 ..."]                                   set up, then serve the default model
 #   make transcribe [MODEL=<hub id | folder | fairseq .pt>] AUDIO="<files>"   set up, then transcribe
-#   make test                                                             set up, then check the layers and run the tests
+#   make test-fast                                                        set up, then run the fast tier (under 2 minutes)
+#   make test                                                             set up, then the fast tier, lint, the layers and the rest
+#   make lint                                                             ruff: lint and format check
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +13,7 @@ TRANSFORMERS4 := $(VENV)/transformers4
 TRANSFORMERS4_PACKAGES := transformers==4.57.6 huggingface_hub==0.36.0 tokenizers==0.22.1 \
 	requests==2.32.5 urllib3==2.5.0 charset-normalizer==3.4.4 idna==3.10 certifi==2025.8.3
 
-.PHONY: setup setup-serve setup-dev serve transcribe test digits-model
+.PHONY: setup setup-serve setup-dev serve transcribe test test-fast lint digits-model
 
 setup: $(VENV)/.installed
 setup-serve: $(VENV)/.installed-serve
@@ -45,9 +47,18 @@ transcribe: setup
 	@test -n "$(AUDIO)" || { echo 'usage: make transcribe [MODEL=<model>] AUDIO="<files>"' >&2; exit 2; }
 	$(BIN)/python -m model transcribe $(if $(MODEL),--model "$(MODEL)") $(AUDIO)
 
-test: setup-dev
+# The fast tier (tests marked `fast`: the app in-process, decoding, audio; no export, server process or
+# training) fails in seconds what would otherwise fail after minutes, so it runs first.
+test-fast: setup-dev
+	$(BIN)/python -m pytest -q -m fast
+
+lint: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: test-fast lint
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not fast"
 
 # The shipped default model, models/digits/, remade from ../shared/data by our own commands (about
 # 2 h 20 min on 2 cores; needs espeak-ng, flite and Festival for the synthetic voices).

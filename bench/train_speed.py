@@ -4,7 +4,8 @@
         --manifest runs/fsdd/train.jsonl --steps 30 --rounds 3
 
 Both train the same architecture (the config's), from scratch, on the same batches (the trainer's
-batches of the manifest, length-bucketed or random as the config says), with the same masking, optimiser and schedule settings.
+batches of the manifest, length-bucketed or random as the config says), with the same masking,
+optimiser and schedule settings.
 The plain loop is what a newcomer writes in ~60 lines: transformers' Wav2Vec2ForCTC, its feature
 extractor's normalisation and padding, audio decoded once and kept in memory. The two run in
 turns (`--rounds` x `--steps` updates each), so load on the machine hits both alike. Reported:

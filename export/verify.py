@@ -1,8 +1,8 @@
 """Check an exported graph against the PyTorch model it came from.
 
 Each case is a batch of utterances, given to both recognizers alike; the PyTorch one pads as the
-graph does (padding-exact or not). We report the largest logit difference, the share of frames whose best token agrees, and how
-many greedy transcripts are identical.
+graph does (padding-exact or not). We report the largest logit difference, the share of frames
+whose best token agrees, and how many greedy transcripts are identical.
 """
 
 from __future__ import annotations

@@ -143,7 +143,8 @@ def check_duration(samples: np.ndarray, min_samples: int, sampling_rate: int) ->
     """Refuse audio too short to produce a single model frame."""
     if len(samples) < min_samples:
         raise AudioError(
-            f"audio is {len(samples) / sampling_rate:.3f} s long; at least {min_samples / sampling_rate:.3f} s is needed"
+            f"audio is {len(samples) / sampling_rate:.3f} s long; "
+            f"at least {min_samples / sampling_rate:.3f} s is needed"
         )
 
 

@@ -123,7 +123,7 @@ def create_app(settings: Settings, on_load_failure=None) -> FastAPI:
         await asyncio.to_thread(loader.join)
         server.stop()
 
-    # The schema and its pages are served by routes.docs, behind the API keys like the API they describe.
+    # The schema and its pages are served by api_docs.router, behind the API keys like the API they describe.
     app = FastAPI(title="w2v-asr", version="0.1.0", lifespan=lifespan, openapi_url=None, docs_url=None,
                   redoc_url=None,
                   description="wav2vec 2.0 speech recognition: batched ONNX inference, KenLM beam search, streaming")
@@ -135,11 +135,11 @@ def create_app(settings: Settings, on_load_failure=None) -> FastAPI:
     app.add_exception_handler(Exception, internal_error_handler)
     app.add_middleware(RequestMetrics, metrics=server.metrics)
 
-    from . import realtime, routes, streaming, web
+    from . import api_docs, realtime, routes, streaming, web
 
     app.include_router(routes.health)
     app.include_router(routes.api)
-    app.include_router(routes.docs)
+    app.include_router(api_docs.router)
     app.include_router(streaming.router)
     app.include_router(realtime.router)
     if settings.web_ui:

@@ -1,5 +1,5 @@
-"""HTTP routes: health, readiness and metrics (open), transcription, models and the API's own
-description (behind the API keys, if any).
+"""HTTP routes: health, readiness and metrics (open), transcription and models (behind the API
+keys, if any); the API's own description is `service.api_docs`.
 
 The transcription routes read their bodies themselves (multipart or raw audio, under a size
 cap and a read timeout), so their parameters and bodies are declared to OpenAPI from the same
@@ -13,7 +13,6 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, field_validator
@@ -63,7 +62,6 @@ class NotReadyResponse(BaseModel):
 
 health = APIRouter()
 api = APIRouter(dependencies=[Depends(require_api_key)], responses=error_responses(401))
-docs = APIRouter(dependencies=[Depends(require_api_key)], include_in_schema=False)
 
 
 @health.get("/health", summary="The process is alive")
@@ -89,21 +87,6 @@ async def metrics(server: ServerDep) -> Response:
         pipeline.metrics.queue_depth.set(pipeline.batcher.depth)
         pipeline.metrics.decode_workers_alive.set(pipeline.beam.alive)
     return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-@docs.get("/openapi.json")
-async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.openapi())
-
-
-@docs.get("/docs")
-async def swagger(request: Request) -> Response:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title)
-
-
-@docs.get("/redoc")
-async def redoc(request: Request) -> Response:
-    return get_redoc_html(openapi_url="/openapi.json", title=request.app.title)
 
 
 class ModelCard(BaseModel):

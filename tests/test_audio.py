@@ -11,6 +11,8 @@ import soundfile
 from conftest import DATA, REALSPEECH, needs_data, require_data
 from model.audio import AudioError, check_duration, decode_pcm, load_audio, normalize, read_audio
 
+pytestmark = pytest.mark.fast  # the fast tier: `make test-fast`
+
 
 def pick(realspeech, suffix: str, rate: str) -> str:
     return next(row["path"] for row in realspeech if row["path"].endswith(suffix) and row["sample_rate"] == rate)

@@ -11,6 +11,8 @@ import transformers
 from conftest import VOCAB
 from model.ctc import CTCVocabulary, text_log_likelihood
 
+pytestmark = pytest.mark.fast  # the fast tier: `make test-fast`
+
 
 @pytest.mark.parametrize("options", [{}, {"do_lower_case": True}, {"clean_up_tokenization_spaces": True}])
 def test_decoding_matches_transformers(tmp_path, options):

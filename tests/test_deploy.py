@@ -45,6 +45,7 @@ def test_every_dashboard_metric_is_exported(exported_folder, family, realspeech,
                 assert re.search(name + r'\{(model|name)=~"\$model"', target["expr"]), (panel["title"], name)
 
 
+@pytest.mark.fast
 def test_dashboard_panels_cover_what_operators_watch():
     titles = " ".join(panel["title"].lower() for panel in json.loads(DASHBOARD.read_text())["panels"])
     for topic in ("requests", "latency", "queue depth", "batch size", "real-time factor", "active streams"):
@@ -54,6 +55,7 @@ def test_dashboard_panels_cover_what_operators_watch():
     assert uids == {re.search(r"uid: (\S+)", datasource).group(1)}
 
 
+@pytest.mark.fast
 def test_compose_sets_only_known_settings():
     fields = {f"ASR_{name.upper()}" for name in Settings.model_fields}
     compose = (REPO / "docker-compose.yml").read_text() + (REPO / "docker-compose.gpu.yml").read_text()
@@ -63,6 +65,7 @@ def test_compose_sets_only_known_settings():
     assert re.search(r'targets: \["asr:8000"\]', scrape) and "metrics_path: /metrics" in scrape
 
 
+@pytest.mark.fast
 def test_empty_settings_from_compose_mean_unset(monkeypatch):
     monkeypatch.setenv("ASR_LM", "")  # what `ASR_LM: ${ASR_LM:-}` passes when no LM is configured
     monkeypatch.setenv("ASR_MODEL_NAME", " ")

@@ -17,6 +17,8 @@ from model.lexicon import LexiconError, read_lexicon
 from model.package import DEFAULT_MODEL, package_lexicon
 from model.phrases import PhraseError
 
+pytestmark = pytest.mark.fast  # the fast tier: `make test-fast`
+
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "oh")
 FRAME = 0.02
 

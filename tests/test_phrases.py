@@ -17,6 +17,8 @@ from model.onnx import OnnxRecognizer
 from model.package import DEFAULT_MODEL, package_lm, package_onnx
 from model.phrases import MAX_PHRASE_CHARACTERS, MAX_PHRASES, PhraseError, PhraseGrammar
 
+pytestmark = pytest.mark.fast  # the fast tier: `make test-fast`
+
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 EXAMPLE = REPO / "examples" / "four-one-five-zero-two.wav"
 

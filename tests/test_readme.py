@@ -1,5 +1,5 @@
-"""The README's examples run as written: its Python blocks and curl commands, against a real server,
-with a tiny local model and real recordings in place of the names the README uses."""
+"""The README's and docs/'s examples run as written: their Python blocks and curl commands, against a
+real server, with a tiny local model and real recordings in place of the names the documents use."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 from conftest import DATA, HANG_SECONDS, REALSPEECH, REPO, require_data, run_server
 from model.package import DEFAULT_MODEL
 
-README = (REPO / "README.md").read_text(encoding="utf-8")
+# The README and every page under docs/ it links to: an example moved between them stays tested.
+DOCUMENTS = {path.relative_to(REPO).as_posix(): path.read_text(encoding="utf-8")
+             for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
 SPEECH_WAV = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
     "sense_and_sensibility_01_austen_64kb-0880.wav"
 SPEECH_RAW = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "goforward.raw"  # 16 kHz s16le
@@ -39,23 +41,39 @@ def localise(text: str, server, hf_ctc_folder, exported_folder) -> str:
     return text
 
 
+def python_blocks() -> list[tuple[str, str]]:
+    return [(name, block) for name, text in DOCUMENTS.items()
+            for block in re.findall(r"```python\n(.*?)```", text, flags=re.S)]
+
+
+def curl_commands() -> list[tuple[str, str]]:
+    return [(name, line) for name, text in DOCUMENTS.items() for line in text.splitlines()
+            if line.startswith("curl ")]
+
+
+@pytest.mark.fast
+def test_the_examples_are_found():
+    """Runs without a server or data: the collection itself, so a moved example cannot drop out unseen."""
+    python = {name for name, _ in python_blocks()}
+    assert {"README.md", "docs/api.md", "docs/export.md", "docs/transcribe.md"} <= python, python
+    assert len(python_blocks()) >= 6, "model, ONNX runtime, OpenAI client (twice), streaming and realtime"
+    curl = [name for name, _ in curl_commands()]
+    assert curl.count("README.md") >= 3 and curl.count("docs/api.md") >= 6, curl
+
+
 def test_python_examples_run(server, hf_ctc_folder, exported_folder):
-    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    assert len(blocks) >= 4, "model, ONNX runtime, OpenAI client and streaming examples"
-    for block in blocks:
+    for name, block in python_blocks():
         code = localise(block, server, hf_ctc_folder, exported_folder)
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                                 timeout=HANG_SECONDS)
-        assert result.returncode == 0, f"{block}\n{result.stderr[-2000:]}"
-        assert result.stdout.strip(), f"the example prints something:\n{block}"
+        assert result.returncode == 0, f"{name}:\n{block}\n{result.stderr[-2000:]}"
+        assert result.stdout.strip(), f"the example prints something ({name}):\n{block}"
 
 
 def test_curl_examples_run(server, hf_ctc_folder, exported_folder):
-    commands = [line for line in README.splitlines() if line.startswith("curl ")]
-    assert len(commands) >= 4
-    for command in commands:
+    for name, command in curl_commands():
         args = shlex.split(localise(command, server, hf_ctc_folder, exported_folder))
         result = subprocess.run(args, capture_output=True, text=True, timeout=HANG_SECONDS)
-        assert result.returncode == 0, command
+        assert result.returncode == 0, f"{name}: {command}"
         body = json.loads(result.stdout)
-        assert "text" in body and "error" not in body, (command, body)
+        assert "text" in body and "error" not in body, (name, command, body)

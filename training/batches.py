@@ -1,9 +1,9 @@
 """Length-bucketed batches bounded by total audio, reproducible and resumable.
 
 Utterances of similar length go together (little padding); a batch holds as many as fit in
-`max_batch_seconds` counting padding (size x longest), and at most `max_utterances` (0: no limit). Each epoch shuffles within lengths and
-the order of batches, from the seed and the epoch number alone, so a resumed run replays the
-same batches from the same position.
+`max_batch_seconds` counting padding (size x longest), and at most `max_utterances` (0: no limit).
+Each epoch shuffles within lengths and the order of batches, from the seed and the epoch number
+alone, so a resumed run replays the same batches from the same position.
 
 Sorting the whole corpus by length makes batches of look-alike utterances (on a small corpus, often one
 speaker). `length_pool` is the middle way: draw utterances at random, sort each pool of that many by

@@ -77,7 +77,92 @@ class _CTCForward(nn.Module):
         return self.model.lm_head(self.model.dropout(hidden))
 
 
+@dataclass
+class _Run:
+    """A fine-tuning run between updates: what `_setup` builds and each update advances."""
+
+    config: FinetuneConfig
+    processes: Processes
+    output: Path
+    train: list[Example]
+    vocab: CTCVocabulary
+    architecture: Wav2Vec2Config
+    features: FeatureSettings
+    model: Wav2Vec2ForCTC
+    forward: nn.Module  # the model's training pass, wrapped for several processes
+    averaged: AveragedModel | None
+    kept: Wav2Vec2ForCTC  # the weights evaluated and kept as `best`: the trained ones or their average
+    augment: Augmentation
+    audio: AudioStore
+    evaluation: list[Entry]
+    evaluation_audio: AudioStore
+    evaluator: Transcriber | None
+    batches: BatchStream
+    schedule: dict
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    precision: object
+    scaler: torch.amp.GradScaler | None
+    log: MetricsLog
+    step: int = 0
+    best: dict | None = None
+    gradient_norm: float = 0.0  # of the last update
+
+    def close(self) -> None:
+        self.audio.close()
+        self.evaluation_audio.close()
+        if self.evaluator is not None:
+            self.evaluator.close()
+
+
 def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, processes: Processes) -> Path:
+    run = _setup(config, resume, reschedule, processes)
+    output, rate = run.output, run.features.sampling_rate
+    progress = tqdm(total=config.max_steps, initial=run.step, disable=not processes.main, unit="step",
+                    dynamic_ncols=True)
+    last = None
+    audio_seconds, train_seconds, updates, started = 0.0, 0.0, 0, time.perf_counter()
+    try:
+        while run.step < config.max_steps:
+            frozen = run.step < config.freeze_transformer_steps
+            update_started = time.perf_counter()
+            loss_total, samples = _update(run, frozen)
+            audio_seconds += samples / rate
+            train_seconds += time.perf_counter() - update_started
+            run.step, updates = run.step + 1, updates + 1
+            step = run.step
+            progress.update(1)
+            if step % config.log_every == 0 or step == config.max_steps:
+                # Throughput counts training time only (not evaluation or checkpoints), since this process began.
+                record = {"step": step, "loss": round(processes.mean(loss_total), 6),
+                          "gradient_norm": round(run.gradient_norm, 4),
+                          "learning_rate": run.scheduler.get_last_lr()[0], "frozen": frozen,
+                          "audio_seconds_per_second": round(processes.mean(audio_seconds / train_seconds)
+                                                            * processes.world, 2),
+                          "seconds_per_update": round(train_seconds / updates, 4),
+                          "train_seconds": round(train_seconds, 3),
+                          "audio_seconds": round(audio_seconds * processes.world, 1),
+                          "wall_seconds": round(time.perf_counter() - started, 1)}
+                run.log.write(record)
+                progress.set_postfix(loss=f"{record['loss']:.3f}", audio_s_per_s=record["audio_seconds_per_second"],
+                                     best_wer=f"{run.best['wer']:.4f}" if run.best else "-")
+            if run.evaluator is not None and (step % config.eval_every == 0 or step == config.max_steps):
+                _evaluate_and_keep(run, started, progress)
+            if step % config.save_every == 0 or step == config.max_steps:
+                last = output / f"checkpoint-{step}"
+                if processes.main:
+                    _save_checkpoint(run, last, resume)
+    finally:
+        progress.close()
+        run.close()
+    if run.best is None and run.averaged is not None and processes.main:  # no evaluation: the average was asked for
+        _save(output / "best", run.kept, run.architecture, run.features, run.vocab)
+        return output / "best"
+    return output / "best" if run.best else (last or resume)
+
+
+def _setup(config: FinetuneConfig, resume: Path | None, reschedule: bool, processes: Processes) -> _Run:
+    """The model, data, optimiser and schedule of a run, from its start or restored from `resume`."""
     torch.manual_seed(config.seed + processes.rank)
     output = Path(config.output_dir)
     _check(config, resumed=resume is not None)
@@ -122,7 +207,6 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
     optimiser = adamw(model, schedule["learning_rate"], config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate_factor(schedule))
     precision, scaler = autocast(config.precision, processes.device)
-    # The weights evaluated and kept as `best`: the trained ones, or their moving average.
     averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
                 if config.ema_decay > 0 else None)
     kept = averaged.module if averaged is not None else model
@@ -142,82 +226,65 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
     if evaluation:  # the model as it trains, transcribed as the CLI and the server transcribe
         evaluator = Transcriber(TorchRecognizer(kept, features, vocab, processes.device),
                                 Path(config.lm) if config.lm else None, config.lm_alpha, config.lm_beta)
-    progress = tqdm(total=config.max_steps, initial=step, disable=not processes.main, unit="step", dynamic_ncols=True)
-    last = None
-    audio_seconds, train_seconds, updates, started = 0.0, 0.0, 0, time.perf_counter()
-    try:
-        while step < config.max_steps:
-            frozen = step < config.freeze_transformer_steps
-            update_started = time.perf_counter()
-            loss_total = 0.0
-            for micro in range(config.accumulation):
-                generator = np.random.default_rng([config.seed, step, micro, processes.rank])
-                indices = next(batches)
-                samples = audio.batch(indices)
-                if augment.active:  # babble is made of the batch's other transcribed utterances
-                    spoken = [train[i].targets for i in indices]
-                    samples = [augment(utterance, rate, generator,
-                                       [other for j, other in enumerate(samples) if j != k and spoken[j]])
-                               for k, utterance in enumerate(samples)]
-                audio_seconds += sum(len(utterance) for utterance in samples) / rate
-                with gradient_sync(forward, micro, config.accumulation, processes.world), precision:
-                    loss = _ctc_loss(forward, architecture, features, vocab, samples, [train[i] for i in indices],
-                                     frozen, generator, processes.device, config.ctc_loss_reduction)
-                    loss = loss / config.accumulation
-                    (scaler.scale(loss) if scaler else loss).backward()
-                loss_total += float(loss.detach())
-            gradient_norm = optimiser_step(model, optimiser, scheduler, scaler, config.clip_norm)
-            if averaged is not None:
-                averaged.update_parameters(model)
-            train_seconds += time.perf_counter() - update_started
-            step, updates = step + 1, updates + 1
-            progress.update(1)
-            if step % config.log_every == 0 or step == config.max_steps:
-                # Throughput counts training time only (not evaluation or checkpoints), since this process began.
-                record = {"step": step, "loss": round(processes.mean(loss_total), 6),
-                          "gradient_norm": round(gradient_norm, 4), "learning_rate": scheduler.get_last_lr()[0],
-                          "frozen": frozen,
-                          "audio_seconds_per_second": round(processes.mean(audio_seconds / train_seconds)
-                                                            * processes.world, 2),
-                          "seconds_per_update": round(train_seconds / updates, 4),
-                          "train_seconds": round(train_seconds, 3),
-                          "audio_seconds": round(audio_seconds * processes.world, 1),
-                          "wall_seconds": round(time.perf_counter() - started, 1)}
-                log.write(record)
-                progress.set_postfix(loss=f"{record['loss']:.3f}", audio_s_per_s=record["audio_seconds_per_second"],
-                                     best_wer=f"{best['wer']:.4f}" if best else "-")
-            if evaluator is not None and (step % config.eval_every == 0 or step == config.max_steps):
-                report = _evaluate(evaluator, evaluation, evaluation_audio, BeamOptions(config.beam_width))
-                metric = report.get("beam", report["greedy"])
-                record = {"step": step, "eval": report, "wall_seconds": round(time.perf_counter() - started, 1)}
-                # Ties go to the later checkpoint: further along its schedule, it is the better trained.
-                if best is None or (metric["wer"], metric["cer"]) <= (best["wer"], best["cer"]):
-                    best = {"step": step, "wer": metric["wer"], "cer": metric["cer"]}
-                    _save(output / "best", kept, architecture, features, vocab)
-                    (output / "best" / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
-                log.write({**record, "best": best})
-                progress.write(f"step {step}: greedy WER {report['greedy']['wer']:.4f} CER {report['greedy']['cer']:.4f}"
-                               + (f", beam WER {report['beam']['wer']:.4f}" if "beam" in report else "")
-                               + f" (best {best['wer']:.4f} at step {best['step']})")
-            if step % config.save_every == 0 or step == config.max_steps:
-                last = output / f"checkpoint-{step}"
-                if processes.main:
-                    _save(last, model, architecture, features, vocab)
-                    extra = {"best": best, "schedule": schedule}
-                    if averaged is not None:
-                        extra["ema"] = averaged.state_dict()
-                    save_trainer_state(last, step, optimiser, scheduler, batches, scaler, extra)
-                    prune_checkpoints(output, config.keep_checkpoints, protect=resume)
-    finally:
-        progress.close()
-        audio.close()
-        evaluation_audio.close()
-        if evaluator is not None:
-            evaluator.close()
-    if best is None and averaged is not None and processes.main:  # no evaluation: the average is what was asked for
-        _save(output / "best", kept, architecture, features, vocab)
-        return output / "best"
-    return output / "best" if best else (last or resume)
+    return _Run(config, processes, output, train, vocab, architecture, features, model, forward, averaged, kept,
+                augment, audio, evaluation, evaluation_audio, evaluator, batches, schedule, optimiser, scheduler,
+                precision, scaler, log, step, best)
+
+
+def _update(run: _Run, frozen: bool) -> tuple[float, int]:
+    """One optimiser update of `config.accumulation` micro-batches (sets `run.gradient_norm`); returns
+    the loss summed over them and the samples of audio trained on."""
+    config, processes, rate = run.config, run.processes, run.features.sampling_rate
+    loss_total, samples_trained = 0.0, 0
+    for micro in range(config.accumulation):
+        generator = np.random.default_rng([config.seed, run.step, micro, processes.rank])
+        indices = next(run.batches)
+        samples = run.audio.batch(indices)
+        if run.augment.active:  # babble is made of the batch's other transcribed utterances
+            spoken = [run.train[i].targets for i in indices]
+            samples = [run.augment(utterance, rate, generator,
+                                   [other for j, other in enumerate(samples) if j != k and spoken[j]])
+                       for k, utterance in enumerate(samples)]
+        samples_trained += sum(len(utterance) for utterance in samples)
+        with gradient_sync(run.forward, micro, config.accumulation, processes.world), run.precision:
+            loss = _ctc_loss(run.forward, run.architecture, run.features, run.vocab, samples,
+                             [run.train[i] for i in indices], frozen, generator, processes.device,
+                             config.ctc_loss_reduction)
+            loss = loss / config.accumulation
+            (run.scaler.scale(loss) if run.scaler else loss).backward()
+        loss_total += float(loss.detach())
+    run.gradient_norm = optimiser_step(run.model, run.optimiser, run.scheduler, run.scaler, config.clip_norm)
+    if run.averaged is not None:
+        run.averaged.update_parameters(run.model)
+    return loss_total, samples_trained
+
+
+def _evaluate_and_keep(run: _Run, started: float, progress: tqdm) -> None:
+    """Score the evaluation manifest at `run.step`; a new best (by the LM's WER when there is one) is
+    saved as `output/best`."""
+    step = run.step
+    report = _evaluate(run.evaluator, run.evaluation, run.evaluation_audio, BeamOptions(run.config.beam_width))
+    metric = report.get("beam", report["greedy"])
+    record = {"step": step, "eval": report, "wall_seconds": round(time.perf_counter() - started, 1)}
+    # Ties go to the later checkpoint: further along its schedule, it is the better trained.
+    if run.best is None or (metric["wer"], metric["cer"]) <= (run.best["wer"], run.best["cer"]):
+        run.best = {"step": step, "wer": metric["wer"], "cer": metric["cer"]}
+        _save(run.output / "best", run.kept, run.architecture, run.features, run.vocab)
+        (run.output / "best" / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    run.log.write({**record, "best": run.best})
+    progress.write(f"step {step}: greedy WER {report['greedy']['wer']:.4f} CER {report['greedy']['cer']:.4f}"
+                   + (f", beam WER {report['beam']['wer']:.4f}" if "beam" in report else "")
+                   + f" (best {run.best['wer']:.4f} at step {run.best['step']})")
+
+
+def _save_checkpoint(run: _Run, folder: Path, resume: Path | None) -> None:
+    """The model and everything `--resume` needs to go on exactly (main process only)."""
+    _save(folder, run.model, run.architecture, run.features, run.vocab)
+    extra = {"best": run.best, "schedule": run.schedule}
+    if run.averaged is not None:
+        extra["ema"] = run.averaged.state_dict()
+    save_trainer_state(folder, run.step, run.optimiser, run.scheduler, run.batches, run.scaler, extra)
+    prune_checkpoints(run.output, run.config.keep_checkpoints, protect=resume)
 
 
 def learning_rate_factor(schedule: dict):

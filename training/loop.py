@@ -3,6 +3,7 @@ checkpoints that resume exactly, and metrics (a JSONL file and a progress bar)."
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -50,15 +51,26 @@ class Processes:
         dist.all_reduce(tensor)
         return float(tensor) / self.world
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Leave the process group. `finished`: every rank got here normally, so they wait for each
+        other first (rank 0 saves the last checkpoint alone; the others must not tear their connections
+        down under it); after an error there is no collective, torchrun stops the others."""
         if self.world > 1 and dist.is_initialized():
+            if finished:
+                dist.barrier()
+            # A DistributedDataParallel wrapper outlives the run that made it: it sits in a reference
+            # cycle, and with it the group's gloo work and tensors, until a garbage collection. Left to
+            # the interpreter's shutdown, gloo's threads free them without Python and the process
+            # aborts ("terminate called without an active exception", now and then, under load).
+            # Collected here, the group is whole when it is destroyed and nothing outlives it.
+            gc.collect()
             dist.destroy_process_group()
 
     def __enter__(self) -> Processes:
         return self
 
-    def __exit__(self, *_) -> None:
-        self.close()
+    def __exit__(self, error_type, *_) -> None:
+        self.close(finished=error_type is None)
 
 
 def autocast(precision: str, device: torch.device):

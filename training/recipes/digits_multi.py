@@ -41,7 +41,7 @@ def split(data: Path, out: Path, dev_fraction: float, seed: int) -> None:
         speakers[row["source"]].add(row["speaker"])
     generator = random.Random(seed)
     dev_speakers = set()
-    for source, names in sorted(speakers.items()):
+    for _source, names in sorted(speakers.items()):
         names = sorted(names)
         dev_speakers.update(generator.sample(names, max(2, round(dev_fraction * len(names)))))
     sets: dict[str, list[Entry]] = defaultdict(list)
