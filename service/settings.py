@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, MIN_CONFIDENCE
 from model.package import DEFAULT_MODEL, package_lexicon, package_lm
+from model.runtime import PROVIDERS, Provider
 from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a model name given as NAME=PATH
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
     model_name: str | None = Field(None, description="the name of the first model, if its --model gives none "
                                                      "(NAME=PATH says it better)")
     cache_dir: Path = Field(Path.home() / ".cache" / "w2v-asr", description="where non-ONNX models are exported to")
-    provider: str = Field("cpu", description="onnxruntime execution provider: cpu, cuda or tensorrt")
+    provider: Provider = Field("cpu", description="onnxruntime execution provider: cpu, cuda or tensorrt")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: one per core)")
     # Batching across requests.
     max_batch_size: int = Field(8, ge=1)
@@ -171,11 +172,11 @@ class Settings(BaseSettings):
             raise ValueError(f"beam_width {self.beam_width} is over max_beam_width {self.max_beam_width}")
         return self
 
-    @field_validator("provider")
+    @field_validator("provider", mode="before")
     @classmethod
-    def _known_provider(cls, value: str) -> str:
-        if value not in ("cpu", "cuda", "tensorrt"):
-            raise ValueError("provider must be cpu, cuda or tensorrt")
+    def _known_provider(cls, value):
+        if value not in PROVIDERS:
+            raise ValueError(f"provider must be {', '.join(PROVIDERS[:-1])} or {PROVIDERS[-1]}")
         return value
 
     @field_validator("api_keys", mode="before")
