@@ -64,12 +64,9 @@ class Transcript:
     model: str = ""  # the model's name, where a caller serves several
     timings: Timings = field(default_factory=Timings)
 
-    def to_dict(self, word_timestamps: bool = True) -> dict:
-        """As the server answers: words as objects (none without `word_timestamps`), `alternatives`
-        only when asked for."""
+    def to_dict(self) -> dict:
+        """As the server answers: words and alternatives as objects, `alternatives` only when asked for."""
         body = asdict(self)
-        if not word_timestamps:
-            body["words"] = []
         if self.alternatives is None:
             del body["alternatives"]
         return body
