@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _format(path: str, result: Transcript, word_timestamps: bool, as_json: bool, alternatives: int) -> str:
+def _format(path: str, result: Transcript, word_timestamps: bool, as_json: bool, alternatives: int | None
+            ) -> str:
     if as_json:
         body = {"audio": path, "text": result.text, "confidence": round(result.confidence, 4),
                 "duration": result.duration, "decoder": result.decoder}

@@ -93,11 +93,10 @@ class BeamOptions:
     # The score bonus of each hotword.
     hotword_weight: float = field(default=HOTWORD_WEIGHT, metadata={
         "help": "the score bonus of a hotword", "min": 0, "max": 100})
-    # How many of the best distinct transcripts to return, best first (0: none).
-    alternatives: int = field(default=0, metadata={
-        "help": "beam search only: the n best distinct transcripts with their scores, best first (default 0: "
-                "none)",
-        "min": 0, "max": MAX_ALTERNATIVES})
+    # How many of the best distinct transcripts to return, best first (None or 0: none).
+    alternatives: int | None = field(default=None, metadata={
+        "help": "beam search only: the n best distinct transcripts with their scores, best first (default: none)",
+        "min": 1, "max": MAX_ALTERNATIVES})
     # The only words or phrases the transcript may hold (None: any).
     phrases: tuple[str, ...] | None = field(default=None, metadata={
         "help": "beam search only: the only words or phrases the transcript may hold; a transcript is a "
@@ -110,7 +109,8 @@ class BeamOptions:
     @property
     def given(self) -> bool:
         """Whether any option only beam search uses was asked for (the hotword weight alone is not)."""
-        return self.beam_width is not None or bool(self.hotwords) or self.alternatives > 0 or self.phrases is not None
+        return (self.beam_width is not None or bool(self.hotwords) or bool(self.alternatives)
+                or self.phrases is not None)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -249,7 +249,7 @@ class BeamSearchDecoder:
         text, _, word_frames, _, _ = beams[0]
         spans = [(word, start, end) for word, (start, end) in word_frames]
         return Decoded(text, span_words(self.vocab, spans, log_probs, frame_seconds),
-                       _alternatives(beams, options.alternatives))
+                       _alternatives(beams, options.alternatives or 0))
 
     def _decode_lexicon(self, log_probs: np.ndarray, frame_seconds: float, options: BeamOptions) -> Decoded:
         beams = [(path_words(self.vocab, path, log_probs, frame_seconds), score)
@@ -257,7 +257,7 @@ class BeamSearchDecoder:
         if not beams:
             return Decoded("", [])
         texts = [(" ".join(word.word for word in words), score) for words, score in beams]
-        return Decoded(texts[0][0], beams[0][0], _alternatives(texts, options.alternatives))
+        return Decoded(texts[0][0], beams[0][0], _alternatives(texts, options.alternatives or 0))
 
     def _decode_phrases(self, log_probs: np.ndarray, options: BeamOptions) -> list[tuple]:
         """Beam search whose language model is the phrases (`PhraseGrammar`), over the tokens they

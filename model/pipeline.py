@@ -147,7 +147,7 @@ class Pipeline:
         for samples, logits in zip(utterances, (yield from self.logits_steps(utterances))):
             check_finite(logits)
             decoded = (yield Decode(logits, resolved)).mark(options.min_confidence)
-            asked = resolved.decoder == "beam" and resolved.beam.alternatives > 0
+            asked = resolved.decoder == "beam" and bool(resolved.beam.alternatives)
             transcripts.append(Transcript(decoded.text, decoded.words, round(len(samples) / rate, 3),
                                           resolved.decoder, decoded.alternatives if asked else None,
                                           round(decoded.confidence, 4), self.name))

@@ -174,6 +174,7 @@ def test_flags_are_generated_from_the_options_and_read_back():
     assert decode_options_from_args(parser.parse_args([])) == DecodeOptions(), "left out: the defaults"
     for flags, message in ((["--beam-width", "0"], "--beam-width must be at least 1"),
                            (["--alternatives", str(MAX_ALTERNATIVES + 1)], "--alternatives must be at most"),
+                           (["--alternatives", "0"], "--alternatives must be at least 1"),
                            (["--min-confidence", "2"], "--min-confidence must be at most 1")):
         with pytest.raises(OptionError, match=message):
             decode_options_from_args(parser.parse_args(flags))
