@@ -63,9 +63,9 @@ class DecodeRequest(_RequestFields):
                             "min_confidence": min_confidence})
 
 
-def setting(name: str, default: Any = None, description: str = "") -> Any:
-    """A server setting that gives requests' default for the core option `name`: the core's limits
-    and description (after `description`), and its default unless `default` is given."""
+def setting(name: str, default: Any = None, description: str | None = None, more: str = "") -> Any:
+    """A server setting that gives requests' value for the core option `name`: the core's limits, its
+    default unless `default` is given, its description unless `description` is (and `more` after)."""
     spec = FIELDS[name]
     return Field(spec.default if default is None else default, ge=spec.minimum, le=spec.maximum,
-                 description=f"{description}{': ' if description else ''}{spec.help}")
+                 description=(spec.help if description is None else description) + more)

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA
+from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, MAX_BEAM_WIDTH
 from model.package import DEFAULT_MODEL, package_lexicon, package_lm
 from model.runtime import PROVIDERS, Provider
 from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
@@ -76,8 +76,10 @@ class Settings(BaseSettings):
                                                       "Retry-After")
     # Decoding.
     decode_workers: int = Field(1, ge=1, description="worker processes for beam search")
-    beam_width: int = setting("beam_width", BEAM_WIDTH, "the beam width of requests that give none")
-    max_beam_width: int = Field(256, ge=1, le=1024, description="largest beam_width a request may ask for (422 above)")
+    beam_width: int = setting("beam_width", BEAM_WIDTH, "beams kept at each frame, for requests that give no "
+                                                        "beam_width")
+    max_beam_width: int = Field(256, ge=1, le=MAX_BEAM_WIDTH,
+                                description="largest beam_width a request may ask for (422 above)")
     decode_queue_capacity: int = Field(64, ge=0, description="beam-search requests waiting for a worker before "
                                                              "503 Retry-After")
     decode_timeout_seconds: float = Field(30.0, gt=0, description="longest a beam search may wait for a worker "
@@ -95,8 +97,8 @@ class Settings(BaseSettings):
         default_factory=list,
         description=f"[NAME=]VALUE, repeatable (env: comma-separated): the word insertion bonus of model NAME; a "
                     f"bare VALUE: every model's (default {LM_BETA})")
-    min_confidence: float = setting("min_confidence", description="for every request. Higher marks more speech the "
-                                    "model does not know and noise, and more correct words")
+    min_confidence: float = setting("min_confidence", more=" (every request's). Higher marks more speech the model "
+                                                           "does not know and noise, and more correct words")
     # Long audio.
     chunk_seconds: float = Field(CHUNK_SECONDS, gt=0, description="audio per inference chunk")
     chunk_context_seconds: float = Field(CONTEXT_SECONDS, ge=0, description="context each side of a chunk, not transcribed twice")
