@@ -11,8 +11,14 @@ from .audio import AudioError
 from .decoding import DecoderStartError
 from .hub import ModelNotFoundError
 from .loading import load_recognizer
-from .options import (OptionError, add_decode_arguments, add_language_model_arguments, check_options, choose_decoder,
-                      decode_options_from_args)
+from .options import (
+    OptionError,
+    add_decode_arguments,
+    add_language_model_arguments,
+    check_options,
+    choose_decoder,
+    decode_options_from_args,
+)
 from .package import DEFAULT_MODEL
 from .transcribe import Transcriber, Transcript, model_decoding
 

@@ -28,7 +28,7 @@ import numpy as np
 from .audio import AudioError, check_duration
 from .ctc import CTCVocabulary
 from .decoding import LM_ALPHA, LM_BETA, Alternative, BeamSearchDecoder, Decoded, Word, greedy_decode, letters
-from .options import Decoder, DecodeOptions
+from .options import DecodeOptions, Decoder
 from .phrases import in_alphabet_case
 from .recognizer import Recognizer
 from .windows import CHUNK_SECONDS, CONTEXT_SECONDS, Window, plan_windows, stitch

@@ -17,7 +17,7 @@ import numpy as np
 from .audio import AudioSource
 from .decoding import LM_ALPHA, LM_BETA, BeamSearchDecoder, Decoded
 from .lexicon import read_lexicon
-from .options import Decoder, DecodeOptions, choose_decoder
+from .options import DecodeOptions, Decoder, choose_decoder
 from .package import package_lexicon, package_lm
 from .pipeline import Decoders, Pipeline, Transcript, UnusableLogits, Windowing, check_finite, run
 from .recognizer import Recognizer

@@ -14,18 +14,32 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO
 from model.config import FeatureSettings, Wav2Vec2Config
 from model.ctc import CTCVocabulary
 from model.decoding import BEAM_WIDTH, MAX_ALTERNATIVES, BeamOptions
 from model.onnx import OnnxRecognizer
-from model.options import (DecodeOptions, OptionError, add_decode_arguments, check_options, choose_decoder,
-                           decode_options_from_args, option_fields)
+from model.options import (
+    DecodeOptions,
+    OptionError,
+    add_decode_arguments,
+    check_options,
+    choose_decoder,
+    decode_options_from_args,
+    option_fields,
+)
 from model.pipeline import Decode, Decoders, Infer, Pipeline, Windowing, run, run_async
 from model.recognizer import Recognizer
-from model.runtime import (RuntimeUnavailable, TensorRTProfile, built_tensorrt, execution_providers, read_manifest,
-                           record_tensorrt)
+from model.runtime import (
+    RuntimeUnavailable,
+    TensorRTProfile,
+    built_tensorrt,
+    execution_providers,
+    read_manifest,
+    record_tensorrt,
+)
 from model.windows import plan_batches
+
+from conftest import REPO
 
 FOLDER = REPO / "models" / "digits" / "onnx"
 
