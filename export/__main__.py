@@ -138,11 +138,13 @@ def _opset(path: Path) -> int:
 
 
 def build_tensorrt(args: argparse.Namespace) -> int:
-    from .tensorrt import TensorRTProfile, build_engine
+    from model.runtime import TENSORRT_CACHE_FOLDER, TensorRTProfile
+
+    from .tensorrt import build_engine
 
     profile = TensorRTProfile(args.min_seconds, args.opt_seconds, args.max_seconds, args.max_batch, fp16=args.fp16)
     engine = build_engine(args.onnx, profile)
-    print(f"built TensorRT engine for {args.onnx} in {engine.folder / 'tensorrt'} "
+    print(f"built TensorRT engine for {args.onnx} in {engine.folder / TENSORRT_CACHE_FOLDER} "
           f"(batch 1-{profile.max_batch}, {profile.min_seconds:g}-{profile.max_seconds:g} s)")
     return 0
 

@@ -8,12 +8,19 @@ import sys
 from dataclasses import asdict
 
 from .audio import AudioError
-from .decoding import (BEAM_WIDTH, LM_ALPHA, LM_BETA, MAX_ALTERNATIVES, MIN_CONFIDENCE, BeamOptions,
-                       DecoderStartError, check_phrases)
+from .decoding import DecoderStartError
 from .hub import ModelNotFoundError
 from .loading import load_recognizer
+from .options import (
+    OptionError,
+    add_decode_arguments,
+    add_language_model_arguments,
+    check_options,
+    choose_decoder,
+    decode_options_from_args,
+)
 from .package import DEFAULT_MODEL
-from .transcribe import DecodeOptions, Transcriber, model_decoding
+from .transcribe import Transcriber, Transcript, model_decoding
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,32 +32,14 @@ def main(argv: list[str] | None = None) -> int:
                             help="a model folder that ships (checkpoint/ inside), Hugging Face model folder or Hub "
                                  "id, fairseq fine-tuned checkpoint (.pt), or a folder written by `python -m export "
                                  "onnx` (run with ONNX Runtime) (default: the shipped digits model, models/digits)")
-    transcribe.add_argument("--lm", help="KenLM language model (ARPA or binary): beam search with it (default: a "
-                                         "model folder's lm.arpa)")
-    transcribe.add_argument("--no-lm", action="store_true", help="no language model, not even the model folder's: "
-                                                                 "greedy decoding unless --beam-width is given")
-    transcribe.add_argument("--lexicon", help="a file of the words beam search may write, one per line (default: a "
-                                              "model folder's lexicon.txt)")
-    transcribe.add_argument("--no-lexicon", action="store_true",
-                            help="beam search over any spelling, not only the lexicon's words")
-    transcribe.add_argument("--beam-width", type=int,
-                            help=f"beam search with this many beams (default {BEAM_WIDTH} with a language model; "
-                                 "without either, greedy decoding)")
-    transcribe.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
-    transcribe.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")
-    transcribe.add_argument("--phrases", help="comma-separated words or phrases: the transcript is a sequence of "
-                                              "them, nothing else (beam search; the phrases replace --lm for it)")
-    transcribe.add_argument("--alternatives", type=int, metavar="N",
-                            help=f"with --json: the N best transcripts (1-{MAX_ALTERNATIVES}) of the beam search, "
-                                 "best first, as 'alternatives' [{text, score}]")
+    add_language_model_arguments(transcribe)
+    add_decode_arguments(transcribe)  # --decoder, --beam-width, --hotwords, --alternatives, --phrases, ...
     transcribe.add_argument("--word-timestamps", action="store_true",
                             help="each word's start and end (seconds) and confidence: after the transcript, one "
                                  "line per word, '\\t<start>\\t<end>\\t<word>\\t<confidence>'; with --json, as 'words'")
-    transcribe.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
-                            help="words less confident than this (0-1) are marked low_confidence (%(default)s)")
     transcribe.add_argument("--json", action="store_true",
                             help="one JSON object per file and line: audio, text, confidence, duration, decoder "
-                                 "(and words)")
+                                 "(and words, and alternatives when asked for)")
     transcribe.add_argument("audio", nargs="+", help="audio files: wav, flac, ogg, mp3, any sample rate")
 
     convert = commands.add_parser("convert", help="save any loadable checkpoint as a Hugging Face model folder")
@@ -59,17 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--out", required=True, help="folder to write")
 
     args = parser.parse_args(argv)
-    if args.command == "transcribe" and args.beam_width is not None and args.beam_width < 1:
-        parser.error("--beam-width must be at least 1")
-    if args.command == "transcribe" and args.alternatives is not None:
-        if not 1 <= args.alternatives <= MAX_ALTERNATIVES or not args.json:
-            parser.error(f"--alternatives takes 1 to {MAX_ALTERNATIVES}, with --json")
     if args.command == "transcribe":
         for flag, off in (("lm", "no_lm"), ("lexicon", "no_lexicon")):
             if getattr(args, flag) and getattr(args, off):
                 parser.error(f"--{flag} and --{off.replace('_', '-')} contradict each other")
-        if not 0 <= args.min_confidence <= 1:
-            parser.error("--min-confidence is a probability, 0 to 1")
+        try:
+            options = decode_options_from_args(args)
+        except OptionError as error:
+            parser.error(str(error))
+        if options.beam.alternatives and not args.json:
+            parser.error("--alternatives are printed with --json only")
     try:
         if args.command == "convert":
             from .pytorch.checkpoint import load_checkpoint  # torch loads in a second or two: only when needed
@@ -79,12 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         lm, lexicon = model_decoding(args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon)
         transcriber = Transcriber(load_recognizer(args.model), lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
-        phrases = check_phrases(transcriber.recognizer.vocab, args.phrases.split(",")) if args.phrases else None
-        beam = lm is not None or args.beam_width is not None or phrases is not None or bool(args.alternatives)
-        options = DecodeOptions("beam" if beam else "greedy", BeamOptions(
-            args.beam_width or BEAM_WIDTH, alternatives=args.alternatives or 0, phrases=phrases),
-            args.min_confidence)
-        if beam:
+        check_options(options, transcriber.recognizer.vocab, lm is not None)  # OptionError: a ValueError
+        if choose_decoder(options, lm is not None) == "beam":
             transcriber.beam_search()  # a language model KenLM refuses fails here, once, not on every file
     except (ModelNotFoundError, OSError, ValueError, ImportError) as error:  # CheckpointError: a ValueError
         print(f"error: {error}", file=sys.stderr)
@@ -104,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {error}", file=sys.stderr)
                 failed += 1
                 continue
-            print(_format(path, result, args.word_timestamps, args.json, args.alternatives), flush=True)
+            print(_format(path, result, args.word_timestamps, args.json, options.beam.alternatives), flush=True)
     return 1 if failed else 0
 
 
-def _format(path: str, result, word_timestamps: bool, as_json: bool, alternatives: int | None) -> str:
+def _format(path: str, result: Transcript, word_timestamps: bool, as_json: bool, alternatives: int | None
+            ) -> str:
     if as_json:
         body = {"audio": path, "text": result.text, "confidence": round(result.confidence, 4),
                 "duration": result.duration, "decoder": result.decoder}

@@ -23,7 +23,7 @@ import numpy as np
 
 from .ctc import CTCVocabulary, best_alignment
 from .lexicon import LexiconSearch
-from .phrases import PhraseError, PhraseGrammar, normalise_phrases
+from .phrases import MAX_PHRASES, PhraseError, PhraseGrammar, normalise_phrases
 
 # The decode defaults, for every caller.
 BEAM_WIDTH = 100  # beams kept at each frame
@@ -70,19 +70,47 @@ class Decoded:
         return self
 
 
+MAX_BEAM_WIDTH = 1024  # the widest search anyone may ask for; a server may set a lower limit
+MAX_HOTWORDS = 100  # hotwords in one search
+
+
 @dataclass(frozen=True)
 class BeamOptions:
     """What each beam search may choose; the language model and its weights are the decoder's.
 
-    `alternatives`: how many of the best distinct transcripts to return (0: none). `phrases`: the
-    only words or phrases the transcript may hold (None: any); with them the phrases are the
-    search's language model and the decoder's own is not used (see `model.phrases`)."""
+    Part of `model.options.DecodeOptions`: every field's metadata (`help`, and the `min`, `max` or
+    `max_items` it may take) is what the command lines and the server's requests are generated
+    from. With `phrases` the phrases are the search's language model and the decoder's own is not
+    used (see `model.phrases`)."""
 
-    beam_width: int = BEAM_WIDTH
-    hotwords: tuple[str, ...] = field(default=())
-    hotword_weight: float = HOTWORD_WEIGHT
-    alternatives: int = 0
-    phrases: tuple[str, ...] | None = None
+    # Beams kept at each frame; None: the caller's default (BEAM_WIDTH, or a server's --beam-width).
+    beam_width: int | None = field(default=None, metadata={
+        "help": f"beams kept at each frame (default {BEAM_WIDTH}; on a server, its --beam-width)",
+        "min": 1, "max": MAX_BEAM_WIDTH})
+    # Words the search favours, matched in any letter case.
+    hotwords: tuple[str, ...] = field(default=(), metadata={
+        "help": "beam search only: words to favour, in any letter case", "max_items": MAX_HOTWORDS})
+    # The score bonus of each hotword.
+    hotword_weight: float = field(default=HOTWORD_WEIGHT, metadata={
+        "help": "the score bonus of a hotword", "min": 0, "max": 100})
+    # How many of the best distinct transcripts to return, best first (None or 0: none).
+    alternatives: int | None = field(default=None, metadata={
+        "help": "beam search only: the n best distinct transcripts with their scores, best first (default: none)",
+        "min": 1, "max": MAX_ALTERNATIVES})
+    # The only words or phrases the transcript may hold (None: any).
+    phrases: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "beam search only: the only words or phrases the transcript may hold; a transcript is a "
+                "sequence of whole phrases, or empty if none fits the audio", "max_items": MAX_PHRASES})
+
+    @property
+    def width(self) -> int:
+        return self.beam_width or BEAM_WIDTH
+
+    @property
+    def given(self) -> bool:
+        """Whether any option only beam search uses was asked for (the hotword weight alone is not)."""
+        return (self.beam_width is not None or bool(self.hotwords) or bool(self.alternatives)
+                or self.phrases is not None)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -210,7 +238,7 @@ class BeamSearchDecoder:
         if self._lexicon is not None and options.phrases is None and not options.hotwords:
             return self._decode_lexicon(log_probs, frame_seconds, options)
         if options.phrases is None:
-            beams = self._decoder.decode_beams(log_probs, beam_width=options.beam_width,
+            beams = self._decoder.decode_beams(log_probs, beam_width=options.width,
                                                hotwords=list(options.hotwords) or None,
                                                hotword_weight=options.hotword_weight)
         else:
@@ -221,15 +249,15 @@ class BeamSearchDecoder:
         text, _, word_frames, _, _ = beams[0]
         spans = [(word, start, end) for word, (start, end) in word_frames]
         return Decoded(text, span_words(self.vocab, spans, log_probs, frame_seconds),
-                       _alternatives(beams, options.alternatives))
+                       _alternatives(beams, options.alternatives or 0))
 
     def _decode_lexicon(self, log_probs: np.ndarray, frame_seconds: float, options: BeamOptions) -> Decoded:
         beams = [(path_words(self.vocab, path, log_probs, frame_seconds), score)
-                 for path, score in self._lexicon.search(log_probs, options.beam_width)]
+                 for path, score in self._lexicon.search(log_probs, options.width)]
         if not beams:
             return Decoded("", [])
         texts = [(" ".join(word.word for word in words), score) for words, score in beams]
-        return Decoded(texts[0][0], beams[0][0], _alternatives(texts, options.alternatives))
+        return Decoded(texts[0][0], beams[0][0], _alternatives(texts, options.alternatives or 0))
 
     def _decode_phrases(self, log_probs: np.ndarray, options: BeamOptions) -> list[tuple]:
         """Beam search whose language model is the phrases (`PhraseGrammar`), over the tokens they
@@ -249,7 +277,7 @@ class BeamSearchDecoder:
         try:
             # pyctcdecode floors log probabilities at log(MIN_TOKEN_CLIP_P): masked tokens sit on the
             # floor, below this threshold; every token the phrases use is above it.
-            return decoder.decode_beams(masked, beam_width=options.beam_width,
+            return decoder.decode_beams(masked, beam_width=options.width,
                                         token_min_logp=math.log(MIN_TOKEN_CLIP_P) + 0.5,
                                         hotwords=list(options.hotwords) or None,
                                         hotword_weight=options.hotword_weight)

@@ -7,7 +7,6 @@ and `export.json` (variant, opset, verification results, TensorRT profile if bui
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +16,38 @@ from .audio import model_inputs
 from .config import FeatureSettings, Wav2Vec2Config
 from .ctc import CTCVocabulary
 from .recognizer import Recognizer
+from .runtime import MANIFEST_FILE, Provider, execution_providers, read_manifest
 
 MODEL_FILE = "model.onnx"
 # Group-norm models only: the graph whose rows do not depend on padding (see export.exporter.export_fp32).
 BATCHED_MODEL_FILE = "model.batched.onnx"
-MANIFEST_FILE = "export.json"
+__all__ = ["BATCHED_MODEL_FILE", "MANIFEST_FILE", "MODEL_FILE", "OnnxRecognizer"]
 
 
 class OnnxRecognizer(Recognizer):
     """An exported CTC model: audio batches in, per-utterance logits out.
 
-    `model_file` defaults to the graph a server runs: for group-norm models the padding-exact one
+    `provider` (cpu, cuda, tensorrt: `model.runtime`) chooses ONNX Runtime's execution providers,
+    unless `providers` lists them itself. `model_file` defaults to the graph a TensorRT engine was
+    built for, else the graph a server runs: for group-norm models the padding-exact one
     (`model.batched.onnx`), so batching changes no result; else `model.onnx`. `memory_arena`:
     ONNX Runtime's CPU arena, which keeps the largest run's memory for good (a batch of eight 40 s
     windows: 3.1 GB held, against a 0.2 GB peak without it); a long-running server turns it off.
     """
 
     def __init__(self, folder: str | Path, providers: list[Any] | None = None, threads: int = 0,
-                 model_file: str | None = None, memory_arena: bool = True):
+                 model_file: str | None = None, memory_arena: bool = True, provider: Provider = "cpu"):
         self.folder = Path(folder)
-        if model_file is None:
-            model_file = BATCHED_MODEL_FILE if (self.folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE
         self.config = Wav2Vec2Config.from_json_file(self.folder / "config.json")
         self.features = FeatureSettings.from_folder(self.folder, self.config)
         self.vocab = CTCVocabulary.from_folder(self.folder)
-        manifest = self.folder / MANIFEST_FILE
-        self.manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        self.manifest = read_manifest(self.folder)
+        if providers is None:  # RuntimeUnavailable (a ValueError) if the provider cannot run this folder
+            providers, engine_file = execution_providers(provider, self.folder, self.manifest,
+                                                         self.features.sampling_rate)
+            model_file = model_file or engine_file
+        if model_file is None:
+            model_file = BATCHED_MODEL_FILE if (self.folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE
         try:
             import onnxruntime  # the inference engine: CPU here, CUDA and TensorRT providers with onnxruntime-gpu
         except ImportError:
@@ -52,7 +57,7 @@ class OnnxRecognizer(Recognizer):
         options.intra_op_num_threads = threads  # 0: onnxruntime's default, one thread per core
         options.enable_cpu_mem_arena = memory_arena
         self.session = onnxruntime.InferenceSession(str(self.folder / model_file), options,
-                                                    providers=providers or ["CPUExecutionProvider"])
+                                                    providers=providers)
         self.uses_attention_mask = "attention_mask" in {given.name for given in self.session.get_inputs()}
 
     def run(self, input_values: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:

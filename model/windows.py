@@ -66,3 +66,22 @@ def length_groups(lengths: list[int], max_padding: float = MAX_PADDING) -> list[
         else:
             groups.append([index])
     return groups
+
+
+def plan_batches(lengths: list[int], max_batch_size: int, max_batch_samples: int | None = None) -> list[list[int]]:
+    """Indices of pieces (`lengths` in samples) in the runs to infer them in: groups of similar length
+    (`length_groups`), each split into runs of at most `max_batch_size` pieces and at most
+    `max_batch_samples` padded samples (None: no bound; a longer piece runs alone). Inference
+    memory grows with a run's padded samples, so that bound is what bounds a caller's peak."""
+    runs: list[list[int]] = []
+    for group in length_groups(lengths):
+        run: list[int] = []
+        for index in group:  # shortest first: a run's padded size is its count times its last piece's length
+            too_many = len(run) >= max_batch_size
+            too_large = max_batch_samples is not None and (len(run) + 1) * lengths[index] > max_batch_samples
+            if run and (too_many or too_large):
+                runs.append(run)
+                run = []
+            run.append(index)
+        runs.append(run)
+    return runs

@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
             continue
-        if name in ("model", "lm"):  # repeatable: one model (or its LM) each time
-            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS, metavar="[NAME=]PATH",
-                                help=help_text)
+        if name in ("model", "lm", "lm_alpha", "lm_beta"):  # repeatable: one model (or its LM, its weight) each time
+            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS,
+                                metavar="[NAME=]VALUE" if name.startswith("lm_") else "[NAME=]PATH", help=help_text)
             continue
         annotation = str(field.annotation)
         kind = int if annotation == "<class 'int'>" else float if annotation == "<class 'float'>" else str
@@ -96,6 +96,7 @@ def check_models(settings) -> str | None:
     and that KenLM and the beam search take them."""
     from model.ctc import CTCVocabulary
     from model.decoding import DecoderStartError
+    from model.pipeline import Decoders
     from model.hub import ModelNotFoundError
     from model.lexicon import LexiconError, read_lexicon
 
@@ -119,7 +120,8 @@ def check_models(settings) -> str | None:
             return f"model '{spec.name}': {error}"
         if spec.lm is not None or lexicon:  # one KenLM refuses would otherwise fail every beam-search worker, forever
             try:
-                check_decoder(vocab, spec.lm, settings.lm_alpha, settings.lm_beta, lexicon)
+                # Only built, never run: the frame length matters to searches alone.
+                check_decoder(Decoders(vocab, 0.0, spec.lm, spec.lm_alpha, spec.lm_beta, lexicon))
             except DecoderStartError as error:
                 return (f"model '{spec.name}': the beam search could not be built with language model "
                         f"'{spec.lm}' and lexicon '{spec.lexicon}': {error}")

@@ -1,10 +1,11 @@
 """Batching across requests: a bounded queue, and one worker thread per model that runs batches.
 
+`Batcher.infer` is the server's implementation of the pipeline's `infer` seam (`model.pipeline`).
 Requests wait at most `max_wait_ms` for company; a batch holds at most `max_batch_size`
-utterances (or chunks of long ones). What was gathered runs in groups of similar length
-(`model.windows.length_groups`), so padding costs little, and each run holds at most
-`max_batch_samples` samples, padding included: inference memory grows with the samples of a
-run (a 40 s window takes ~0.3 GB), so that bound is what bounds the server's peak. The event
+utterances (or chunks of long ones). What was gathered runs as the core plans batches
+(`model.windows.plan_batches`): in groups of similar length, so padding costs little, and each
+run holding at most `max_batch_samples` samples, padding included: inference memory grows with
+the samples of a run (a 40 s window takes ~0.3 GB), so that bound is what bounds the server's peak. The event
 loop never blocks on inference, and a full queue is refused at once (the caller answers 503)
 instead of growing memory.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.onnx import OnnxRecognizer
-from model.windows import length_groups
+from model.windows import plan_batches
 
 
 class QueueFull(Exception):
@@ -122,21 +123,9 @@ class Batcher:
         if batch is None:
             return False
         batch = [item for item in batch if not item.future.cancelled()]
-        for group in length_groups([len(item.samples) for item in batch]):
-            for run in self._within_budget([batch[index] for index in group]):
-                self._run(run)
+        for run in plan_batches([len(item.samples) for item in batch], self.max_batch_size, self.max_batch_samples):
+            self._run([batch[index] for index in run])
         return True
-
-    def _within_budget(self, group: list[_Item]) -> list[list[_Item]]:
-        """A group of similar lengths, in runs of at most `max_batch_samples` padded samples each."""
-        if self.max_batch_samples is None:
-            return [group]
-        runs: list[list[_Item]] = [[]]
-        for item in group:  # shortest first: a run's padded size is its count times its last item's length
-            if runs[-1] and (len(runs[-1]) + 1) * len(item.samples) > self.max_batch_samples:
-                runs.append([])
-            runs[-1].append(item)
-        return runs
 
     def _run(self, batch: list[_Item]) -> None:
         started = time.perf_counter()

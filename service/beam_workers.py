@@ -1,5 +1,6 @@
-"""Beam search for the server, in worker processes: `model.decoding`'s decoder, with the language
-model loaded once in each worker.
+"""Beam search for the server, in worker processes: the core's decode entry point
+(`model.pipeline.Decoders`), with the language model loaded once in each worker. `BeamSearch.decode`
+is the server's implementation of the pipeline's `decode` seam for beam search.
 
 Beam search runs in `decode_workers` processes, one search at a time each, behind a bounded
 queue. A search waits at most `decode_timeout_seconds` for a worker and runs at most as long:
@@ -17,12 +18,12 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import wait
-from pathlib import Path
 
 import numpy as np
 
-from model.ctc import CTCVocabulary
-from model.decoding import BeamOptions, BeamSearchDecoder, Decoded, DecoderStartError
+from model.decoding import Decoded, DecoderStartError
+from model.options import DecodeOptions
+from model.pipeline import Decoders
 
 log = logging.getLogger("service")
 
@@ -38,15 +39,14 @@ class SearchTooLong(Exception):
     """A beam search ran past its deadline: the same search would again."""
 
 
-def _worker_main(connection, vocab: CTCVocabulary, lm: str | None, alpha: float, beta: float,
-                 lexicon: tuple[str, ...] | None) -> None:
-    """A worker process: build the decoder once, then answer one search per message until None."""
+def _worker_main(connection, decoders: Decoders) -> None:
+    """A worker process: build the beam search once, then answer one search per message until None."""
     # The parent decides when workers stop: a Ctrl-C or a SIGTERM sent to the whole process group
     # must not kill the searches that a graceful shutdown is still waiting for.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        decoder = BeamSearchDecoder(vocab, lm, alpha, beta, lexicon)
+        decoders.beam_search()
     except DecoderStartError as error:
         connection.send(("error", str(error)))
         return
@@ -58,9 +58,9 @@ def _worker_main(connection, vocab: CTCVocabulary, lm: str | None, alpha: float,
             return
         if job is None:
             return
-        logits, frame_seconds, options = job
+        logits, options = job
         try:
-            connection.send(("ok", decoder.decode(logits, frame_seconds, options)))
+            connection.send(("ok", decoders.decode(logits, options)))
         except Exception as error:
             connection.send(("error", f"{type(error).__name__}: {error}"))
 
@@ -68,9 +68,8 @@ def _worker_main(connection, vocab: CTCVocabulary, lm: str | None, alpha: float,
 class DecodeWorker:
     """One beam-search process. Its methods block: call them from threads, not the event loop."""
 
-    def __init__(self, vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float,
-                 lexicon: tuple[str, ...] | None = None, on_restart=None):
-        self._args = (vocab, str(lm) if lm else None, alpha, beta, lexicon)
+    def __init__(self, decoders: Decoders, on_restart=None):
+        self._args = (decoders,)  # what each (re)started process builds its beam search from
         self._context = multiprocessing.get_context("spawn")  # the server's threads must not be forked
         self.on_restart = on_restart  # called after each restart of a dead worker
         self.lock = threading.Lock()  # one search, start or stop at a time
@@ -164,12 +163,12 @@ class DecodeWorker:
 
 
 class BeamSearch:
-    """Beam search in a pool of worker processes, each loading the language model once."""
+    """Beam search in a pool of worker processes, each building `decoders`' beam search (and loading
+    its language model) once."""
 
-    def __init__(self, vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float, workers: int,
-                 queue_capacity: int = 16, timeout: float = 30.0, on_restart=None,
-                 lexicon: tuple[str, ...] | None = None):
-        self.workers = [DecodeWorker(vocab, lm, alpha, beta, lexicon, on_restart) for _ in range(workers)]
+    def __init__(self, decoders: Decoders, workers: int, queue_capacity: int = 16, timeout: float = 30.0,
+                 on_restart=None):
+        self.workers = [DecodeWorker(decoders, on_restart) for _ in range(workers)]
         self.queue_capacity = queue_capacity
         self.timeout = timeout
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="beam-search")
@@ -190,10 +189,12 @@ class BeamSearch:
             self._idle.put_nowait(worker)  # before the server takes requests: no loop is waiting yet
         self._watcher.start()
 
-    async def decode(self, logits: np.ndarray, frame_seconds: float, options: BeamOptions) -> Decoded:
+    async def decode(self, logits: np.ndarray, options: DecodeOptions) -> Decoded:
+        """One utterance's (frames, vocab) logits, beam-searched in a worker with `options` (decoder
+        "beam"). DecoderUnavailable or SearchTooLong if it cannot be done."""
         worker = await self._acquire()
         search = asyncio.get_running_loop().run_in_executor(
-            self._threads, worker.search, (logits, frame_seconds, options), self.timeout)
+            self._threads, worker.search, (logits, options), self.timeout)
         # The worker goes back to the idle queue when its search ends, even if this request was
         # cancelled meanwhile (client gone): the shield keeps that cancellation off the search.
         search.add_done_callback(lambda _: self._idle.put_nowait(worker))
@@ -239,10 +240,9 @@ class BeamSearch:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
-def check_decoder(vocab: CTCVocabulary, lm: Path | None, alpha: float, beta: float,
-                  lexicon: tuple[str, ...] | None = None) -> None:
-    """Build the beam-search decoder once in a worker, as serving will; DecoderStartError says why not."""
-    worker = DecodeWorker(vocab, lm, alpha, beta, lexicon)
+def check_decoder(decoders: Decoders) -> None:
+    """Build the beam search once in a worker, as serving will; DecoderStartError says why not."""
+    worker = DecodeWorker(decoders)
     try:
         worker.start()
     finally:

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from model.hub import resolve_model
-from model.onnx import BATCHED_MODEL_FILE, MODEL_FILE, OnnxRecognizer
+from model.onnx import MODEL_FILE, OnnxRecognizer
 from model.package import package_onnx
+from model.runtime import RuntimeUnavailable
 
 from .settings import ModelSpec, Settings
 
@@ -45,32 +46,12 @@ def onnx_folder(reference: str, cache_dir: Path) -> Path:
     return cached
 
 
-def providers(settings: Settings, folder: Path) -> tuple[list, str | None]:
-    """(execution providers, graph file the TensorRT engine was built for, if any)."""
-    if settings.provider == "cuda":
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"], None
-    if settings.provider == "tensorrt":
-        import json
-
-        from export.tensorrt import TensorRTProfile, tensorrt_providers
-        from model.config import FeatureSettings, Wav2Vec2Config
-
-        built = json.loads((folder / "export.json").read_text()).get("tensorrt")
-        if not built:
-            raise ModelUnavailable(f"no TensorRT engine for {folder}; run `python -m export tensorrt --onnx "
-                                   f"{folder / MODEL_FILE}` first")
-        profile = TensorRTProfile(**{key: value for key, value in built.items() if key not in ("model_file", "cache")})
-        rate = FeatureSettings.from_folder(folder, Wav2Vec2Config.from_json_file(folder / "config.json")).sampling_rate
-        inputs = ["input_values", "attention_mask"] if built["model_file"] == BATCHED_MODEL_FILE else ["input_values"]
-        return tensorrt_providers(folder, profile, inputs, rate), built["model_file"]
-    return ["CPUExecutionProvider"], None
-
-
 def load_engine(settings: Settings, spec: ModelSpec) -> OnnxRecognizer:
     """The graph to serve: the recognizer's own choice (for group-norm models the padding-exact graph,
     so batching changes no result), or the one a TensorRT engine was built for. Without ONNX
     Runtime's CPU memory arena: the memory a large request takes goes back when it is answered."""
     folder = onnx_folder(spec.reference, settings.cache_dir)
-    execution_providers, engine_file = providers(settings, folder)
-    return OnnxRecognizer(folder, providers=execution_providers, threads=settings.threads, model_file=engine_file,
-                          memory_arena=False)
+    try:
+        return OnnxRecognizer(folder, provider=settings.provider, threads=settings.threads, memory_arena=False)
+    except RuntimeUnavailable as error:
+        raise ModelUnavailable(str(error)) from None

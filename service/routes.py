@@ -19,10 +19,11 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from model.audio import PCM_ENCODINGS
+from model.pipeline import Transcript
 
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode_upload
 from .dependencies import ServerDep, require_api_key
-from .pipeline import DecodeOptions, Transcription
+from .options import DecodeRequest
 from .requests import audio_and_fields, parse_fields
 from .server import Server
 from .subtitles import segments, srt, vtt
@@ -107,7 +108,7 @@ async def models(server: ServerDep) -> dict:
                                        for name in server.model_names]}
 
 
-class TranscribeParams(DecodeOptions):
+class TranscribeParams(DecodeRequest):
     model: str | None = Field(None, description="the model to answer, by its name in /v1/models "
                                                 "(default: the server's default model)")
     # The range is checked with the rate read from a file's header, by the same function.
@@ -253,7 +254,7 @@ def audio_request(params: type[BaseModel]) -> dict:
 
 
 async def _transcribe(request: Request, server: Server, endpoint: str, params_model: type[TranscribeParams]
-                      ) -> tuple[TranscribeParams, Transcription]:
+                      ) -> tuple[TranscribeParams, Transcript]:
     started = time.perf_counter()
     settings = server.settings
     audio, fields = await audio_and_fields(request, int(settings.max_upload_mb * 2**20),
@@ -261,7 +262,9 @@ async def _transcribe(request: Request, server: Server, endpoint: str, params_mo
     params = parse_fields(params_model, fields, lists=LISTS)
     pipeline = server.pipeline(params.model)
     request.state.model = pipeline.name
-    options = DecodeOptions(**{name: getattr(params, name) for name in DecodeOptions.model_fields})
+    # Only the decoding fields (a route's own may not be one), less those a route left unset (None).
+    options = DecodeRequest(**{name: getattr(params, name) for name in DecodeRequest.model_fields
+                               if getattr(params, name) is not None})
     pipeline.check_options(options)  # every option is checked before the audio costs anything
     samples = await asyncio.to_thread(decode_upload, audio, pipeline.rate, settings.max_audio_seconds,
                                       int(settings.max_decoded_mb * 2**20), params.sample_rate, params.encoding)
@@ -299,14 +302,14 @@ async def openai_transcriptions(request: Request, server: ServerDep) -> Response
     return openai_response(params, result)
 
 
-def openai_response(params: OpenAIParams, result: Transcription) -> Response:
+def openai_response(params: OpenAIParams, result: Transcript) -> Response:
     kind = params.response_format
     if kind == "json":
         return JSONResponse({"text": result.text})
     if kind == "text":
         return PlainTextResponse(result.text + "\n")
     if kind in ("srt", "vtt"):
-        return PlainTextResponse((srt if kind == "srt" else vtt)(segments(result.words)))
+        return PlainTextResponse((srt if kind == "srt" else vtt)(segments(result.to_dict()["words"])))
     granularities = set(params.timestamp_granularities or ["segment"])
     body = {"task": "transcribe", "language": params.language or "english", "duration": result.duration,
             "text": result.text, "confidence": result.confidence}
@@ -314,7 +317,7 @@ def openai_response(params: OpenAIParams, result: Transcription) -> Response:
         body["segments"] = [{"id": index, "seek": 0, "start": segment["start"], "end": segment["end"],
                              "text": segment["text"], "tokens": [], "temperature": 0.0,
                              "avg_logprob": 0.0, "compression_ratio": 1.0, "no_speech_prob": 0.0}
-                            for index, segment in enumerate(segments(result.words))]
+                            for index, segment in enumerate(segments(result.to_dict()["words"]))]
     if "word" in granularities:
-        body["words"] = [{"word": w["word"], "start": w["start"], "end": w["end"]} for w in result.words]
+        body["words"] = [{"word": word.word, "start": word.start, "end": word.end} for word in result.words]
     return JSONResponse(body)

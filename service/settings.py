@@ -1,5 +1,7 @@
 """Server settings: every option from the command line or the environment (`ASR_*`), and the
-models they name (`ModelSpec`: a name, what to load, its language model and lexicon)."""
+models they name (`ModelSpec`: a name, what to load, its language model, its weights and lexicon).
+The settings that give requests' decoding defaults take their limits and descriptions from the
+core's `DecodeOptions` (`service.options.setting`)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ from typing import Annotated
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, MIN_CONFIDENCE
+from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, MAX_BEAM_WIDTH
 from model.package import DEFAULT_MODEL, package_lexicon, package_lm
+from model.runtime import PROVIDERS, Provider
 from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
+
+from .options import setting
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a model name given as NAME=PATH
 
@@ -26,6 +31,8 @@ class ModelSpec:
     reference: str  # a model folder, exported folder, Hugging Face folder or Hub id, fairseq checkpoint
     lm: Path | None
     lexicon: Path | None = None  # the words beam search stays within (`model.lexicon`)
+    lm_alpha: float = LM_ALPHA  # its language model's weight
+    lm_beta: float = LM_BETA  # its word insertion bonus
 
 
 class Settings(BaseSettings):
@@ -56,7 +63,7 @@ class Settings(BaseSettings):
     model_name: str | None = Field(None, description="the name of the first model, if its --model gives none "
                                                      "(NAME=PATH says it better)")
     cache_dir: Path = Field(Path.home() / ".cache" / "w2v-asr", description="where non-ONNX models are exported to")
-    provider: str = Field("cpu", description="onnxruntime execution provider: cpu, cuda or tensorrt")
+    provider: Provider = Field("cpu", description="onnxruntime execution provider: cpu, cuda or tensorrt")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: one per core)")
     # Batching across requests.
     max_batch_size: int = Field(8, ge=1)
@@ -69,8 +76,10 @@ class Settings(BaseSettings):
                                                       "Retry-After")
     # Decoding.
     decode_workers: int = Field(1, ge=1, description="worker processes for beam search")
-    beam_width: int = Field(BEAM_WIDTH, ge=1, le=1024, description="default beam width")
-    max_beam_width: int = Field(256, ge=1, le=1024, description="largest beam_width a request may ask for (422 above)")
+    beam_width: int = setting("beam_width", BEAM_WIDTH, "beams kept at each frame, for requests that give no "
+                                                        "beam_width")
+    max_beam_width: int = Field(256, ge=1, le=MAX_BEAM_WIDTH,
+                                description="largest beam_width a request may ask for (422 above)")
     decode_queue_capacity: int = Field(64, ge=0, description="beam-search requests waiting for a worker before "
                                                              "503 Retry-After")
     decode_timeout_seconds: float = Field(30.0, gt=0, description="longest a beam search may wait for a worker "
@@ -80,12 +89,16 @@ class Settings(BaseSettings):
                                                                    "decoder=greedy takes it); with its ~50 ms "
                                                                    "a second on noise, keep it under 20 x "
                                                                    "decode_timeout_seconds")
-    lm_alpha: float = Field(LM_ALPHA, description="language model weight")
-    lm_beta: float = Field(LM_BETA, description="word insertion bonus")
-    min_confidence: float = Field(MIN_CONFIDENCE, ge=0, le=1,
-                                  description="words less confident than this are marked low_confidence; a "
-                                              "transcript's confidence is its weakest word's. Higher marks more "
-                                              "speech the model does not know and noise, and more correct words")
+    lm_alpha: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=f"[NAME=]VALUE, repeatable (env: comma-separated): the language model weight of model NAME; a "
+                    f"bare VALUE: every model's (default {LM_ALPHA})")
+    lm_beta: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=f"[NAME=]VALUE, repeatable (env: comma-separated): the word insertion bonus of model NAME; a "
+                    f"bare VALUE: every model's (default {LM_BETA})")
+    min_confidence: float = setting("min_confidence", more=" (every request's). Higher marks more speech the model "
+                                                           "does not know and noise, and more correct words")
     # Long audio.
     chunk_seconds: float = Field(CHUNK_SECONDS, gt=0, description="audio per inference chunk")
     chunk_context_seconds: float = Field(CONTEXT_SECONDS, ge=0, description="context each side of a chunk, not transcribed twice")
@@ -112,7 +125,7 @@ class Settings(BaseSettings):
 
     _models: list[ModelSpec] = PrivateAttr(default_factory=list)
 
-    @field_validator("model", "lm", "lexicon", mode="before")
+    @field_validator("model", "lm", "lexicon", "lm_alpha", "lm_beta", mode="before")
     @classmethod
     def _listed(cls, value):
         """Repeated options, or one comma-separated value (the environment's form); empty entries
@@ -147,11 +160,14 @@ class Settings(BaseSettings):
             raise ValueError(f"--default-model {default}: no model is named so (models: {', '.join(names)})")
         lms = _per_model(self.lm, "--lm", "language models", names, default)
         lexicons = _per_model(self.lexicon, "--lexicon", "lexicons", names, default)
+        alphas = _weights(self.lm_alpha, "--lm-alpha", names, LM_ALPHA)
+        betas = _weights(self.lm_beta, "--lm-beta", names, LM_BETA)
         self._models = []
         for name, reference in specs:
             folder = Path(reference).expanduser()
             self._models.append(ModelSpec(name, reference, lms[name] if name in lms else package_lm(folder),
-                                          lexicons[name] if name in lexicons else package_lexicon(folder)))
+                                          lexicons[name] if name in lexicons else package_lexicon(folder),
+                                          alphas[name], betas[name]))
         self._models.sort(key=lambda spec: spec.name != default)  # the default first, the others in order
         return self
 
@@ -171,11 +187,11 @@ class Settings(BaseSettings):
             raise ValueError(f"beam_width {self.beam_width} is over max_beam_width {self.max_beam_width}")
         return self
 
-    @field_validator("provider")
+    @field_validator("provider", mode="before")
     @classmethod
-    def _known_provider(cls, value: str) -> str:
-        if value not in ("cpu", "cuda", "tensorrt"):
-            raise ValueError("provider must be cpu, cuda or tensorrt")
+    def _known_provider(cls, value):
+        if value not in PROVIDERS:
+            raise ValueError(f"provider must be {', '.join(PROVIDERS[:-1])} or {PROVIDERS[-1]}")
         return value
 
     @field_validator("api_keys", mode="before")
@@ -204,6 +220,31 @@ def _per_model(entries: list[str], flag: str, what: str, names: list[str], defau
             raise ValueError(f"two {what} for model '{name}'")
         chosen[name] = None if path.lower() == "none" else Path(path).expanduser()
     return chosen
+
+
+def _weights(entries: list[str], flag: str, names: list[str], default: float) -> dict[str, float]:
+    """[NAME=]VALUE entries -> model name -> value: a bare VALUE is every model's, NAME=VALUE one
+    model's (whichever order they come in)."""
+    every: float | None = None
+    chosen: dict[str, float] = {}
+    for entry in entries:
+        name, text = _named(entry)
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{flag} {entry}: {text!r} is not a number") from None
+        if name is None:
+            if every is not None:
+                raise ValueError(f"{flag} is given for every model twice; name the model: {flag} NAME=VALUE")
+            every = value
+            continue
+        if name not in names:
+            raise ValueError(f"{flag} {entry}: no model is named '{name}' (models: {', '.join(names)})")
+        if name in chosen:
+            raise ValueError(f"{flag}: two values for model '{name}'")
+        chosen[name] = value
+    fallback = default if every is None else every
+    return {name: chosen.get(name, fallback) for name in names}
 
 
 def folder_name(reference: str) -> str:

@@ -34,7 +34,8 @@ from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .dependencies import ServerDep, known_key, require_api_key
 from .errors import Busy, ServiceError, Unauthorised, shorten, validation_problem
 from .http_errors import close_code, refuse
-from .pipeline import DecodeOptions, Pipeline
+from .options import DecodeRequest
+from .pipeline import Pipeline
 from .server import Server
 from .sessions import STOPPING_TAIL_SECONDS, Closed, Ending, SessionLimits, parse_json
 
@@ -47,7 +48,7 @@ VAD_RATE = 16000
 VAD_FRAME = 480  # 30 ms at 16 kHz, a frame size WebRTC's VAD accepts
 
 
-class StreamConfig(DecodeOptions):
+class StreamConfig(DecodeRequest):
     type: Literal["config"] | None = None
     model: str | None = Field(None, description="the model to answer, by its name in /v1/models (default: the "
                                                 "server's default model)")
@@ -315,7 +316,9 @@ class Stream:
             return
         try:
             result = await self.pipeline.transcribe(segment, self.config)
-            text, words, confidence, alternatives = result.text, result.words, result.confidence, result.alternatives
+            body = result.to_dict()
+            text, words, confidence, alternatives = body["text"], body["words"], body["confidence"], body.get(
+                "alternatives")
         except ServiceError as error:
             if error.code not in ("silent_audio", "audio_too_short"):
                 await self.events.failed(error)

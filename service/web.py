@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 
-from model.transcribe import choose_decoder
+from model.options import DecodeOptions, choose_decoder
 
 from .dependencies import ServerDep
 from .http_errors import ApiError
@@ -37,7 +37,7 @@ async def config(server: ServerDep) -> JSONResponse:
         "model": server.model_name if pipeline is not None else None,
         "models": server.model_names,
         "sample_rate": pipeline.rate if pipeline is not None else None,
-        "default_decoder": choose_decoder(None, server.settings.default.lm is not None),
+        "default_decoder": choose_decoder(DecodeOptions(), server.settings.default.lm is not None),
         "api_keys": bool(server.settings.api_keys),
     }, headers={"Cache-Control": "no-store"})
 

@@ -61,7 +61,9 @@ def pseudo_label(transcriber: Transcriber, entries: list[Entry], beam: BeamOptio
     results = []
     for entry in tqdm(entries, unit="utt", dynamic_ncols=True):
         logits = transcriber.logits([transcriber.recognizer.read(entry.audio)])[0]
-        decoded, _ = transcriber.decode(logits, DecodeOptions(beam=beam))
+        # Beam search over the language model when there is one; without, the best path (the n best of
+        # a search with no LM add little and cost much).
+        decoded, _ = transcriber.decode(logits, DecodeOptions("beam" if transcriber.lm is not None else "greedy", beam))
         results.append(Labelled(Entry(entry.audio, entry.duration, decoded.text),
                                 confidence_scores(vocab, logits, decoded), entry.text or None))
     return results

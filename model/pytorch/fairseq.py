@@ -17,7 +17,7 @@ import torch
 
 from ..config import FeatureSettings, Wav2Vec2Config
 from ..ctc import CTCVocabulary
-from .checkpoint import Checkpoint, CheckpointError, build_checkpoint
+from .checkpoint_types import Checkpoint, CheckpointError, build_checkpoint
 
 # fairseq key (after the fine-tuning prefix is removed) -> our key.
 _KEY_MAP = [

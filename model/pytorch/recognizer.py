@@ -9,7 +9,7 @@ from ..audio import model_inputs
 from ..config import FeatureSettings, Wav2Vec2Config
 from ..ctc import CTCVocabulary
 from ..recognizer import Recognizer
-from .checkpoint import Checkpoint
+from .checkpoint_types import Checkpoint
 from .wav2vec2 import Wav2Vec2ForCTC
 
 
