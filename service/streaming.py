@@ -44,7 +44,7 @@ class StreamConfig(DecodeOptions):
                                                 "server's default model)")
     api_key: str | None = Field(None, exclude=True, description="for clients that cannot send headers (browsers): "
                                                                 "the API key, read when no Authorization header came")
-    sample_rate: int = Field(16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
+    sample_rate: int = Field(DEFAULTS.sample_rate, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
     encoding: Literal["pcm_s16le", "pcm_f32le"] = "pcm_s16le"
     interim_results: bool = DEFAULTS.interim_results
     endpointing: int | Literal[False] = Field(DEFAULTS.endpointing_ms, description="ms of pause that end a segment "
@@ -93,7 +93,8 @@ class StreamMessages(StreamEvents):
 
 
 def decode_audio(data: bytes, encoding: str) -> np.ndarray:
-    """A binary message's PCM as float samples; Closed(1007) if it holds none."""
+    """A binary message's PCM as float samples; Closed(1007) if it is not whole samples of `encoding`,
+    or holds values that are not finite."""
     try:
         samples = decode_pcm(data, encoding)
     except AudioError as error:
