@@ -1,9 +1,13 @@
 """Errors as responses. HTTP: JSON in the shape OpenAI's API uses, {"error": {"message", "type",
-"param", "code"}}, with the status of the error's kind. Websockets: {"type": "error", "error",
-"message"} and then the close code of its kind.
+"param", "code"}}, with the status of the error's kind. Websockets: a `Refusal` (the close code of
+the error's kind, its code and message), sent in the protocol's words (by default /v1/stream's
+{"type": "error", "error", "message"}) before the close.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -46,20 +50,39 @@ def close_code(error: ServiceError) -> int:
     return next((code for kind, code in CLOSE_CODE.items() if isinstance(error, kind)), 1007)
 
 
-async def refuse(websocket: WebSocket, code: int, error: str, message: str) -> None:
-    """Tell a websocket client why, then close with `code`; accepts the connection first if need be."""
+@dataclass(frozen=True)
+class Refusal:
+    """Why a websocket session ends: its close code, a `code` for clients to act on and a message for people."""
+    close_code: int
+    code: str
+    message: str
+    server_fault: bool = False  # the client did nothing wrong (a 5xx's kind): OpenAI's server_error
+
+
+def refusal_of(error: ServiceError) -> Refusal:
+    """The refusal that says `error` to a websocket client."""
+    return Refusal(close_code(error), error.code, error.message, http_status(error) >= 500)
+
+
+def stream_error(refusal: Refusal) -> dict:
+    """A refusal in /v1/stream's words, and any websocket's refused before its protocol answers."""
+    return {"type": "error", "error": refusal.code, "message": refusal.message}
+
+
+async def refuse(websocket: WebSocket, refusal: Refusal, words: Callable[[Refusal], dict] = stream_error) -> None:
+    """Tell a websocket client why, in its protocol's `words`, then close; accepts the connection first if need be."""
     try:
         if websocket.client_state == WebSocketState.CONNECTING:
             await websocket.accept()
-        await websocket.send_json({"type": "error", "error": error, "message": message})
-        await websocket.close(code, reason=message[:120])
+        await websocket.send_json(words(refusal))
+        await websocket.close(refusal.close_code, reason=refusal.message[:120])
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client is already gone
 
 
 async def service_error_handler(connection: HTTPConnection, error: ServiceError) -> JSONResponse | None:
     if isinstance(connection, WebSocket):
-        await refuse(connection, close_code(error), error.code, error.message)
+        await refuse(connection, refusal_of(error))
         return None
     headers = {}
     if error.retry_after is not None:

@@ -25,162 +25,45 @@ turn's audio) or `.failed`, and `error` events in OpenAI's shape. Mistakes in an
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import json
-import logging
 import math
 import secrets
 from typing import Annotated
 
-import numpy as np
-import soundfile
-from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
+from fastapi import APIRouter, Depends, WebSocket
 
-from model.audio import AudioError, decode_pcm
-from model.decoding import one_line
+from model.streaming import SegmentEnd, Stream, StreamEvents
 
 from .dependencies import ServerDep, known_key, require_api_key
 from .errors import ServiceError, shorten
-from .http_errors import close_code, http_status
+from .http_errors import Refusal, http_status, refuse
 from .pipeline import Pipeline
-from .realtime_protocol import BETA_FORMATS, AudioFormat, BetaSessionUpdate, SessionUpdate, Transcription, \
-    TurnDetection
+from .realtime_session import EventError, Session
 from .server import Server
-from .sessions import Closed, Ending, SessionLimits, parse_json
-from .streaming import SegmentEnd, Stream, StreamConfig, StreamEvents, wind_down
+from .sessions import Ending, PipelineRecognizer, SessionLimits, parse_json, serve_in_slot, wind_down
 
 router = APIRouter()
-log = logging.getLogger("service")
 
 LOGPROBS = "item.input_audio_transcription.logprobs"
-G711_RATE = 8000
 MIN_COMMIT_SECONDS = 0.1  # as OpenAI: a commit needs at least 100 ms of audio
-# OpenAI's defaults for server VAD
-VAD_DEFAULTS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."  # OpenAI's browser clients send the key as a subprotocol
-
-
-class EventError(Exception):
-    """A client event the session cannot take: an `error` event, and the session goes on."""
-
-    def __init__(self, code: str, message: str, param: str | None = None):
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
-
-
-class Session:
-    """The effective settings, updated field by field as OpenAI's API does."""
-
-    def __init__(self, model_name: str):
-        self.id = "sess_" + secrets.token_hex(12)
-        self.format = AudioFormat(type="audio/pcm", rate=24000)
-        self.transcription = Transcription(model=model_name, language=None, prompt="")
-        self.turn_detection: TurnDetection | None = TurnDetection(**VAD_DEFAULTS)
-        self.noise_reduction: dict | None = None
-        self.include: list[str] = []
-
-    @property
-    def rate(self) -> int:
-        return (self.format.rate or 24000) if self.format.type == "audio/pcm" else G711_RATE
-
-    def update(self, session: dict, beta: bool) -> None:
-        """Apply a client's session: the fields it names, each checked before any is applied."""
-        if not isinstance(session, dict):
-            raise EventError("invalid_value", "session must be an object", "session")
-        if not beta and session.get("type", "transcription") != "transcription":
-            raise EventError("invalid_value", "this server holds transcription sessions only: session.type must be "
-                                              "\"transcription\"", "session.type")
-        try:
-            parsed = (BetaSessionUpdate if beta else SessionUpdate).model_validate(session)
-        except ValidationError as error:
-            problem = error.errors()[0]
-            where = ".".join(["session", *(str(part) for part in problem["loc"])])
-            raise EventError("invalid_value", f"{where}: {problem['msg']}", where) from None
-        given = _given_fields(parsed, beta)
-        audio_format = given.get("format")
-        if audio_format is not None and audio_format.type != "audio/pcm" and audio_format.rate not in (None, G711_RATE):
-            raise EventError("invalid_value", f"G.711 audio is {G711_RATE} Hz", "session.audio.input.format.rate")
-        if audio_format is not None:  # null leaves the format as it was
-            self.format = audio_format
-        if given.get("transcription") is not None:
-            self.transcription = self.transcription.model_copy(
-                update=given["transcription"].model_dump(exclude_unset=True))
-        if "turn_detection" in given:  # null turns detection off
-            detection = given["turn_detection"]
-            self.turn_detection = None if detection is None else TurnDetection(
-                **{**VAD_DEFAULTS, **detection.model_dump(exclude_unset=True)})
-        if "noise_reduction" in given:
-            self.noise_reduction = given["noise_reduction"]
-        if parsed.include is not None:
-            self.include = list(parsed.include)
-
-    def stream_config(self, max_segment_seconds: float) -> StreamConfig:
-        vad = self.turn_detection
-        return StreamConfig(sample_rate=self.rate, encoding="pcm_f32le", interim_results=True,
-                            endpointing=vad.silence_duration_ms if vad is not None else False,
-                            max_segment_seconds=max_segment_seconds, hotwords=self.transcription.keywords or [])
-
-    def describe(self) -> dict:
-        """The session as the GA API's events show it."""
-        audio_format = {"type": self.format.type}
-        if self.format.type == "audio/pcm":
-            audio_format["rate"] = self.rate
-        return {"type": "transcription", "object": "realtime.session", "id": self.id,
-                "audio": {"input": {"format": audio_format,
-                                    "transcription": self.transcription.model_dump(exclude_none=True),
-                                    "turn_detection": self._turn_detection(), "noise_reduction": self.noise_reduction}},
-                "include": self.include}
-
-    def describe_beta(self) -> dict:
-        """The session as the beta API's `transcription_session.updated` shows it."""
-        name = {value: key for key, value in BETA_FORMATS.items()}[self.format.type]
-        return {"id": self.id, "object": "realtime.transcription_session", "input_audio_format": name,
-                "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
-                "turn_detection": self._turn_detection(), "input_audio_noise_reduction": self.noise_reduction,
-                "include": self.include, "modalities": ["text"]}
-
-    def _turn_detection(self) -> dict | None:
-        return None if self.turn_detection is None else self.turn_detection.model_dump(exclude_none=True)
-
-    def decode(self, audio: str) -> np.ndarray:
-        """An append event's base64 audio -> float samples at the session's rate."""
-        try:
-            data = base64.b64decode(audio, validate=True)
-        except (binascii.Error, ValueError):
-            raise EventError("invalid_value", "audio is not valid base64", "audio") from None
-        if self.format.type == "audio/pcm":
-            try:
-                return decode_pcm(data, "pcm_s16le")
-            except AudioError as error:
-                raise EventError("invalid_value", f"audio: {error}", "audio") from None
-        if not data:
-            return np.zeros(0, dtype=np.float32)
-        subtype = "ULAW" if self.format.type == "audio/pcmu" else "ALAW"
-        samples, _ = soundfile.read(io.BytesIO(data), samplerate=G711_RATE, channels=1, format="RAW",
-                                    subtype=subtype, dtype="float32")
-        return samples
-
-
-def _given_fields(parsed: SessionUpdate | BetaSessionUpdate, beta: bool) -> dict:
-    """The fields a session update names (None where it sets one to null), under the GA API's names."""
-    if beta:
-        names = {"input_audio_format": "format", "input_audio_transcription": "transcription",
-                 "turn_detection": "turn_detection", "input_audio_noise_reduction": "noise_reduction"}
-        given = {names[name]: getattr(parsed, name) for name in parsed.model_fields_set if name in names}
-        if given.get("format") is not None:
-            given["format"] = AudioFormat(type=BETA_FORMATS[given["format"]])
-        return given
-    audio_input = parsed.audio.input if parsed.audio is not None else None
-    if audio_input is None:
-        return {}
-    return {name: getattr(audio_input, name) for name in audio_input.model_fields_set}
 
 
 def _event_id() -> str:
     return "event_" + secrets.token_hex(12)
+
+
+def error_event(code: str, message: str, kind: str = "invalid_request_error", param: str | None = None,
+                event_id: str | None = None) -> dict:
+    """OpenAI's `error` event; `event_id`: the client event it answers, if known."""
+    return {"type": "error", "event_id": _event_id(), "error": {"type": kind, "code": code, "message": message,
+                                                                "param": param, "event_id": event_id}}
+
+
+def refusal_event(refusal: Refusal) -> dict:
+    """A session's end in OpenAI's words, before the close."""
+    return error_event(refusal.code, refusal.message, "server_error" if refusal.server_fault else
+                       "invalid_request_error")
 
 
 def _item_id() -> str:
@@ -223,8 +106,7 @@ class RealtimeEvents(StreamEvents):
 
     async def error(self, code: str, message: str, param: str | None = None, event_id: str | None = None,
                     kind: str = "invalid_request_error") -> None:
-        await self.send({"type": "error", "error": {"type": kind, "code": code, "message": message, "param": param,
-                                                    "event_id": event_id}})
+        await self.websocket.send_json(error_event(code, message, kind, param, event_id))
 
     def current_item(self) -> str:
         if self.item is None:
@@ -296,51 +178,32 @@ async def realtime(websocket: WebSocket, server: ServerDep, authorised: Annotate
     offered = [name.strip() for name in websocket.headers.get("sec-websocket-protocol", "").split(",") if name.strip()]
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     browser_keys = [name.removeprefix(BROWSER_KEY_PREFIX) for name in offered if name.startswith(BROWSER_KEY_PREFIX)]
-    if not (authorised or any(known_key(key, settings.api_keys) for key in browser_keys)):
-        await _refuse(websocket, 1008, "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>")
-        return
     intent = websocket.query_params.get("intent", "transcription")
-    if intent != "transcription":
-        await _refuse(websocket, 1003, "unsupported_intent", f"intent {intent!r} is not served here; this server "
-                                                             "holds transcription sessions: intent=transcription")
-        return
     pipeline = server.pipelines.get(server.model_name)
-    if pipeline is None:
-        await _refuse(websocket, 1013, "model_not_ready", "the model is not loaded yet; retry shortly", "server_error")
+    if not (authorised or any(known_key(key, settings.api_keys) for key in browser_keys)):
+        refusal = Refusal(1008, "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>")
+    elif intent != "transcription":
+        refusal = Refusal(1003, "unsupported_intent", f"intent {intent!r} is not served here; this server "
+                                                      "holds transcription sessions: intent=transcription")
+    elif pipeline is None:
+        refusal = Refusal(1013, "model_not_ready", "the model is not loaded yet; retry shortly", server_fault=True)
+    else:
+        limits = SessionLimits(settings, server.stopping)
+        try:
+            await serve_in_slot(websocket, server, lambda: _serve(websocket, server, pipeline, limits), "session",
+                                refusal_event)
+        finally:
+            limits.close()
         return
-    if server.streams >= settings.max_streams:
-        await _refuse(websocket, 1013, "too_many_streams", f"this server takes at most {settings.max_streams} "
-                                                          "streams at once; retry shortly", "server_error")
-        return
-    server.streams += 1
-    server.metrics.active_streams.inc()
-    limits = SessionLimits(settings, server.stopping)
-    try:
-        await _serve(websocket, server, pipeline, limits)
-    except Closed as closed:
-        await _refuse(websocket, closed.code, "session_error", closed.reason)
-    except WebSocketDisconnect:
-        pass
-    except ServiceError as error:
-        await _refuse(websocket, close_code(error), error.code, error.message,
-                      "server_error" if http_status(error) >= 500 else "invalid_request_error")
-    except Exception as error:  # a bug: the client still gets an error and a close code, the log one line
-        log.error("realtime session failed: %s: %s", type(error).__name__, one_line(error))
-        await _refuse(websocket, 1011, "internal_error", "the server failed on this session; see its log",
-                      "server_error")
-    finally:
-        limits.close()
-        server.streams -= 1
-        server.metrics.active_streams.dec()
+    await refuse(websocket, refusal, refusal_event)
 
 
 async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limits: SessionLimits) -> None:
     settings = server.settings
     session = Session(pipeline.name)
     events = RealtimeEvents(websocket, session)
-    max_segment = min(StreamConfig.model_fields["max_segment_seconds"].default, settings.stream_max_seconds)
-    stream = Stream(events, pipeline, session.stream_config(max_segment), settings.stream_max_seconds,
-                    resample_per_segment=True)
+    stream = Stream(events, PipelineRecognizer(pipeline, session.decode_options()),
+                    session.stream_options(settings.stream_max_seconds))
     await events.send({"type": "session.created", "session": session.describe()})
     try:
         while True:
@@ -364,7 +227,7 @@ async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limit
                 event_id = event.get("event_id")  # echoed in an error: not a megabyte of it
                 event_id = event_id if isinstance(event_id, str) and len(event_id) <= 128 else None
                 finals = stream.finals
-                await _handle(event, session, events, stream, server, max_segment, limits)
+                await _handle(event, session, events, stream, server, limits)
                 if stream.finals != finals:  # the client waited for its transcript: that was not idleness
                     limits.heard_audio()
             except EventError as error:
@@ -377,25 +240,26 @@ async def _wind_down(ending: Ending, events: RealtimeEvents, stream: Stream, gra
     """Say why (OpenAI's `session_expired` when too long), commit and transcribe the turn held, close."""
     kind = "server_error" if ending.code == 1001 else "invalid_request_error"
     await events.error(ending.error, ending.message, kind=kind)
-    if len(stream.segment) / stream.rate >= MIN_COMMIT_SECONDS:
+    if stream.held_seconds >= MIN_COMMIT_SECONDS:
         await wind_down(stream, grace if ending.code == 1001 else None, "finalize")
     await events.websocket.close(ending.code, reason=ending.message[:120])
 
 
 async def _handle(event: dict, session: Session, events: RealtimeEvents, stream: Stream, server: Server,
-                  max_segment: float, limits: SessionLimits) -> None:
+                  limits: SessionLimits) -> None:
     kind = event["type"]
     if kind in ("session.update", "transcription_session.update"):
         beta = kind == "transcription_session.update"
         session.update(event.get("session"), beta=beta)
-        pipeline = _chosen_model(session, server, stream.pipeline)
-        config = session.stream_config(max_segment)
+        pipeline = _chosen_model(session, server, stream.recognizer.pipeline)
+        options = session.decode_options()
         try:
-            pipeline.check_options(config)
+            pipeline.check_options(options)
         except ServiceError as error:
             raise EventError("invalid_value", error.message, "session") from None
         try:
-            stream.reconfigure(config, pipeline)
+            stream.reconfigure(session.stream_options(server.settings.stream_max_seconds),
+                               PipelineRecognizer(pipeline, options))
         except ValueError as error:
             raise EventError("invalid_value", str(error), "session.audio.input.transcription.model") from None
         if beta:
@@ -411,7 +275,7 @@ async def _handle(event: dict, session: Session, events: RealtimeEvents, stream:
             limits.heard_audio()
         await stream.add_samples(samples)
     elif kind == "input_audio_buffer.commit":
-        held = len(stream.segment) / stream.rate
+        held = stream.held_seconds
         if held < MIN_COMMIT_SECONDS:
             raise EventError("input_audio_buffer_commit_empty",
                              f"the input audio buffer holds {held * 1000:.0f} ms of audio; a commit needs at least "
@@ -438,14 +302,3 @@ def _chosen_model(session: Session, server: Server, current: Pipeline) -> Pipeli
         return server.pipeline(name)
     except ServiceError as error:  # not loaded yet
         raise EventError(error.code, error.message, "session.audio.input.transcription.model") from None
-
-
-async def _refuse(websocket: WebSocket, code: int, error: str, message: str,
-                  kind: str = "invalid_request_error") -> None:
-    try:
-        await websocket.send_json({"type": "error", "event_id": _event_id(),
-                                   "error": {"type": kind, "code": error, "message": message, "param": None,
-                                             "event_id": None}})
-        await websocket.close(code, reason=message[:120])
-    except (WebSocketDisconnect, RuntimeError):
-        pass  # the client is already gone

@@ -1,5 +1,7 @@
-"""What both websocket protocols (/v1/stream and /v1/realtime) share: reading a session's messages
-under its limits, and parsing their JSON safely.
+"""What both websocket protocols (/v1/stream and /v1/realtime) share: a stream slot and the one
+mapping from what ended a session to what its client is told (`serve_in_slot`), a model as the
+streaming engine's recognizer (`PipelineRecognizer`), reading a session's messages under its limits,
+parsing their JSON safely, and transcribing what a session holds when it must end (`wind_down`).
 
 `SessionLimits.receive` refuses a message over the size limit (1009), and ends a session that
 sent no audio for `stream_idle_seconds` (control messages do not count: a client that sends
@@ -15,13 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import WebSocket, WebSocketDisconnect
 
+from model.decoding import one_line
+from model.streaming import Heard, SegmentFailed, SegmentReason, Stream, StreamTooLong
+
+from .errors import Busy, ServiceError
+from .http_errors import Refusal, refuse, refusal_of, stream_error
+from .options import DecodeRequest
+from .pipeline import Pipeline
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("service")
 
 # On shutdown, the messages that still arrive in this time are taken: audio a client sent before it
 # could know (a message in flight, or queued behind a slow one) is transcribed with the rest.
@@ -117,3 +135,81 @@ class SessionLimits:
     def close(self) -> None:
         if self._stop_wait is not None:
             self._stop_wait.cancel()
+
+
+class PipelineRecognizer:
+    """A served model as the streaming engine's `model.streaming.Recognizer`, decoding with `options`."""
+
+    def __init__(self, pipeline: Pipeline, options: DecodeRequest):
+        self.pipeline, self.options = pipeline, options
+        self.name, self.rate = pipeline.name, pipeline.rate
+        self.min_samples = pipeline.engine.config.receptive_field
+
+    async def partial(self, window: np.ndarray) -> Heard | None:
+        try:
+            logits, _ = await self.pipeline.logits(window)
+        except Busy:  # the inference queue is full: this partial is skipped
+            return None
+        decoded = await self.pipeline.decode(logits, "greedy", self.options)
+        return Heard(decoded.text, [asdict(word) for word in decoded.words])
+
+    async def final(self, segment: np.ndarray) -> Heard:
+        try:
+            result = await self.pipeline.transcribe(segment, self.options)
+        except ServiceError as error:
+            if error.code in ("silent_audio", "audio_too_short"):  # a pause, a click: an empty final
+                return Heard("", [], 0.0, [] if self.options.alternatives else None)
+            raise SegmentFailed(error) from None
+        body = result.to_dict()  # words and alternatives as the wire has them
+        return Heard(body["text"], body["words"], body["confidence"], body.get("alternatives"))
+
+
+def session_refusal(error: Exception, noun: str) -> Refusal:
+    """What a client is told of the error that ended its session; `noun`: what the protocol calls
+    a session ("stream", "session")."""
+    if isinstance(error, Closed):
+        return Refusal(error.code, f"{noun}_error", error.reason)
+    if isinstance(error, StreamTooLong):
+        return Refusal(1009, f"{noun}_error", str(error))
+    if isinstance(error, Ending):  # before there was anything to transcribe
+        return Refusal(error.code, error.error, error.message, server_fault=error.code == 1001)
+    if isinstance(error, ServiceError):  # from the pipeline: busy (try again later) or unusable audio
+        return refusal_of(error)
+    # A bug: the client still gets an error and a close code, the log one line.
+    log.error("%s failed: %s: %s", noun, type(error).__name__, one_line(error))
+    return Refusal(1011, "internal_error", f"the server failed on this {noun}; see its log", server_fault=True)
+
+
+async def serve_in_slot(websocket: WebSocket, server: Server, serve: Callable[[], Awaitable[None]], noun: str,
+                        words: Callable[[Refusal], dict] = stream_error) -> None:
+    """Run `serve` in one of the server's `max_streams` slots (refused with 1013 when none is free),
+    and end the session with whatever stopped it, told in the protocol's `words`."""
+    limit = server.settings.max_streams
+    if server.streams >= limit:
+        await refuse(websocket, Refusal(1013, "too_many_streams", f"this server takes at most {limit} streams at "
+                                                                  "once; retry shortly", server_fault=True), words)
+        return
+    server.streams += 1
+    server.metrics.active_streams.inc()
+    try:
+        await serve()
+    except WebSocketDisconnect:
+        pass
+    except Exception as error:
+        await refuse(websocket, session_refusal(error, noun), words)
+    finally:
+        server.streams -= 1
+        server.metrics.active_streams.dec()
+
+
+async def wind_down(stream: Stream, seconds: float | None, reason: SegmentReason = "eof") -> None:
+    """The session is ending: the final of the audio it holds, if that takes at most `seconds`
+    (on SIGTERM, less than the grace period, past which uvicorn cancels it; None: no bound).
+    Closed(1012) if it would take longer."""
+    try:
+        async with asyncio.timeout(None if seconds is None else max(seconds - STOPPING_TAIL_SECONDS - 1.0, 0.5)):
+            if reason == "eof":  # a segment that is not the last flushes the resampler itself
+                stream.flush_resampler()
+            await stream.finish_segment(reason)
+    except TimeoutError:
+        raise Closed(1012, "the server is shutting down and could not transcribe the rest in time") from None

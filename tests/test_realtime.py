@@ -64,6 +64,24 @@ def test_deltas_carry_only_settled_words():
     assert settled_words(["A", "B", "C", "D"], ["D", "E", "F"]) == [], "one word is too little to match"
 
 
+def test_session_updates_set_the_engines_options():
+    from service.realtime_session import Session
+
+    session = Session("digits")
+    options = session.stream_options(max_stream_seconds=20)
+    assert (options.sample_rate, options.endpointing_ms, options.max_segment_seconds) == (24000, 500, 20)
+    assert options.resample_per_segment, "each turn's transcript is the offline one of its audio"
+    session.update({"audio": {"input": {"format": {"type": "audio/pcmu"},
+                                        "turn_detection": {"type": "server_vad", "silence_duration_ms": None}},
+                              }}, beta=False)
+    options = session.stream_options(max_stream_seconds=600)
+    assert (options.sample_rate, options.endpointing_ms, options.max_segment_seconds) == (8000, 500, 30), \
+        "a null pause length is OpenAI's default, not an error"
+    session.update({"audio": {"input": {"turn_detection": None, "transcription": {"keywords": ["NINE"]}}}}, beta=False)
+    assert session.stream_options(600).endpointing_ms is None, "without turn detection, turns end at commits"
+    assert session.decode_options().hotwords == ["NINE"]
+
+
 # -- the official client ------------------------------------------------------------------------------
 
 def test_openai_client_committed_turns_equal_transcribe(server):
