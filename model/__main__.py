@@ -1,4 +1,5 @@
-"""Command line: `python -m model transcribe --model MODEL AUDIO [AUDIO ...]` and `python -m model convert`."""
+"""Command line: `python -m model transcribe --model MODEL AUDIO [AUDIO ...]`, `python -m model convert` and
+`python -m model features` (model/features.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from dataclasses import asdict
 
 from .audio import AudioError
+from . import features
 from .decoding import (BEAM_WIDTH, LM_ALPHA, LM_BETA, MAX_ALTERNATIVES, MIN_CONFIDENCE, BeamOptions,
                        DecoderStartError, check_phrases)
 from .hub import ModelNotFoundError
@@ -58,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--dictionary", help="fairseq dict.ltr.txt, if not beside a fine-tuned fairseq checkpoint")
     convert.add_argument("--out", required=True, help="folder to write")
 
+    features.add_command(commands)
+
     args = parser.parse_args(argv)
+    if args.command == "features":
+        return features.run(args)
     if args.command == "transcribe" and args.beam_width is not None and args.beam_width < 1:
         parser.error("--beam-width must be at least 1")
     if args.command == "transcribe" and args.alternatives is not None:
