@@ -101,17 +101,17 @@ class Wav2Vec2Representations(Representations):
 
 
 def hidden_state(model: Wav2Vec2Model, hidden: torch.Tensor, index: int) -> torch.Tensor:
-    """transformers' `hidden_states[index]` of the context network, from the projected features
-    (batch, frames, hidden): the input to layer `index`, and for the last index the network's output
-    (after the final layer norm, in the pre-norm family). Layers past `index` are not run."""
+    """transformers' (5.x) `hidden_states[index]` of the context network, from the projected features
+    (batch, frames, hidden): the input to layer `index` (0: after the positional convolution, and in the
+    post-norm family its layer norm), or for the last index the last layer's output. In the pre-norm
+    (large) family that is before the final layer norm, as transformers 5 records it; transformers 4
+    put the normalised output there. Layers past `index` are not run."""
     encoder = model.encoder
     x = hidden + encoder.pos_conv_embed(hidden)
     if not encoder.pre_norm:
         x = encoder.layer_norm(x)
     for layer in encoder.layers[:index]:
         x = layer(x, None)
-    if encoder.pre_norm and index == len(encoder.layers):
-        x = encoder.layer_norm(x)
     return x
 
 
