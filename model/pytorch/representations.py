@@ -119,6 +119,8 @@ def load_representations(reference: str | Path, device: str = "cpu") -> Represen
     """Any model of the family: a fairseq wav2vec (1.0) / vq-wav2vec checkpoint, or anything
     `load_checkpoint` reads (wav2vec 2.0). Raises CheckpointError (a ValueError) or ModelNotFoundError."""
     path = Path(reference).expanduser()
+    if path.is_dir() and (path / "model.pt").is_file() and is_wav2vec1_checkpoint(path / "model.pt"):
+        path = path / "model.pt"  # a checkpoint folder of `python -m training pretrain` (objective wav2vec...)
     if path.is_file() and is_wav2vec1_checkpoint(path):
         return Wav2VecRepresentations(load_wav2vec1_checkpoint(path), device)
     weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
