@@ -12,7 +12,7 @@ import pytest
 import soundfile
 import torch
 
-from conftest import DATA, needs_data
+from conftest import DATA, REPO, needs_data
 from model.__main__ import main as model_main
 from model.pytorch.wav2vec1 import Wav2VecConfig, Wav2VecModel
 from model.pytorch.wav2vec1_fairseq import load_wav2vec1_checkpoint, save_wav2vec1_checkpoint
@@ -142,3 +142,9 @@ def test_fairseq_loads_our_checkpoints(tmp_path):
         c = theirs.feature_aggregator(theirs.vector_quantizer(z)["x"])
         mine = ours(audio)
     assert torch.allclose(mine.c[0].T, c[0], atol=1e-5) and torch.allclose(mine.z[0].T, z[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["wav2vec-cpu", "vq-wav2vec-cpu"])
+def test_cpu_configs_load(name):
+    config = load_config(PretrainConfig, REPO / "training" / "configs" / f"{name}.yaml", [])
+    assert config.objective == name.removesuffix("-cpu") and config.model["infonce"] is True

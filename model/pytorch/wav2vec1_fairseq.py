@@ -67,7 +67,7 @@ def load_wav2vec1_checkpoint(path: str | Path) -> Wav2VecCheckpoint:
         model = Wav2VecModel(config)
     except (ValueError, SyntaxError) as error:
         raise CheckpointError(f"'{path}': {error}") from None
-    state = _from_fairseq_names(saved["model"], config, str(path))
+    state = _from_fairseq_names(saved["model"], model, str(path))
     model.load_state_dict({key: tensor.float() for key, tensor in state.items()})
     return Wav2VecCheckpoint(model.eval(), config, str(path))
 
@@ -132,8 +132,9 @@ def fairseq_names(config: Wav2VecConfig) -> dict[str, str]:
     return names
 
 
-def _from_fairseq_names(state: dict[str, torch.Tensor], config: Wav2VecConfig, source: str
+def _from_fairseq_names(state: dict[str, torch.Tensor], model: Wav2VecModel, source: str
                         ) -> dict[str, torch.Tensor]:
+    config = model.config
     theirs_to_ours = {theirs: ours for ours, theirs in fairseq_names(config).items()}
     # project_features="new" trains a second context network for the targets; features never use it.
     state = {key: value for key, value in state.items() if not key.startswith("project_features.")}
@@ -143,18 +144,13 @@ def _from_fairseq_names(state: dict[str, torch.Tensor], config: Wav2VecConfig, s
         raise CheckpointError(f"the weights in '{source}' do not match its wav2vec options: missing "
                               f"{_few(missing)}; unexpected {_few(unexpected)}")
     renamed = {theirs_to_ours[key]: tensor for key, tensor in state.items()}
-    shapes = {key: tuple(value.shape) for key, value in _shape_model(config).state_dict().items()}
+    shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     for key, tensor in renamed.items():
         if tuple(tensor.shape) != shapes[key]:
             raise CheckpointError(f"the weights in '{source}' do not match its wav2vec options: "
                                   f"{fairseq_names(config)[key]} has shape {tuple(tensor.shape)}, the options "
                                   f"imply {shapes[key]}")
     return renamed
-
-
-def _shape_model(config: Wav2VecConfig) -> Wav2VecModel:
-    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        return Wav2VecModel(config)
 
 
 def save_wav2vec1_checkpoint(model: Wav2VecModel, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
