@@ -4,8 +4,8 @@
 
 writes `DIR/<audio stem>.npy`, time-major: `(frames, dims)` float32, or `(frames, groups)` int64
 for `--layer codes`. With `--units` (codes only) it also writes `DIR/units.txt`, one line per
-audio file in the order given, each frame's codes as a token `g0-g1` (fairseq's
-`vq-wav2vec_featurize` text form). Long files run in windows, as transcription's, and are stitched.
+audio file in the order given (empty for a file that could not be read), each frame's codes as a
+token `g0-g1` (fairseq's `vq-wav2vec_featurize` text form). Long files run in windows, as transcription's, and are stitched.
 
 The Python API: `FeatureExtractor(load_representations(model), layer)(samples)`.
 """

@@ -68,13 +68,15 @@ def test_cli_writes_codes_units_and_context(tmp_path):
     expected = np.load(FIXTURES / f"{name}.npz")
     audio = tmp_path / "utterance one.flac"
     shutil.copy(CLIP, audio)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF, but nothing else")
     model = FIXTURES / f"{name}.cfg.pt"
     assert main(["features", "--model", str(model), "--layer", "codes", "--units", "--out", str(tmp_path / "codes"),
-                 str(audio), str(CLIP)]) == 0
+                 str(audio), str(broken), str(CLIP)]) == 1  # the broken file fails; the others are written
     codes = np.load(tmp_path / "codes" / "utterance one.npy")
     np.testing.assert_array_equal(codes, expected["codes"])
     lines = (tmp_path / "codes" / "units.txt").read_text().splitlines()
-    assert len(lines) == 2 and lines[0] == lines[1]
+    assert len(lines) == 3 and lines[0] == lines[2] and lines[1] == "", "line i stands for file i"
     tokens = lines[0].split()
     assert len(tokens) == len(codes) and tokens[0] == f"{codes[0, 0]}-{codes[0, 1]}"
     assert main(["features", "--model", str(model), "--out", str(tmp_path / "c"), str(audio)]) == 0
