@@ -1,4 +1,5 @@
-"""Command line: `python -m model transcribe --model MODEL AUDIO [AUDIO ...]` and `python -m model convert`."""
+"""Command line: `python -m model transcribe --model MODEL AUDIO [AUDIO ...]`, `python -m model convert` and
+`python -m model features` (model/features.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from dataclasses import asdict
 
 from .audio import AudioError
+from . import features
 from .decoding import DecoderStartError
 from .hub import ModelNotFoundError
 from .loading import load_recognizer
@@ -47,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--dictionary", help="fairseq dict.ltr.txt, if not beside a fine-tuned fairseq checkpoint")
     convert.add_argument("--out", required=True, help="folder to write")
 
+    features.add_command(commands)
+
     args = parser.parse_args(argv)
+    if args.command == "features":
+        return features.run(args)
     if args.command == "transcribe":
         for flag, off in (("lm", "no_lm"), ("lexicon", "no_lexicon")):
             if getattr(args, flag) and getattr(args, off):

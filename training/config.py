@@ -62,6 +62,10 @@ class TrainerConfig:
 class PretrainConfig(TrainerConfig):
     manifest: str = ""  # audio to learn from (text, if any, is ignored)
     output_dir: str = "runs/pretrain"
+    # "wav2vec2"; or "wav2vec" / "vq-wav2vec" (training/wav2vec1_pretrain.py), whose `model` section takes
+    # fairseq's wav2vec options (task options included) and which ignore the wav2vec 2.0 settings below.
+    objective: str = "wav2vec2"
+    vq_loss_weight: float = 1.0  # vq-wav2vec: weight of the quantizer's penalty (fairseq's loss_weights)
     # The objective (paper values).
     mask_prob: float = 0.65
     mask_length: int = 10
@@ -189,6 +193,11 @@ def load_config(kind: type, path: Path | None, overrides: list[str]):
             except (TypeError, ValueError):
                 raise ValueError(f"{item.name}: expected a number, got {values[item.name]!r}") from None
     config = kind(**values)
+    if getattr(config, "objective", "wav2vec2") != "wav2vec2":  # wav2vec (1.0) and vq-wav2vec
+        from .wav2vec1_pretrain import check_objective
+
+        check_objective(config)  # fail now, not after loading data
+        return config
     feature_settings(config.features, model_config(config.model))  # fail now, not after loading data
     return config
 

@@ -26,7 +26,12 @@ from .pretraining import PretrainingObjective, gumbel_temperature, scale_feature
 
 def pretrain(config: PretrainConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
     """Train to `config.max_steps`; returns the last checkpoint folder (HF Wav2Vec2ForPreTraining + trainer state).
-    A resumed run keeps its own learning-rate schedule unless `reschedule`."""
+    A resumed run keeps its own learning-rate schedule unless `reschedule`. The objectives of wav2vec (1.0)
+    and vq-wav2vec train in training/wav2vec1_pretrain.py."""
+    if config.objective != "wav2vec2":
+        from .wav2vec1_pretrain import pretrain_wav2vec1
+
+        return pretrain_wav2vec1(config, resume)
     with Processes.start() as processes:
         return _pretrain(config, resume, reschedule, processes)
 

@@ -51,6 +51,9 @@ _CTC_HEAD = {"w2v_encoder.proj.weight": "lm_head.weight", "w2v_encoder.proj.bias
 def load_fairseq_checkpoint(path: Path, dictionary: str | Path | None = None) -> Checkpoint:
     saved = _read(path)
     model_cfg, task_cfg = _configs(saved, path)
+    if (model_cfg.get("_name") or model_cfg.get("arch")) == "wav2vec":  # wav2vec (1.0) and vq-wav2vec
+        raise CheckpointError(f"'{path}' is a wav2vec (1.0) / vq-wav2vec checkpoint, not wav2vec 2.0: it has no "
+                              "CTC head to transcribe with; `python -m model features` reads its representations")
     finetuned = "w2v_encoder.proj.weight" in saved["model"]
     if finetuned:
         pretrained = _as_dict(model_cfg.get("w2v_args"))
