@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     onnx.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of the matrix products")
     onnx.add_argument("--fp16", action="store_true", help="fp16 weights and arithmetic, for GPUs")
     onnx.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    onnx.add_argument("--no-fuse", dest="fuse", action="store_false",
+                      help="keep attention as plain ONNX operators (for runtimes other than ONNX Runtime, or a "
+                           "TensorRT engine built from every node); by default fp32 and int8 graphs get ONNX "
+                           "Runtime's fused Attention operator, which is faster on CPU")
     onnx.add_argument("--tolerance", type=float, default=FP32_TOLERANCE,
                       help="largest logit difference accepted between the fp32 graph and PyTorch (default: %(default)g)")
     onnx.add_argument("--verify-audio", nargs="*", default=[], metavar="AUDIO",
@@ -84,6 +88,7 @@ def export_onnx(args: argparse.Namespace) -> int:
         manifest = {"variant": variant, "source": str(args.model), "opset": _opset(staging / MODEL_FILE),
                     "inputs": ["input_values", "attention_mask"] if uses_mask else ["input_values"],
                     "outputs": ["logits"], "batched_model": None if uses_mask else BATCHED_MODEL_FILE,
+                    "fused_attention": args.fuse and variant != "fp16",
                     "verification": report}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         if args.out.exists():
@@ -99,9 +104,15 @@ def export_graph(checkpoint, staging: Path, name: str, variant: str, args: argpa
     from model.onnx import OnnxRecognizer
 
     from .exporter import convert_fp16, export_fp32, quantize_int8
+    from .fusion import optimize_graph
     from .verify import verify
 
     path = export_fp32(checkpoint, staging / name, args.opset, batched=batched)
+    # fp16 is for GPUs, where TensorRT fuses for itself and cannot take ONNX Runtime's own operators.
+    if args.fuse and variant != "fp16":
+        config = checkpoint.config
+        fused = optimize_graph(path, config.num_attention_heads, list(zip(config.conv_kernel, config.conv_stride)))
+        print(f"fused {fused} attention blocks", flush=True)
     label = "batched fp32" if batched else "fp32"
     fp32 = verify(checkpoint, OnnxRecognizer(staging, model_file=name), label, real_audio)
     print(fp32.table())
