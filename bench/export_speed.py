@@ -25,6 +25,7 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.exporter import export_fp32, quantize_int8  # noqa: E402
+from export.fusion import optimize_graph  # noqa: E402
 from model.audio import batch_input_values  # noqa: E402
 from model.onnx import MODEL_FILE, OnnxRecognizer  # noqa: E402
 from model.pytorch.checkpoint import load_checkpoint  # noqa: E402
@@ -77,6 +78,9 @@ def prepare(work: Path) -> None:
     for name in ("config.json", "vocab.json", "tokenizer_config.json", "processor_config.json"):
         (work / "onnx" / name).write_bytes((work / "hf" / name).read_bytes())
     export_fp32(checkpoint, work / "onnx" / "model.onnx")
+    config = checkpoint.config  # fused attention, as `python -m export onnx` writes it
+    optimize_graph(work / "onnx" / "model.onnx", config.num_attention_heads,
+                   list(zip(config.conv_kernel, config.conv_stride)))
     quantize_int8(work / "onnx" / "model.onnx", work / "onnx" / "model.int8.onnx")
 
 

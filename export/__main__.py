@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     onnx.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of the matrix products")
     onnx.add_argument("--fp16", action="store_true", help="fp16 weights and arithmetic, for GPUs")
     onnx.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    onnx.add_argument("--no-fuse", dest="fuse", action="store_false",
+                      help="keep attention as plain ONNX operators (for runtimes other than ONNX Runtime, or a "
+                           "TensorRT engine built from every node); by default fp32 and int8 graphs get ONNX "
+                           "Runtime's fused Attention operator, which is faster on CPU")
     onnx.add_argument("--tolerance", type=float, default=FP32_TOLERANCE,
                       help="largest logit difference accepted between the fp32 graph and PyTorch (default: %(default)g)")
     onnx.add_argument("--verify-audio", nargs="*", default=[], metavar="AUDIO",
@@ -78,12 +82,16 @@ def export_onnx(args: argparse.Namespace) -> int:
             print("exporting the padding-exact graph for batches ...", flush=True)
             report["batched"], failure = export_graph(checkpoint, staging, BATCHED_MODEL_FILE, variant, args,
                                                       real_audio, batched=True)
+            if not failure and optimized(args, variant):
+                print("joining them: the padding-exact computation only for padded batches ...", flush=True)
+                report["batched"]["joined"], failure = join_graphs(checkpoint, staging, variant, args, real_audio)
         if failure:
             print(f"error: verification failed: {failure}; nothing written to {args.out}", file=sys.stderr)
             return 1
         manifest = {"variant": variant, "source": str(args.model), "opset": _opset(staging / MODEL_FILE),
                     "inputs": ["input_values", "attention_mask"] if uses_mask else ["input_values"],
                     "outputs": ["logits"], "batched_model": None if uses_mask else BATCHED_MODEL_FILE,
+                    "fused_attention": optimized(args, variant),
                     "verification": report}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         if args.out.exists():
@@ -99,9 +107,14 @@ def export_graph(checkpoint, staging: Path, name: str, variant: str, args: argpa
     from model.onnx import OnnxRecognizer
 
     from .exporter import convert_fp16, export_fp32, quantize_int8
+    from .fusion import optimize_graph
     from .verify import verify
 
     path = export_fp32(checkpoint, staging / name, args.opset, batched=batched)
+    if optimized(args, variant):
+        config = checkpoint.config
+        fused = optimize_graph(path, config.num_attention_heads, list(zip(config.conv_kernel, config.conv_stride)))
+        print(f"fused {fused} attention blocks", flush=True)
     label = "batched fp32" if batched else "fp32"
     fp32 = verify(checkpoint, OnnxRecognizer(staging, model_file=name), label, real_audio)
     print(fp32.table())
@@ -121,6 +134,33 @@ def export_graph(checkpoint, staging: Path, name: str, variant: str, args: argpa
         return report, (f"{variant} agrees with fp32 on {reduced.frame_agreement:.2%} of frames, "
                         f"below {MIN_AGREEMENT[variant]:.0%}")
     return report, None
+
+
+def optimized(args: argparse.Namespace, variant: str) -> bool:
+    """Whether graphs get ONNX Runtime's fused operators and the padding branch. Not fp16: it is for
+    GPUs, where TensorRT fuses for itself and cannot take ONNX Runtime's own operators."""
+    return args.fuse and variant != "fp16"
+
+
+def join_graphs(checkpoint, staging: Path, variant: str, args: argparse.Namespace, real_audio: list
+                ) -> tuple[dict, str | None]:
+    """Make the batched graph run the plain one on unpadded batches (export.branching), and verify it."""
+    from model.onnx import BATCHED_MODEL_FILE, MODEL_FILE, OnnxRecognizer
+
+    from .branching import exact_only_when_padded
+    from .verify import verify
+
+    joined = staging / f"joined.{BATCHED_MODEL_FILE}"
+    exact_only_when_padded(staging / MODEL_FILE, staging / BATCHED_MODEL_FILE, joined)
+    result = verify(checkpoint, OnnxRecognizer(staging, model_file=joined.name), f"joined {variant}", real_audio)
+    print(result.table())
+    joined.replace(staging / BATCHED_MODEL_FILE)
+    if variant == "fp32" and result.max_abs_diff > args.tolerance:
+        return result.summary(), f"joined export differs from PyTorch by {result.max_abs_diff:.2e} > {args.tolerance:g}"
+    if variant != "fp32" and result.frame_agreement < MIN_AGREEMENT[variant]:
+        return result.summary(), (f"joined {variant} agrees with fp32 on {result.frame_agreement:.2%} of frames, "
+                                  f"below {MIN_AGREEMENT[variant]:.0%}")
+    return result.summary(), None
 
 
 def write_settings(checkpoint, folder: Path) -> None:

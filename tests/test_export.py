@@ -111,6 +111,7 @@ def test_int8_quantizes_matrix_products_only(hf_ctc_folder, tmp_path, family, sp
     assert "int8 overall" in result.stdout
     ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    assert "QAttention" in ops, "the fused attention's q/k/v product is quantised too"
     assert "Conv" in ops and "ConvInteger" not in ops, "the feature encoder must stay in float"
     summary = json.loads((out / "export.json").read_text())["verification"]["int8"]
     assert 0.9 <= summary["frame_agreement"] <= 1.0
