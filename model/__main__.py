@@ -1,13 +1,15 @@
-"""Command line: `python -m model transcribe --model MODEL AUDIO [AUDIO ...]` and `python -m model convert`."""
+"""Command line: `python -m model transcribe --model MODEL AUDIO [AUDIO ...]` (files or folders, or `--manifest`:
+see model.bulk) and `python -m model convert`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import asdict
 
+from . import bulk
 from .audio import AudioError
+from .bulk.cli import add_arguments as add_bulk_arguments
 from .decoding import (BEAM_WIDTH, LM_ALPHA, LM_BETA, MAX_ALTERNATIVES, MIN_CONFIDENCE, BeamOptions,
                        DecoderStartError, check_phrases)
 from .hub import ModelNotFoundError
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     transcribe.add_argument("--json", action="store_true",
                             help="one JSON object per file and line: audio, text, confidence, duration, decoder "
                                  "(and words)")
-    transcribe.add_argument("audio", nargs="+", help="audio files: wav, flac, ogg, mp3, any sample rate")
+    transcribe.add_argument("audio", nargs="*", help="audio files (wav, flac, ogg, mp3, any sample rate) or folders "
+                                                     "of them")
+    add_bulk_arguments(transcribe)
 
     convert = commands.add_parser("convert", help="save any loadable checkpoint as a Hugging Face model folder")
     convert.add_argument("--model", required=True, help="Hugging Face folder or Hub id, or fairseq checkpoint (.pt)")
@@ -62,14 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "transcribe" and args.beam_width is not None and args.beam_width < 1:
         parser.error("--beam-width must be at least 1")
     if args.command == "transcribe" and args.alternatives is not None:
-        if not 1 <= args.alternatives <= MAX_ALTERNATIVES or not args.json:
-            parser.error(f"--alternatives takes 1 to {MAX_ALTERNATIVES}, with --json")
+        if not 1 <= args.alternatives <= MAX_ALTERNATIVES or not (args.json or args.out):
+            parser.error(f"--alternatives takes 1 to {MAX_ALTERNATIVES}, with --json or --out")
     if args.command == "transcribe":
         for flag, off in (("lm", "no_lm"), ("lexicon", "no_lexicon")):
             if getattr(args, flag) and getattr(args, off):
                 parser.error(f"--{flag} and --{off.replace('_', '-')} contradict each other")
         if not 0 <= args.min_confidence <= 1:
             parser.error("--min-confidence is a probability, 0 to 1")
+        many = bulk.cli.requested(args)
+        if many:
+            bulk.cli.check(parser, args)
+        elif not args.audio:
+            parser.error("give audio files or folders, or --manifest")
     try:
         if args.command == "convert":
             from .pytorch.checkpoint import load_checkpoint  # torch loads in a second or two: only when needed
@@ -78,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"saved {folder}")
             return 0
         lm, lexicon = model_decoding(args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon)
-        transcriber = Transcriber(load_recognizer(args.model), lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
+        # Many files run the model's ONNX export where it has one, as the server does (see model.bulk.task).
+        recognizer = (bulk.task.load_bulk_recognizer(args.model, loader=load_recognizer) if many
+                      else load_recognizer(args.model))
+        transcriber = Transcriber(recognizer, lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
         phrases = check_phrases(transcriber.recognizer.vocab, args.phrases.split(",")) if args.phrases else None
         beam = lm is not None or args.beam_width is not None or phrases is not None or bool(args.alternatives)
         options = DecodeOptions("beam" if beam else "greedy", BeamOptions(
@@ -86,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             args.min_confidence)
         if beam:
             transcriber.beam_search()  # a language model KenLM refuses fails here, once, not on every file
+        cluster = _ray_backend(args.ray, args.workers) if many and args.ray else None
     except (ModelNotFoundError, OSError, ValueError, ImportError) as error:  # CheckpointError: a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -95,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
 
+    if many:
+        return bulk.cli.run(args, transcriber, options, load_recognizer, cluster)
     failed = 0
     with transcriber:
         for path in args.audio:
@@ -108,14 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def _ray_backend(address: str, workers: int | None):
+    """The Ray cluster at `address`, connected (only with --ray: Ray is an optional extra)."""
+    from cluster.ray_pool import RayPool
+
+    return RayPool(address, workers)
+
+
 def _format(path: str, result, word_timestamps: bool, as_json: bool, alternatives: int | None) -> str:
     if as_json:
-        body = {"audio": path, "text": result.text, "confidence": round(result.confidence, 4),
-                "duration": result.duration, "decoder": result.decoder}
-        if word_timestamps:
-            body["words"] = [asdict(word) for word in result.words]
-        if alternatives:
-            body["alternatives"] = [asdict(alternative) for alternative in result.alternatives]
+        body = {"audio": path, **bulk.task.transcript_fields(result, word_timestamps, bool(alternatives))}
         return json.dumps(body, ensure_ascii=False)
     lines = [f"{path}\t{result.text}"]
     if word_timestamps:

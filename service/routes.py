@@ -20,13 +20,13 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from model.audio import PCM_ENCODINGS
+from model.subtitles import segments, srt, vtt
 
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode_upload
 from .dependencies import ServerDep, require_api_key
 from .pipeline import DecodeOptions, Transcription
 from .requests import audio_and_fields, parse_fields
 from .server import Server
-from .subtitles import segments, srt, vtt
 
 
 class ErrorDetail(BaseModel):

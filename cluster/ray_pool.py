@@ -1,0 +1,133 @@
+"""`RayPool`: a `model.bulk` backend whose workers are Ray actors spread over a cluster.
+
+Ray Core actors, not Ray Data: each actor loads the model once and then takes input after input,
+so the model never reloads per file; the driver keeps a few inputs queued on each actor, writes
+every result itself (so the output stays exactly-once and resumable: see model.bulk.journal), and
+needs nothing beyond `ray` itself. A killed actor is restarted by Ray (`max_restarts`), and the
+inputs it held are sent again, to whichever actor is free, up to MAX_ATTEMPTS times. With no
+`workers` given there is one actor per cluster CPU, and actors are added as nodes join.
+
+Actors read the audio where they run: paths must be visible on every node (a shared or identical
+file system), or be http(s) URLs; the model likewise (a path every node sees, or a Hub id).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from model.bulk.inputs import Item
+from model.bulk.pool import MAX_ATTEMPTS, Backend
+from model.bulk.task import Task, work
+
+try:
+    import ray
+    from ray.exceptions import RayActorError, RayError
+except ImportError:  # pragma: no cover - exercised where Ray is not installed
+    raise ImportError("--ray needs Ray: pip install 'w2v-asr[ray]' (the same Ray and Python on every node)") from None
+
+IN_FLIGHT_PER_WORKER = 2  # calls queued per actor: one running, one waiting, so it never idles on the driver
+GROW_SECONDS = 10.0  # how often the driver looks for new nodes' CPUs (when `workers` was not given)
+WAIT_SECONDS = 1.0  # the longest the driver sleeps waiting for results
+
+
+class BulkWorker:
+    """One Ray actor: a task's model, loaded once, transcribing the inputs it is sent."""
+
+    def __init__(self, task: Task, threads: int):
+        self.task, self.state = task, task.load(threads)
+        context = ray.get_runtime_context()
+        self.name = f"node {context.get_node_id()[:8]}"
+
+    def run(self, sources: list[str]) -> tuple[str, list[dict]]:
+        """Each source's output fields, and the node that did them."""
+        return self.name, [work(self.task, self.state, source) for source in sources]
+
+
+class RayPool(Backend):
+    """Connects to the cluster at `address` ('auto', or HOST:PORT of the head) on creation, so a wrong
+    address fails before any work. `workers`: actors to start (default: one per `threads` cluster CPUs,
+    growing as nodes join); each runs `threads` inference threads and reserves as many CPUs."""
+
+    def __init__(self, address: str, workers: int | None = None, threads: int = 1):
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.requested, self.threads, self.by_worker = workers, threads, {}
+        ray.init(address=address, logging_level=logging.WARNING)
+        self.workers = self._target()
+        self._actors: list[Any] = []
+
+    def describe(self) -> str:
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        return (f"{self.workers} Ray worker(s) x {self.threads} thread(s) on a cluster of {nodes} node(s), {cpus} CPU(s)"
+                + ("" if self.requested else ", more as nodes join"))
+
+    def _target(self) -> int:
+        return self.requested or max(1, int(ray.cluster_resources().get("CPU", 0) // self.threads))
+
+    def results(self, task: Task, items: Iterable[Item]) -> Iterator[tuple[Item, dict]]:
+        remote = ray.remote(num_cpus=self.threads, max_restarts=-1, max_task_retries=0)(BulkWorker)
+        shared_task = ray.put(task)  # sent to the object store once, not once per actor
+        pending, retry = iter(items), []
+        attempts: dict[str, int] = {}
+        running: dict[Any, tuple[int, list[Item]]] = {}  # call -> (actor, its inputs)
+        load: list[int] = []  # calls queued per actor
+        failing: set[int] = set()  # actors whose last call died (counted once per death)
+        grown = 0.0
+        while True:
+            if time.monotonic() - grown > GROW_SECONDS:
+                grown = time.monotonic()
+                self.workers = self._target() if self.requested is None else self.requested
+                while len(self._actors) < self.workers:
+                    self._actors.append(remote.options(scheduling_strategy="SPREAD").remote(shared_task, self.threads))
+                    load.append(0)
+            for actor, handle in enumerate(self._actors):
+                while load[actor] < IN_FLIGHT_PER_WORKER:
+                    item = retry.pop() if retry else next(pending, None)
+                    if item is None:
+                        break
+                    attempts[item.key] = attempts.get(item.key, 0) + 1
+                    running[handle.run.remote([item.source])] = (actor, [item])
+                    load[actor] += 1
+            if not running:
+                return
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_SECONDS)
+            for call in ready:
+                actor, chunk = running.pop(call)
+                load[actor] -= 1
+                try:
+                    name, results = ray.get(call)
+                except RayActorError as error:
+                    if error.actor_init_failed:
+                        raise RuntimeError(f"a Ray worker could not load the model: {error}") from None
+                    if actor not in failing:
+                        failing.add(actor)
+                        self.lost += 1
+                        print(f"a Ray worker died; Ray restarts it and its inputs are sent again "
+                              f"({' '.join(str(error).split())[:200]})", file=sys.stderr)
+                    for item in chunk:
+                        if attempts[item.key] >= MAX_ATTEMPTS:
+                            yield item, {"error": f"the worker died while transcribing this input, {MAX_ATTEMPTS} times"}
+                        else:
+                            retry.append(item)
+                    continue
+                except RayError as error:  # the call itself failed (not the input: `work` catches those)
+                    for item in chunk:
+                        yield item, {"error": f"the cluster failed this input: {' '.join(str(error).split())[:300]}"}
+                    continue
+                failing.discard(actor)
+                self.by_worker[name] = self.by_worker.get(name, 0) + len(results)
+                for item, fields in zip(chunk, results):
+                    attempts.pop(item.key, None)
+                    yield item, fields
+
+    def close(self) -> None:
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+        if ray.is_initialized():
+            ray.shutdown()
