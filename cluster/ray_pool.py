@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - exercised where Ray is not installed
 IN_FLIGHT_PER_WORKER = 2  # calls queued per actor: one running, one waiting, so it never idles on the driver
 GROW_SECONDS = 10.0  # how often the driver looks for new nodes' CPUs (when `workers` was not given)
 WAIT_SECONDS = 1.0  # the longest the driver sleeps waiting for results
+PROBE_SECONDS = 0.5  # how often a dead worker is asked whether Ray has restarted it
 
 
 class BulkWorker:
@@ -41,6 +42,10 @@ class BulkWorker:
         self.task, self.state = task, task.load(threads)
         context = ray.get_runtime_context()
         self.name = f"node {context.get_node_id()[:8]}"
+
+    def ready(self) -> str:
+        """Answers once the actor is up (again): the driver's probe of a restarted worker."""
+        return self.name
 
     def run(self, sources: list[str]) -> tuple[str, list[dict]]:
         """Each source's output fields, and the node that did them."""
@@ -76,7 +81,8 @@ class RayPool(Backend):
         attempts: dict[str, int] = {}
         running: dict[Any, tuple[int, list[Item]]] = {}  # call -> (actor, its inputs)
         load: list[int] = []  # calls queued per actor
-        failing: set[int] = set()  # actors whose last call died (counted once per death)
+        down: dict[int, Any] = {}  # actors that died -> the probe that says they are back (Ray restarts them)
+        probed: dict[int, float] = {}  # when each down actor was last probed
         grown = 0.0
         while True:
             if time.monotonic() - grown > GROW_SECONDS:
@@ -86,17 +92,27 @@ class RayPool(Backend):
                     self._actors.append(remote.options(scheduling_strategy="SPREAD").remote(shared_task, self.threads))
                     load.append(0)
             for actor, handle in enumerate(self._actors):
-                while load[actor] < IN_FLIGHT_PER_WORKER:
+                while actor not in down and load[actor] < IN_FLIGHT_PER_WORKER:
                     item = retry.pop() if retry else next(pending, None)
                     if item is None:
                         break
                     attempts[item.key] = attempts.get(item.key, 0) + 1
                     running[handle.run.remote([item.source])] = (actor, [item])
                     load[actor] += 1
-            if not running:
+            if not running and not retry:
                 return
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_SECONDS)
+            for actor in down:
+                if down[actor] is None and time.monotonic() - probed[actor] > PROBE_SECONDS:
+                    down[actor], probed[actor] = self._actors[actor].ready.remote(), time.monotonic()
+            probes = {probe: actor for actor, probe in down.items() if probe is not None}
+            if not running and not probes:  # every worker down, none due for a probe yet
+                time.sleep(PROBE_SECONDS / 5)
+                continue
+            ready, _ = ray.wait([*running, *probes], num_returns=1, timeout=WAIT_SECONDS)
             for call in ready:
+                if call in probes:
+                    self._probed(probes[call], call, down, probed)
+                    continue
                 actor, chunk = running.pop(call)
                 load[actor] -= 1
                 try:
@@ -104,8 +120,8 @@ class RayPool(Backend):
                 except RayActorError as error:
                     if error.actor_init_failed:
                         raise RuntimeError(f"a Ray worker could not load the model: {error}") from None
-                    if actor not in failing:
-                        failing.add(actor)
+                    if actor not in down:  # counted once per death, however many calls it took with it
+                        down[actor], probed[actor] = None, 0.0
                         self.lost += 1
                         print(f"a Ray worker died; Ray restarts it and its inputs are sent again "
                               f"({' '.join(str(error).split())[:200]})", file=sys.stderr)
@@ -119,11 +135,21 @@ class RayPool(Backend):
                     for item in chunk:
                         yield item, {"error": f"the cluster failed this input: {' '.join(str(error).split())[:300]}"}
                     continue
-                failing.discard(actor)
                 self.by_worker[name] = self.by_worker.get(name, 0) + len(results)
                 for item, fields in zip(chunk, results):
                     attempts.pop(item.key, None)
                     yield item, fields
+
+    def _probed(self, actor: int, probe: Any, down: dict[int, Any], probed: dict[int, float]) -> None:
+        """A restarted worker answered (it takes work again), or is not back yet (asked again later)."""
+        try:
+            ray.get(probe)
+        except RayActorError as error:
+            if error.actor_init_failed:
+                raise RuntimeError(f"a Ray worker could not load the model: {error}") from None
+            down[actor] = None  # still restarting
+            return
+        del down[actor]
 
     def close(self) -> None:
         for actor in self._actors:
