@@ -237,3 +237,40 @@ def test_the_progress_line_shows_rates_and_eta():
     assert line.startswith("6/10 files (60%)") and "files/s" in line and "audio-h/s" in line
     assert "0.300 audio-h" in line and "ETA 0:0" in line and "1 error" in line
     assert stream.getvalue().count("\r") >= 3, "redrawn in place"
+
+
+def labelled_manifest(strings: list[Path], folder: Path) -> Path:
+    """A training manifest (audio, duration, text) of the strings."""
+    import soundfile
+
+    manifest = folder / "train.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": str(path.relative_to(folder)), "duration": soundfile.info(
+        str(path)).duration, "text": "a reference"}) + "\n" for path in strings))
+    return manifest
+
+
+def pseudo_label(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training", "pseudo-label", "--model", MODEL, "--lm",
+                           str(REPO / "models" / "digits" / "lm.arpa"), *args], capture_output=True, text=True,
+                          cwd=REPO, env=ENV, timeout=HANG_SECONDS)
+
+
+def test_pseudo_labels_resume_and_refilter_without_transcribing_again(strings, folder, single_file_texts, tmp_path):
+    manifest = labelled_manifest(strings, folder)
+    out = tmp_path / "labels.jsonl"
+    first = pseudo_label("--manifest", str(manifest), "--out", str(out), "--workers", "2", "--min-confidence", "0.5")
+    assert first.returncode == 0, first.stderr[-2000:]
+    scores = read_lines(tmp_path / "labels.scores.jsonl")
+    assert sorted(row["audio"] for row in scores) == sorted(str(path.relative_to(folder)) for path in strings)
+    for row in scores:
+        assert row["text"] == single_file_texts[str(folder / row["audio"])] and row["reference"] == "a reference"
+        assert 0 <= row["posterior"] <= 1 and 0 <= row["words"] <= 1 and 0 <= row["nbest"] <= 1
+    kept = read_lines(out)
+    kept_paths = [Path(row["audio"]) for row in kept]  # absolute: the corpus is not below the output's folder
+    assert kept_paths == [path for path in strings if path in kept_paths], "in the manifest's order"
+    assert len(kept) == sum(row["posterior"] >= 0.5 and bool(row["text"]) for row in scores)
+    strict = sorted(row["posterior"] for row in scores)[len(scores) // 2]  # keeps about half
+    second = pseudo_label("--manifest", str(manifest), "--out", str(out), "--min-confidence", str(strict))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "0 transcribed (0 errors), 12 already done" in second.stderr, "the scores file is reused"
+    assert len(read_lines(out)) == sum(row["posterior"] >= strict for row in scores) < len(scores)

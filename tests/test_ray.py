@@ -15,7 +15,8 @@ import pytest
 
 from conftest import REPO
 from digit_strings import read_lines
-from test_bulk import ENV, folder, start, strings, transcribe, wait_for_lines  # noqa: F401 - fixtures
+from test_bulk import (ENV, folder, labelled_manifest, pseudo_label, start, strings,  # noqa: F401 - fixtures
+                       transcribe, wait_for_lines)
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="needs Ray: pip install '.[ray]' (the dev extra has it)")
@@ -85,6 +86,22 @@ def test_a_rerun_after_an_interrupted_run_does_not_repeat_work(cluster, folder, 
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     check_complete(out, single_process)
     assert f"{len(single_process) - before} transcribed (0 errors), {before} already done" in rerun.stderr
+
+
+@needs_ray
+def test_pseudo_labels_on_the_cluster_equal_the_local_ones(cluster, folder, strings, tmp_path):
+    manifest = labelled_manifest(strings, folder)
+    local = pseudo_label("--manifest", str(manifest), "--out", str(tmp_path / "local.jsonl"))
+    assert local.returncode == 0, local.stderr[-2000:]
+    remote = pseudo_label("--manifest", str(manifest), "--out", str(tmp_path / "ray.jsonl"), "--ray", cluster.address)
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    rows = {row["audio"]: row for row in read_lines(tmp_path / "local.scores.jsonl")}
+    on_cluster = {row["audio"]: row for row in read_lines(tmp_path / "ray.scores.jsonl")}
+    assert sorted(on_cluster) == sorted(rows) and len(rows) == len(strings)
+    for audio, row in rows.items():
+        assert on_cluster[audio]["text"] == row["text"]
+        assert on_cluster[audio]["posterior"] == pytest.approx(row["posterior"], abs=1e-4)
+    assert (tmp_path / "ray.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()
 
 
 def test_the_server_image_and_the_core_have_no_ray():
