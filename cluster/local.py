@@ -18,6 +18,7 @@ from pathlib import Path
 
 START_SECONDS = 180  # a node's start on a loaded two-core machine: a ceiling, not a measurement
 STOP_SECONDS = 15  # SIGTERM's grace before SIGKILL
+WORKER_PORTS = 50  # ports per node for its worker processes (one each)
 
 
 def free_port() -> int:
@@ -53,6 +54,7 @@ class LocalCluster:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
         self.address = f"127.0.0.1:{free_port()}"
         self.ray = str(Path(sys.executable).with_name("ray"))
+        self._taken: set[int] = set()  # ports given to the nodes so far
 
     def __enter__(self) -> LocalCluster:
         try:
@@ -66,15 +68,25 @@ class LocalCluster:
     def __exit__(self, *_) -> None:
         self.stop()
 
+    def _ports(self, count: int) -> tuple[list[int], int]:
+        """`count` free ports, and the first of WORKER_PORTS free ones for the node's worker processes,
+        none of the others among them (Ray refuses a node whose ports overlap)."""
+        while True:
+            ports = [free_port() for _ in range(count)]
+            low = free_port()
+            taken = set(ports) | self._taken | {int(self.address.rsplit(":", 1)[1])}
+            if len(set(ports)) == count and not taken & set(range(low, low + WORKER_PORTS + 1)):
+                self._taken |= set(ports) | set(range(low, low + WORKER_PORTS + 1))
+                return ports, low
+
     def _start(self, head: bool) -> None:
-        low = free_port()
-        ports = ["--node-manager-port", free_port(), "--object-manager-port", free_port(),
-                 "--metrics-export-port", free_port(), "--dashboard-agent-listen-port", free_port(),
-                 "--dashboard-agent-grpc-port", free_port(), "--runtime-env-agent-port", free_port(),
-                 # worker processes listen on ports of this range: one range per node, far from the others
-                 "--min-worker-port", low, "--max-worker-port", low + 50]
+        names = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
+                 "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
+        numbers, low = self._ports(len(names) + 1)
+        ports = [*(part for pair in zip(names, numbers) for part in pair),
+                 "--min-worker-port", low, "--max-worker-port", low + WORKER_PORTS]
         role = (["--head", "--port", self.address.rsplit(":", 1)[1], "--include-dashboard=false",
-                 "--temp-dir", str(self.temp_dir)] if head
+                 "--dashboard-port", numbers[-1], "--temp-dir", str(self.temp_dir)] if head
                 else ["--address", self.address])
         command = [self.ray, "start", *map(str, role), "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus),
                    "--num-gpus", "0", "--object-store-memory", str(self.object_store_mb * 2**20),
