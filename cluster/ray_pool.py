@@ -1,7 +1,8 @@
 """`RayPool`: a `model.bulk` backend whose workers are Ray actors spread over a cluster.
 
 Ray Core actors, not Ray Data: each actor loads the model once and then takes input after input,
-so the model never reloads per file; the driver keeps a few inputs queued on each actor, writes
+so the model never reloads per file; the driver keeps two calls queued on each actor (short
+files batched into a call, so the per-call overhead is shared), writes
 every result itself (so the output stays exactly-once and resumable: see model.bulk.journal), and
 needs nothing beyond `ray` itself. A killed actor is restarted by Ray (`max_restarts`), and the
 inputs it held are sent again, to whichever actor is free, up to MAX_ATTEMPTS times. With no
@@ -30,6 +31,10 @@ except ImportError:  # pragma: no cover - exercised where Ray is not installed
     raise ImportError("--ray needs Ray: pip install 'w2v-asr[ray]' (the same Ray and Python on every node)") from None
 
 IN_FLIGHT_PER_WORKER = 2  # calls queued per actor: one running, one waiting, so it never idles on the driver
+# Inputs per call: as many as take about CALL_SECONDS (short files share a call's overhead, long ones go
+# alone, so a dead worker's retry stays small), at most MAX_CHUNK.
+CALL_SECONDS = 0.5
+MAX_CHUNK = 16
 GROW_SECONDS = 10.0  # how often the driver looks for new nodes' CPUs (when `workers` was not given)
 WAIT_SECONDS = 1.0  # the longest the driver sleeps waiting for results
 PROBE_SECONDS = 0.5  # how often a dead worker is asked whether Ray has restarted it
@@ -47,9 +52,11 @@ class BulkWorker:
         """Answers once the actor is up (again): the driver's probe of a restarted worker."""
         return self.name
 
-    def run(self, sources: list[str]) -> tuple[str, list[dict]]:
-        """Each source's output fields, and the node that did them."""
-        return self.name, [work(self.task, self.state, source) for source in sources]
+    def run(self, sources: list[str]) -> tuple[str, list[dict], float]:
+        """Each source's output fields, the node that did them, and the seconds they took."""
+        started = time.perf_counter()
+        results = [work(self.task, self.state, source) for source in sources]
+        return self.name, results, time.perf_counter() - started
 
 
 class RayPool(Backend):
@@ -75,29 +82,31 @@ class RayPool(Backend):
         return self.requested or max(1, int(ray.cluster_resources().get("CPU", 0) // self.threads))
 
     def results(self, task: Task, items: Iterable[Item]) -> Iterator[tuple[Item, dict]]:
+        pending = iter(items)
         remote = ray.remote(num_cpus=self.threads, max_restarts=-1, max_task_retries=0)(BulkWorker)
-        shared_task = ray.put(task)  # sent to the object store once, not once per actor
-        pending, retry = iter(items), []
+        retry: list[Item] = []
         attempts: dict[str, int] = {}
         running: dict[Any, tuple[int, list[Item]]] = {}  # call -> (actor, its inputs)
         load: list[int] = []  # calls queued per actor
         down: dict[int, Any] = {}  # actors that died -> the probe that says they are back (Ray restarts them)
         probed: dict[int, float] = {}  # when each down actor was last probed
         grown = 0.0
+        per_input = CALL_SECONDS  # seconds an input takes a worker (a running mean); one input per call at first
         while True:
             if time.monotonic() - grown > GROW_SECONDS:
                 grown = time.monotonic()
                 self.workers = self._target() if self.requested is None else self.requested
                 while len(self._actors) < self.workers:
-                    self._actors.append(remote.options(scheduling_strategy="SPREAD").remote(shared_task, self.threads))
+                    self._actors.append(remote.options(scheduling_strategy="SPREAD").remote(task, self.threads))
                     load.append(0)
             for actor, handle in enumerate(self._actors):
                 while actor not in down and load[actor] < IN_FLIGHT_PER_WORKER:
-                    item = retry.pop() if retry else next(pending, None)
-                    if item is None:
+                    chunk = self._take(retry, pending, max(1, min(MAX_CHUNK, int(CALL_SECONDS / per_input))))
+                    if not chunk:
                         break
-                    attempts[item.key] = attempts.get(item.key, 0) + 1
-                    running[handle.run.remote([item.source])] = (actor, [item])
+                    for item in chunk:
+                        attempts[item.key] = attempts.get(item.key, 0) + 1
+                    running[handle.run.remote([item.source for item in chunk])] = (actor, chunk)
                     load[actor] += 1
             if not running and not retry:
                 return
@@ -116,7 +125,7 @@ class RayPool(Backend):
                 actor, chunk = running.pop(call)
                 load[actor] -= 1
                 try:
-                    name, results = ray.get(call)
+                    name, results, seconds = ray.get(call)
                 except RayActorError as error:
                     if error.actor_init_failed:
                         raise RuntimeError(f"a Ray worker could not load the model: {error}") from None
@@ -135,10 +144,22 @@ class RayPool(Backend):
                     for item in chunk:
                         yield item, {"error": f"the cluster failed this input: {' '.join(str(error).split())[:300]}"}
                     continue
+                per_input = 0.8 * per_input + 0.2 * seconds / len(results)
                 self.by_worker[name] = self.by_worker.get(name, 0) + len(results)
                 for item, fields in zip(chunk, results):
                     attempts.pop(item.key, None)
                     yield item, fields
+
+    @staticmethod
+    def _take(retry: list[Item], pending: Iterator[Item], count: int) -> list[Item]:
+        """Up to `count` inputs: those to send again first, then new ones."""
+        chunk = []
+        while len(chunk) < count:
+            item = retry.pop() if retry else next(pending, None)
+            if item is None:
+                break
+            chunk.append(item)
+        return chunk
 
     def _probed(self, actor: int, probe: Any, down: dict[int, Any], probed: dict[int, float]) -> None:
         """A restarted worker answered (it takes work again), or is not back yet (asked again later)."""

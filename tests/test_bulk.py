@@ -274,3 +274,11 @@ def test_pseudo_labels_resume_and_refilter_without_transcribing_again(strings, f
     assert second.returncode == 0, second.stderr[-2000:]
     assert "0 transcribed (0 errors), 12 already done" in second.stderr, "the scores file is reused"
     assert len(read_lines(out)) == sum(row["posterior"] >= strict for row in scores) < len(scores)
+
+
+def test_the_bulk_path_imports_neither_torch_nor_ray():
+    script = ("import sys, model.bulk, model.bulk.cli, model.subtitles; "
+              "print(sorted(name for name in ('torch', 'ray', 'cluster') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.bulk import InProcess, Journal, LocalPool, TranscribeTask, run_bulk
-from model.bulk.inputs import Inputs, manifest_items
+from model.bulk import InProcess, Inputs, Journal, LocalPool, TranscribeTask, run_bulk
+from model.bulk.inputs import manifest_items
 from model.bulk.task import read_source
 from model.ctc import CTCVocabulary, text_log_likelihood
 from model.decoding import MAX_ALTERNATIVES, BeamOptions, Decoded, log_softmax

@@ -12,11 +12,11 @@ The pieces, each usable alone:
 Imports no torch and no Ray.
 """
 
-from .inputs import Item, folder_items, manifest_items
+from .inputs import Inputs, Item, folder_items, manifest_items
 from .journal import Journal
 from .pool import InProcess, LocalPool
 from .run import Summary, run_bulk
 from .task import Task, TranscribeTask
 
-__all__ = ["InProcess", "Item", "Journal", "LocalPool", "Summary", "Task", "TranscribeTask", "folder_items",
+__all__ = ["InProcess", "Inputs", "Item", "Journal", "LocalPool", "Summary", "Task", "TranscribeTask", "folder_items",
            "manifest_items", "run_bulk"]
