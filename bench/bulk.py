@@ -1,9 +1,11 @@
 """Bulk transcription throughput: a Ray cluster of two nodes against one node, and each worker against
 the plain single-process command, on the same input in one run.
 
-Run by hand (about 3 minutes on 2 cores):  python bench/bulk.py [--files 600] [--model models/digits]
+Run by hand (about 4 minutes on 2 cores):  python bench/bulk.py [--input librispeech|fsdd] [--files N]
 
-Input: the first FILES recordings of FSDD (../shared/data/fsdd; 0.2-2 s each, spoken digits). Each
+Input: ../shared/data/unlabeled-librispeech (251 utterances of 2-17 s, 52 min in all: each file is
+work enough that the driver's share is small), or the first N recordings of FSDD (0.2-2 s each:
+short files, where the driver's work per result shows). Each
 setup transcribes all of them with the model's default decoding (the shipped model: beam search with
 its LM and lexicon). Rates are steady-state: from the first result to the last, so process and
 cluster start-up (reported apart, as "wall") do not count. The clusters are throwaway loopback
@@ -72,7 +74,8 @@ def plain_command(files: list[Path], model: Path, one_core: bool) -> dict:
         durations.append(json.loads(line)["duration"])
     assert process.wait() == 0 and len(times) == len(files), "the plain command failed"
     files_rate, audio_rate = steady(times, durations)
-    return {"files/s": files_rate, "audio-s/s": audio_rate, "workers": 1, "wall": time.monotonic() - started}
+    return {"files/s": files_rate, "audio-s/s": audio_rate, "workers": 1, "wall": time.monotonic() - started,
+            "seconds": sum(durations)}
 
 
 def bulk(files: list[Path], task: TranscribeTask, backend: Backend, started: float) -> dict:
@@ -81,7 +84,7 @@ def bulk(files: list[Path], task: TranscribeTask, backend: Backend, started: flo
     assert summary.done == len(files) and not summary.errors
     files_rate, audio_rate = steady(timing.times, timing.durations)
     return {"files/s": files_rate, "audio-s/s": audio_rate, "workers": len(summary.by_worker),
-            "wall": time.monotonic() - started, "by worker": summary.by_worker}
+            "wall": time.monotonic() - started, "by worker": summary.by_worker, "seconds": summary.seconds}
 
 
 def on_cluster(nodes: int, files: list[Path], task: TranscribeTask) -> dict:
@@ -94,13 +97,17 @@ def on_cluster(nodes: int, files: list[Path], task: TranscribeTask) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=600)
+    parser.add_argument("--input", choices=("librispeech", "fsdd"), default="librispeech")
+    parser.add_argument("--files", type=int, help="the first N files (default: all of librispeech, 600 of fsdd)")
     parser.add_argument("--model", type=Path, default=REPO / "models" / "digits")
     args = parser.parse_args()
-    recordings = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
-    files = sorted(recordings.glob("*.wav"))[:args.files]
-    if len(files) < args.files:
-        print(f"needs {args.files} recordings in {recordings}, found {len(files)}", file=sys.stderr)
+    data = REPO.parent / "shared" / "data"
+    if args.input == "fsdd":
+        files = sorted((data / "fsdd" / "recordings").glob("*.wav"))[:args.files or 600]
+    else:
+        files = sorted((data / "unlabeled-librispeech").glob("*.flac"))[:args.files]
+    if len(files) < (args.files or 2):
+        print(f"needs {args.files or 2} {args.input} files in {data}, found {len(files)}", file=sys.stderr)
         return 1
     lm, lexicon = model_decoding(args.model)
     task = TranscribeTask(str(args.model.resolve()), lm and str(lm), lexicon=lexicon)
@@ -114,7 +121,8 @@ def main() -> int:
     }
     baseline = rows["plain command, all cores"]["files/s"]
     one_node = rows["--ray, 1 node x 1 CPU"]["files/s"]
-    print(f"{len(files)} FSDD files, {os.cpu_count()} cores\n")
+    hours = sum(row["seconds"] for row in rows.values()) / len(rows) / 3600
+    print(f"{len(files)} {args.input} files ({hours:.2f} h), {os.cpu_count()} cores\n")
     print("| setup | workers | files/s | audio-s/s | per worker files/s | per worker vs plain command | vs 1 node | wall s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():

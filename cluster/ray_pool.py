@@ -15,6 +15,7 @@ file system), or be http(s) URLs; the model likewise (a path every node sees, or
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -37,7 +38,20 @@ CALL_SECONDS = 0.5
 MAX_CHUNK = 16
 GROW_SECONDS = 10.0  # how often the driver looks for new nodes' CPUs (when `workers` was not given)
 WAIT_SECONDS = 1.0  # the longest the driver sleeps waiting for results
+CONNECT_SECONDS = 10.0  # how long the head's port may take to answer
 PROBE_SECONDS = 0.5  # how often a dead worker is asked whether Ray has restarted it
+
+
+def check_reachable(address: str) -> None:
+    """ConnectionError, at once, if nothing listens at HOST:PORT (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray takes 'auto' or HOST:PORT of the cluster's head, not {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as error:
+        raise ConnectionError(f"no Ray cluster answers at {address} ({error}); start one with `ray start --head` "
+                              "or give the head's address") from None
 
 
 class BulkWorker:
@@ -68,6 +82,8 @@ class RayPool(Backend):
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.requested, self.threads, self.by_worker = workers, threads, {}
+        if address != "auto":
+            check_reachable(address)
         ray.init(address=address, logging_level=logging.WARNING)
         self.workers = self._target()
         self._actors: list[Any] = []

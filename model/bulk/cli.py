@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, transcriber: Transcriber, options: DecodeOptio
         where = f"; the same command continues from what is in {args.out}" if args.out else ""
         print(f"\ninterrupted{where}", file=sys.stderr)
         return 130
-    except ValueError as error:  # a malformed manifest line, an output written with other settings
+    except (ValueError, RuntimeError) as error:  # a malformed manifest line, other settings, workers that cannot start
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(summary.line(), file=sys.stderr)
