@@ -37,6 +37,7 @@ class Scan:
     seconds: float = 0.0  # audio, summed over the inputs whose duration is known
     unknown: int = 0  # inputs without a duration
     repeated: int = 0  # inputs listed again (transcribed once)
+    done: int = 0  # inputs already in the output (see `scan`'s `done`)
 
 
 class Inputs:
@@ -62,9 +63,9 @@ class Inputs:
                 seen.add(item.key)
                 yield item
 
-    def scan(self) -> Scan:
-        """Count the inputs and their known audio; ValueError for a malformed manifest line, so a bad
-        manifest fails before any work starts."""
+    def scan(self, done: set[str] | frozenset = frozenset()) -> Scan:
+        """Count the inputs, their known audio, and those among `done` (keys already in the output);
+        ValueError for a malformed manifest line, so a bad manifest fails before any work starts."""
         scan, seen = Scan(), set()
         for item in self._all():
             if item.key in seen:
@@ -72,6 +73,7 @@ class Inputs:
                 continue
             seen.add(item.key)
             scan.items += 1
+            scan.done += item.key in done
             if item.duration is None:
                 scan.unknown += 1
             else:

@@ -73,11 +73,10 @@ def run_bulk(inputs: Inputs, task: Task, backend: Backend, journal: Journal | No
     workers and propagates; what was written stays, and the same command continues from there."""
     started = time.monotonic()
     done = journal.done if journal is not None else set()
-    scan = inputs.scan()
-    before = sum(1 for item in inputs if item.key in done) if done else 0
-    summary = Summary(scan.items, before, repeated=scan.repeated)
+    scan = inputs.scan(done)
+    summary = Summary(scan.items, scan.done, repeated=scan.repeated)
     if not isinstance(progress, Progress):
-        progress = Progress(scan.items, before, terminal=progress) if progress is not False else None
+        progress = Progress(scan.items, scan.done, terminal=progress) if progress is not False else None
     seen: set[str] = set(done)
     try:
         for item, fields in backend.results(task, (item for item in inputs if item.key not in done)):
