@@ -1,15 +1,16 @@
-"""Command line: `python -m model transcribe --model MODEL AUDIO [AUDIO ...]`, `python -m model convert` and
-`python -m model features` (model/features.py)."""
+"""Command line: `python -m model transcribe --model MODEL AUDIO [AUDIO ...]` (files or folders, or `--manifest`:
+see model.bulk), `python -m model convert` and `python -m model features` (model/features.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import asdict
 
+from . import bulk
 from .audio import AudioError
 from . import features
+from .bulk.cli import add_arguments as add_bulk_arguments
 from .decoding import DecoderStartError
 from .hub import ModelNotFoundError
 from .loading import load_recognizer
@@ -42,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     transcribe.add_argument("--json", action="store_true",
                             help="one JSON object per file and line: audio, text, confidence, duration, decoder "
                                  "(and words, and alternatives when asked for)")
-    transcribe.add_argument("audio", nargs="+", help="audio files: wav, flac, ogg, mp3, any sample rate")
+    transcribe.add_argument("audio", nargs="*", help="audio files (wav, flac, ogg, mp3, any sample rate) or folders "
+                                                     "of them")
+    add_bulk_arguments(transcribe)
 
     convert = commands.add_parser("convert", help="save any loadable checkpoint as a Hugging Face model folder")
     convert.add_argument("--model", required=True, help="Hugging Face folder or Hub id, or fairseq checkpoint (.pt)")
@@ -62,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
             options = decode_options_from_args(args)
         except OptionError as error:
             parser.error(str(error))
-        if options.beam.alternatives and not args.json:
-            parser.error("--alternatives are printed with --json only")
+        many = bulk.cli.requested(args)
+        if options.beam.alternatives and not (args.json or args.out):
+            parser.error("--alternatives are printed with --json or --out only")
+        if many:
+            bulk.cli.check(parser, args)
+        elif not args.audio:
+            parser.error("give audio files or folders, or --manifest")
     try:
         if args.command == "convert":
             from .pytorch.checkpoint import load_checkpoint  # torch loads in a second or two: only when needed
@@ -72,10 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"saved {folder}")
             return 0
         lm, lexicon = model_decoding(args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon)
-        transcriber = Transcriber(load_recognizer(args.model), lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
+        # Many files run the model's ONNX export where it has one, as the server does (see model.bulk.task).
+        recognizer = (bulk.task.load_bulk_recognizer(args.model, loader=load_recognizer) if many
+                      else load_recognizer(args.model))
+        transcriber = Transcriber(recognizer, lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
         check_options(options, transcriber.recognizer.vocab, lm is not None)  # OptionError: a ValueError
         if choose_decoder(options, lm is not None) == "beam":
             transcriber.beam_search()  # a language model KenLM refuses fails here, once, not on every file
+        cluster = _ray_backend(args.ray, args.workers) if many and args.ray else None
     except (ModelNotFoundError, OSError, ValueError, ImportError) as error:  # CheckpointError: a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -85,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
 
+    if many:
+        return bulk.cli.run(args, transcriber, options, load_recognizer, cluster)
     failed = 0
     with transcriber:
         for path in args.audio:
@@ -98,15 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def _ray_backend(address: str, workers: int | None):
+    """The Ray cluster at `address`, connected (only with --ray: Ray is an optional extra)."""
+    from cluster.ray_pool import RayPool
+
+    return RayPool(address, workers)
+
+
 def _format(path: str, result: Transcript, word_timestamps: bool, as_json: bool, alternatives: int | None
             ) -> str:
     if as_json:
-        body = {"audio": path, "text": result.text, "confidence": round(result.confidence, 4),
-                "duration": result.duration, "decoder": result.decoder}
-        if word_timestamps:
-            body["words"] = [asdict(word) for word in result.words]
-        if alternatives:
-            body["alternatives"] = [asdict(alternative) for alternative in result.alternatives]
+        body = {"audio": path, **bulk.task.transcript_fields(result, word_timestamps, bool(alternatives))}
         return json.dumps(body, ensure_ascii=False)
     lines = [f"{path}\t{result.text}"]
     if word_timestamps:

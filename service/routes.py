@@ -20,13 +20,13 @@ from pydantic.json_schema import SkipJsonSchema
 
 from model.audio import PCM_ENCODINGS
 from model.pipeline import Transcript
+from model.subtitles import segments, srt, vtt
 
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode_upload
 from .dependencies import ServerDep, require_api_key
 from .options import DecodeRequest
 from .requests import audio_and_fields, parse_fields
 from .server import Server
-from .subtitles import segments, srt, vtt
 
 
 class ErrorDetail(BaseModel):

@@ -12,31 +12,35 @@ Three confidences of a transcript, each 0-1 (`CONFIDENCES`):
 - `words`: the mean over words of each word's mean best-token probability (the server's word
   confidence). Frames of a misspelt word are often each confident, so it separates right from
   wrong labels poorly.
+
+Labelling runs on the bulk path (model.bulk): local worker processes (`--workers`) or a Ray cluster
+(`--ray`), and every utterance's transcript and confidences go to a JSONL file (`--scores-out`,
+default `<out>.scores.jsonl`) that a rerun continues instead of starting over. The labelled
+manifest is then the confident rows of that file, so a new threshold costs no transcription.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from model.bulk import InProcess, Inputs, Journal, LocalPool, TranscribeTask, run_bulk
+from model.bulk.inputs import manifest_items
+from model.bulk.task import read_source
 from model.ctc import CTCVocabulary, text_log_likelihood
 from model.decoding import MAX_ALTERNATIVES, BeamOptions, Decoded, log_softmax
+from model.loading import load_recognizer
 from model.transcribe import DecodeOptions, Transcriber
 
-from .manifest import Entry
+from .manifest import Entry, write_manifest
 
 CONFIDENCES = ("posterior", "nbest", "words")
-
-
-@dataclass
-class Labelled:
-    entry: Entry  # the audio with its transcript
-    scores: dict[str, float]  # confidence name -> 0-1 (`nbest` only after beam search)
-    reference: str | None = None  # the manifest's own text, if it had one (kept for measuring, never as a label)
 
 
 def confidence_scores(vocab: CTCVocabulary, logits: np.ndarray, decoded: Decoded) -> dict[str, float]:
@@ -53,21 +57,59 @@ def confidence_scores(vocab: CTCVocabulary, logits: np.ndarray, decoded: Decoded
     return {name: round(value, 6) for name, value in scores.items()}
 
 
-def pseudo_label(transcriber: Transcriber, entries: list[Entry], beam: BeamOptions = BeamOptions()
-                 ) -> list[Labelled]:
-    """Every entry transcribed, with its confidences."""
-    beam = dataclasses.replace(beam, alternatives=MAX_ALTERNATIVES)  # the n best, for the `nbest` confidence
-    vocab = transcriber.recognizer.vocab
-    results = []
-    for entry in tqdm(entries, unit="utt", dynamic_ncols=True):
-        logits = transcriber.logits([transcriber.recognizer.read(entry.audio)])[0]
-        # Beam search over the language model when there is one; without, the best path (the n best of
-        # a search with no LM add little and cost much).
-        decoded, _ = transcriber.decode(logits, DecodeOptions("beam" if transcriber.lm is not None else "greedy", beam))
-        results.append(Labelled(Entry(entry.audio, entry.duration, decoded.text),
-                                confidence_scores(vocab, logits, decoded), entry.text or None))
-    return results
+@dataclass(frozen=True)
+class PseudoLabelTask(TranscribeTask):
+    """A bulk worker's job: an utterance's transcript (beam search's n best, for `nbest`) and its
+    confidences, as the fields `text`, `duration` and one per confidence name."""
+
+    def run(self, state: Transcriber, source: str) -> dict:
+        samples = state.recognizer.read(read_source(source))
+        logits = state.logits([samples])[0]
+        decoded, _ = state.decode(logits, self.options)
+        return {"text": decoded.text, "duration": round(len(samples) / state.recognizer.sampling_rate, 3),
+                **confidence_scores(state.recognizer.vocab, logits, decoded)}
+
+    def settings(self) -> dict:
+        return {**super().settings(), "task": "pseudo-label"}
 
 
-def confident(labelled: list[Labelled], min_confidence: float, confidence: str = "posterior") -> list[Entry]:
-    return [item.entry for item in labelled if item.entry.text and item.scores[confidence] >= min_confidence]
+def confident(rows: list[dict], min_confidence: float, confidence: str = "posterior") -> list[dict]:
+    """The rows whose transcript is not empty and at least `min_confidence` confident."""
+    return [row for row in rows if "error" not in row and row["text"] and row[confidence] >= min_confidence]
+
+
+def label(args, transcriber: Transcriber, real: list[Entry]) -> int:
+    """`python -m training pseudo-label` once its options are checked and its model (`transcriber`)
+    loaded: transcribe what the scores file lacks, then write the confident rows, after `real`, to --out."""
+    scores = args.scores_out or args.out.with_name(args.out.stem + ".scores.jsonl")
+    beam = dataclasses.replace(BeamOptions(args.beam_width), alternatives=MAX_ALTERNATIVES)  # for `nbest`
+    task = PseudoLabelTask(str(Path(args.model).resolve()) if Path(args.model).exists() else args.model,
+                           transcriber.lm and str(Path(transcriber.lm).resolve()), transcriber.lm_alpha,
+                           transcriber.lm_beta, transcriber.lexicon,
+                           # beam search over the LM when there is one; without, the best path (the n best of a
+                           # search with no LM add little and cost much)
+                           DecodeOptions(None if transcriber.lm else "greedy", beam), loader=load_recognizer)
+    if args.ray:
+        try:
+            from cluster.ray_pool import RayPool  # only with --ray: Ray is an optional extra
+        except ImportError as error:
+            raise ValueError(str(error)) from None
+
+        backend = RayPool(args.ray, args.workers)
+    else:
+        backend = LocalPool(args.workers) if (args.workers or 1) > 1 else InProcess()
+    with Journal(scores, task.settings()) as journal:
+        summary = run_bulk(Inputs(manifest=args.manifest), task, backend, journal)
+    print(summary.line(), file=sys.stderr)
+    with open(scores, encoding="utf-8") as handle:
+        rows = {row["audio"]: row for row in map(json.loads, handle)}
+    ordered = [rows[item.key] for item in manifest_items(args.manifest) if item.key in rows]  # the manifest's order
+    kept = [Entry(args.manifest.parent / row["audio"], row["duration"], row["text"])
+            for row in confident(ordered, args.min_confidence, args.confidence)]
+    write_manifest(real + kept, args.out)
+    hours = sum(entry.duration for entry in kept) / 3600
+    failed = sum("error" in row for row in ordered)
+    print(f"{args.out}: {len(kept)} of {len(ordered)} utterances kept ({hours:.2f} h) at {args.confidence} "
+          f"confidence >= {args.min_confidence}" + (f", with {len(real)} real labels" if real else "")
+          + (f"; {failed} could not be transcribed (see {scores})" if failed else ""))
+    return 0

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-from model.decoding import BeamOptions
 
 from ..pseudo_label import CONFIDENCES
 from .decoding import decode_options, load_transcriber
@@ -26,15 +23,18 @@ def add_parser(commands) -> None:
     label.add_argument("--min-confidence", type=float, default=0.9,
                        help="keep utterances whose confidence is at least this (0-1)")
     label.add_argument("--scores-out", type=Path,
-                       help="write every utterance's transcript and confidences (JSONL; with the manifest's own "
-                            "text as 'reference' when it has one) for `training/recipes/confidence_curve.py`")
+                       help="where every utterance's transcript and confidences go (JSONL; with the manifest's own "
+                            "text as 'reference' when it has one; for `training/recipes/confidence_curve.py`); a "
+                            "rerun continues it, and --out is rewritten from it (default: <out>.scores.jsonl)")
+    label.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1), or Ray workers")
+    label.add_argument("--ray", metavar="ADDRESS", help="label on a Ray cluster ('auto' or HOST:PORT; the [ray] extra)")
     label.add_argument("--labelled", type=Path, help="a manifest of real labels to include in --out as well")
     label.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..manifest import read_manifest, write_manifest
-    from ..pseudo_label import confident, pseudo_label
+    from ..manifest import read_manifest
+    from ..pseudo_label import label
 
     if not 0.0 <= args.min_confidence <= 1.0:
         raise ValueError("--min-confidence is a probability, 0 to 1")
@@ -44,16 +44,5 @@ def run(args) -> int:
     if not entries:
         raise ValueError(f"{args.manifest}: no audio listed")
     real = [entry for entry in read_manifest(args.labelled) if entry.text] if args.labelled else []
-    with load_transcriber(args) as transcriber:
-        labelled = pseudo_label(transcriber, entries, BeamOptions(args.beam_width))
-    kept = confident(labelled, args.min_confidence, args.confidence)
-    write_manifest(real + kept, args.out)
-    if args.scores_out:
-        args.scores_out.write_text("".join(
-            json.dumps({"audio": str(item.entry.audio), "text": item.entry.text,
-                        **({"reference": item.reference} if item.reference is not None else {}), **item.scores},
-                       ensure_ascii=False) + "\n" for item in labelled))
-    hours = sum(entry.duration for entry in kept) / 3600
-    print(f"{args.out}: {len(kept)} of {len(entries)} utterances kept ({hours:.2f} h) at {args.confidence} "
-          f"confidence >= {args.min_confidence}" + (f", with {len(real)} real labels" if real else ""))
-    return 0
+    with load_transcriber(args) as transcriber:  # the model and LM checked once, before any worker starts
+        return label(args, transcriber, real)

@@ -1,4 +1,5 @@
-"""Words -> subtitle segments, and the SRT and WebVTT formats."""
+"""Words -> subtitle segments, and the SRT and WebVTT formats: the server's `srt`/`vtt` responses and
+the command line's `--format srt|vtt` files are cut the same way."""
 
 from __future__ import annotations
 
