@@ -7,6 +7,7 @@ import argparse
 import ctypes
 import ctypes.util
 import logging
+import logging.config
 import signal
 import sys
 
@@ -66,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from .app import create_app
     from .http_protocol import GracefulServer, HTTPProtocol
+    from .logs import logging_config
     from .stream_protocol import StreamProtocol
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = logging_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(log_config)
     keep_large_buffers_out_of_the_heap()
     # A model that cannot be loaded (a damaged ONNX file, say) stops the server: uvicorn reads
     # should_exit on every tick, and shuts down as on SIGTERM.
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     server = GracefulServer(uvicorn.Config(
         app, host=settings.host, port=settings.port, http=HTTPProtocol, ws=StreamProtocol,
         ws_max_size=settings.stream_max_message_bytes, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        log_level="info"), stopping=app.state.server.stopping)
+        log_config=log_config, log_level=settings.log_level), stopping=app.state.server.stopping)
     # uvicorn turns SIGTERM and SIGINT into a graceful shutdown, then raises the signal again so that
     # the default handler ends the process with it (exit 143). A shutdown that went as planned is a
     # success: this handler, which uvicorn puts back before raising, makes that second delivery a no-op.

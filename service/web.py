@@ -35,7 +35,7 @@ async def config(server: ServerDep) -> JSONResponse:
     return JSONResponse({
         "ready": pipeline is not None,
         "model": server.model_name if pipeline is not None else None,
-        "models": server.model_names,
+        "models": server.served_names,
         "sample_rate": pipeline.rate if pipeline is not None else None,
         "default_decoder": choose_decoder(None, server.settings.default.lm is not None),
         "api_keys": bool(server.settings.api_keys),
