@@ -90,8 +90,9 @@ class RequestMetrics:
             route = scope.get("route")
             endpoint = route.path if route is not None else "unmatched"
             self.metrics.requests.labels(endpoint, status).inc()
+            rid = state.get("request_id")  # an exemplar: which request a latency was, for OpenMetrics scrapers
             self.metrics.request_seconds.labels(endpoint, state.get("model", "")).observe(
-                time.perf_counter() - started)
+                time.perf_counter() - started, exemplar={"request_id": rid} if rid else None)
 
 
 async def _watch_disconnect(receive, body_read: asyncio.Event, answered: asyncio.Event, gone: asyncio.Event,

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 from pydantic import BaseModel, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
@@ -88,10 +89,12 @@ async def ready(server: ServerDep) -> JSONResponse:
 
 @health.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
-async def metrics(server: ServerDep) -> Response:
+async def metrics(request: Request, server: ServerDep) -> Response:
     for pipeline in list(server.pipelines.values()):
         pipeline.metrics.queue_depth.set(pipeline.batcher.depth)
         pipeline.metrics.decode_workers_alive.set(pipeline.beam.alive)
+    if "application/openmetrics-text" in request.headers.get("accept", ""):  # with exemplars (request ids)
+        return Response(openmetrics.generate_latest(server.metrics.registry), media_type=openmetrics.CONTENT_TYPE_LATEST)
     return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -98,6 +98,7 @@ class Server:
         """Memory and variant of a model just loaded: in the log and in /metrics."""
         workers = [resident_bytes(worker.process.pid) for worker in pipeline.beam.workers]
         name = pipeline.name
+        pipeline.metrics.queue_capacity.set(self.settings.queue_capacity)
         self.metrics.model_memory.labels(name, "inference").set(max(inference_bytes, 0))
         self.metrics.model_memory.labels(name, "beam_search").set(sum(workers))
         # Its name, not its folder: the export manifest's source is a path on this machine.

@@ -209,3 +209,49 @@ def test_lm_loading_is_one_line():
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == ["model.lm: language model lm.arpa loaded: ARPA text (`build_binary` from "
                                           "KenLM makes a file that loads faster), 14 words"]
+
+
+# -- metrics -------------------------------------------------------------------------------------------------
+
+def test_metrics_hold_process_and_stream_series_and_request_id_exemplars(server):
+    post(server, "/transcribe", headers={"x-request-id": "exemplar-1"})
+    text = httpx.get(server.url + "/metrics").text
+    for series in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                   'asr_audio_seconds_total{endpoint="/v1/realtime",model="digits"} 0.0',
+                   'asr_stream_sessions_total{protocol="stream",reason="client_closed"} 0.0',
+                   'asr_stream_final_latency_seconds_count{model="digits",protocol="realtime"} 0.0',
+                   'asr_queue_capacity{model="digits"} 64.0'):
+        assert series in text, series
+    for family in ("asr_realtime_events_total counter", "asr_realtime_errors_total counter",
+                   "asr_stream_partial_latency_seconds histogram"):
+        assert f"# TYPE {family}\n" in text
+    openmetrics = httpx.get(server.url + "/metrics", headers={"accept": "application/openmetrics-text"})
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert '# {request_id="exemplar-1"}' in openmetrics.text
+
+
+def test_stream_recording_functions_label_what_they_are_told():
+    from prometheus_client import generate_latest
+
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.model("digits")
+    metrics.stream_closed("realtime", "idle")
+    metrics.stream_closed("stream", "made-up reason")  # a label set that cannot grow: "other"
+    metrics.stream_audio("stream", "digits", 1.5)
+    metrics.stream_partial("stream", "digits", 0.2)
+    metrics.stream_final("realtime", "digits", 0.7)
+    metrics.realtime_event("in", "input_audio_buffer.append")
+    metrics.realtime_event("in", "x" * 1000)
+    metrics.realtime_error("invalid_value")
+    text = generate_latest(metrics.registry).decode()
+    for series in ('asr_stream_sessions_total{protocol="realtime",reason="idle"} 1.0',
+                   'asr_stream_sessions_total{protocol="stream",reason="other"} 1.0',
+                   'asr_audio_seconds_total{endpoint="/v1/stream",model="digits"} 1.5',
+                   'asr_stream_partial_latency_seconds_bucket{le="0.2",model="digits",protocol="stream"} 1.0',
+                   'asr_stream_final_latency_seconds_bucket{le="0.5",model="digits",protocol="realtime"} 0.0',
+                   'asr_realtime_events_total{direction="in",type="input_audio_buffer.append"} 1.0',
+                   'asr_realtime_events_total{direction="in",type="other"} 1.0',
+                   'asr_realtime_errors_total{code="invalid_value"} 1.0'):
+        assert series in text, series
