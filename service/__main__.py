@@ -25,26 +25,51 @@ def keep_large_buffers_out_of_the_heap(threshold: int = 128 * 1024) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .errors import validation_problem
-    from .settings import Settings
+def shown_default(field) -> str:
+    """A setting's default as the help shows it."""
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value) or "none"
+    return "none" if value is None else str(value)
 
-    parser = argparse.ArgumentParser(prog="python -m service", description="wav2vec 2.0 transcription server. "
+
+def build_parser(settings_model) -> argparse.ArgumentParser:
+    """One option per setting, each with its help, its default and its environment variable. Defaults
+    are not set on the parser (argparse.SUPPRESS): what is not given comes from the environment, then
+    from the settings' own default."""
+    parser = argparse.ArgumentParser(prog="python -m service", usage="%(prog)s [options]  (--help lists them)",
+                                     description="wav2vec 2.0 transcription server. "
                                      "Every option can also be set as an environment variable ASR_<OPTION>.")
-    for name, field in Settings.model_fields.items():
+    for name, field in settings_model.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description or ''} (env ASR_{name.upper()})".strip()
+        if not field.description:  # a checked contract: tests/test_operations.py
+            raise AssertionError(f"setting {name} has no description")
+        default = "" if "(default" in field.description else f"; default: {shown_default(field)}"
+        help_text = f"{field.description} (env ASR_{name.upper()}{default})".replace("%", "%%")
         if field.annotation is bool:  # --web-ui / --no-web-ui
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
             continue
-        if name in ("model", "lm"):  # repeatable: one model (or its LM) each time
-            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS, metavar="[NAME=]PATH",
+        if name in ("model", "lm", "lexicon", "model_alias", "language"):  # repeatable: one model (or alias) each time
+            metavar = {"model_alias": "ALIAS=NAME", "language": "[NAME=]CODE"}.get(name, "[NAME=]PATH")
+            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS, metavar=metavar,
                                 help=help_text)
             continue
+        choices = getattr(field.annotation, "__args__", None) if "Literal" in str(field.annotation) else None
         annotation = str(field.annotation)
         kind = int if annotation == "<class 'int'>" else float if annotation == "<class 'float'>" else str
-        parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=help_text)
+        parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=help_text, choices=choices,
+                            metavar=name.upper() if choices is None else None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import validation_problem
+    from .settings import Settings
+
+    parser = build_parser(Settings)
     given = vars(parser.parse_args(argv))
     try:
         settings = Settings(**given)

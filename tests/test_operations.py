@@ -255,3 +255,29 @@ def test_stream_recording_functions_label_what_they_are_told():
                    'asr_realtime_events_total{direction="in",type="other"} 1.0',
                    'asr_realtime_errors_total{code="invalid_value"} 1.0'):
         assert series in text, series
+
+
+# -- the command line ------------------------------------------------------------------------------------------
+
+def test_every_server_option_has_help_with_its_default():
+    from service.settings import Settings
+
+    result = subprocess.run([sys.executable, "-m", "service", "--help"], capture_output=True, text=True, cwd=REPO,
+                            timeout=120, env={"COLUMNS": "400", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0
+    options: dict[str, str] = {}  # each option's help, its wrapped lines joined
+    for line in result.stdout.split("options:", 1)[1].splitlines():
+        if line.startswith("  --"):
+            flag = line.split()[0].rstrip(",")
+            options[flag] = line
+        elif line.startswith("   ") and options:
+            options[flag] += " " + line.strip()
+    for name in Settings.model_fields:
+        line = options["--" + name.replace("_", "-")]
+        assert f"env ASR_{name.upper()}" in line and "default" in line, line
+    assert "default: 127.0.0.1" in options["--host"] and "default: 8000" in options["--port"]
+    assert "default: 100.0" in options["--max-upload-mb"] and "default: 16" in options["--max-streams"]
+    bad = subprocess.run([sys.executable, "-m", "service", "--bogus"], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("usage: python -m service [options]")
+    assert "unrecognized arguments: --bogus" in bad.stderr
