@@ -66,11 +66,17 @@ def close_code(error: ServiceError) -> int:
 
 
 async def refuse(websocket: WebSocket, code: int, error: str, message: str) -> None:
-    """Tell a websocket client why, then close with `code`; accepts the connection first if need be."""
+    """Tell a websocket client why (with the session's request id), then close with `code`; accepts
+    the connection first if need be. The reason is logged at INFO."""
+    log.info("WEBSOCKET %s -> close %d %s: %s", websocket.url.path, code, error, message)
+    body = {"type": "error", "error": error, "message": message}
+    rid = request_id()
+    if rid:
+        body["request_id"] = rid
     try:
         if websocket.client_state == WebSocketState.CONNECTING:
             await websocket.accept()
-        await websocket.send_json({"type": "error", "error": error, "message": message})
+        await websocket.send_json(body)
         await websocket.close(code, reason=message[:120])
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client is already gone

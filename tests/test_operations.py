@@ -281,3 +281,44 @@ def test_every_server_option_has_help_with_its_default():
                          timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("usage: python -m service [options]")
     assert "unrecognized arguments: --bogus" in bad.stderr
+
+
+def test_streams_carry_a_request_id_per_session(server):
+    import asyncio
+
+    import websockets
+
+    async def refused() -> tuple[str, dict]:
+        url = server.url.replace("http", "ws") + "/v1/stream"
+        async with websockets.connect(url, additional_headers={"x-request-id": "stream-7"}) as socket:
+            await socket.send(json.dumps({"model": "nope"}))
+            return socket.response.headers["x-request-id"], json.loads(await socket.recv())
+
+    header, error = asyncio.run(refused())
+    assert header == "stream-7" and error["request_id"] == "stream-7" and error["error"] == "model_not_found"
+    logged = [entry for entry in log_entries(server) if entry.get("request_id") == "stream-7"]
+    assert any("close 1007 model_not_found" in entry["message"] for entry in logged), logged
+
+
+def test_oversized_request_head_gets_an_id_too(server):
+    """A head too long for h11, in two pieces (one would be read whole): refused before any request
+    is read, by the protocol, which still gives the answer an id."""
+    import re
+    import socket
+    import time
+
+    host, port = server.url.removeprefix("http://").split(":")
+    head = f"GET /health?q={'A' * 120_000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        connection.sendall(head[:20_000])
+        time.sleep(0.2)
+        try:
+            connection.sendall(head[20_000:])
+        except OSError:  # refused already
+            pass
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 414"), answer[:200]
+    header = re.search(rb"x-request-id: (\w+)", answer).group(1).decode()
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["request_id"] == header
