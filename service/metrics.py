@@ -32,6 +32,22 @@ REALTIME_EVENTS = (
 )
 
 
+def close_reason(code: int | None, error: str | None = None) -> str:
+    """The close reason a session is counted under, from its websocket close code and, where one code
+    has several causes, the error code sent with it (`service.sessions`: Closed(1001) is idleness,
+    Ending(1001, "server_shutting_down") the shutdown, Ending(1008, "session_expired") the session's
+    maximum length). None or 1000: the client ended it (eof, or it went away)."""
+    if code in (None, 1000, 1005, 1006):
+        return "client_closed"
+    if code == 1001:
+        return "shutdown" if error == "server_shutting_down" else "idle"
+    if code == 1008:
+        return "max_session" if error == "session_expired" else "unauthorised"
+    if code == 1013:
+        return "too_many_streams" if error == "too_many_streams" else "refused"
+    return {1003: "invalid", 1007: "invalid", 1009: "max_audio", 1011: "error", 1012: "shutdown"}.get(code, "other")
+
+
 class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()

@@ -322,3 +322,15 @@ def test_oversized_request_head_gets_an_id_too(server):
     assert answer.startswith(b"HTTP/1.1 414"), answer[:200]
     header = re.search(rb"x-request-id: (\w+)", answer).group(1).decode()
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["request_id"] == header
+
+
+def test_close_codes_map_to_the_reasons_counted():
+    from service.metrics import CLOSE_REASONS, close_reason
+
+    cases = {(None, None): "client_closed", (1000, None): "client_closed", (1001, None): "idle",
+             (1001, "server_shutting_down"): "shutdown", (1008, "invalid_api_key"): "unauthorised",
+             (1008, "session_expired"): "max_session", (1009, None): "max_audio", (1007, None): "invalid",
+             (1013, "too_many_streams"): "too_many_streams", (1013, "model_not_ready"): "refused",
+             (1011, "internal_error"): "error", (4000, None): "other"}
+    for (code, error), reason in cases.items():
+        assert close_reason(code, error) == reason and reason in CLOSE_REASONS, (code, error)
