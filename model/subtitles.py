@@ -8,7 +8,7 @@ PAUSE_SECONDS = 0.6  # a pause at least this long starts a new segment
 
 
 def segments(words: list[dict]) -> list[dict]:
-    """Group words into segments at pauses and at a maximum length: [{start, end, text}]."""
+    """Group words into segments at pauses and at a maximum length: [{start, end, text, words}]."""
     grouped: list[list[dict]] = []
     for word in words:
         if grouped and (word["start"] - grouped[-1][-1]["end"] < PAUSE_SECONDS
@@ -16,8 +16,8 @@ def segments(words: list[dict]) -> list[dict]:
             grouped[-1].append(word)
         else:
             grouped.append([word])
-    return [{"start": group[0]["start"], "end": group[-1]["end"], "text": " ".join(w["word"] for w in group)}
-            for group in grouped]
+    return [{"start": group[0]["start"], "end": group[-1]["end"], "text": " ".join(w["word"] for w in group),
+             "words": group} for group in grouped]
 
 
 def _clock(seconds: float, separator: str) -> str:

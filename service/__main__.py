@@ -7,6 +7,7 @@ import argparse
 import ctypes
 import ctypes.util
 import logging
+import logging.config
 import signal
 import sys
 
@@ -24,26 +25,52 @@ def keep_large_buffers_out_of_the_heap(threshold: int = 128 * 1024) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .errors import validation_problem
-    from .settings import Settings
+def shown_default(field) -> str:
+    """A setting's default as the help shows it."""
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value) or "none"
+    return "none" if value is None else str(value)
 
-    parser = argparse.ArgumentParser(prog="python -m service", description="wav2vec 2.0 transcription server. "
+
+def build_parser(settings_model) -> argparse.ArgumentParser:
+    """One option per setting, each with its help, its default and its environment variable. Defaults
+    are not set on the parser (argparse.SUPPRESS): what is not given comes from the environment, then
+    from the settings' own default."""
+    parser = argparse.ArgumentParser(prog="python -m service", usage="%(prog)s [options]  (--help lists them)",
+                                     description="wav2vec 2.0 transcription server. "
                                      "Every option can also be set as an environment variable ASR_<OPTION>.")
-    for name, field in Settings.model_fields.items():
+    for name, field in settings_model.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description or ''} (env ASR_{name.upper()})".strip()
+        if not field.description:  # a checked contract: tests/test_operations.py
+            raise AssertionError(f"setting {name} has no description")
+        default = "" if "(default" in field.description else f"; default: {shown_default(field)}"
+        help_text = f"{field.description} (env ASR_{name.upper()}{default})".replace("%", "%%")
         if field.annotation is bool:  # --web-ui / --no-web-ui
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
             continue
-        if name in ("model", "lm", "lm_alpha", "lm_beta"):  # repeatable: one model (or its LM, its weight) each time
-            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS,
-                                metavar="[NAME=]VALUE" if name.startswith("lm_") else "[NAME=]PATH", help=help_text)
+        if name in ("model", "lm", "lexicon", "lm_alpha", "lm_beta", "model_alias", "language"):  # repeatable
+            metavar = {"model_alias": "ALIAS=NAME", "language": "[NAME=]CODE", "lm_alpha": "[NAME=]VALUE",
+                       "lm_beta": "[NAME=]VALUE"}.get(name, "[NAME=]PATH")
+            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS, metavar=metavar,
+                                help=help_text)
             continue
+        choices = getattr(field.annotation, "__args__", None) if "Literal" in str(field.annotation) else None
         annotation = str(field.annotation)
         kind = int if annotation == "<class 'int'>" else float if annotation == "<class 'float'>" else str
-        parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=help_text)
+        parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=help_text, choices=choices,
+                            metavar=name.upper() if choices is None else None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import validation_problem
+    from .settings import Settings
+
+    parser = build_parser(Settings)
     given = vars(parser.parse_args(argv))
     try:
         settings = Settings(**given)
@@ -66,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from .app import create_app
     from .http_protocol import GracefulServer, HTTPProtocol
+    from .logs import logging_config
     from .stream_protocol import StreamProtocol
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = logging_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(log_config)
     keep_large_buffers_out_of_the_heap()
     # A model that cannot be loaded (a damaged ONNX file, say) stops the server: uvicorn reads
     # should_exit on every tick, and shuts down as on SIGTERM.
@@ -76,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     server = GracefulServer(uvicorn.Config(
         app, host=settings.host, port=settings.port, http=HTTPProtocol, ws=StreamProtocol,
         ws_max_size=settings.stream_max_message_bytes, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        log_level="info"), stopping=app.state.server.stopping)
+        log_config=log_config, log_level=settings.log_level), stopping=app.state.server.stopping)
     # uvicorn turns SIGTERM and SIGINT into a graceful shutdown, then raises the signal again so that
     # the default handler ends the process with it (exit 143). A shutdown that went as planned is a
     # success: this handler, which uvicorn puts back before raising, makes that second delivery a no-op.

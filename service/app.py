@@ -9,6 +9,7 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -16,6 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from .errors import ServiceError
 from .http_protocol import CONNECTION_LOST
+from .logs import RequestIdMiddleware
 from .http_errors import (ApiError, api_error_handler, error_body, http_error_handler, internal_error_handler,
                           service_error_handler, validation_error_handler)
 from .metrics import Metrics
@@ -88,8 +90,9 @@ class RequestMetrics:
             route = scope.get("route")
             endpoint = route.path if route is not None else "unmatched"
             self.metrics.requests.labels(endpoint, status).inc()
+            rid = state.get("request_id")  # an exemplar: which request a latency was, for OpenMetrics scrapers
             self.metrics.request_seconds.labels(endpoint, state.get("model", "")).observe(
-                time.perf_counter() - started)
+                time.perf_counter() - started, exemplar={"request_id": rid} if rid else None)
 
 
 async def _watch_disconnect(receive, body_read: asyncio.Event, answered: asyncio.Event, gone: asyncio.Event,
@@ -110,6 +113,14 @@ async def _send_json(send, status: int, body: dict) -> None:
         pass
 
 
+class App(FastAPI):
+    """FastAPI with `RequestIdMiddleware` outside even Starlette's error middleware, so that a 500's
+    answer and log lines carry the request's id too."""
+
+    def build_middleware_stack(self):
+        return RequestIdMiddleware(super().build_middleware_stack())
+
+
 def create_app(settings: Settings, on_load_failure=None) -> FastAPI:
     """The app; `on_load_failure` is called if a model cannot be loaded (the command line stops the
     server then; without it, /ready says so)."""
@@ -124,7 +135,7 @@ def create_app(settings: Settings, on_load_failure=None) -> FastAPI:
         server.stop()
 
     # The schema and its pages are served by api_docs.router, behind the API keys like the API they describe.
-    app = FastAPI(title="w2v-asr", version="0.1.0", lifespan=lifespan, openapi_url=None, docs_url=None,
+    app = App(title="w2v-asr", version="0.1.0", lifespan=lifespan, openapi_url=None, docs_url=None,
                   redoc_url=None,
                   description="wav2vec 2.0 speech recognition: batched ONNX inference, KenLM beam search, streaming")
     app.state.server = server
@@ -134,6 +145,11 @@ def create_app(settings: Settings, on_load_failure=None) -> FastAPI:
     app.add_exception_handler(HTTPException, http_error_handler)
     app.add_exception_handler(Exception, internal_error_handler)
     app.add_middleware(RequestMetrics, metrics=server.metrics)
+    if settings.cors_origins:  # outermost of the app's own: a preflight needs no key and counts as no request
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-request-id", "openai-beta"],
+                           expose_headers=["x-request-id", "retry-after", "x-ratelimit-limit-requests",
+                                           "x-ratelimit-remaining-requests"], max_age=600)
 
     from . import api_docs, realtime, routes, streaming, web
 

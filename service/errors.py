@@ -17,6 +17,10 @@ class InvalidAudio(ServiceError):
     """Audio that cannot be decoded, is empty, or is too short for one model frame."""
 
 
+class InvalidRequest(ServiceError):
+    """Options that contradict each other or the model (a language it does not speak): OpenAI's 400."""
+
+
 class AudioTooLarge(ServiceError):
     """Audio longer, or larger once decoded, than this server takes."""
 
@@ -39,6 +43,10 @@ class UnknownModel(ServiceError):
 
 class Unauthorised(ServiceError):
     """No valid API key."""
+
+
+class RateLimited(ServiceError):
+    """Over a per-minute limit of this client's (`service.rate_limits`): retry after `retry_after` seconds."""
 
 
 class Busy(ServiceError):

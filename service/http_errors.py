@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import logging
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,14 +17,17 @@ from starlette.requests import HTTPConnection
 from starlette.routing import Match
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from .errors import (AudioTooLarge, Busy, InvalidAudio, InvalidOption, ServiceError, TooCostly, Unauthorised,
-                     UnknownModel, UnusableAudio, validation_problem)
+from .errors import (AudioTooLarge, Busy, InvalidAudio, InvalidOption, InvalidRequest, RateLimited, ServiceError,
+                     TooCostly, Unauthorised, UnknownModel, UnusableAudio, validation_problem)
+from .logs import request_id
+
+log = logging.getLogger("service")
 
 # Each kind of refusal: its HTTP status, and the websocket close code that says the same.
-HTTP_STATUS = {InvalidAudio: 400, Unauthorised: 401, UnknownModel: 404, AudioTooLarge: 413, InvalidOption: 422,
+HTTP_STATUS = {InvalidAudio: 400, InvalidRequest: 400, Unauthorised: 401, UnknownModel: 404, AudioTooLarge: 413, InvalidOption: 422,
                TooCostly: 422,
-               UnusableAudio: 422, Busy: 503}
-CLOSE_CODE = {Unauthorised: 1008, Busy: 1013}  # any other: 1007, unusable data
+               UnusableAudio: 422, RateLimited: 429, Busy: 503}
+CLOSE_CODE = {Unauthorised: 1008, Busy: 1013, RateLimited: 1013}  # any other: 1007, unusable data
 
 
 class ApiError(Exception):
@@ -37,9 +41,23 @@ class ApiError(Exception):
 
 def error_body(code: str, message: str, param: str | None = None, status: int = 400) -> dict:
     """The error as OpenAI's API words it: `type` server_error for a 5xx (the client did nothing
-    wrong), invalid_request_error for a 4xx."""
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    wrong), requests for a 429 (OpenAI's rate-limit type), invalid_request_error for other 4xx; with
+    the request's id (`service.logs`), to quote when asking what happened."""
+    kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
+    detail = {"message": message, "type": kind, "param": param, "code": code}
+    rid = request_id()
+    if rid:
+        detail["request_id"] = rid
+    return {"error": detail}
+
+
+def refusal(connection: HTTPConnection | None, status: int, code: str, message: str, param: str | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error answer, its reason logged at INFO (a 4xx: the client's mistake, worth a line to
+    whoever helps it; a 5xx refusal such as busy: the same, it is not a bug)."""
+    where = f"{connection.scope.get('method', 'WEBSOCKET')} {connection.url.path}" if connection is not None else ""
+    log.info("%s -> %d %s: %s", where, status, code, message)
+    return JSONResponse(error_body(code, message, param, status), status, headers=headers)
 
 
 def http_status(error: ServiceError) -> int:
@@ -70,11 +88,17 @@ def stream_error(refusal: Refusal) -> dict:
 
 
 async def refuse(websocket: WebSocket, refusal: Refusal, words: Callable[[Refusal], dict] = stream_error) -> None:
-    """Tell a websocket client why, in its protocol's `words`, then close; accepts the connection first if need be."""
+    """Tell a websocket client why, in its protocol's `words` (with the session's request id), then
+    close; accepts the connection first if need be. The reason is logged at INFO."""
+    log.info("WEBSOCKET %s -> close %d %s: %s", websocket.url.path, refusal.close_code, refusal.code, refusal.message)
+    body = words(refusal)
+    rid = request_id()
+    if rid:
+        body["request_id"] = rid
     try:
         if websocket.client_state == WebSocketState.CONNECTING:
             await websocket.accept()
-        await websocket.send_json(words(refusal))
+        await websocket.send_json(body)
         await websocket.close(refusal.close_code, reason=refusal.message[:120])
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client is already gone
@@ -89,18 +113,16 @@ async def service_error_handler(connection: HTTPConnection, error: ServiceError)
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, Unauthorised):
         headers["WWW-Authenticate"] = "Bearer"
-    status = http_status(error)
-    return JSONResponse(error_body(error.code, error.message, error.param, status), status, headers=headers)
+    return refusal(connection, http_status(error), error.code, error.message, error.param, headers)
 
 
-async def api_error_handler(_: HTTPConnection, error: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(error.code, error.message, error.param, error.status), error.status,
-                        headers=error.headers)
+async def api_error_handler(connection: HTTPConnection, error: ApiError) -> JSONResponse:
+    return refusal(connection, error.status, error.code, error.message, error.param, error.headers)
 
 
-async def validation_error_handler(_: HTTPConnection, error: RequestValidationError) -> JSONResponse:
+async def validation_error_handler(connection: HTTPConnection, error: RequestValidationError) -> JSONResponse:
     where, what = validation_problem(error, skip=("body", "query", "form"))
-    return JSONResponse(error_body("invalid_parameter", f"{where or 'request'}: {what}", where or None), 422)
+    return refusal(connection, 422, "invalid_parameter", f"{where or 'request'}: {what}", where or None)
 
 
 async def http_error_handler(connection: HTTPConnection, error: HTTPException) -> JSONResponse:
@@ -108,8 +130,7 @@ async def http_error_handler(connection: HTTPConnection, error: HTTPException) -
     headers = error.headers
     if error.status_code == 405:  # Starlette names the methods of the first route of the path only
         headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(connection))}
-    return JSONResponse(error_body(code, str(error.detail), status=error.status_code), error.status_code,
-                        headers=headers)
+    return refusal(connection, error.status_code, code, str(error.detail), headers=headers)
 
 
 def allowed_methods(connection: HTTPConnection) -> list[str]:

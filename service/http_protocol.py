@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import http
 import json
+import logging
 
 import h11
 import uvicorn
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .logs import new_request_id
+
+log = logging.getLogger("service")
 
 # A scope key: a callable that says whether the request's connection is closed. uvicorn's send
 # drops an answer to a closed connection without a word; `RequestMetrics` counts it as such.
@@ -82,9 +87,12 @@ class HTTPProtocol(H11Protocol):
             status, code, message = 414, "uri_too_long", f"the request's target is over the limit of {limit} bytes"
         else:
             status, code, message = 431, "headers_too_large", f"the request's head is over the limit of {limit} bytes"
+        rid = new_request_id()  # no request was read, so no id came with one: a new one, for the log and the client
+        log.info("%d %s: %s", status, code, message, extra={"request_id": rid})
         body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                     "code": code}}, separators=(",", ":")).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), CLOSE]
+                                     "code": code, "request_id": rid}}, separators=(",", ":")).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), CLOSE,
+                   (b"x-request-id", rid.encode())]
         reason = http.HTTPStatus(status).phrase.encode()
         for event in (h11.Response(status_code=status, headers=headers, reason=reason), h11.Data(data=body),
                       h11.EndOfMessage()):

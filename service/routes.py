@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 from pydantic import BaseModel, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
@@ -25,6 +27,9 @@ from model.subtitles import segments, srt, vtt
 from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode_upload
 from .dependencies import ServerDep, require_api_key
 from .options import DecodeRequest
+from .openai_format import check_granularities, check_language, openai_response
+from .pipeline import Pipeline
+from .rate_limits import client_of
 from .requests import audio_and_fields, parse_fields
 from .server import Server
 
@@ -42,11 +47,13 @@ class ErrorResponse(BaseModel):
 
 
 def error_responses(*statuses: int) -> dict:
-    reasons = {400: "undecodable, empty or too short audio", 401: "a missing or wrong API key",
+    reasons = {400: "undecodable, empty or too short audio; a language the model does not speak; "
+                    "timestamp_granularities without verbose_json", 401: "a missing or wrong API key",
                404: "no model of that name (code model_not_found)", 408: "the request body stopped arriving",
                413: "the upload or the audio is too large or too long (for beam search too)",
                414: "the URL is over 16 KiB: send long options as form fields",
                415: "the body is not audio", 422: "bad options, or silent audio",
+               429: "over this key's requests or audio seconds a minute; retry after Retry-After seconds",
                503: "busy (queue full, a worker restarting) or not ready; retry after Retry-After seconds"}
     return {status: {"model": ErrorResponse, "description": reasons[status]} for status in statuses}
 
@@ -83,10 +90,12 @@ async def ready(server: ServerDep) -> JSONResponse:
 
 @health.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
-async def metrics(server: ServerDep) -> Response:
+async def metrics(request: Request, server: ServerDep) -> Response:
     for pipeline in list(server.pipelines.values()):
         pipeline.metrics.queue_depth.set(pipeline.batcher.depth)
         pipeline.metrics.decode_workers_alive.set(pipeline.beam.alive)
+    if "application/openmetrics-text" in request.headers.get("accept", ""):  # with exemplars (request ids)
+        return Response(openmetrics.generate_latest(server.metrics.registry), media_type=openmetrics.CONTENT_TYPE_LATEST)
     return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -102,7 +111,8 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-@api.get("/v1/models", summary="The served models, OpenAI-style (the default first)", response_model=ModelList)
+@api.get("/v1/models", summary="The served models, OpenAI-style (the default first, aliases last)",
+         response_model=ModelList)
 async def models(server: ServerDep) -> dict:
     return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "w2v-asr"}
                                        for name in server.model_names]}
@@ -166,12 +176,14 @@ class OpenAIParams(TranscribeParams):
                                                 "server's default model)")
     # OpenAI's response shapes have no place for alternatives: /transcribe gives them.
     alternatives: SkipJsonSchema[None] = None
-    language: str | None = None
+    language: str | None = Field(None, description="ISO-639-1 code (or name) of the audio's language: it must be "
+                                                   "the model's (400 otherwise); the answer is the same either way")
     prompt: str | None = Field(None, description="accepted and ignored")
     temperature: float | None = Field(None, description="accepted and ignored")
     response_format: Literal["json", "text", "srt", "vtt", "verbose_json"] = "json"
     timestamp_granularities: list[Literal["word", "segment"]] = Field(
-        default_factory=list, max_length=2, description="verbose_json only; default: segment")
+        default_factory=list, max_length=2, description="verbose_json only (400 with another format); default: "
+                                                        "segment")
     stream: bool = Field(False, description="must be false: streaming is the websocket /v1/stream")
 
     @field_validator("stream")
@@ -190,8 +202,14 @@ class OpenAIParams(TranscribeParams):
         return value
 
 
+class OpenAIUsage(BaseModel):
+    type: Literal["duration"]
+    seconds: float = Field(description="the audio's length, in seconds")
+
+
 class OpenAIText(BaseModel):
     text: str
+    usage: OpenAIUsage
 
 
 class OpenAIWord(BaseModel):
@@ -201,16 +219,14 @@ class OpenAIWord(BaseModel):
 
 
 class OpenAISegment(BaseModel):
+    """Whisper's seek, tokens, temperature, compression_ratio and no_speech_prob are left out: this
+    server has no such things to report (docs/api-openai.md)."""
     id: int
-    seek: int
     start: float
     end: float
     text: str
-    tokens: list[int]
-    temperature: float
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
+    avg_logprob: float = Field(description="the mean, over the segment's words weighted by length, of the natural "
+                                           "log of each word's confidence (from the CTC posteriors)")
 
 
 class OpenAIVerbose(BaseModel):
@@ -221,6 +237,7 @@ class OpenAIVerbose(BaseModel):
     confidence: float = Field(description=CONFIDENCE)
     segments: list[OpenAISegment] | None = None
     words: list[OpenAIWord] | None = None
+    usage: OpenAIUsage
 
 
 LISTS = ("hotwords", "phrases", "timestamp_granularities")  # fields that may repeat, or hold comma-separated values
@@ -253,10 +270,15 @@ def audio_request(params: type[BaseModel]) -> dict:
     }
 
 
-async def _transcribe(request: Request, server: Server, endpoint: str, params_model: type[TranscribeParams]
-                      ) -> tuple[TranscribeParams, Transcript]:
+async def _transcribe(request: Request, server: Server, endpoint: str, params_model: type[TranscribeParams],
+                      check: Callable[[TranscribeParams, Pipeline], None] = lambda *_: None
+                      ) -> tuple[TranscribeParams, Transcript, dict[str, str]]:
+    """The request's options and transcription, and the rate-limit headers to answer with; `check`
+    refuses options that depend on the model, before the audio costs anything."""
     started = time.perf_counter()
     settings = server.settings
+    client = client_of(request.headers, request.client.host if request.client else None, bool(settings.api_keys))
+    headers = server.rate_limits.admit(client)  # before the body is even read: a refused client costs nothing
     audio, fields = await audio_and_fields(request, int(settings.max_upload_mb * 2**20),
                                            settings.body_timeout_seconds)
     params = parse_fields(params_model, fields, lists=LISTS)
@@ -266,15 +288,17 @@ async def _transcribe(request: Request, server: Server, endpoint: str, params_mo
     options = DecodeRequest(**{name: getattr(params, name) for name in DecodeRequest.model_fields
                                if getattr(params, name) is not None})
     pipeline.check_options(options)  # every option is checked before the audio costs anything
+    check(params, pipeline)
     samples = await asyncio.to_thread(decode_upload, audio, pipeline.rate, settings.max_audio_seconds,
                                       int(settings.max_decoded_mb * 2**20), params.sample_rate, params.encoding)
     result = await pipeline.transcribe(samples, options)
+    server.rate_limits.charge_audio(client, result.duration)
     pipeline.metrics.audio_seconds(endpoint).inc(result.duration)
     pipeline.metrics.real_time_factor.observe((time.perf_counter() - started) / max(result.duration, 1e-3))
-    return params, result
+    return params, result, headers
 
 
-TRANSCRIBE_ERRORS = error_responses(400, 404, 408, 413, 414, 415, 422, 503)
+TRANSCRIBE_ERRORS = error_responses(400, 404, 408, 413, 414, 415, 422, 429, 503)
 
 
 @api.post("/transcribe", response_model=TranscribeResponse, response_model_exclude_none=True,
@@ -283,8 +307,9 @@ TRANSCRIBE_ERRORS = error_responses(400, 404, 408, 413, 414, 415, 422, 503)
                       "application/octet-stream; raw PCM with `sample_rate` and `encoding`). Options as form "
                       "fields or query parameters; `model` chooses the model.",
           responses=TRANSCRIBE_ERRORS, openapi_extra=audio_request(TranscribeParams))
-async def transcribe(request: Request, server: ServerDep) -> dict:
-    _, result = await _transcribe(request, server, "/transcribe", TranscribeParams)
+async def transcribe(request: Request, response: Response, server: ServerDep) -> dict:
+    _, result, headers = await _transcribe(request, server, "/transcribe", TranscribeParams)
+    response.headers.update(headers)
     return result.to_dict()
 
 
@@ -298,26 +323,13 @@ async def transcribe(request: Request, server: ServerDep) -> dict:
                                                 "content": {"text/plain": {"schema": {"type": "string"}}}}},
           openapi_extra=audio_request(OpenAIParams))
 async def openai_transcriptions(request: Request, server: ServerDep) -> Response:
-    params, result = await _transcribe(request, server, "/v1/audio/transcriptions", OpenAIParams)
-    return openai_response(params, result)
+    def check(params: OpenAIParams, pipeline: Pipeline) -> None:
+        check_granularities(params.timestamp_granularities, params.response_format)
+        check_language(params.language, server.settings.language_of(pipeline.name))
 
+    params, result, headers = await _transcribe(request, server, "/v1/audio/transcriptions", OpenAIParams, check)
+    language = check_language(params.language, server.settings.language_of(result.model))
+    response = openai_response(params.response_format, params.timestamp_granularities, language, result)
+    response.headers.update(headers)
+    return response
 
-def openai_response(params: OpenAIParams, result: Transcript) -> Response:
-    kind = params.response_format
-    if kind == "json":
-        return JSONResponse({"text": result.text})
-    if kind == "text":
-        return PlainTextResponse(result.text + "\n")
-    if kind in ("srt", "vtt"):
-        return PlainTextResponse((srt if kind == "srt" else vtt)(segments(result.to_dict()["words"])))
-    granularities = set(params.timestamp_granularities or ["segment"])
-    body = {"task": "transcribe", "language": params.language or "english", "duration": result.duration,
-            "text": result.text, "confidence": result.confidence}
-    if "segment" in granularities:
-        body["segments"] = [{"id": index, "seek": 0, "start": segment["start"], "end": segment["end"],
-                             "text": segment["text"], "tokens": [], "temperature": 0.0,
-                             "avg_logprob": 0.0, "compression_ratio": 1.0, "no_speech_prob": 0.0}
-                            for index, segment in enumerate(segments(result.to_dict()["words"]))]
-    if "word" in granularities:
-        body["words"] = [{"word": word.word, "start": word.start, "end": word.end} for word in result.words]
-    return JSONResponse(body)

@@ -15,6 +15,7 @@ from .engine import load_engine
 from .errors import Busy, UnknownModel, shorten
 from .metrics import Metrics
 from .pipeline import Pipeline
+from .rate_limits import RateLimits
 from .settings import Settings
 
 log = logging.getLogger("service")
@@ -37,6 +38,7 @@ class Server:
     def __init__(self, settings: Settings, on_load_failure: Callable[[], None] | None = None):
         self.settings = settings
         self.metrics = Metrics()
+        self.rate_limits = RateLimits(settings.rate_limit_requests, settings.rate_limit_audio_seconds)
         self.pipelines: dict[str, Pipeline] = {}  # the models loaded and warmed up, by name
         self.loading: str | None = settings.default.name  # the model being loaded, None once all are
         self.failed: str | None = None  # the model that could not be loaded
@@ -51,8 +53,23 @@ class Server:
         return self.settings.default.name
 
     @property
-    def model_names(self) -> list[str]:
+    def served_names(self) -> list[str]:
+        """The models' own names, the default first."""
         return [spec.name for spec in self.settings.models]
+
+    @property
+    def model_names(self) -> list[str]:
+        """Every name a request may choose a model by: the models' own, then their aliases."""
+        return [*self.served_names, *self.settings.aliases]
+
+    def resolve(self, name: str | None) -> str:
+        """The served model a name (an alias, or None: the default) stands for; UnknownModel if none."""
+        name = name or self.model_name
+        name = self.settings.aliases.get(name, name)
+        if name not in self.served_names:
+            raise UnknownModel("model_not_found", f"The model {shorten(name)} does not exist on this server; it "
+                                                  f"serves: {', '.join(self.model_names)}", "model")
+        return name
 
     def load(self) -> None:
         """Load and warm up every model, and start its workers; runs in a thread so /health answers
@@ -81,13 +98,17 @@ class Server:
         """Memory and variant of a model just loaded: in the log and in /metrics."""
         workers = [resident_bytes(worker.process.pid) for worker in pipeline.beam.workers]
         name = pipeline.name
+        pipeline.metrics.queue_capacity.set(self.settings.queue_capacity)
         self.metrics.model_memory.labels(name, "inference").set(max(inference_bytes, 0))
         self.metrics.model_memory.labels(name, "beam_search").set(sum(workers))
         # Its name, not its folder: the export manifest's source is a path on this machine.
         self.metrics.model_info.labels(name, str(pipeline.engine.manifest.get("variant", "unknown")),
                                        self.settings.provider).set(1)
-        log.info("model %s ready: %.0f MB in the server process (session, warmed up); beam search: %d "
-                 "worker process(es), %.0f MB in all", name, inference_bytes / 2**20, len(workers),
+        spec = next(spec for spec in self.settings.models if spec.name == name)
+        lm = spec.lm.name if spec.lm is not None else "no language model"
+        lexicon = f", lexicon {spec.lexicon.name}" if spec.lexicon is not None else ""
+        log.info("model %s ready: %.0f MB in the server process (session, warmed up); beam search (%s%s): %d "
+                 "worker process(es), %.0f MB in all", name, inference_bytes / 2**20, lm, lexicon, len(workers),
                  sum(workers) / 2**20)
 
     def stop(self) -> None:
@@ -99,7 +120,7 @@ class Server:
         if self.failed is not None:
             return f"model '{self.failed}' could not be loaded; the server's log says why"
         if self.loading is not None:
-            return f"model '{self.loading}' is loading ({len(self.pipelines) + 1} of {len(self.model_names)}); " \
+            return f"model '{self.loading}' is loading ({len(self.pipelines) + 1} of {len(self.served_names)}); " \
                    "retry shortly"
         for name, pipeline in self.pipelines.items():
             if not pipeline.beam.alive:
@@ -107,12 +128,9 @@ class Server:
         return None
 
     def pipeline(self, name: str | None = None) -> Pipeline:
-        """The pipeline of the named model (None: the default); UnknownModel if no model has that
-        name, Busy while it is not loaded."""
-        name = name or self.model_name
-        if name not in self.model_names:
-            raise UnknownModel("model_not_found", f"The model {shorten(name)} does not exist on this server; it "
-                                                  f"serves: {', '.join(self.model_names)}", "model")
+        """The pipeline of the named model or alias (None: the default); UnknownModel if nothing has
+        that name, Busy while it is not loaded."""
+        name = self.resolve(name)
         pipeline = self.pipelines.get(name)
         if pipeline is None:
             reason = self.not_ready_reason() or "the model is loading; retry shortly"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,6 +20,7 @@ from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
 
 from .options import setting
 
+DEFAULT_LANGUAGE = "en"  # what a model speaks unless --language says otherwise
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a model name given as NAME=PATH
 
 
@@ -58,15 +59,40 @@ class Settings(BaseSettings):
                     "spelling)")
     default_model: str | None = Field(None, description="the model that answers requests naming none "
                                                         "(default: the first)")
-    host: str = "127.0.0.1"
-    port: int = 8000
+    model_alias: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="ALIAS=NAME, repeatable (env: comma-separated): another name requests may choose model NAME "
+                    "by, over HTTP and /v1/realtime alike (e.g. whisper-1=digits, for clients that send OpenAI's "
+                    "model names)")
+    language: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="[NAME=]CODE, repeatable (env: comma-separated): the language model NAME (a bare CODE: the "
+                    "default model's) speaks, as an ISO-639-1 code; requests naming another language get 400 "
+                    "(default: en for every model)")
+    host: str = Field("127.0.0.1", description="the address to listen on (0.0.0.0: every interface)")
+    port: int = Field(8000, ge=0, le=65535, description="the TCP port to listen on")
+    log_format: Literal["text", "json"] = Field("text", description="the log's format, for the server's and "
+                                                                    "uvicorn's lines alike: text, or json (one "
+                                                                    "object a line)")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="the least severe log lines written (refused requests are info)")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="web origins (https://app.example) whose pages may call the API from a "
+                                          "browser, comma-separated; * for any; empty: none (no CORS headers)")
+    rate_limit_requests: float = Field(0.0, ge=0, description="transcription requests one API key (or, without "
+                                                              "keys, one client address) may make a minute; "
+                                                              "past it: 429 Retry-After (0: no limit)")
+    rate_limit_audio_seconds: float = Field(0.0, ge=0, description="seconds of audio one API key (or client "
+                                                                   "address) may have transcribed a minute; past "
+                                                                   "it: 429 Retry-After (0: no limit)")
     model_name: str | None = Field(None, description="the name of the first model, if its --model gives none "
                                                      "(NAME=PATH says it better)")
     cache_dir: Path = Field(Path.home() / ".cache" / "w2v-asr", description="where non-ONNX models are exported to")
     provider: Provider = Field("cpu", description="onnxruntime execution provider: cpu, cuda or tensorrt")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: one per core)")
     # Batching across requests.
-    max_batch_size: int = Field(8, ge=1)
+    max_batch_size: int = Field(8, ge=1, description="most utterances (or chunks of long audio) in one "
+                                                     "inference run")
     max_batch_audio_seconds: float = Field(80.0, gt=0, description="audio in one inference run, padding "
                                                                   "included: what bounds inference memory (the "
                                                                   "default model takes ~7 MB per second in a run); "
@@ -103,8 +129,8 @@ class Settings(BaseSettings):
     chunk_seconds: float = Field(CHUNK_SECONDS, gt=0, description="audio per inference chunk")
     chunk_context_seconds: float = Field(CONTEXT_SECONDS, ge=0, description="context each side of a chunk, not transcribed twice")
     # Limits.
-    max_upload_mb: float = Field(100.0, gt=0)
-    max_audio_seconds: float = Field(3600.0, gt=0)
+    max_upload_mb: float = Field(100.0, gt=0, description="largest request body, in MiB (413 above)")
+    max_audio_seconds: float = Field(3600.0, gt=0, description="longest audio one request may hold (413 above)")
     max_decoded_mb: float = Field(1400.0, gt=0, description="largest audio once decoded (float32, every channel, "
                                                            "at its own rate), checked from the header before "
                                                            "decoding; the default holds 1 h of 48 kHz stereo")
@@ -113,8 +139,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="on SIGTERM, how long requests in flight may "
                                                                  "take to finish")
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="accepted bearer tokens; empty: no auth")
-    max_streams: int = Field(16, ge=1)
-    stream_max_message_bytes: int = Field(1 << 20, ge=1024)
+    max_streams: int = Field(16, ge=1, description="websocket streams (/v1/stream and /v1/realtime together) "
+                                                   "open at once; one more is refused (1013)")
+    stream_max_message_bytes: int = Field(1 << 20, ge=1024, description="largest websocket message, in bytes")
     stream_idle_seconds: float = Field(30.0, gt=0, description="a stream that sends no audio for this long is "
                                                                "closed (control messages do not count)")
     stream_max_seconds: float = Field(3600.0, gt=0, description="longest audio one stream may send")
@@ -124,8 +151,11 @@ class Settings(BaseSettings):
     web_ui: bool = Field(True, description="serve the browser page at / (microphone and file transcription)")
 
     _models: list[ModelSpec] = PrivateAttr(default_factory=list)
+    _aliases: dict[str, str] = PrivateAttr(default_factory=dict)
+    _languages: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    @field_validator("model", "lm", "lexicon", "lm_alpha", "lm_beta", mode="before")
+    @field_validator("model", "lm", "lexicon", "lm_alpha", "lm_beta", "model_alias", "language", "cors_origins",
+                     mode="before")
     @classmethod
     def _listed(cls, value):
         """Repeated options, or one comma-separated value (the environment's form); empty entries
@@ -169,7 +199,19 @@ class Settings(BaseSettings):
                                           lexicons[name] if name in lexicons else package_lexicon(folder),
                                           alphas[name], betas[name]))
         self._models.sort(key=lambda spec: spec.name != default)  # the default first, the others in order
+        self._aliases = _aliases(self.model_alias, names)
+        self._languages = {name: code for name, code in _per_model_values(self.language, "--language", names,
+                                                                           default).items()}
         return self
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Alias -> the name of the model it stands for."""
+        return self._aliases
+
+    def language_of(self, name: str) -> str:
+        """The ISO-639-1 code of the language model `name` speaks."""
+        return self._languages.get(name, DEFAULT_LANGUAGE)
 
     @property
     def models(self) -> list[ModelSpec]:
@@ -245,6 +287,35 @@ def _weights(entries: list[str], flag: str, names: list[str], default: float) ->
         chosen[name] = value
     fallback = default if every is None else every
     return {name: chosen.get(name, fallback) for name in names}
+
+
+def _aliases(entries: list[str], names: list[str]) -> dict[str, str]:
+    """ALIAS=NAME entries -> alias -> model name; an alias may not be a model's name, nor name no model."""
+    aliases: dict[str, str] = {}
+    for entry in entries:
+        alias, separator, name = (part.strip() for part in entry.partition("="))
+        if not separator or not NAME.fullmatch(alias):
+            raise ValueError(f"--model-alias {entry}: write ALIAS=NAME (an alias is letters, digits and ._-)")
+        if name not in names:
+            raise ValueError(f"--model-alias {entry}: no model is named '{name}' (models: {', '.join(names)})")
+        if alias in names or alias in aliases:
+            raise ValueError(f"--model-alias {entry}: '{alias}' already names a model")
+        aliases[alias] = name
+    return aliases
+
+
+def _per_model_values(entries: list[str], flag: str, names: list[str], default: str) -> dict[str, str]:
+    """[NAME=]CODE entries -> model name -> ISO-639-1 code (a bare CODE: the default model's)."""
+    chosen: dict[str, str] = {}
+    for entry in entries:
+        name, code = _named(entry)
+        if name is not None and name not in names:
+            raise ValueError(f"{flag} {entry}: no model is named '{name}' (models: {', '.join(names)})")
+        code = code.strip().lower()
+        if not re.fullmatch(r"[a-z]{2}", code):
+            raise ValueError(f"{flag} {entry}: give the language as an ISO-639-1 code (en, de, fr, ...)")
+        chosen[name or default] = code
+    return chosen
 
 
 def folder_name(reference: str) -> str:

@@ -1,7 +1,8 @@
 """The browser page, in a real browser: Debian's Chromium, headless, driven by Selenium through
 its matching chromedriver, with a fake microphone that plays real recordings.
 
-`UPDATE_SCREENSHOTS=1` also writes the README's screenshot, docs/web-ui.png.
+`UPDATE_SCREENSHOTS=1` also writes the README's screenshots, docs/web-ui.png (desktop) and
+docs/web-ui-phone.png (390 px wide).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ WAIT = 60  # seconds: the longest any condition below may take; each wait ends a
 RECORDING = DATA / "fsdd" / "recordings" / "7_jackson_0.wav"  # real speech, from the FSDD test split
 DIGITS = ["7_jackson_0.wav", "3_theo_1.wav", "9_nicolas_2.wav"]  # three speakers of the FSDD test split
 SCREENSHOT = REPO / "docs" / "web-ui.png"
+PHONE_SCREENSHOT = REPO / "docs" / "web-ui-phone.png"
+PHONE_WIDTH = 390
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +87,13 @@ def open_page(driver, server) -> None:
     wait_for(driver, lambda d: element(d, "start").is_enabled(), "the page to learn the model")
 
 
-def live_session(driver, until_seconds: float) -> None:
-    """Start, let `until_seconds` of microphone audio go to the server, Stop, wait for the last final."""
+def live_session(driver, until_seconds: float, while_recording=None) -> None:
+    """Start, let `until_seconds` of microphone audio go to the server, Stop, wait for the last final;
+    `while_recording(driver)` is called once the session listens."""
     element(driver, "start").click()
+    wait_for(driver, lambda d: element(d, "live").get_attribute("data-state") == "listening", "the stream to open")
+    if while_recording is not None:
+        while_recording(driver)
     wait_for(driver, lambda d: float(element(d, "live").get_attribute("data-sent-seconds")) >= until_seconds,
              f"{until_seconds:.1f} s of audio sent")
     element(driver, "stop").click()
@@ -98,6 +105,7 @@ def transcribe_file(driver, path: Path, decoder: str) -> None:
 
     element(driver, "file-input").send_keys(str(path))
     Select(element(driver, "decoder")).select_by_value(decoder)
+    wait_for(driver, lambda d: element(d, "transcribe").is_enabled(), "the file to be chosen")
     element(driver, "transcribe").click()
     wait_for(driver, lambda d: element(d, "file").get_attribute("data-state") == "done", "the file's transcript")
 
@@ -115,14 +123,40 @@ def test_microphone_and_file_give_the_servers_transcript(digit_recording, tmp_pa
         try:
             open_page(driver, server)
             assert "Model digits" in element(driver, "status").text
-            live_session(driver, until_seconds=expected["duration"] + 0.5)
+            assert not element(driver, "key-panel").is_displayed(), "no key card where no key is needed"
+            options = element(driver, "model").find_elements("tag name", "option")
+            assert [option.get_attribute("value") for option in options] == ["digits"]
+            assert not element(driver, "recording").is_displayed()
+
+            def recording(d):
+                assert element(d, "recording").is_displayed() and element(d, "model").get_attribute("disabled")
+
+            live_session(driver, until_seconds=expected["duration"] + 0.5, while_recording=recording)
             assert element(driver, "live-error").get_attribute("hidden"), element(driver, "live-error").text
+            assert not element(driver, "recording").is_displayed()
+            assert float(element(driver, "level").get_attribute("data-peak")) > 0.05, "the meter saw the speech"
             segments = driver.find_elements("css selector", "#finals .segment")
             texts = [segment.find_element("class name", "text").text for segment in segments]
             assert " ".join(texts) == expected["text"]
             assert len(segments) == len(DIGITS), "each pause ends a segment"
             times = [segment.find_element("class name", "time").text for segment in segments]
             assert times == sorted(times) and all("–" in time for time in times)
+            # Start again (the fake microphone plays its file again): the transcript stays, and what
+            # comes is added after it, its times after the first session's audio.
+            live_session(driver, until_seconds=1.5)
+            again = driver.find_elements("css selector", "#finals .segment")
+            assert [s.find_element("class name", "text").text for s in again][:len(texts)] == texts
+            assert len(again) > len(texts), "the second session's speech is added"
+            later = [s.find_element("class name", "time").text for s in again]
+            assert later == sorted(later) and later[len(texts)] >= times[-1]
+            texts = [s.find_element("class name", "text").text for s in again]
+            downloads = tmp_path / "downloads"
+            downloads.mkdir()
+            driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow",
+                                                                   "downloadPath": str(downloads)})
+            driver.find_element("css selector", '.tools[data-for="live"] [data-action="txt"]').click()
+            wait_for(driver, lambda d: (downloads / "transcript.txt").exists(), "the download")
+            assert (downloads / "transcript.txt").read_text().split("\n")[:-1] == texts
 
             transcribe_file(driver, digit_recording, "")  # the server's default decoder
             assert element(driver, "file-error").get_attribute("hidden"), element(driver, "file-error").text
@@ -133,17 +167,101 @@ def test_microphone_and_file_give_the_servers_transcript(digit_recording, tmp_pa
                 [round(word["start"], 2) for word in expected["words"]]
 
             driver.save_screenshot(str(tmp_path / "web-ui.png"))
-            if os.environ.get("UPDATE_SCREENSHOTS"):
-                SCREENSHOT.parent.mkdir(exist_ok=True)
-                shutil.copyfile(tmp_path / "web-ui.png", SCREENSHOT)
 
             # A phone's screen (headless windows are at least 500 px wide; emulation goes narrower):
             # nothing is wider than it.
             driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                   {"width": 360, "height": 740, "deviceScaleFactor": 2, "mobile": True})
-            assert driver.execute_script("return window.innerWidth") == 360
-            assert driver.execute_script("return document.documentElement.scrollWidth") <= 360
-            assert element(driver, "start").is_displayed() and element(driver, "transcribe").is_displayed()
+                                   {"width": PHONE_WIDTH, "height": 1400, "deviceScaleFactor": 1, "mobile": True})
+            assert driver.execute_script("return window.innerWidth") == PHONE_WIDTH
+            assert driver.execute_script("return document.documentElement.scrollWidth") <= PHONE_WIDTH
+            for control in ("start", "stop", "clear", "model", "decoder", "hotwords", "phrases", "transcribe"):
+                assert element(driver, control).is_displayed(), control
+                box = element(driver, control).rect
+                assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE_WIDTH, control
+            for field in ("hotwords", "phrases"):  # its hint is not cut
+                assert driver.execute_script("const f = arguments[0]; f.value = f.placeholder; const fits = "
+                                             "f.scrollWidth <= f.clientWidth; f.value = ''; return fits;",
+                                             element(driver, field)), field
+            driver.save_screenshot(str(tmp_path / "web-ui-phone.png"))
+            if os.environ.get("UPDATE_SCREENSHOTS"):
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                shutil.copyfile(tmp_path / "web-ui.png", SCREENSHOT)
+                shutil.copyfile(tmp_path / "web-ui-phone.png", PHONE_SCREENSHOT)
+            driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+            element(driver, "clear").click()
+            assert not driver.find_elements("css selector", "#finals .segment")
+            assert element(driver, "clear").get_attribute("disabled")
+        finally:
+            driver.quit()
+
+
+@needs_chromium
+@needs_data("realspeech")
+def test_options_exports_and_unsure_words(digit_recording, tmp_path):
+    """The options reach the server (the page shows /transcribe's answer for the same options, its
+    alternatives included), the downloads are the server's own subtitles, and unsure words are
+    marked without hovering."""
+    from selenium.webdriver.support.ui import Select
+
+    english = DATA / "realspeech" / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
+        "sense_and_sensibility_01_austen_64kb-0880.wav"  # not digits: the model hesitates between answers
+    with run_server(None, "--min-confidence", "0.96", log_dir=tmp_path) as server:
+        fields = {"decoder": "beam", "alternatives": "3", "hotwords": "nine"}
+
+        def answer(path: Path, endpoint: str = "/transcribe", **more) -> httpx.Response:
+            data = {**fields, **more}
+            if endpoint != "/transcribe":  # OpenAI's formats have no place for alternatives: the same search without
+                del data["alternatives"]
+            with open(path, "rb") as audio:
+                return httpx.post(server.url + endpoint, files={"file": audio}, data=data, timeout=60)
+
+        hesitant = answer(english).json()
+        expected = answer(digit_recording).json()
+        subtitles = answer(digit_recording, "/v1/audio/transcriptions", response_format="srt").text
+        unsure = [word["word"] for word in expected["words"] if word["low_confidence"]]
+        assert 0 < len(unsure) < len(expected["words"]) and len(hesitant["alternatives"]) > 1
+        driver = browser(tmp_path)
+        try:
+            open_page(driver, server)
+            Select(element(driver, "alternatives")).select_by_value("3")
+            element(driver, "hotwords").send_keys("nine")
+            transcribe_file(driver, english, "beam")
+            assert element(driver, "file-text").text == hesitant["text"]
+            shown = [item.text for item in driver.find_elements("css selector", "#file-alternatives li")]
+            assert shown == [alternative["text"] or "(nothing)" for alternative in hesitant["alternatives"][1:]]
+
+            transcribe_file(driver, digit_recording, "beam")
+            assert element(driver, "file-error").get_attribute("hidden"), element(driver, "file-error").text
+            assert element(driver, "file-text").text == expected["text"]
+            assert not element(driver, "file-alternatives").is_displayed(), "one answer: no alternatives"
+            marked = driver.find_elements("css selector", "#file-text .word.low")
+            assert [word.text for word in marked] == unsure
+            style = driver.execute_script("return getComputedStyle(arguments[0]).textDecorationLine", marked[0])
+            assert "underline" in style, "marked for everyone, not only on hover"
+            sure = driver.find_element("css selector", "#file-text .word:not(.low)")
+            assert "underline" not in driver.execute_script("return getComputedStyle(arguments[0])"
+                                                            ".textDecorationLine", sure)
+
+            downloads = tmp_path / "downloads"
+            downloads.mkdir()
+            driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow",
+                                                                   "downloadPath": str(downloads)})
+            for kind in ("srt", "json"):
+                driver.find_element("css selector", f'.tools[data-for="file"] [data-action="{kind}"]').click()
+                wait_for(driver, lambda d: (downloads / f"digits.{kind}").exists(), f"the {kind} download")
+            assert (downloads / "digits.srt").read_text() == subtitles
+            saved = json.loads((downloads / "digits.json").read_text())
+            assert saved["text"] == expected["text"] and saved["model"] == "digits"
+            assert [w["word"] for s in saved["segments"] for w in s["words"]] == expected["text"].split()
+
+            driver.execute_cdp_cmd("Browser.grantPermissions", {"permissions": ["clipboardReadWrite",
+                                                                                "clipboardSanitizedWrite"]})
+            driver.find_element("css selector", '.tools[data-for="file"] [data-action="copy"]').click()
+            wait_for(driver, lambda d: "copied" in d.find_element("css selector", '.tools[data-for="file"] '
+                                                                                  '.tool-state').text, "the copy")
+            copied = driver.execute_async_script("navigator.clipboard.readText().then(arguments[0])")
+            assert copied.split() == expected["text"].split()
         finally:
             driver.quit()
 
@@ -160,6 +278,7 @@ def test_errors_are_shown_in_words(family, request, tmp_path):
         try:
             open_page(driver, server)
             assert "needs an API key" in element(driver, "status").text
+            assert element(driver, "key-panel").is_displayed()
             element(driver, "api-key").send_keys("wrong-key")
             element(driver, "start").click()
             wait_for(driver, lambda d: element(d, "live").get_attribute("data-state") == "stopped", "the refusal")
@@ -207,7 +326,7 @@ def test_no_web_ui_turns_the_page_off(family, request, tmp_path):
     with run_server(exported_folder, log_dir=tmp_path) as server:
         page = httpx.get(server.url + "/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        for name in ("app.js", "capture-worklet.js", "style.css"):
+        for name in ("app.js", "export.js", "capture-worklet.js", "style.css"):
             assert httpx.get(f"{server.url}/web/{name}").status_code == 200, name
         # Everything the page loads comes from this server: no CDN, nothing fetched from elsewhere.
         assert "http://" not in page.text and "https://" not in page.text
