@@ -61,21 +61,42 @@ def steady(times: list[float], durations: list[float]) -> tuple[float, float]:
 def plain_command(files: list[Path], model: Path, one_core: bool) -> dict:
     """`python -m model transcribe --json FILES` as anyone would run it; timed by its output lines."""
     lm, lexicon = package_lm(model), package_lexicon(model)
-    command = [sys.executable, "-m", "model", "transcribe", "--model", str(package_onnx(model)), "--json",
-               *(["--lm", str(lm)] if lm else []), *(["--lexicon", str(lexicon)] if lexicon else []), *map(str, files)]
+    command = [
+        sys.executable,
+        "-m",
+        "model",
+        "transcribe",
+        "--model",
+        str(package_onnx(model)),
+        "--json",
+        *(["--lm", str(lm)] if lm else []),
+        *(["--lexicon", str(lexicon)] if lexicon else []),
+        *map(str, files),
+    ]
     if one_core:
         command = ["taskset", "-c", "0", *command]
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     times, durations = [], []
     for line in process.stdout:
         times.append(time.monotonic())
         durations.append(json.loads(line)["duration"])
     assert process.wait() == 0 and len(times) == len(files), "the plain command failed"
     files_rate, audio_rate = steady(times, durations)
-    return {"files/s": files_rate, "audio-s/s": audio_rate, "workers": 1, "wall": time.monotonic() - started,
-            "seconds": sum(durations)}
+    return {
+        "files/s": files_rate,
+        "audio-s/s": audio_rate,
+        "workers": 1,
+        "wall": time.monotonic() - started,
+        "seconds": sum(durations),
+    }
 
 
 def bulk(files: list[Path], task: TranscribeTask, backend: Backend, started: float) -> dict:
@@ -83,8 +104,14 @@ def bulk(files: list[Path], task: TranscribeTask, backend: Backend, started: flo
     summary = run_bulk(Inputs(paths=[str(path) for path in files]), task, backend, progress=timing)
     assert summary.done == len(files) and not summary.errors
     files_rate, audio_rate = steady(timing.times, timing.durations)
-    return {"files/s": files_rate, "audio-s/s": audio_rate, "workers": len(summary.by_worker),
-            "wall": time.monotonic() - started, "by worker": summary.by_worker, "seconds": summary.seconds}
+    return {
+        "files/s": files_rate,
+        "audio-s/s": audio_rate,
+        "workers": len(summary.by_worker),
+        "wall": time.monotonic() - started,
+        "by worker": summary.by_worker,
+        "seconds": summary.seconds,
+    }
 
 
 def on_cluster(nodes: int, files: list[Path], task: TranscribeTask) -> dict:
@@ -103,9 +130,9 @@ def main() -> int:
     args = parser.parse_args()
     data = REPO.parent / "shared" / "data"
     if args.input == "fsdd":
-        files = sorted((data / "fsdd" / "recordings").glob("*.wav"))[:args.files or 600]
+        files = sorted((data / "fsdd" / "recordings").glob("*.wav"))[: args.files or 600]
     else:
-        files = sorted((data / "unlabeled-librispeech").glob("*.flac"))[:args.files]
+        files = sorted((data / "unlabeled-librispeech").glob("*.flac"))[: args.files]
     if len(files) < (args.files or 2):
         print(f"needs {args.files or 2} {args.input} files in {data}, found {len(files)}", file=sys.stderr)
         return 1
@@ -123,12 +150,17 @@ def main() -> int:
     one_node = rows["--ray, 1 node x 1 CPU"]["files/s"]
     hours = sum(row["seconds"] for row in rows.values()) / len(rows) / 3600
     print(f"{len(files)} {args.input} files ({hours:.2f} h), {os.cpu_count()} cores\n")
-    print("| setup | workers | files/s | audio-s/s | per worker files/s | per worker vs plain command | vs 1 node | wall s |")
+    print(
+        "| setup | workers | files/s | audio-s/s | per worker files/s | per worker vs plain command "
+        "| vs 1 node | wall s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
         per_worker = row["files/s"] / row["workers"]
-        print(f"| {name} | {row['workers']} | {row['files/s']:.1f} | {row['audio-s/s']:.1f} | {per_worker:.1f} | "
-              f"{per_worker / baseline:.2f}x | {row['files/s'] / one_node:.2f}x | {row['wall']:.1f} |")
+        print(
+            f"| {name} | {row['workers']} | {row['files/s']:.1f} | {row['audio-s/s']:.1f} | {per_worker:.1f} | "
+            f"{per_worker / baseline:.2f}x | {row['files/s'] / one_node:.2f}x | {row['wall']:.1f} |"
+        )
     print("\nper worker:", {name: row["by worker"] for name, row in rows.items() if "by worker" in row})
     return 0
 

@@ -79,8 +79,9 @@ def prepare(work: Path) -> None:
         (work / "onnx" / name).write_bytes((work / "hf" / name).read_bytes())
     export_fp32(checkpoint, work / "onnx" / "model.onnx")
     config = checkpoint.config  # fused attention, as `python -m export onnx` writes it
-    optimize_graph(work / "onnx" / "model.onnx", config.num_attention_heads,
-                   list(zip(config.conv_kernel, config.conv_stride)))
+    optimize_graph(
+        work / "onnx" / "model.onnx", config.num_attention_heads, list(zip(config.conv_kernel, config.conv_stride))
+    )
     quantize_int8(work / "onnx" / "model.onnx", work / "onnx" / "model.int8.onnx")
 
 
@@ -96,6 +97,7 @@ def measure(work: Path, seconds: int, batch: int, threads: int, repeats: int, pe
         def run(inputs):
             with torch.inference_mode():
                 return logits_of(model(torch.from_numpy(inputs)))
+
         return run
 
     engines = {
@@ -112,8 +114,11 @@ def measure(work: Path, seconds: int, batch: int, threads: int, repeats: int, pe
     anchor_time = medians["transformers eager (anchor)"]
     for name, elapsed in medians.items():
         gflops = GFLOP_PER_AUDIO_SECOND * audio_seconds / elapsed
-        print(f"| {name} | {seconds} s | {batch} | {elapsed / audio_seconds:.3f} | "
-              f"{anchor_time / elapsed:.2f}x | {gflops:.0f} | {gflops / peak:.0%} |", flush=True)
+        print(
+            f"| {name} | {seconds} s | {batch} | {elapsed / audio_seconds:.3f} | "
+            f"{anchor_time / elapsed:.2f}x | {gflops:.0f} | {gflops / peak:.0%} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -129,23 +134,41 @@ def main() -> None:
     args = parser.parse_args()
     if args.shape:
         seconds, batch = (int(part) for part in args.shape.split("x"))
-        measure(args.work, seconds, batch, args.threads, args.repeats if batch == 1 else args.batch_repeats,
-                args.peak)
+        measure(args.work, seconds, batch, args.threads, args.repeats if batch == 1 else args.batch_repeats, args.peak)
         return
 
     work = Path(tempfile.mkdtemp())
     prepare(work)
     peak = matmul_gflops(args.threads)
-    print(f"CPU: {args.threads} threads, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-          f"transformers {transformers.__version__}; matmul peak {peak:.0f} GFLOP/s (fp32, 2048^2)\n")
+    print(
+        f"CPU: {args.threads} threads, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+        f"transformers {transformers.__version__}; matmul peak {peak:.0f} GFLOP/s (fp32, 2048^2)\n"
+    )
     print("| engine | audio | batch | real-time factor | speed vs anchor | GFLOP/s | % of matmul |")
     print("|---|---|---|---|---|---|---|", flush=True)
     # One process per shape: onnxruntime's memory arenas keep their largest size, and four engines'
     # arenas at batch 8 of 30 s do not fit in 24 GB together with earlier shapes'.
     for shape in args.shapes.split(","):
-        subprocess.run([sys.executable, __file__, "--shape", shape, "--work", str(work), "--peak", str(peak),
-                        "--threads", str(args.threads), "--repeats", str(args.repeats),
-                        "--batch-repeats", str(args.batch_repeats)], check=True, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--shape",
+                shape,
+                "--work",
+                str(work),
+                "--peak",
+                str(peak),
+                "--threads",
+                str(args.threads),
+                "--repeats",
+                str(args.repeats),
+                "--batch-repeats",
+                str(args.batch_repeats),
+            ],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 if __name__ == "__main__":

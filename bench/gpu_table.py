@@ -38,8 +38,10 @@ def providers_to_run(dry_run: bool) -> list[str]:
         return ["CPUExecutionProvider"]
     available = onnxruntime.get_available_providers()
     if "CUDAExecutionProvider" not in available:
-        fail(f"onnxruntime {onnxruntime.__version__} offers only {', '.join(available)}: this is not onnxruntime-gpu, "
-             "or CUDA/cuDNN libraries are missing (bench/gpu.sh installs onnxruntime-gpu[cuda,cudnn])")
+        fail(
+            f"onnxruntime {onnxruntime.__version__} offers only {', '.join(available)}: this is not onnxruntime-gpu, "
+            "or CUDA/cuDNN libraries are missing (bench/gpu.sh installs onnxruntime-gpu[cuda,cudnn])"
+        )
     chosen = ["CPUExecutionProvider", "CUDAExecutionProvider"]
     if "TensorrtExecutionProvider" in available:
         chosen.append("TensorrtExecutionProvider")
@@ -60,11 +62,13 @@ def recognizer_for(folder: Path, provider: str, max_batch: int, seconds: float):
             return None, 0.0
         probe = OnnxRecognizer(folder)
         inputs = [given.name for given in probe.session.get_inputs()]
-        profile = TensorRTProfile(min_seconds=0.5, opt_seconds=seconds, max_seconds=max(30.0, seconds),
-                                  max_batch=max_batch, opt_batch=1)
+        profile = TensorRTProfile(
+            min_seconds=0.5, opt_seconds=seconds, max_seconds=max(30.0, seconds), max_batch=max_batch, opt_batch=1
+        )
         start = time.perf_counter()
-        engine = OnnxRecognizer(folder, providers=tensorrt_providers(folder, profile, inputs,
-                                                                     probe.features.sampling_rate))
+        engine = OnnxRecognizer(
+            folder, providers=tensorrt_providers(folder, profile, inputs, probe.features.sampling_rate)
+        )
         engine.logits([np.zeros(int(seconds * probe.features.sampling_rate), np.float32)])  # builds the engine
         return engine, time.perf_counter() - start
     return OnnxRecognizer(folder, providers=[provider, "CPUExecutionProvider"]), 0.0
@@ -88,9 +92,8 @@ def time_batches(recognizer, batches: list[int], seconds: float, repeats: int) -
 
 def decoder_rows(folder: Path, logits: np.ndarray, frame_seconds: float, repeats: int) -> list[tuple[str, float]]:
     """(decoder, ms per audio second) on the same logits."""
-    from model.decoding import BeamOptions, BeamSearchDecoder, greedy_decode
-
     from model.ctc import CTCVocabulary
+    from model.decoding import BeamOptions, BeamSearchDecoder, greedy_decode
 
     vocab = CTCVocabulary.from_folder(folder)
     audio_seconds = len(logits) * frame_seconds
@@ -103,7 +106,9 @@ def decoder_rows(folder: Path, logits: np.ndarray, frame_seconds: float, repeats
         if lexicon_file.is_file():
             words = tuple(line.split()[0] for line in lexicon_file.read_text().splitlines() if line.strip())
             lexical = BeamSearchDecoder(vocab, lm, lexicon=words)
-            decoders.append(("beam, flashlight (lexicon)", lambda: lexical.decode(logits, frame_seconds, BeamOptions())))
+            decoders.append(
+                ("beam, flashlight (lexicon)", lambda: lexical.decode(logits, frame_seconds, BeamOptions()))
+            )
     else:
         print(f"note: no lm.arpa in {folder} or its parent: beam search rows left out", file=sys.stderr)
     rows = []
@@ -133,8 +138,10 @@ def main() -> None:
     batches = [1, 2] if args.dry_run else [int(part) for part in args.batches.split(",")]
     repeats = 2 if args.dry_run else args.repeats
     providers = providers_to_run(args.dry_run)
-    print(f"model {args.model}; {args.seconds:g} s per utterance; onnxruntime {onnxruntime.__version__}; "
-          f"device {onnxruntime.get_device()}\n")
+    print(
+        f"model {args.model}; {args.seconds:g} s per utterance; onnxruntime {onnxruntime.__version__}; "
+        f"device {onnxruntime.get_device()}\n"
+    )
     print("| provider | batch | ms per batch | audio s per s | max abs diff vs CPU |")
     print("|---|---|---|---|---|", flush=True)
     reference = config = None
@@ -152,8 +159,11 @@ def main() -> None:
         reference = logits if reference is None else reference
         difference = float(np.abs(logits - reference).max())
         for batch, elapsed in time_batches(recognizer, batches, args.seconds, repeats).items():
-            print(f"| {provider.removesuffix('ExecutionProvider')} | {batch} | {1000 * elapsed:.1f} | "
-                  f"{batch * args.seconds / elapsed:.0f} | {difference:.1e} |", flush=True)
+            print(
+                f"| {provider.removesuffix('ExecutionProvider')} | {batch} | {1000 * elapsed:.1f} | "
+                f"{batch * args.seconds / elapsed:.0f} | {difference:.1e} |",
+                flush=True,
+            )
     frame_seconds = config.frame_seconds(rate)  # the CPU provider always runs, so both are set
     print("\n| decoder | ms per audio second |")
     print("|---|---|")

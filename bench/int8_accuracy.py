@@ -47,8 +47,10 @@ def evaluation_sets(data: Path, work: Path) -> dict[str, list[Entry]]:
         split(multi, work / "multi", dev_fraction=0.2, seed=7)
         sets["digits-multi dev"] = read_manifest(work / "multi" / "dev.jsonl")
     if not sets:
-        raise SystemExit(f"error: no evaluation data under {data} (expected fsdd/transcripts_test.tsv and "
-                         "digits-multi/manifest.tsv); pass --data")
+        raise SystemExit(
+            f"error: no evaluation data under {data} (expected fsdd/transcripts_test.tsv and "
+            "digits-multi/manifest.tsv); pass --data"
+        )
     return sets
 
 
@@ -61,8 +63,9 @@ def calibration_feeds(data: Path, recognizer: OnnxRecognizer) -> list[dict[str, 
     chosen = generator.choice(len(entries), size=min(CALIBRATION_UTTERANCES, len(entries)), replace=False)
     feeds = []
     for index in sorted(chosen):
-        values, _ = model_inputs([load_audio(entries[index].audio, recognizer.features.sampling_rate)],
-                                 recognizer.features)
+        values, _ = model_inputs(
+            [load_audio(entries[index].audio, recognizer.features.sampling_rate)], recognizer.features
+        )
         feeds.append({"input_values": values})
     return feeds
 
@@ -82,8 +85,17 @@ def variant_folder(source: Path, work: Path, variant: str, calibration: list[dic
             feeds = None
             if variant.startswith("static"):  # the padding-exact graph takes a mask too: all ones, no padding
                 inputs = {given.name for given in OnnxRecognizer(source, model_file=graph.name).session.get_inputs()}
-                feeds = [{**feed, **({"attention_mask": np.ones(feed["input_values"].shape, np.int64)}
-                                     if "attention_mask" in inputs else {})} for feed in calibration]
+                feeds = [
+                    {
+                        **feed,
+                        **(
+                            {"attention_mask": np.ones(feed["input_values"].shape, np.int64)}
+                            if "attention_mask" in inputs
+                            else {}
+                        ),
+                    }
+                    for feed in calibration
+                ]
             quantize_int8(graph, folder / graph.name, per_channel="per-channel" in variant, calibration=feeds)
     return folder
 
@@ -104,7 +116,9 @@ def main() -> None:
         sets = evaluation_sets(args.data, work)
         audio = {name: [load_audio(entry.audio, rate) for entry in entries] for name, entries in sets.items()}
         calibration = calibration_feeds(args.data, fp32) if any(v.startswith("static") for v in args.variants) else []
-        print(f"model {args.model}; " + ", ".join(f"{name}: {len(entries)} utterances" for name, entries in sets.items()))
+        print(
+            f"model {args.model}; " + ", ".join(f"{name}: {len(entries)} utterances" for name, entries in sets.items())
+        )
         print("\n| variant | set | WER | CER | WER - fp32 (points) | transcripts changed | seconds |")
         print("|---|---|---|---|---|---|---|", flush=True)
         baseline: dict[str, tuple[float, list[str]]] = {}
@@ -118,9 +132,11 @@ def main() -> None:
                 rates = error_rates([entry.text for entry in entries], texts)
                 baseline.setdefault(name, (rates["wer"], texts))
                 changed = sum(a != b for a, b in zip(texts, baseline[name][1]))
-                print(f"| {variant} | {name} | {rates['wer']:.2%} | {rates['cer']:.2%} | "
-                      f"{100 * (rates['wer'] - baseline[name][0]):+.2f} | {changed}/{len(texts)} | {elapsed:.1f} |",
-                      flush=True)
+                print(
+                    f"| {variant} | {name} | {rates['wer']:.2%} | {rates['cer']:.2%} | "
+                    f"{100 * (rates['wer'] - baseline[name][0]):+.2f} | {changed}/{len(texts)} | {elapsed:.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

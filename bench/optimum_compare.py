@@ -42,8 +42,10 @@ from export_speed import build_base_model  # noqa: E402
 
 # Beside the checkout, like ../shared/data: outside the repository, so no tool mistakes it for ours.
 DEFAULT_OPTIMUM_PYTHON = os.environ.get("OPTIMUM_PYTHON", str(BENCH.parent.parent / "optimum-venv" / "bin" / "python"))
-SETUP_HINT = ("python3.11 -m venv {venv} && {venv}/bin/pip install torch==2.13.0 "
-              "--extra-index-url https://download.pytorch.org/whl/cpu && {venv}/bin/pip install -r {requirements}")
+SETUP_HINT = (
+    "python3.11 -m venv {venv} && {venv}/bin/pip install torch==2.13.0 "
+    "--extra-index-url https://download.pytorch.org/whl/cpu && {venv}/bin/pip install -r {requirements}"
+)
 # Run inside Optimum's environment: export with its CLI code path, then its dynamic int8 quantisation.
 OPTIMUM_SCRIPT = """
 import sys
@@ -52,7 +54,9 @@ from optimum.onnxruntime import ORTQuantizer
 from optimum.onnxruntime.configuration import AutoQuantizationConfig
 source, out = sys.argv[1], sys.argv[2]
 main_export(source, out + "/fp32", task="automatic-speech-recognition")
-config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False, operators_to_quantize=["MatMul", "Gemm"])
+config = AutoQuantizationConfig.avx512_vnni(
+    is_static=False, per_channel=False, operators_to_quantize=["MatMul", "Gemm"]
+)
 ORTQuantizer.from_pretrained(out + "/fp32", file_name="model.onnx").quantize(save_dir=out + "/int8",
                                                                              quantization_config=config)
 """
@@ -61,11 +65,21 @@ ORTQuantizer.from_pretrained(out + "/fp32", file_name="model.onnx").quantize(sav
 def check_optimum(python: str) -> str:
     if not Path(python).is_file():
         venv = Path(python).parent.parent
-        raise SystemExit(f"error: no Optimum environment at {python}. Make one (about 2 GB) with:\n  "
-                         + SETUP_HINT.format(venv=venv, requirements=BENCH / "optimum-requirements.txt")
-                         + "\nthen pass --optimum-python or set OPTIMUM_PYTHON")
-    probe = subprocess.run([python, "-c", "import optimum.onnxruntime, transformers, onnxruntime; "
-                            "print(transformers.__version__, onnxruntime.__version__)"], capture_output=True, text=True)
+        raise SystemExit(
+            f"error: no Optimum environment at {python}. Make one (about 2 GB) with:\n  "
+            + SETUP_HINT.format(venv=venv, requirements=BENCH / "optimum-requirements.txt")
+            + "\nthen pass --optimum-python or set OPTIMUM_PYTHON"
+        )
+    probe = subprocess.run(
+        [
+            python,
+            "-c",
+            "import optimum.onnxruntime, transformers, onnxruntime; "
+            "print(transformers.__version__, onnxruntime.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode:
         raise SystemExit(f"error: {python} cannot import Optimum's ONNX Runtime support:\n{probe.stderr[-1500:]}")
     return probe.stdout.strip()
@@ -75,16 +89,36 @@ def prepare(work: Path, optimum_python: str) -> dict[str, Path]:
     """Build the base-sized model once; export it our way and Optimum's way. Returns graph paths."""
     build_base_model(work / "hf")
     for variant, extra in (("fp32", []), ("int8", ["--quantize", "int8"])):
-        subprocess.run([sys.executable, "-m", "export", "onnx", "--model", str(work / "hf"), "--out",
-                        str(work / f"ours-{variant}"), *extra], check=True, cwd=BENCH.parent,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run([optimum_python, "-c", OPTIMUM_SCRIPT, str(work / "hf"), str(work / "optimum")], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return {"Optimum fp32": work / "optimum" / "fp32" / "model.onnx",
-            "Optimum int8": work / "optimum" / "int8" / "model_quantized.onnx",
-            "ours model.onnx fp32": work / "ours-fp32" / "model.onnx",
-            "ours served fp32": work / "ours-fp32" / "model.batched.onnx",
-            "ours served int8": work / "ours-int8" / "model.batched.onnx"}
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "export",
+                "onnx",
+                "--model",
+                str(work / "hf"),
+                "--out",
+                str(work / f"ours-{variant}"),
+                *extra,
+            ],
+            check=True,
+            cwd=BENCH.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    subprocess.run(
+        [optimum_python, "-c", OPTIMUM_SCRIPT, str(work / "hf"), str(work / "optimum")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return {
+        "Optimum fp32": work / "optimum" / "fp32" / "model.onnx",
+        "Optimum int8": work / "optimum" / "int8" / "model_quantized.onnx",
+        "ours model.onnx fp32": work / "ours-fp32" / "model.onnx",
+        "ours served fp32": work / "ours-fp32" / "model.batched.onnx",
+        "ours served int8": work / "ours-int8" / "model.batched.onnx",
+    }
 
 
 def graph_engine(path: Path, threads: int):
@@ -96,6 +130,7 @@ def graph_engine(path: Path, threads: int):
     def run(values: np.ndarray, mask: np.ndarray) -> None:
         feeds = {"input_values": values, **({"attention_mask": mask} if "attention_mask" in names else {})}
         session.run(None, feeds)
+
     return run
 
 
@@ -115,6 +150,7 @@ def engines(graphs: dict[str, Path], work: Path, threads: int, eager: bool) -> d
         def run_eager(values, mask):
             with torch.inference_mode():
                 model(torch.from_numpy(values))
+
         runs["transformers eager"] = run_eager
     return runs
 
@@ -129,8 +165,8 @@ def inputs(shape: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     values = np.zeros((len(utterances), max(map(len, utterances))), np.float32)
     mask = np.zeros(values.shape, np.int64)
     for row, samples in enumerate(utterances):
-        values[row, :len(samples)] = (samples - samples.mean()) / np.sqrt(samples.var() + 1e-7)
-        mask[row, :len(samples)] = 1
+        values[row, : len(samples)] = (samples - samples.mean()) / np.sqrt(samples.var() + 1e-7)
+        mask[row, : len(samples)] = 1
     return values, mask, utterances
 
 
@@ -141,6 +177,7 @@ def measure(runs: dict, shape: str, rounds: int) -> dict[str, list[float]]:
         if name.endswith("OnnxRecognizer"):
             return run(values, mask, utterances)
         return run(values, mask)
+
     for name, run in runs.items():
         call(name, run)  # warm-up at this shape
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -158,20 +195,33 @@ def report(shape: str, times: dict[str, list[float]]) -> list[dict]:
     for name, values in times.items():
         ratios = sorted(value / base for value, base in zip(values, anchor))
         quarter = len(ratios) // 4
-        rows.append({"shape": shape, "engine": name, "median_s": statistics.median(values), "min_s": min(values),
-                     "speed_vs_optimum_fp32": 1 / statistics.median(ratios),
-                     "spread": [1 / ratios[-1 - quarter], 1 / ratios[quarter]],
-                     "min_speed_vs_optimum_fp32": min(anchor) / min(values)})
-        print(f"| {shape} | {name} | {statistics.median(values):.2f} | {min(values):.2f} | "
-              f"{1 / statistics.median(ratios):.2f}x ({1 / ratios[-1 - quarter]:.2f}-{1 / ratios[quarter]:.2f}) | "
-              f"{min(anchor) / min(values):.2f}x |", flush=True)
+        rows.append(
+            {
+                "shape": shape,
+                "engine": name,
+                "median_s": statistics.median(values),
+                "min_s": min(values),
+                "speed_vs_optimum_fp32": 1 / statistics.median(ratios),
+                "spread": [1 / ratios[-1 - quarter], 1 / ratios[quarter]],
+                "min_speed_vs_optimum_fp32": min(anchor) / min(values),
+            }
+        )
+        print(
+            f"| {shape} | {name} | {statistics.median(values):.2f} | {min(values):.2f} | "
+            f"{1 / statistics.median(ratios):.2f}x ({1 / ratios[-1 - quarter]:.2f}-{1 / ratios[quarter]:.2f}) | "
+            f"{min(anchor) / min(values):.2f}x |",
+            flush=True,
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--optimum-python", default=DEFAULT_OPTIMUM_PYTHON,
-                        help="python of the environment with bench/optimum-requirements.txt (env OPTIMUM_PYTHON)")
+    parser.add_argument(
+        "--optimum-python",
+        default=DEFAULT_OPTIMUM_PYTHON,
+        help="python of the environment with bench/optimum-requirements.txt (env OPTIMUM_PYTHON)",
+    )
     parser.add_argument("--shapes", default="15x1,10x4", help="seconds x batch, comma-separated; suffix p: padded")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -188,11 +238,15 @@ def main() -> None:
         (work / "graphs.json").write_text(json.dumps(graphs))
     runs = engines({name: Path(path) for name, path in graphs.items()}, work, args.threads, args.eager)
     load = os.getloadavg()
-    print(f"{args.threads} threads, {os.cpu_count()} CPUs, load average {load[0]:.1f}; onnxruntime "
-          f"{onnxruntime.__version__}; Optimum's environment: transformers, onnxruntime {versions}; "
-          f"{args.rounds} interleaved rounds\n")
-    print("| audio x batch | engine | median s | fastest s | speed vs Optimum fp32 (median of per-round ratios, "
-          "interquartile) | fastest vs fastest |")
+    print(
+        f"{args.threads} threads, {os.cpu_count()} CPUs, load average {load[0]:.1f}; onnxruntime "
+        f"{onnxruntime.__version__}; Optimum's environment: transformers, onnxruntime {versions}; "
+        f"{args.rounds} interleaved rounds\n"
+    )
+    print(
+        "| audio x batch | engine | median s | fastest s | speed vs Optimum fp32 (median of per-round ratios, "
+        "interquartile) | fastest vs fastest |"
+    )
     print("|---|---|---|---|---|---|", flush=True)
     rows = []
     for shape in args.shapes.split(","):

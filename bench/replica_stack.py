@@ -61,13 +61,25 @@ class ReplicaStack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.models = tempfile.mkdtemp(prefix="w2v-asr-replicas-")  # nothing in it: the image's default model
-        self.env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "ASR_REPLICAS": str(replicas),
-                    "ASR_THREADS": str(threads), "ASR_BALANCER_PORT": str(self.port), "ASR_MODELS_DIR": self.models}
+        self.env = {
+            **os.environ,
+            "COMPOSE_PROJECT_NAME": project,
+            "ASR_REPLICAS": str(replicas),
+            "ASR_THREADS": str(threads),
+            "ASR_BALANCER_PORT": str(self.port),
+            "ASR_MODELS_DIR": self.models,
+        }
         self.compose = compose_command()
 
     def run(self, *args: str, timeout: float = 1800) -> str:
-        done = subprocess.run([*self.compose, "--profile", "replicas", *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [*self.compose, "--profile", "replicas", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(args)}: {done.stderr[-3000:]}")
         return done.stdout
@@ -99,14 +111,22 @@ class ReplicaStack:
                 if seen == addresses:
                     return time.perf_counter() - started
             if time.perf_counter() > deadline:
-                raise RuntimeError(f"not every replica became ready through the balancer in {timeout:.0f} s "
-                                   f"(replicas {sorted(addresses)}, answered {sorted(seen)}):\n"
-                                   + self.logs()[-4000:])
+                raise RuntimeError(
+                    f"not every replica became ready through the balancer in {timeout:.0f} s "
+                    f"(replicas {sorted(addresses)}, answered {sorted(seen)}):\n" + self.logs()[-4000:]
+                )
             time.sleep(1)
 
     def containers(self, service: str = REPLICA, running: bool = True) -> list[str]:
-        args = ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
-                "--filter", f"label=com.docker.compose.service={service}"]
+        args = [
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+        ]
         if not running:
             args.append("-a")
         return subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
@@ -137,13 +157,17 @@ class ReplicaStack:
     def memory_bytes(self) -> dict[str, int]:
         """Each running replica's memory use now (its cgroup's, as `docker stats` reports it)."""
         units = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
-        done = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.ID}} {{.MemUsage}}",
-                               *self.containers()], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            ["docker", "stats", "--no-stream", "--format", "{{.ID}} {{.MemUsage}}", *self.containers()],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         usage = {}
         for line in done.stdout.splitlines():
             container, amount = line.split()[0], line.split()[1]
             number = amount.rstrip("KMGiB")
-            usage[container] = int(float(number) * units[amount[len(number):]])
+            usage[container] = int(float(number) * units[amount[len(number) :]])
         return usage
 
     def logs(self, service: str | None = None) -> str:

@@ -21,7 +21,6 @@ import subprocess
 import time
 
 import httpx
-
 from replica_stack import ROOT, Load, Outcome, ReplicaStack, docker_problem, free_port
 
 EXAMPLE = ROOT / "examples" / "four-one-five-zero-two.wav"
@@ -41,9 +40,13 @@ def audio_seconds(path) -> float:
 
 def summarize(outcomes: list[Outcome], seconds: float, durations: dict[str, float]) -> dict:
     ok = [outcome for outcome in outcomes if outcome.status == 200]
-    row = {"requests": len(outcomes), "not_200": len(outcomes) - len(ok), "per_second": len(ok) / seconds,
-           "audio_per_second": sum(durations[outcome.audio] for outcome in ok) / seconds,
-           "replicas_answering": len({outcome.replica for outcome in ok})}
+    row = {
+        "requests": len(outcomes),
+        "not_200": len(outcomes) - len(ok),
+        "per_second": len(ok) / seconds,
+        "audio_per_second": sum(durations[outcome.audio] for outcome in ok) / seconds,
+        "replicas_answering": len({outcome.replica for outcome in ok}),
+    }
     for decoder in ("greedy", "beam"):
         latencies = [(outcome.ended - outcome.started) * 1000 for outcome in ok if outcome.decoder == decoder]
         if latencies:
@@ -56,8 +59,12 @@ def warmup_seconds(image: str) -> float:
     the process starting, the model loading and warming up, the beam-search workers starting."""
     port = free_port()
     started = time.perf_counter()
-    container = subprocess.run(["docker", "run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8000", image],
-                               capture_output=True, text=True, check=True).stdout.strip()
+    container = subprocess.run(
+        ["docker", "run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8000", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     try:
         while time.perf_counter() - started < 600:
             try:
@@ -96,25 +103,38 @@ def main() -> None:
             memory[count] = sorted(stack.memory_bytes().values())
     image = os.environ.get("ASR_IMAGE", "w2v-asr:latest")
     warmup = [warmup_seconds(image) for _ in range(3)]
-    size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", image], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    size = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Size}}", image], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
-    print(f"\n{args.clients} clients, {args.seconds:.0f} s each, greedy and beam search alternating; "
-          f"{len(files)} audio files; {cores} cores\n")
-    print("| replicas | threads each | requests/s | audio s/s | greedy p50 / p95 / p99 ms | beam p50 / p95 / p99 ms "
-          "| not 200 | replicas answering | up to ready (s) |")
+    print(
+        f"\n{args.clients} clients, {args.seconds:.0f} s each, greedy and beam search alternating; "
+        f"{len(files)} audio files; {cores} cores\n"
+    )
+    print(
+        "| replicas | threads each | requests/s | audio s/s | greedy p50 / p95 / p99 ms | beam p50 / p95 / p99 ms "
+        "| not 200 | replicas answering | up to ready (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for count, row in rows.items():
-        latency = {decoder: " / ".join(f"{value:.0f}" for value in row.get(decoder, ())) for decoder in ("greedy", "beam")}
-        print(f"| {count} | {row['threads']} | {row['per_second']:.1f} | {row['audio_per_second']:.1f} | "
-              f"{latency['greedy']} | {latency['beam']} | {row['not_200']} | {row['replicas_answering']} | "
-              f"{row['ready']:.1f} |")
+        latency = {
+            decoder: " / ".join(f"{value:.0f}" for value in row.get(decoder, ())) for decoder in ("greedy", "beam")
+        }
+        print(
+            f"| {count} | {row['threads']} | {row['per_second']:.1f} | {row['audio_per_second']:.1f} | "
+            f"{latency['greedy']} | {latency['beam']} | {row['not_200']} | {row['replicas_answering']} | "
+            f"{row['ready']:.1f} |"
+        )
     print("\n| what one replica needs | measured |\n|---|---|")
     for count, values in memory.items():
-        print(f"| memory after the load, {count} replica(s) (MiB each) | "
-              f"{', '.join(f'{value / 2**20:.0f}' for value in values)} |")
-    print(f"| warm-up: `docker run` to /ready 200 (s, 3 runs) | {', '.join(f'{value:.1f}' for value in warmup)} "
-          f"(median {statistics.median(warmup):.1f}) |")
+        print(
+            f"| memory after the load, {count} replica(s) (MiB each) | "
+            f"{', '.join(f'{value / 2**20:.0f}' for value in values)} |"
+        )
+    print(
+        f"| warm-up: `docker run` to /ready 200 (s, 3 runs) | {', '.join(f'{value:.1f}' for value in warmup)} "
+        f"(median {statistics.median(warmup):.1f}) |"
+    )
     print(f"| image {image} | {int(size) / 2**20:.0f} MiB |")
 
 

@@ -32,8 +32,12 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         with open(log, "wb") as output:
-            self.process = subprocess.Popen([sys.executable, "-m", "service", "--port", str(self.port), *options],
-                                            cwd=source, stdout=output, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service", "--port", str(self.port), *options],
+                cwd=source,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
 
     def wait_ready(self) -> None:
         """Until /ready answers 200, however long loading takes; SystemExit if the server exits or

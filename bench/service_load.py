@@ -29,7 +29,6 @@ import httpx
 import numpy as np
 import soundfile
 import websockets
-
 from export_speed import build_base_model
 from server_process import REALSPEECH, ROOT, serving
 
@@ -70,8 +69,11 @@ def load_level(url: str, bodies: list[tuple[bytes, float]], clients: int, second
             while time.monotonic() < stop:
                 body, duration = bodies[index % len(bodies)]
                 started = time.perf_counter()
-                response = session.post(url + "/transcribe?decoder=greedy&word_timestamps=false", content=body,
-                                        headers={"content-type": "audio/wav"})
+                response = session.post(
+                    url + "/transcribe?decoder=greedy&word_timestamps=false",
+                    content=body,
+                    headers={"content-type": "audio/wav"},
+                )
                 elapsed = time.perf_counter() - started
                 if response.status_code == 200:
                     with lock:
@@ -86,8 +88,13 @@ def load_level(url: str, bodies: list[tuple[bytes, float]], clients: int, second
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    return {"throughput": audio_done[0] / wall, "p50": percentile(latencies, 0.5),
-            "p95": percentile(latencies, 0.95), "p99": percentile(latencies, 0.99), "requests": len(latencies)}
+    return {
+        "throughput": audio_done[0] / wall,
+        "p50": percentile(latencies, 0.5),
+        "p95": percentile(latencies, 0.95),
+        "p99": percentile(latencies, 0.99),
+        "requests": len(latencies),
+    }
 
 
 async def one_stream(url: str, samples: np.ndarray, results: list) -> None:
@@ -96,14 +103,23 @@ async def one_stream(url: str, samples: np.ndarray, results: list) -> None:
     sent_at: list[float] = []
     partial_latencies = []
     async with websockets.connect(url.replace("http", "ws") + "/v1/stream") as socket:
-        await socket.send(json.dumps({"sample_rate": 16000, "endpointing": False, "interim_results": True,
-                                      "decoder": "greedy", "word_timestamps": False}))
+        await socket.send(
+            json.dumps(
+                {
+                    "sample_rate": 16000,
+                    "endpointing": False,
+                    "interim_results": True,
+                    "decoder": "greedy",
+                    "word_timestamps": False,
+                }
+            )
+        )
 
         async def sender():
             start = time.perf_counter()
             for index, begin in enumerate(range(0, len(pcm), 1600)):
                 await asyncio.sleep(max(start + index * 0.1 - time.perf_counter(), 0))
-                await socket.send(pcm[begin:begin + 1600].tobytes())
+                await socket.send(pcm[begin : begin + 1600].tobytes())
                 sent_at.append(time.perf_counter())
             await socket.send(json.dumps({"type": "eof"}))
             return time.perf_counter()
@@ -125,8 +141,11 @@ async def streams_level(url: str, samples: np.ndarray, count: int) -> dict:
     results: list = []
     await asyncio.gather(*(one_stream(url, samples, results) for _ in range(count)))
     partials = [latency for result in results for latency in result["partials"]]
-    return {"p50": percentile(partials, 0.5), "p95": percentile(partials, 0.95),
-            "final": max(result["final_after_eof"] for result in results)}
+    return {
+        "p50": percentile(partials, 0.5),
+        "p95": percentile(partials, 0.95),
+        "final": max(result["final_after_eof"] for result in results),
+    }
 
 
 def main() -> None:
@@ -135,8 +154,13 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     build_base_model(work / "hf")
-    subprocess.run([sys.executable, "-m", "export", "onnx", "--model", str(work / "hf"), "--out", str(work / "onnx")],
-                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "export", "onnx", "--model", str(work / "hf"), "--out", str(work / "onnx")],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     audio = utterances()
     bodies = [(wav_bytes(samples), len(samples) / 16000) for samples in audio]
     total_audio = sum(duration for _, duration in bodies)
@@ -150,7 +174,7 @@ def main() -> None:
         for _ in range(3):  # the best of three passes: the engine's speed with no server around it
             started = time.perf_counter()
             for begin in range(0, len(audio), size):
-                engine.logits(audio[begin:begin + size])
+                engine.logits(audio[begin : begin + size])
             passes.append(total_audio / (time.perf_counter() - started))
         raw_rates[label] = max(passes)
         print(f"raw onnxruntime engine, {label}: {raw_rates[label]:.1f} audio seconds per second")
@@ -163,25 +187,29 @@ def main() -> None:
     best = 0.0
     logs = Path(tempfile.mkdtemp())
     for label, batch in (("on (max 8)", "8"), ("off", "1")):
-        with serving(["--model", str(work / "onnx"), "--max-batch-size", batch, "--max-wait-ms", "10"],
-                     logs / f"server-batch-{batch}.log") as server:
+        with serving(
+            ["--model", str(work / "onnx"), "--max-batch-size", batch, "--max-wait-ms", "10"],
+            logs / f"server-batch-{batch}.log",
+        ) as server:
             for clients in (1, 4, 16):
                 result = load_level(server.url, bodies, clients, args.seconds_per_level)
                 best = max(best, result["throughput"])
-                print(f"| {label} | {clients} | {result['throughput']:.1f} | {result['throughput'] / raw:.0%} | "
-                      f"{result['p50']:.2f} s | {result['p95']:.2f} s | {result['p99']:.2f} s | "
-                      f"{result['requests']} |", flush=True)
+                print(
+                    f"| {label} | {clients} | {result['throughput']:.1f} | {result['throughput'] / raw:.0%} | "
+                    f"{result['p50']:.2f} s | {result['p95']:.2f} s | {result['p99']:.2f} s | "
+                    f"{result['requests']} |",
+                    flush=True,
+                )
     print(f"\nbest server throughput / raw engine: {best / raw:.0%}\n")
 
     print("| real-time streams | partial latency p50 | p95 | last final after eof |")
     print("|---|---|---|---|")
-    speech = np.concatenate(audio[:3])[:16000 * 12]
+    speech = np.concatenate(audio[:3])[: 16000 * 12]
     sustained = 0
     with serving(["--model", str(work / "onnx"), "--max-batch-size", "8"], logs / "server-streams.log") as server:
         for count in (1, 2, 4, 8, 12):
             result = asyncio.run(streams_level(server.url, speech, count))
-            print(f"| {count} | {result['p50']:.2f} s | {result['p95']:.2f} s | {result['final']:.2f} s |",
-                  flush=True)
+            print(f"| {count} | {result['p50']:.2f} s | {result['p95']:.2f} s | {result['final']:.2f} s |", flush=True)
             if result["p95"] < 1.0:  # partials keep pace with the audio
                 sustained = count
     print(f"\nreal-time streams sustained (partial latency p95 under 1 s): {sustained}")

@@ -20,22 +20,28 @@ from pathlib import Path
 
 import httpx
 import soundfile
-
 from server_process import REALSPEECH, ROOT, serving
 
 sys.path.insert(0, str(ROOT))
 
 from model.audio import load_audio  # noqa: E402
 
-SPEECH = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
-    "sense_and_sensibility_01_austen_64kb-0880.wav"
+SPEECH = (
+    REALSPEECH
+    / "audio"
+    / "pocketsphinx"
+    / "test"
+    / "data"
+    / "librivox"
+    / "sense_and_sensibility_01_austen_64kb-0880.wav"
+)
 
 
 def body(seconds: float) -> bytes:
     import numpy as np
 
     speech = load_audio(SPEECH, 16000)
-    samples = np.tile(speech, int(seconds * 16000 // len(speech)) + 1)[:int(seconds * 16000)]
+    samples = np.tile(speech, int(seconds * 16000 // len(speech)) + 1)[: int(seconds * 16000)]
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, 16000, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
@@ -54,14 +60,25 @@ def measure(server, seconds: float, decoder: str) -> dict:
     sampler = threading.Thread(target=sample)
     sampler.start()
     started = time.perf_counter()
-    response = httpx.post(f"{server.url}/transcribe", params={"decoder": decoder, "word_timestamps": "false"},
-                          content=data, headers={"content-type": "audio/wav"}, timeout=3600)
+    response = httpx.post(
+        f"{server.url}/transcribe",
+        params={"decoder": decoder, "word_timestamps": "false"},
+        content=data,
+        headers={"content-type": "audio/wav"},
+        timeout=3600,
+    )
     took = time.perf_counter() - started
     done.set()
     sampler.join()
     time.sleep(2.0)
-    return {"seconds": seconds, "status": response.status_code, "took": took, "before": before,
-            "peak": max(peak), "after": server.rss_mb()}
+    return {
+        "seconds": seconds,
+        "status": response.status_code,
+        "took": took,
+        "before": before,
+        "peak": max(peak),
+        "after": server.rss_mb(),
+    }
 
 
 def main() -> None:
@@ -79,9 +96,12 @@ def main() -> None:
         idle = server.rss_mb()
         for seconds in args.seconds:
             row = measure(server, seconds, args.decoder)
-            print(f"| {seconds:g} s | {row['status']} | {row['took']:.1f} s | {row['before']:.0f} MB | "
-                  f"{row['peak']:.0f} MB | {row['after']:.0f} MB | {row['peak'] - idle:+.0f} MB | "
-                  f"{(row['after'] - row['before']) / row['before']:+.1%} |", flush=True)
+            print(
+                f"| {seconds:g} s | {row['status']} | {row['took']:.1f} s | {row['before']:.0f} MB | "
+                f"{row['peak']:.0f} MB | {row['after']:.0f} MB | {row['peak'] - idle:+.0f} MB | "
+                f"{(row['after'] - row['before']) / row['before']:+.1%} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile
-
 from server_process import REALSPEECH, ROOT, Server
 from stream_clients import StreamTally, client, sigterm_during_streams
 
@@ -58,8 +57,11 @@ from model.audio import load_audio  # noqa: E402
 def recordings(limit: int = 24) -> list[bytes]:
     """Real speech of 2-12 s as 16 kHz wav bodies."""
     with open(REALSPEECH / "manifest.tsv", newline="") as handle:
-        rows = [row for row in csv.DictReader(handle, delimiter="\t")
-                if row["audio"].endswith((".wav", ".mp3")) and 2.0 <= float(row["duration_s"]) <= 12.0]
+        rows = [
+            row
+            for row in csv.DictReader(handle, delimiter="\t")
+            if row["audio"].endswith((".wav", ".mp3")) and 2.0 <= float(row["duration_s"]) <= 12.0
+        ]
     bodies = []
     for row in rows[:limit]:
         buffer = io.BytesIO()
@@ -70,9 +72,11 @@ def recordings(limit: int = 24) -> list[bytes]:
 
 # -- the clients -----------------------------------------------------------------------------------------
 
+
 @dataclass
 class Tally:
     """What the clients saw. Shared by the client threads, under `lock`."""
+
     lock: threading.Lock = field(default_factory=threading.Lock)
     sent: int = 0
     statuses: Counter = field(default_factory=Counter)  # HTTP status -> answers
@@ -108,10 +112,11 @@ def normal_client(url: str, decoder: str, bodies: list[bytes], tally: Tally, sto
 
 def slow_client(url: str, decoder: str, bodies: list[bytes], tally: Tally, stop: float, seed: int) -> None:
     """Uploads 4 KB every 50 ms: slow, but never idle for the body timeout."""
+
     def trickle(body: bytes):
         for start in range(0, len(body), 4096):
             time.sleep(0.05)
-            yield body[start:start + 4096]
+            yield body[start : start + 4096]
 
     _post_until(url, decoder, bodies, tally, stop, seed, trickle)
 
@@ -126,8 +131,11 @@ def _post_until(url: str, decoder: str, bodies: list[bytes], tally: Tally, stop:
                 tally.sent += 1
             started = time.perf_counter()
             try:
-                response = session.post(transcribe_url(url, decoder), content=upload(body),
-                                        headers={"content-type": "audio/wav", "content-length": str(len(body))})
+                response = session.post(
+                    transcribe_url(url, decoder),
+                    content=upload(body),
+                    headers={"content-type": "audio/wav", "content-length": str(len(body))},
+                )
             except httpx.HTTPError as error:
                 with tally.lock:
                     tally.lost.append(repr(error))
@@ -142,9 +150,10 @@ def aborting_client(url: str, decoder: str, bodies: list[bytes], tally: Tally, s
     path = transcribe_url(url, decoder).removeprefix(url)
     while time.monotonic() < stop:
         body = order.choice(bodies)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: audio/wav\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        sent = body[:len(body) // 2] if order.random() < 0.5 else body
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: audio/wav\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        sent = body[: len(body) // 2] if order.random() < 0.5 else body
         with socket.create_connection((host, int(port))) as connection:
             connection.sendall(head + sent)
             time.sleep(0.05)
@@ -183,8 +192,12 @@ def faults(server: Server, decoder: str, every: float, stop: float, tally: Tally
             with tally.lock:
                 tally.sent += 1
             try:
-                response = httpx.post(transcribe_url(server.url, decoder), content=bomb, timeout=300,
-                                      headers={"content-type": "audio/flac"})
+                response = httpx.post(
+                    transcribe_url(server.url, decoder),
+                    content=bomb,
+                    timeout=300,
+                    headers={"content-type": "audio/flac"},
+                )
             except httpx.HTTPError as error:
                 with tally.lock:
                     tally.lost.append(repr(error))
@@ -203,6 +216,7 @@ def probe_health(url: str, stop: float, latencies: list) -> None:
 
 # -- one run ---------------------------------------------------------------------------------------------
 
+
 def served_counts(url: str) -> Counter:
     """/metrics' asr_requests_total for /transcribe, by status label."""
     counts = Counter()
@@ -214,8 +228,7 @@ def served_counts(url: str) -> Counter:
 
 
 def soak(args, decoder: str, bodies: list[bytes], logs: Path) -> dict:
-    options = ["--model", str(args.model), "--decode-workers", str(args.decode_workers),
-               "--stream-idle-seconds", "10"]
+    options = ["--model", str(args.model), "--decode-workers", str(args.decode_workers), "--stream-idle-seconds", "10"]
     options += ["--lm", str(args.lm)] if args.lm else []
     server = Server(options + (args.server_option or []), args.source, logs / f"server-{decoder}.log")
     try:
@@ -227,13 +240,14 @@ def soak(args, decoder: str, bodies: list[bytes], logs: Path) -> dict:
         kinds = [normal_client] * args.clients
         if args.faults:
             kinds[-2:] = [slow_client, aborting_client]
-        threads = [threading.Thread(target=kind, args=(server.url, decoder, bodies, tally, stop, seed))
-                   for seed, kind in enumerate(kinds)]
+        threads = [
+            threading.Thread(target=kind, args=(server.url, decoder, bodies, tally, stop, seed))
+            for seed, kind in enumerate(kinds)
+        ]
         health: list[float] = []
         threads.append(threading.Thread(target=probe_health, args=(server.url, stop, health)))
         if args.faults:
-            threads.append(threading.Thread(target=faults, args=(server, decoder, args.kill_every, stop, tally,
-                                                                 kills)))
+            threads.append(threading.Thread(target=faults, args=(server, decoder, args.kill_every, stop, tally, kills)))
         streams = StreamTally()
         if args.streams:
             audio = [soundfile.read(io.BytesIO(body), dtype="float32")[0] for body in bodies]
@@ -257,8 +271,17 @@ def soak(args, decoder: str, bodies: list[bytes], logs: Path) -> dict:
     finally:
         if server.process.poll() is None:
             server.process.kill()
-    return {"decoder": decoder, "tally": tally, "kills": len(kills), "served": served, "rss": (rss_start, rss_end),
-            "exit": exit_code, "health": health, "streams": streams, "sigterm": sigterm}
+    return {
+        "decoder": decoder,
+        "tally": tally,
+        "kills": len(kills),
+        "served": served,
+        "rss": (rss_start, rss_end),
+        "exit": exit_code,
+        "health": health,
+        "streams": streams,
+        "sigterm": sigterm,
+    }
 
 
 def books_balance(tally: Tally, served: Counter) -> tuple[bool, str]:
@@ -285,19 +308,23 @@ def row(result: dict) -> str:
     _, balance = books_balance(tally, served)
     other_5xx = count(500, 600) - tally.worker_lost
     health = np.array(result["health"]) * 1000
-    return (f"| {result['decoder']} | {tally.sent} | {count(200, 300)} | {count(400, 500)} | {count(500, 600)} "
-            f"({tally.worker_lost} held by {result['kills']} killed workers, {other_5xx} other) | {tally.aborted} | "
-            f"{len(tally.lost)} | {p50:.2f} / {p95:.2f} / {p99:.2f} s | {np.percentile(health, 99):.0f} / "
-            f"{health.max():.0f} ms | {rss_start:.0f} → {rss_end:.0f} MB ({(rss_end - rss_start) / rss_start:+.1%}) | "
-            f"{balance} | {result['exit']} |")
+    return (
+        f"| {result['decoder']} | {tally.sent} | {count(200, 300)} | {count(400, 500)} | {count(500, 600)} "
+        f"({tally.worker_lost} held by {result['kills']} killed workers, {other_5xx} other) | {tally.aborted} | "
+        f"{len(tally.lost)} | {p50:.2f} / {p95:.2f} / {p99:.2f} s | {np.percentile(health, 99):.0f} / "
+        f"{health.max():.0f} ms | {rss_start:.0f} → {rss_end:.0f} MB ({(rss_end - rss_start) / rss_start:+.1%}) | "
+        f"{balance} | {result['exit']} |"
+    )
 
 
 def stream_row(result: dict) -> str:
     streams, sigterm = result["streams"], result["sigterm"]
     sessions = " / ".join(str(streams.sessions[kind]) for kind in ("stream", "realtime", "abort", "squat", "flood"))
     closes = ", ".join(f"{kind} {code}: {count}" for (kind, code), count in sorted(streams.closes.items()))
-    return (f"| {result['decoder']} | {sessions} | {streams.finals} | {closes} | {len(streams.lost)} | "
-            f"{sigterm[1]} of {sigterm[0]} | {sigterm[2]} |")
+    return (
+        f"| {result['decoder']} | {sessions} | {streams.finals} | {closes} | {len(streams.lost)} | "
+        f"{sigterm[1]} of {sigterm[0]} | {sigterm[2]} |"
+    )
 
 
 def main() -> None:
@@ -312,15 +339,22 @@ def main() -> None:
     parser.add_argument("--no-streams", dest="streams", action="store_false", help="no websocket clients")
     parser.add_argument("--kill-every", type=float, default=20.0, help="seconds between worker kills and bombs")
     parser.add_argument("--source", type=Path, default=ROOT, help="source tree to run the server from")
-    parser.add_argument("--server-option", action="append", help="one more server argument (repeatable), "
-                                                                 "e.g. --server-option=--max-batch-size=1")
+    parser.add_argument(
+        "--server-option",
+        action="append",
+        help="one more server argument (repeatable), e.g. --server-option=--max-batch-size=1",
+    )
     args = parser.parse_args()
     bodies = recordings()
     logs = Path(tempfile.mkdtemp(prefix="soak-"))
-    print(f"{len(bodies)} real recordings; {args.clients} clients, {args.minutes:g} min per decoder, "
-          f"faults {'on' if args.faults else 'off'}; server logs in {logs}\n")
-    print("| decoder | sent | 2xx | 4xx | 5xx | aborted by client | lost | p50 / p95 / p99 (2xx) | "
-          "/health p99 / worst | server RSS after warm-up → end | /metrics = sent | exit code |")
+    print(
+        f"{len(bodies)} real recordings; {args.clients} clients, {args.minutes:g} min per decoder, "
+        f"faults {'on' if args.faults else 'off'}; server logs in {logs}\n"
+    )
+    print(
+        "| decoder | sent | 2xx | 4xx | 5xx | aborted by client | lost | p50 / p95 / p99 (2xx) | "
+        "/health p99 / worst | server RSS after warm-up → end | /metrics = sent | exit code |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for decoder in args.decoder:
@@ -333,8 +367,10 @@ def main() -> None:
         if tally.lost:
             print(f"  lost: {Counter(tally.lost).most_common(3)}")
     if args.streams:
-        print("\n| decoder | sessions: stream / realtime / abort / squat / flood | finals with text | closes by code | "
-              "lost | SIGTERM: streams with their final and 1001 | exit code |")
+        print(
+            "\n| decoder | sessions: stream / realtime / abort / squat / flood | finals with text | closes by code | "
+            "lost | SIGTERM: streams with their final and 1001 | exit code |"
+        )
         print("|---|---|---|---|---|---|---|")
         for result in results:
             print(stream_row(result))

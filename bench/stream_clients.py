@@ -52,7 +52,7 @@ async def _stream_session(url: str, audio: np.ndarray, tally: StreamTally) -> in
         step = int(16000 * CHUNK_SECONDS)
         data = pcm16(audio)
         for start in range(0, len(audio), step):
-            await socket.send(data[2 * start:2 * (start + step)])
+            await socket.send(data[2 * start : 2 * (start + step)])
             await asyncio.sleep(CHUNK_SECONDS / SPEED)
         await socket.send(json.dumps({"type": "eof"}))
         async for message in socket:
@@ -65,11 +65,17 @@ async def _stream_session(url: str, audio: np.ndarray, tally: StreamTally) -> in
 async def _realtime_session(url: str, audio24k: np.ndarray, tally: StreamTally) -> int:
     """/v1/realtime: a session without turn detection, the audio appended, one commit, its transcript."""
     async with websockets.connect(url + "/v1/realtime?intent=transcription") as socket:
-        await socket.send(json.dumps({"type": "session.update", "session": {
-            "type": "transcription", "audio": {"input": {"turn_detection": None}}}}))
+        await socket.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+                }
+            )
+        )
         step = int(24000 * CHUNK_SECONDS)
         for start in range(0, len(audio24k), step):
-            chunk = base64.b64encode(pcm16(audio24k[start:start + step])).decode()
+            chunk = base64.b64encode(pcm16(audio24k[start : start + step])).decode()
             await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
             await asyncio.sleep(CHUNK_SECONDS / SPEED)
         await socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
@@ -88,7 +94,7 @@ async def _aborting_session(url: str, audio: np.ndarray, _: StreamTally) -> int:
     """Half the audio, then the TCP connection dropped with no close frame."""
     socket = await websockets.connect(url + "/v1/stream")
     await socket.send("{}")
-    await socket.send(pcm16(audio[:len(audio) // 2]))
+    await socket.send(pcm16(audio[: len(audio) // 2]))
     socket.transport.abort()
     return 0  # the client's own doing
 
@@ -122,11 +128,21 @@ async def _flooding_session(url: str, _: np.ndarray, __: StreamTally) -> int:
     return socket.close_code
 
 
-SESSIONS = {"stream": _stream_session, "realtime": _realtime_session, "abort": _aborting_session,
-            "squat": _squatting_session, "flood": _flooding_session}
+SESSIONS = {
+    "stream": _stream_session,
+    "realtime": _realtime_session,
+    "abort": _aborting_session,
+    "squat": _squatting_session,
+    "flood": _flooding_session,
+}
 # The close codes each kind of client may get without anything being wrong: 1013 is a full server.
-EXPECTED = {"stream": {1000, 1013}, "realtime": {1000, 1013}, "abort": {0}, "squat": {1001, 1013},
-            "flood": {1007, 1013}}
+EXPECTED = {
+    "stream": {1000, 1013},
+    "realtime": {1000, 1013},
+    "abort": {0},
+    "squat": {1001, 1013},
+    "flood": {1007, 1013},
+}
 
 
 def client(kind: str, url: str, recordings: list[np.ndarray], tally: StreamTally, stop: float) -> None:
@@ -168,7 +184,7 @@ def sigterm_during_streams(server, recordings: list[np.ndarray], count: int = 4)
             await socket.send(json.dumps({"endpointing": False, "interim_results": False}))
             data = pcm16(audio)
             for start in range(0, len(data), 3200):
-                await socket.send(data[start:start + 3200])
+                await socket.send(data[start : start + 3200])
             sent.set()
             received = [json.loads(message) async for message in socket]
         kinds = [event["type"] for event in received]
@@ -176,8 +192,9 @@ def sigterm_during_streams(server, recordings: list[np.ndarray], count: int = 4)
 
     async def run() -> list[bool]:
         sent = [asyncio.Event() for _ in range(count)]
-        sessions = [asyncio.ensure_future(one(recordings[index % len(recordings)], sent[index]))
-                    for index in range(count)]
+        sessions = [
+            asyncio.ensure_future(one(recordings[index % len(recordings)], sent[index])) for index in range(count)
+        ]
         for event in sent:
             await event.wait()
         server.process.send_signal(15)

@@ -46,8 +46,7 @@ class LocalCluster:
     """`with LocalCluster(nodes=2, cpus=1) as cluster:` ... `cluster.address` is HOST:PORT of the head.
     `env`: the nodes' environment (their workers inherit it: PYTHONPATH must reach this project)."""
 
-    def __init__(self, nodes: int = 2, cpus: int = 1, env: dict[str, str] | None = None,
-                 object_store_mb: int = 100):
+    def __init__(self, nodes: int = 2, cpus: int = 1, env: dict[str, str] | None = None, object_store_mb: int = 100):
         self.nodes, self.cpus, self.object_store_mb = nodes, cpus, object_store_mb
         self.env = {**os.environ, **(env or {}), "RAY_USAGE_STATS_ENABLED": "0"}
         # Short: Ray's unix sockets live below it, and a socket path has at most 107 characters.
@@ -80,17 +79,51 @@ class LocalCluster:
                 return ports, low
 
     def _start(self, head: bool) -> None:
-        names = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
-                 "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
+        names = [
+            "--node-manager-port",
+            "--object-manager-port",
+            "--metrics-export-port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port",
+        ]
         numbers, low = self._ports(len(names) + 1)
-        ports = [*(part for pair in zip(names, numbers) for part in pair),
-                 "--min-worker-port", low, "--max-worker-port", low + WORKER_PORTS]
-        role = (["--head", "--port", self.address.rsplit(":", 1)[1], "--include-dashboard=false",
-                 "--dashboard-port", numbers[-1], "--temp-dir", str(self.temp_dir)] if head
-                else ["--address", self.address])
-        command = [self.ray, "start", *map(str, role), "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus),
-                   "--num-gpus", "0", "--object-store-memory", str(self.object_store_mb * 2**20),
-                   "--disable-usage-stats", *map(str, ports)]
+        ports = [
+            *(part for pair in zip(names, numbers) for part in pair),
+            "--min-worker-port",
+            low,
+            "--max-worker-port",
+            low + WORKER_PORTS,
+        ]
+        role = (
+            [
+                "--head",
+                "--port",
+                self.address.rsplit(":", 1)[1],
+                "--include-dashboard=false",
+                "--dashboard-port",
+                numbers[-1],
+                "--temp-dir",
+                str(self.temp_dir),
+            ]
+            if head
+            else ["--address", self.address]
+        )
+        command = [
+            self.ray,
+            "start",
+            *map(str, role),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            str(self.cpus),
+            "--num-gpus",
+            "0",
+            "--object-store-memory",
+            str(self.object_store_mb * 2**20),
+            "--disable-usage-stats",
+            *map(str, ports),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=START_SECONDS)
         if done.returncode != 0:
             raise RuntimeError(f"`ray start` failed ({done.returncode}): {(done.stderr or done.stdout)[-2000:]}")

@@ -50,8 +50,10 @@ def check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
     except OSError as error:
-        raise ConnectionError(f"no Ray cluster answers at {address} ({error}); start one with `ray start --head` "
-                              "or give the head's address") from None
+        raise ConnectionError(
+            f"no Ray cluster answers at {address} ({error}); start one with `ray start --head` "
+            "or give the head's address"
+        ) from None
 
 
 class BulkWorker:
@@ -91,8 +93,10 @@ class RayPool(Backend):
     def describe(self) -> str:
         cpus = int(ray.cluster_resources().get("CPU", 0))
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        return (f"{self.workers} Ray worker(s) x {self.threads} thread(s) on a cluster of {nodes} node(s), {cpus} CPU(s)"
-                + ("" if self.requested else ", more as nodes join"))
+        return (
+            f"{self.workers} Ray worker(s) x {self.threads} thread(s) on a cluster of {nodes} node(s), {cpus} CPU(s)"
+            + ("" if self.requested else ", more as nodes join")
+        )
 
     def _target(self) -> int:
         return self.requested or max(1, int(ray.cluster_resources().get("CPU", 0) // self.threads))
@@ -148,11 +152,17 @@ class RayPool(Backend):
                     if actor not in down:  # counted once per death, however many calls it took with it
                         down[actor], probed[actor] = None, 0.0
                         self.lost += 1
-                        print(f"a Ray worker died; Ray restarts it and its inputs are sent again "
-                              f"({' '.join(str(error).split())[:200]})", file=sys.stderr)
+                        print(
+                            f"a Ray worker died; Ray restarts it and its inputs are sent again "
+                            f"({' '.join(str(error).split())[:200]})",
+                            file=sys.stderr,
+                        )
                     for item in chunk:
                         if attempts[item.key] >= MAX_ATTEMPTS:
-                            yield item, {"error": f"the worker died while transcribing this input, {MAX_ATTEMPTS} times"}
+                            yield (
+                                item,
+                                {"error": f"the worker died while transcribing this input, {MAX_ATTEMPTS} times"},
+                            )
                         else:
                             retry.append(item)
                     continue

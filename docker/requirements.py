@@ -13,8 +13,12 @@ from pathlib import Path
 
 parser = argparse.ArgumentParser()
 parser.add_argument("extras", nargs="+")
-parser.add_argument("--onnxruntime", default="onnxruntime", choices=["onnxruntime", "onnxruntime-gpu"],
-                    help="onnxruntime-gpu for CUDA images (never both: they install the same module)")
+parser.add_argument(
+    "--onnxruntime",
+    default="onnxruntime",
+    choices=["onnxruntime", "onnxruntime-gpu"],
+    help="onnxruntime-gpu for CUDA images (never both: they install the same module)",
+)
 parser.add_argument("--pyproject", type=Path, default=Path(__file__).with_name("pyproject.toml"))
 args = parser.parse_args()
 

@@ -25,14 +25,27 @@ def main(argv: list[str] | None = None) -> int:
     onnx.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of the matrix products")
     onnx.add_argument("--fp16", action="store_true", help="fp16 weights and arithmetic, for GPUs")
     onnx.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    onnx.add_argument("--no-fuse", dest="fuse", action="store_false",
-                      help="keep attention as plain ONNX operators (for runtimes other than ONNX Runtime, or a "
-                           "TensorRT engine built from every node); by default fp32 and int8 graphs get ONNX "
-                           "Runtime's fused Attention operator, which is faster on CPU")
-    onnx.add_argument("--tolerance", type=float, default=FP32_TOLERANCE,
-                      help="largest logit difference accepted between the fp32 graph and PyTorch (default: %(default)g)")
-    onnx.add_argument("--verify-audio", nargs="*", default=[], metavar="AUDIO",
-                      help="real recordings to verify on, besides the built-in signals")
+    onnx.add_argument(
+        "--no-fuse",
+        dest="fuse",
+        action="store_false",
+        help="keep attention as plain ONNX operators (for runtimes other than ONNX Runtime, or a "
+        "TensorRT engine built from every node); by default fp32 and int8 graphs get ONNX "
+        "Runtime's fused Attention operator, which is faster on CPU",
+    )
+    onnx.add_argument(
+        "--tolerance",
+        type=float,
+        default=FP32_TOLERANCE,
+        help="largest logit difference accepted between the fp32 graph and PyTorch (default: %(default)g)",
+    )
+    onnx.add_argument(
+        "--verify-audio",
+        nargs="*",
+        default=[],
+        metavar="AUDIO",
+        help="real recordings to verify on, besides the built-in signals",
+    )
 
     trt = commands.add_parser("tensorrt", help="build a TensorRT engine (NVIDIA GPUs) for an exported model")
     trt.add_argument("--onnx", required=True, type=Path, help="DIR/model.onnx written by `python -m export onnx`")
@@ -52,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         from model.audio import AudioError
         from model.hub import ModelNotFoundError
         from model.pytorch.checkpoint import CheckpointError
+
         from .tensorrt import TensorRTUnavailable
 
         if not isinstance(error, (AudioError, CheckpointError, ModelNotFoundError, TensorRTUnavailable, OSError)):
@@ -75,24 +89,33 @@ def export_onnx(args: argparse.Namespace) -> int:
         staging = Path(work) / "export"
         staging.mkdir()
         write_settings(checkpoint, staging)
-        print(f"exporting {args.model} ({checkpoint.config.num_hidden_layers} layers, "
-              f"{'with' if uses_mask else 'without'} attention mask) ...", flush=True)
+        print(
+            f"exporting {args.model} ({checkpoint.config.num_hidden_layers} layers, "
+            f"{'with' if uses_mask else 'without'} attention mask) ...",
+            flush=True,
+        )
         report, failure = export_graph(checkpoint, staging, MODEL_FILE, variant, args, real_audio, batched=False)
         if not failure and not uses_mask:
             print("exporting the padding-exact graph for batches ...", flush=True)
-            report["batched"], failure = export_graph(checkpoint, staging, BATCHED_MODEL_FILE, variant, args,
-                                                      real_audio, batched=True)
+            report["batched"], failure = export_graph(
+                checkpoint, staging, BATCHED_MODEL_FILE, variant, args, real_audio, batched=True
+            )
             if not failure and optimized(args, variant):
                 print("joining them: the padding-exact computation only for padded batches ...", flush=True)
                 report["batched"]["joined"], failure = join_graphs(checkpoint, staging, variant, args, real_audio)
         if failure:
             print(f"error: verification failed: {failure}; nothing written to {args.out}", file=sys.stderr)
             return 1
-        manifest = {"variant": variant, "source": str(args.model), "opset": _opset(staging / MODEL_FILE),
-                    "inputs": ["input_values", "attention_mask"] if uses_mask else ["input_values"],
-                    "outputs": ["logits"], "batched_model": None if uses_mask else BATCHED_MODEL_FILE,
-                    "fused_attention": optimized(args, variant),
-                    "verification": report}
+        manifest = {
+            "variant": variant,
+            "source": str(args.model),
+            "opset": _opset(staging / MODEL_FILE),
+            "inputs": ["input_values", "attention_mask"] if uses_mask else ["input_values"],
+            "outputs": ["logits"],
+            "batched_model": None if uses_mask else BATCHED_MODEL_FILE,
+            "fused_attention": optimized(args, variant),
+            "verification": report,
+        }
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         if args.out.exists():
             shutil.rmtree(args.out)
@@ -101,8 +124,9 @@ def export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_graph(checkpoint, staging: Path, name: str, variant: str, args: argparse.Namespace, real_audio: list,
-                 batched: bool) -> tuple[dict, str | None]:
+def export_graph(
+    checkpoint, staging: Path, name: str, variant: str, args: argparse.Namespace, real_audio: list, batched: bool
+) -> tuple[dict, str | None]:
     """Export one graph in fp32, verify it, then derive and verify the variant. Returns (report, failure)."""
     from model.onnx import OnnxRecognizer
 
@@ -125,14 +149,19 @@ def export_graph(checkpoint, staging: Path, name: str, variant: str, args: argpa
         return report, None
     reduced_path = path.with_suffix(f".{variant}.onnx")
     (quantize_int8 if variant == "int8" else convert_fp16)(path, reduced_path)
-    reduced = verify(checkpoint, OnnxRecognizer(staging, model_file=reduced_path.name),
-                     f"batched {variant}" if batched else variant, real_audio)
+    reduced = verify(
+        checkpoint,
+        OnnxRecognizer(staging, model_file=reduced_path.name),
+        f"batched {variant}" if batched else variant,
+        real_audio,
+    )
     print(reduced.table())
     report[variant] = reduced.summary()
     reduced_path.replace(path)
     if reduced.frame_agreement < MIN_AGREEMENT[variant]:
-        return report, (f"{variant} agrees with fp32 on {reduced.frame_agreement:.2%} of frames, "
-                        f"below {MIN_AGREEMENT[variant]:.0%}")
+        return report, (
+            f"{variant} agrees with fp32 on {reduced.frame_agreement:.2%} of frames, below {MIN_AGREEMENT[variant]:.0%}"
+        )
     return report, None
 
 
@@ -142,8 +171,9 @@ def optimized(args: argparse.Namespace, variant: str) -> bool:
     return args.fuse and variant != "fp16"
 
 
-def join_graphs(checkpoint, staging: Path, variant: str, args: argparse.Namespace, real_audio: list
-                ) -> tuple[dict, str | None]:
+def join_graphs(
+    checkpoint, staging: Path, variant: str, args: argparse.Namespace, real_audio: list
+) -> tuple[dict, str | None]:
     """Make the batched graph run the plain one on unpadded batches (export.branching), and verify it."""
     from model.onnx import BATCHED_MODEL_FILE, MODEL_FILE, OnnxRecognizer
 
@@ -158,8 +188,10 @@ def join_graphs(checkpoint, staging: Path, variant: str, args: argparse.Namespac
     if variant == "fp32" and result.max_abs_diff > args.tolerance:
         return result.summary(), f"joined export differs from PyTorch by {result.max_abs_diff:.2e} > {args.tolerance:g}"
     if variant != "fp32" and result.frame_agreement < MIN_AGREEMENT[variant]:
-        return result.summary(), (f"joined {variant} agrees with fp32 on {result.frame_agreement:.2%} of frames, "
-                                  f"below {MIN_AGREEMENT[variant]:.0%}")
+        return result.summary(), (
+            f"joined {variant} agrees with fp32 on {result.frame_agreement:.2%} of frames, "
+            f"below {MIN_AGREEMENT[variant]:.0%}"
+        )
     return result.summary(), None
 
 
@@ -184,8 +216,10 @@ def build_tensorrt(args: argparse.Namespace) -> int:
 
     profile = TensorRTProfile(args.min_seconds, args.opt_seconds, args.max_seconds, args.max_batch, fp16=args.fp16)
     engine = build_engine(args.onnx, profile)
-    print(f"built TensorRT engine for {args.onnx} in {engine.folder / TENSORRT_CACHE_FOLDER} "
-          f"(batch 1-{profile.max_batch}, {profile.min_seconds:g}-{profile.max_seconds:g} s)")
+    print(
+        f"built TensorRT engine for {args.onnx} in {engine.folder / TENSORRT_CACHE_FOLDER} "
+        f"(batch 1-{profile.max_batch}, {profile.min_seconds:g}-{profile.max_seconds:g} s)"
+    )
     return 0
 
 

@@ -54,7 +54,9 @@ def _branch(model: onnx.ModelProto, prefix: str, outer: set[str], weights: dict[
 
     nodes = []
     for index, node in enumerate(model.graph.node):
-        if any(attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attribute in node.attribute):
+        if any(
+            attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attribute in node.attribute
+        ):
             raise ValueError(f"{node.name}: nested subgraphs are not supported here")
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
@@ -86,16 +88,25 @@ def exact_only_when_padded(plain_path: Path, exact_path: Path, target: Path) -> 
     nodes = [
         helper.make_node("ReduceMin", ["attention_mask"], ["branch_mask_min"], keepdims=0),
         helper.make_node("Equal", ["branch_mask_min", one.name], ["branch_unpadded"]),
-        helper.make_node("If", ["branch_unpadded"], [output.name for output in exact.graph.output], name="padding",
-                         then_branch=_branch(plain, "plain", inputs, renames["plain"]),
-                         else_branch=_branch(exact, "exact", inputs, renames["exact"])),
+        helper.make_node(
+            "If",
+            ["branch_unpadded"],
+            [output.name for output in exact.graph.output],
+            name="padding",
+            then_branch=_branch(plain, "plain", inputs, renames["plain"]),
+            else_branch=_branch(exact, "exact", inputs, renames["exact"]),
+        ),
     ]
-    graph = helper.make_graph(nodes, exact.graph.name, list(exact.graph.input), list(exact.graph.output),
-                              initializer=[*weights, one])
+    graph = helper.make_graph(
+        nodes, exact.graph.name, list(exact.graph.input), list(exact.graph.output), initializer=[*weights, one]
+    )
     opsets = {entry.domain: entry.version for model in (exact, plain) for entry in model.opset_import}
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(domain, version)
-                                                    for domain, version in opsets.items()],
-                              producer_name=exact.producer_name, producer_version=exact.producer_version)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(domain, version) for domain, version in opsets.items()],
+        producer_name=exact.producer_name,
+        producer_version=exact.producer_version,
+    )
     model.ir_version = exact.ir_version
     large = model.ByteSize() > PROTOBUF_LIMIT
     onnx.save(model, str(target), save_as_external_data=large, location=f"{target.name}.data" if large else None)

@@ -65,9 +65,17 @@ def export_fp32(checkpoint: Checkpoint, path: Path, opset: int | None = None, ba
         shapes["attention_mask"] = {0: batch, 1: samples}
         names.append("attention_mask")
     large = sum(p.numel() * p.element_size() for p in module.parameters()) > PROTOBUF_LIMIT
-    program = torch.onnx.export(module, arguments, input_names=names, output_names=["logits"],
-                                dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=large,
-                                verbose=False)
+    program = torch.onnx.export(
+        module,
+        arguments,
+        input_names=names,
+        output_names=["logits"],
+        dynamic_shapes=shapes,
+        opset_version=opset,
+        dynamo=True,
+        external_data=large,
+        verbose=False,
+    )
     program.save(str(path), external_data=large)
     graph = onnx.load(str(path), load_external_data=False)
     for dim, name in zip(graph.graph.output[0].type.tensor_type.shape.dim, ("batch", "frames")):
@@ -76,8 +84,7 @@ def export_fp32(checkpoint: Checkpoint, path: Path, opset: int | None = None, ba
     return path
 
 
-def quantize_int8(source: Path, target: Path, per_channel: bool = True,
-                  calibration: list | None = None) -> Path:
+def quantize_int8(source: Path, target: Path, per_channel: bool = True, calibration: list | None = None) -> Path:
     """Int8 quantisation of the weight matrix products; the convolutional feature encoder stays
     float, since quantising it costs wav2vec 2.0 much accuracy.
 
@@ -98,12 +105,26 @@ def quantize_int8(source: Path, target: Path, per_channel: bool = True,
     operators = ["MatMul", "Gemm", "Attention"]
     options = {"MatMulConstBOnly": True}
     if calibration is None:
-        quantize_dynamic(str(source), str(target), op_types_to_quantize=operators, weight_type=QuantType.QInt8,
-                         per_channel=per_channel, extra_options=options)
+        quantize_dynamic(
+            str(source),
+            str(target),
+            op_types_to_quantize=operators,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            extra_options=options,
+        )
         return target
-    quantize_static(str(source), str(target), _CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["MatMul", "Gemm"], per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options=options)
+    quantize_static(
+        str(source),
+        str(target),
+        _CalibrationReader(calibration),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        extra_options=options,
+    )
     return target
 
 
@@ -131,10 +152,14 @@ def convert_fp16(source: Path, target: Path) -> Path:
     graph = _unshare_initializers(onnx.load(str(source)))
     # The first conv layer's statistics sum over up to every sample of the input (masked in the batched
     # graph, written with plain ops the op list cannot catch): far beyond fp16's range of 65504.
-    first_layer = [node.name for node in graph.graph.node
-                   if any(prop.key == "namespace" and FIRST_CONV_LAYER.search(prop.value) for prop in node.metadata_props)]
-    half = convert_float_to_float16(graph, keep_io_types=True, op_block_list=FP16_KEEP_FLOAT32,
-                                    node_block_list=first_layer)
+    first_layer = [
+        node.name
+        for node in graph.graph.node
+        if any(prop.key == "namespace" and FIRST_CONV_LAYER.search(prop.value) for prop in node.metadata_props)
+    ]
+    half = convert_float_to_float16(
+        graph, keep_io_types=True, op_block_list=FP16_KEEP_FLOAT32, node_block_list=first_layer
+    )
     onnx.save(_join_float32_chains(half), str(target))
     return target
 
@@ -148,24 +173,36 @@ def _join_float32_chains(graph: onnx.ModelProto) -> onnx.ModelProto:
     the identical copies of one cast the converter adds for each blocked consumer of a float16 value.
     """
     nodes = graph.graph.node
-    float32_source = {node.output[0]: node.input[0] for node in nodes  # fp16 value -> its fp32 original
-                      if node.op_type == "Cast" and node.name.endswith("_cast_to_fp16_node")}
-    replace = {node.output[0]: float32_source[node.input[0]] for node in nodes
-               if node.op_type == "Cast" and node.name.endswith("_cast_to_fp32_node") and node.input[0] in float32_source}
+    float32_source = {
+        node.output[0]: node.input[0]
+        for node in nodes  # fp16 value -> its fp32 original
+        if node.op_type == "Cast" and node.name.endswith("_cast_to_fp16_node")
+    }
+    replace = {
+        node.output[0]: float32_source[node.input[0]]
+        for node in nodes
+        if node.op_type == "Cast" and node.name.endswith("_cast_to_fp32_node") and node.input[0] in float32_source
+    }
     for node in nodes:
         node.input[:] = [replace.get(name, name) for name in node.input]
     graph_outputs = {output.name for output in graph.graph.output}
     seen: set[str] = set()
     kept = []
     for node in nodes:
-        if node.op_type == "Cast" and node.name.endswith("_cast_to_fp32_node") and (
-                node.output[0] in replace or node.output[0] in seen):
+        if (
+            node.op_type == "Cast"
+            and node.name.endswith("_cast_to_fp32_node")
+            and (node.output[0] in replace or node.output[0] in seen)
+        ):
             continue
         seen.update(node.output)
         kept.append(node)
     read = {name for node in kept for name in node.input} | graph_outputs
-    kept = [node for node in kept if not (node.op_type == "Cast" and node.name.endswith("_cast_to_fp16_node")
-                                          and node.output[0] not in read)]
+    kept = [
+        node
+        for node in kept
+        if not (node.op_type == "Cast" and node.name.endswith("_cast_to_fp16_node") and node.output[0] not in read)
+    ]
     del graph.graph.node[:]
     graph.graph.node.extend(kept)
     return graph

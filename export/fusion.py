@@ -51,8 +51,9 @@ def _attention_blocks(graph: onnx.GraphProto) -> dict[str, dict[str, list[onnx.N
     return blocks
 
 
-def _linear(nodes: list[onnx.NodeProto], weights: dict[str, np.ndarray], where: str
-            ) -> tuple[str, np.ndarray, np.ndarray | None, str]:
+def _linear(
+    nodes: list[onnx.NodeProto], weights: dict[str, np.ndarray], where: str
+) -> tuple[str, np.ndarray, np.ndarray | None, str]:
     """One projection's (input, weight (in, out), bias (out,) or None, output tensor)."""
     products = [node for node in nodes if node.op_type == "MatMul"]
     if len(products) != 1 or products[0].input[1] not in weights:
@@ -87,9 +88,11 @@ def append_frame_lengths(graph: onnx.GraphProto, conv_layers: list[tuple[int, in
         shift = numpy_helper.from_array(np.array(stride - kernel, dtype=np.int64), f"{prefix}_shift{index}")
         divisor = numpy_helper.from_array(np.array(stride, dtype=np.int64), f"{prefix}_stride{index}")
         graph.initializer.extend([shift, divisor])
-        nodes += [helper.make_node("Add", [length, shift.name], [f"{prefix}_shifted{index}"]),
-                  helper.make_node("Max", [f"{prefix}_shifted{index}", zero.name], [f"{prefix}_clamped{index}"]),
-                  helper.make_node("Div", [f"{prefix}_clamped{index}", divisor.name], [f"{prefix}_layer{index}"])]
+        nodes += [
+            helper.make_node("Add", [length, shift.name], [f"{prefix}_shifted{index}"]),
+            helper.make_node("Max", [f"{prefix}_shifted{index}", zero.name], [f"{prefix}_clamped{index}"]),
+            helper.make_node("Div", [f"{prefix}_clamped{index}", divisor.name], [f"{prefix}_layer{index}"]),
+        ]
         length = f"{prefix}_layer{index}"
     nodes.append(helper.make_node("Cast", [length], [prefix], to=onnx.TensorProto.INT32))
     existing = list(graph.node)  # first, so that the graph stays topologically sorted
@@ -116,19 +119,34 @@ def fuse_attention(model: onnx.ModelProto, num_heads: int, frame_lengths: str | 
             raise FusionError(f"{module}: q, k and v read different inputs; only self-attention is fused")
         hidden = linears["q_proj"][1].shape[0]
         weight = np.concatenate([linears[name][1] for name in PROJECTIONS[:3]], axis=1).astype(np.float32)
-        bias = np.concatenate([linears[name][2] if linears[name][2] is not None else np.zeros(hidden, np.float32)
-                               for name in PROJECTIONS[:3]]).astype(np.float32)
+        bias = np.concatenate(
+            [
+                linears[name][2] if linears[name][2] is not None else np.zeros(hidden, np.float32)
+                for name in PROJECTIONS[:3]
+            ]
+        ).astype(np.float32)
         out_product = next(node for node in parts["out_proj"] if node.op_type == "MatMul")
         name = f"{module}.fused"
-        graph.initializer.extend([numpy_helper.from_array(weight, f"{name}.qkv_weight"),
-                                  numpy_helper.from_array(bias, f"{name}.qkv_bias")])
+        graph.initializer.extend(
+            [numpy_helper.from_array(weight, f"{name}.qkv_weight"), numpy_helper.from_array(bias, f"{name}.qkv_bias")]
+        )
         node_inputs = [inputs.pop(), f"{name}.qkv_weight", f"{name}.qkv_bias"]
         if frame_lengths is not None:
             node_inputs.append(frame_lengths)
         # The output keeps the name out_proj reads, so its producer (the old head merge) becomes unused.
-        fused.append((out_product.input[0], helper.make_node(
-            "Attention", node_inputs, [out_product.input[0]], name=name, domain=MICROSOFT_DOMAIN,
-            num_heads=num_heads)))
+        fused.append(
+            (
+                out_product.input[0],
+                helper.make_node(
+                    "Attention",
+                    node_inputs,
+                    [out_product.input[0]],
+                    name=name,
+                    domain=MICROSOFT_DOMAIN,
+                    num_heads=num_heads,
+                ),
+            )
+        )
     if not fused:
         return 0
     replaced = {output for output, _ in fused}

@@ -32,13 +32,15 @@ def check_available() -> None:
     if "TensorrtExecutionProvider" not in available:
         raise TensorRTUnavailable(
             "TensorRT needs an NVIDIA GPU with onnxruntime-gpu and the TensorRT libraries installed "
-            f"(pip install '.[gpu]' tensorrt); this onnxruntime offers only {', '.join(available)}")
+            f"(pip install '.[gpu]' tensorrt); this onnxruntime offers only {', '.join(available)}"
+        )
     try:  # onnxruntime-gpu lists the provider even when TensorRT itself is missing
         ctypes.CDLL(TENSORRT_LIBRARY)
     except OSError:
         raise TensorRTUnavailable(
             f"onnxruntime-gpu offers TensorRT, but TensorRT's library {TENSORRT_LIBRARY} is not installed or not "
-            "on LD_LIBRARY_PATH (pip install tensorrt-cu13, or NVIDIA's TensorRT packages)") from None
+            "on LD_LIBRARY_PATH (pip install tensorrt-cu13, or NVIDIA's TensorRT packages)"
+        ) from None
 
 
 def build_engine(model_path: Path, profile: TensorRTProfile) -> OnnxRecognizer:
@@ -48,13 +50,17 @@ def build_engine(model_path: Path, profile: TensorRTProfile) -> OnnxRecognizer:
     reference = OnnxRecognizer(folder, model_file=model_path.name)
     inputs = [given.name for given in reference.session.get_inputs()]
     rate = reference.features.sampling_rate
-    engine = OnnxRecognizer(folder, providers=tensorrt_providers(folder, profile, inputs, rate),
-                          model_file=model_path.name)
+    engine = OnnxRecognizer(
+        folder, providers=tensorrt_providers(folder, profile, inputs, rate), model_file=model_path.name
+    )
     if "TensorrtExecutionProvider" not in engine.session.get_providers():
         raise TensorRTUnavailable("onnxruntime could not start its TensorRT execution provider on this machine")
     generator = np.random.default_rng(0)
-    for batch, seconds in ((1, profile.min_seconds), (profile.opt_batch, profile.opt_seconds),
-                           (profile.max_batch, profile.max_seconds)):
+    for batch, seconds in (
+        (1, profile.min_seconds),
+        (profile.opt_batch, profile.opt_seconds),
+        (profile.max_batch, profile.max_seconds),
+    ):
         engine.logits([0.1 * generator.standard_normal(int(seconds * rate)).astype(np.float32)] * batch)
     record_tensorrt(folder, model_path.name, inputs, profile)
     return engine

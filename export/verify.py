@@ -54,17 +54,26 @@ class Verification:
     def table(self) -> str:
         lines = [f"{'case':<28} {'max |diff|':>10} {'frames agree':>13} {'transcripts equal':>18}"]
         for case in self.cases:
-            lines.append(f"{case.name:<28} {case.max_abs_diff:>10.2e} {case.frame_agreement:>12.2%} "
-                         f"{case.transcripts_equal:>12}/{case.transcripts}")
+            lines.append(
+                f"{case.name:<28} {case.max_abs_diff:>10.2e} {case.frame_agreement:>12.2%} "
+                f"{case.transcripts_equal:>12}/{case.transcripts}"
+            )
         equal, total = self.transcripts_equal
-        lines.append(f"{self.variant + ' overall':<28} {self.max_abs_diff:>10.2e} {self.frame_agreement:>12.2%} "
-                     f"{equal:>12}/{total}")
+        lines.append(
+            f"{self.variant + ' overall':<28} {self.max_abs_diff:>10.2e} {self.frame_agreement:>12.2%} "
+            f"{equal:>12}/{total}"
+        )
         return "\n".join(lines)
 
     def summary(self) -> dict:
         equal, total = self.transcripts_equal
-        return {"max_abs_diff": self.max_abs_diff, "frame_agreement": self.frame_agreement,
-                "transcripts_equal": equal, "transcripts": total, "cases": [asdict(case) for case in self.cases]}
+        return {
+            "max_abs_diff": self.max_abs_diff,
+            "frame_agreement": self.frame_agreement,
+            "transcripts_equal": equal,
+            "transcripts": total,
+            "cases": [asdict(case) for case in self.cases],
+        }
 
 
 def verification_cases(sampling_rate: int, real_audio: list[np.ndarray] = ()) -> list[tuple[str, list[np.ndarray]]]:
@@ -85,8 +94,9 @@ def verification_cases(sampling_rate: int, real_audio: list[np.ndarray] = ()) ->
     return cases
 
 
-def verify(checkpoint: Checkpoint, exported: OnnxRecognizer, variant: str,
-           real_audio: list[np.ndarray] = ()) -> Verification:
+def verify(
+    checkpoint: Checkpoint, exported: OnnxRecognizer, variant: str, real_audio: list[np.ndarray] = ()
+) -> Verification:
     """Compare on every case. A graph with an attention mask (the layer-norm family's, and the
     group-norm family's padding-exact one) is held to each utterance as if run alone; the
     group-norm family's plain graph to PyTorch run on the same padded batch without a mask."""

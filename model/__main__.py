@@ -7,9 +7,8 @@ import argparse
 import json
 import sys
 
-from . import bulk
+from . import bulk, features
 from .audio import AudioError
-from . import features
 from .bulk.cli import add_arguments as add_bulk_arguments
 from .decoding import DecoderStartError
 from .hub import ModelNotFoundError
@@ -31,20 +30,30 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     transcribe = commands.add_parser("transcribe", help="print '<path>\\t<transcript>' for each audio file")
-    transcribe.add_argument("--model", default=str(DEFAULT_MODEL),
-                            help="a model folder that ships (checkpoint/ inside), Hugging Face model folder or Hub "
-                                 "id, fairseq fine-tuned checkpoint (.pt), or a folder written by `python -m export "
-                                 "onnx` (run with ONNX Runtime) (default: the shipped digits model, models/digits)")
+    transcribe.add_argument(
+        "--model",
+        default=str(DEFAULT_MODEL),
+        help="a model folder that ships (checkpoint/ inside), Hugging Face model folder or Hub "
+        "id, fairseq fine-tuned checkpoint (.pt), or a folder written by `python -m export "
+        "onnx` (run with ONNX Runtime) (default: the shipped digits model, models/digits)",
+    )
     add_language_model_arguments(transcribe)
     add_decode_arguments(transcribe)  # --decoder, --beam-width, --hotwords, --alternatives, --phrases, ...
-    transcribe.add_argument("--word-timestamps", action="store_true",
-                            help="each word's start and end (seconds) and confidence: after the transcript, one "
-                                 "line per word, '\\t<start>\\t<end>\\t<word>\\t<confidence>'; with --json, as 'words'")
-    transcribe.add_argument("--json", action="store_true",
-                            help="one JSON object per file and line: audio, text, confidence, duration, decoder "
-                                 "(and words, and alternatives when asked for)")
-    transcribe.add_argument("audio", nargs="*", help="audio files (wav, flac, ogg, mp3, any sample rate) or folders "
-                                                     "of them")
+    transcribe.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        help="each word's start and end (seconds) and confidence: after the transcript, one "
+        "line per word, '\\t<start>\\t<end>\\t<word>\\t<confidence>'; with --json, as 'words'",
+    )
+    transcribe.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per file and line: audio, text, confidence, duration, decoder "
+        "(and words, and alternatives when asked for)",
+    )
+    transcribe.add_argument(
+        "audio", nargs="*", help="audio files (wav, flac, ogg, mp3, any sample rate) or folders of them"
+    )
     add_bulk_arguments(transcribe)
 
     convert = commands.add_parser("convert", help="save any loadable checkpoint as a Hugging Face model folder")
@@ -81,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         lm, lexicon = model_decoding(args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon)
         # Many files run the model's ONNX export where it has one, as the server does (see model.bulk.task).
-        recognizer = (bulk.task.load_bulk_recognizer(args.model, loader=load_recognizer) if many
-                      else load_recognizer(args.model))
+        recognizer = (
+            bulk.task.load_bulk_recognizer(args.model, loader=load_recognizer) if many else load_recognizer(args.model)
+        )
         transcriber = Transcriber(recognizer, lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
         check_options(options, transcriber.recognizer.vocab, lm is not None)  # OptionError: a ValueError
         if choose_decoder(options, lm is not None) == "beam":
@@ -92,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except DecoderStartError as error:
-        print(f"error: the beam-search decoder could not be built (language model {lm}, "
-              f"{'lexicon of ' + str(len(lexicon)) + ' words' if lexicon else 'no lexicon'}): {error}",
-              file=sys.stderr)
+        print(
+            f"error: the beam-search decoder could not be built (language model {lm}, "
+            f"{'lexicon of ' + str(len(lexicon)) + ' words' if lexicon else 'no lexicon'}): {error}",
+            file=sys.stderr,
+        )
         return 1
 
     if many:
@@ -119,8 +131,7 @@ def _ray_backend(address: str, workers: int | None):
     return RayPool(address, workers)
 
 
-def _format(path: str, result: Transcript, word_timestamps: bool, as_json: bool, alternatives: int | None
-            ) -> str:
+def _format(path: str, result: Transcript, word_timestamps: bool, as_json: bool, alternatives: int | None) -> str:
     if as_json:
         body = {"audio": path, **bulk.task.transcript_fields(result, word_timestamps, bool(alternatives))}
         return json.dumps(body, ensure_ascii=False)

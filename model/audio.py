@@ -38,6 +38,7 @@ BLOCK_FRAMES = 1 << 18  # frames decoded at a time: stereo or high-rate audio is
 @dataclass(frozen=True)
 class AudioInfo:
     """What a file's header says, read without decoding it."""
+
     frames: int
     channels: int
     rate: int  # Hz
@@ -130,8 +131,7 @@ def load_audio(source: AudioSource, sampling_rate: int) -> np.ndarray:
     with _open(source) as audio:
         rate = audio.samplerate
         resampler = None if rate == sampling_rate else soxr.ResampleStream(rate, sampling_rate, 1, dtype="float32")
-        parts = [block if resampler is None else resampler.resample_chunk(block)
-                 for block in _mono_blocks(audio, what)]
+        parts = [block if resampler is None else resampler.resample_chunk(block) for block in _mono_blocks(audio, what)]
     if not parts:
         raise AudioError(f"{what} holds no audio (0 samples)")
     if resampler is not None:
@@ -148,8 +148,9 @@ def check_duration(samples: np.ndarray, min_samples: int, sampling_rate: int) ->
         )
 
 
-def batch_input_values(utterances: list[np.ndarray], do_normalize: bool, padding_value: float = 0.0
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def batch_input_values(
+    utterances: list[np.ndarray], do_normalize: bool, padding_value: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Model inputs for a batch: (input_values (batch, samples) float32, attention_mask (batch, samples) int64).
 
     Each utterance is normalised over its own samples, then right-padded with `padding_value`,
@@ -159,13 +160,14 @@ def batch_input_values(utterances: list[np.ndarray], do_normalize: bool, padding
     input_values = np.full((len(utterances), width), padding_value, dtype=np.float32)
     attention_mask = np.zeros((len(utterances), width), dtype=np.int64)
     for row, samples in enumerate(utterances):
-        input_values[row, :len(samples)] = normalize(samples) if do_normalize else samples
-        attention_mask[row, :len(samples)] = 1
+        input_values[row, : len(samples)] = normalize(samples) if do_normalize else samples
+        attention_mask[row, : len(samples)] = 1
     return input_values, attention_mask
 
 
-def model_inputs(utterances: list[np.ndarray], features: FeatureSettings, padding_exact: bool = True
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
+def model_inputs(
+    utterances: list[np.ndarray], features: FeatureSettings, padding_exact: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """What a model is fed for a batch, as its audio settings say; every caller (transcription,
     training, export checks) prepares its inputs here.
 

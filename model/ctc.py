@@ -198,7 +198,7 @@ def text_log_likelihood(log_probs: np.ndarray, token_ids: list[int], blank: int)
     alpha[:2] = log_probs[0, extended[:2]]
     for frame in range(1, len(log_probs)):
         previous = np.concatenate(([-np.inf], alpha[:-1]))
-        skipped = np.where(skip, np.concatenate(([-np.inf, -np.inf], alpha))[:len(alpha)], -np.inf)
+        skipped = np.where(skip, np.concatenate(([-np.inf, -np.inf], alpha))[: len(alpha)], -np.inf)
         alpha = np.logaddexp(np.logaddexp(alpha, previous), skipped) + log_probs[frame, extended]
     return float(np.logaddexp(alpha[-1], alpha[-2]) if token_ids else alpha[-1])
 
@@ -241,8 +241,18 @@ def _token_text(value: str | dict[str, Any]) -> str:
 
 def _clean_up_spaces(text: str) -> str:
     """transformers' `clean_up_tokenization`, applied when a tokenizer config asks for it."""
-    for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                           (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    for spaced, joined in (
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ):
         text = text.replace(spaced, joined)
     return text
 

@@ -84,23 +84,41 @@ class BeamOptions:
     used (see `model.phrases`)."""
 
     # Beams kept at each frame; None: the caller's default (BEAM_WIDTH, or a server's --beam-width).
-    beam_width: int | None = field(default=None, metadata={
-        "help": f"beams kept at each frame (default {BEAM_WIDTH}; on a server, its --beam-width)",
-        "min": 1, "max": MAX_BEAM_WIDTH})
+    beam_width: int | None = field(
+        default=None,
+        metadata={
+            "help": f"beams kept at each frame (default {BEAM_WIDTH}; on a server, its --beam-width)",
+            "min": 1,
+            "max": MAX_BEAM_WIDTH,
+        },
+    )
     # Words the search favours, matched in any letter case.
-    hotwords: tuple[str, ...] = field(default=(), metadata={
-        "help": "beam search only: words to favour, in any letter case", "max_items": MAX_HOTWORDS})
+    hotwords: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "beam search only: words to favour, in any letter case", "max_items": MAX_HOTWORDS},
+    )
     # The score bonus of each hotword.
-    hotword_weight: float = field(default=HOTWORD_WEIGHT, metadata={
-        "help": "the score bonus of a hotword", "min": 0, "max": 100})
+    hotword_weight: float = field(
+        default=HOTWORD_WEIGHT, metadata={"help": "the score bonus of a hotword", "min": 0, "max": 100}
+    )
     # How many of the best distinct transcripts to return, best first (None or 0: none).
-    alternatives: int | None = field(default=None, metadata={
-        "help": "beam search only: the n best distinct transcripts with their scores, best first (default: none)",
-        "min": 1, "max": MAX_ALTERNATIVES})
+    alternatives: int | None = field(
+        default=None,
+        metadata={
+            "help": "beam search only: the n best distinct transcripts with their scores, best first (default: none)",
+            "min": 1,
+            "max": MAX_ALTERNATIVES,
+        },
+    )
     # The only words or phrases the transcript may hold (None: any).
-    phrases: tuple[str, ...] | None = field(default=None, metadata={
-        "help": "beam search only: the only words or phrases the transcript may hold; a transcript is a "
-                "sequence of whole phrases, or empty if none fits the audio", "max_items": MAX_PHRASES})
+    phrases: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "beam search only: the only words or phrases the transcript may hold; a transcript is a "
+            "sequence of whole phrases, or empty if none fits the audio",
+            "max_items": MAX_PHRASES,
+        },
+    )
 
     @property
     def width(self) -> int:
@@ -109,8 +127,7 @@ class BeamOptions:
     @property
     def given(self) -> bool:
         """Whether any option only beam search uses was asked for (the hotword weight alone is not)."""
-        return (self.beam_width is not None or bool(self.hotwords) or bool(self.alternatives)
-                or self.phrases is not None)
+        return self.beam_width is not None or bool(self.hotwords) or bool(self.alternatives) or self.phrases is not None
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -135,12 +152,20 @@ def path_words(vocab: CTCVocabulary, path: np.ndarray, log_probs: np.ndarray, fr
         end = span.end_frame
     if current:
         spans.append((current, start, end))
-    return [Word(text, round(start * frame_seconds, 3), round(end * frame_seconds, 3),
-                 round(float(on_path[start:end].mean()), 4)) for text, start, end in spans]
+    return [
+        Word(
+            text,
+            round(start * frame_seconds, 3),
+            round(end * frame_seconds, 3),
+            round(float(on_path[start:end].mean()), 4),
+        )
+        for text, start, end in spans
+    ]
 
 
-def span_words(vocab: CTCVocabulary, spans: list[tuple[str, int, int]], log_probs: np.ndarray,
-               frame_seconds: float) -> list[Word]:
+def span_words(
+    vocab: CTCVocabulary, spans: list[tuple[str, int, int]], log_probs: np.ndarray, frame_seconds: float
+) -> list[Word]:
     """(word, start frame, end frame) spans, as pyctcdecode gives them, -> words in seconds, each with
     the confidence `path_words` gives it along the word's best alignment within its frames."""
     words = []
@@ -179,8 +204,11 @@ def labels(vocab: CTCVocabulary) -> list[str]:
 
 def letters(vocab: CTCVocabulary) -> set[str]:
     """The characters the model writes: its one-character tokens less the blank and the word delimiter."""
-    return {token for token in vocab.tokens.values()
-            if len(token) == 1 and token not in (vocab.pad_token, vocab.word_delimiter_token)}
+    return {
+        token
+        for token in vocab.tokens.values()
+        if len(token) == 1 and token not in (vocab.pad_token, vocab.word_delimiter_token)
+    }
 
 
 def check_phrases(vocab: CTCVocabulary, phrases: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -211,22 +239,30 @@ class BeamSearchDecoder:
     given (flashlight-text, `model.lexicon`), else lexicon-free (pyctcdecode, which also takes hotwords
     and phrases)."""
 
-    def __init__(self, vocab: CTCVocabulary, lm: str | Path | None = None, alpha: float = LM_ALPHA,
-                 beta: float = LM_BETA, lexicon: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        vocab: CTCVocabulary,
+        lm: str | Path | None = None,
+        alpha: float = LM_ALPHA,
+        beta: float = LM_BETA,
+        lexicon: tuple[str, ...] | None = None,
+    ):
         self.vocab = vocab
         self._lexicon = None
         try:
             from pyctcdecode import Alphabet, build_ctcdecoder  # CTC beam search with KenLM scoring and hotwords
 
-            self._decoder = build_ctcdecoder(labels(vocab), kenlm_model_path=str(lm) if lm else None,
-                                             alpha=alpha, beta=beta)
+            self._decoder = build_ctcdecoder(
+                labels(vocab), kenlm_model_path=str(lm) if lm else None, alpha=alpha, beta=beta
+            )
             self._alphabet = Alphabet.build_alphabet(labels(vocab))  # for searches restricted to phrases
             if lexicon is not None:
                 if vocab.word_delimiter_token not in vocab.ids:
                     raise DecoderStartError("a lexicon needs a model with a word delimiter token")
                 spellings = {word: [vocab.ids[char] for char in word] for word in check_lexicon(vocab, lexicon)}
-                self._lexicon = LexiconSearch(spellings, len(vocab), vocab.blank_id,
-                                              vocab.ids[vocab.word_delimiter_token], lm, alpha, beta)
+                self._lexicon = LexiconSearch(
+                    spellings, len(vocab), vocab.blank_id, vocab.ids[vocab.word_delimiter_token], lm, alpha, beta
+                )
         except Exception as error:  # pyctcdecode and KenLM raise many kinds; all mean "cannot decode with this"
             raise DecoderStartError(one_line(error)) from None
 
@@ -238,9 +274,12 @@ class BeamSearchDecoder:
         if self._lexicon is not None and options.phrases is None and not options.hotwords:
             return self._decode_lexicon(log_probs, frame_seconds, options)
         if options.phrases is None:
-            beams = self._decoder.decode_beams(log_probs, beam_width=options.width,
-                                               hotwords=list(options.hotwords) or None,
-                                               hotword_weight=options.hotword_weight)
+            beams = self._decoder.decode_beams(
+                log_probs,
+                beam_width=options.width,
+                hotwords=list(options.hotwords) or None,
+                hotword_weight=options.hotword_weight,
+            )
         else:
             beams = self._decode_phrases(log_probs, options)
         beams = [beam for beam in beams if math.isfinite(beam[-1])]  # -inf: outside the phrases
@@ -248,12 +287,17 @@ class BeamSearchDecoder:
             return Decoded("", [])
         text, _, word_frames, _, _ = beams[0]
         spans = [(word, start, end) for word, (start, end) in word_frames]
-        return Decoded(text, span_words(self.vocab, spans, log_probs, frame_seconds),
-                       _alternatives(beams, options.alternatives or 0))
+        return Decoded(
+            text,
+            span_words(self.vocab, spans, log_probs, frame_seconds),
+            _alternatives(beams, options.alternatives or 0),
+        )
 
     def _decode_lexicon(self, log_probs: np.ndarray, frame_seconds: float, options: BeamOptions) -> Decoded:
-        beams = [(path_words(self.vocab, path, log_probs, frame_seconds), score)
-                 for path, score in self._lexicon.search(log_probs, options.width)]
+        beams = [
+            (path_words(self.vocab, path, log_probs, frame_seconds), score)
+            for path, score in self._lexicon.search(log_probs, options.width)
+        ]
         if not beams:
             return Decoded("", [])
         texts = [(" ".join(word.word for word in words), score) for words, score in beams]
@@ -277,10 +321,13 @@ class BeamSearchDecoder:
         try:
             # pyctcdecode floors log probabilities at log(MIN_TOKEN_CLIP_P): masked tokens sit on the
             # floor, below this threshold; every token the phrases use is above it.
-            return decoder.decode_beams(masked, beam_width=options.width,
-                                        token_min_logp=math.log(MIN_TOKEN_CLIP_P) + 0.5,
-                                        hotwords=list(options.hotwords) or None,
-                                        hotword_weight=options.hotword_weight)
+            return decoder.decode_beams(
+                masked,
+                beam_width=options.width,
+                token_min_logp=math.log(MIN_TOKEN_CLIP_P) + 0.5,
+                hotwords=list(options.hotwords) or None,
+                hotword_weight=options.hotword_weight,
+            )
         finally:
             decoder.cleanup()  # pyctcdecode keeps every decoder's language model in a class-wide table
 

@@ -5,7 +5,8 @@
 writes `DIR/<audio stem>.npy`, time-major: `(frames, dims)` float32, or `(frames, groups)` int64
 for `--layer codes`. With `--units` (codes only) it also writes `DIR/units.txt`, one line per
 audio file in the order given (empty for a file that could not be read), each frame's codes as a
-token `g0-g1` (fairseq's `vq-wav2vec_featurize` text form). Long files run in windows, as transcription's, and are stitched.
+token `g0-g1` (fairseq's `vq-wav2vec_featurize` text form). Long files run in windows, as transcription's,
+and are stitched.
 
 The Python API: `FeatureExtractor(load_representations(model), layer)(samples)`.
 """
@@ -59,9 +60,13 @@ class FeatureExtractor:
         """Samples at `sampling_rate` (at least one frame's worth) -> (frames, dims) or (frames, groups)."""
         config = self.representations.config
         check_duration(samples, config.receptive_field, self.sampling_rate)
-        windows = plan_windows(len(samples), config, int(self.windowing.chunk_seconds * self.sampling_rate),
-                               int(self.windowing.context_seconds * self.sampling_rate))
-        return stitch(windows, [self.representations(samples[w.start:w.end], self.layer) for w in windows])
+        windows = plan_windows(
+            len(samples),
+            config,
+            int(self.windowing.chunk_seconds * self.sampling_rate),
+            int(self.windowing.context_seconds * self.sampling_rate),
+        )
+        return stitch(windows, [self.representations(samples[w.start : w.end], self.layer) for w in windows])
 
     def extract_file(self, path: str | Path) -> np.ndarray:
         return self(load_audio(path, self.sampling_rate))
@@ -88,8 +93,10 @@ class Progress:
         elapsed = time.perf_counter() - self.started
         left = elapsed / self.done * (self.total - self.done)
         filled = round(20 * self.done / self.total)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} files, "
-                          f"{self.seconds:.1f} s of audio, {elapsed:.0f} s elapsed, ~{left:.0f} s left")
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} files, "
+            f"{self.seconds:.1f} s of audio, {elapsed:.0f} s elapsed, ~{left:.0f} s left"
+        )
         if self.done == self.total:
             self.stream.write("\n")
         self.stream.flush()
@@ -98,20 +105,37 @@ class Progress:
 def add_command(commands) -> None:
     """Register `features` on `python -m model`'s subcommands."""
     parser = commands.add_parser("features", help="write each audio file's representations as DIR/<stem>.npy")
-    parser.add_argument("--model", required=True,
-                        help="a fairseq wav2vec (1.0) or vq-wav2vec checkpoint (.pt), or any wav2vec 2.0 model "
-                             "`transcribe` loads with PyTorch (folder, Hub id, fairseq .pt)")
-    parser.add_argument("--layer", help="wav2vec and vq-wav2vec: z (encoder), c (context, the default), codes "
-                                        "(vq-wav2vec); wav2vec 2.0: N, transformers' hidden_states[N] (0: after "
-                                        "the positional convolution; default the last), or codes (pretraining "
-                                        "checkpoints)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a fairseq wav2vec (1.0) or vq-wav2vec checkpoint (.pt), or any wav2vec 2.0 model "
+        "`transcribe` loads with PyTorch (folder, Hub id, fairseq .pt)",
+    )
+    parser.add_argument(
+        "--layer",
+        help="wav2vec and vq-wav2vec: z (encoder), c (context, the default), codes "
+        "(vq-wav2vec); wav2vec 2.0: N, transformers' hidden_states[N] (0: after "
+        "the positional convolution; default the last), or codes (pretraining "
+        "checkpoints)",
+    )
     parser.add_argument("--out", required=True, help="folder to write <audio stem>.npy into")
-    parser.add_argument("--units", action="store_true",
-                        help=f"with --layer codes: also write DIR/{UNITS_FILE}, one line of 'g0-g1' tokens per file")
-    parser.add_argument("--chunk-seconds", type=float, default=Windowing.chunk_seconds,
-                        help="long audio runs in windows of this many seconds (%(default)s)")
-    parser.add_argument("--context-seconds", type=float, default=Windowing.context_seconds,
-                        help="context each side of a window (%(default)s)")
+    parser.add_argument(
+        "--units",
+        action="store_true",
+        help=f"with --layer codes: also write DIR/{UNITS_FILE}, one line of 'g0-g1' tokens per file",
+    )
+    parser.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=Windowing.chunk_seconds,
+        help="long audio runs in windows of this many seconds (%(default)s)",
+    )
+    parser.add_argument(
+        "--context-seconds",
+        type=float,
+        default=Windowing.context_seconds,
+        help="context each side of a window (%(default)s)",
+    )
     parser.add_argument("audio", nargs="+", help="audio files: wav, flac, ogg, mp3, any sample rate")
 
 

@@ -35,8 +35,9 @@ def resolve_model(reference: str | Path) -> Path:
 
         folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=["*.json", "*.safetensors"]))
         if not any(folder.glob("*.safetensors")):
-            folder = Path(snapshot_download(repo_id, revision=revision or None,
-                                            allow_patterns=["*.json", "pytorch_model*.bin"]))
+            folder = Path(
+                snapshot_download(repo_id, revision=revision or None, allow_patterns=["*.json", "pytorch_model*.bin"])
+            )
     except Exception as error:  # the Hub client raises many kinds (offline, HTTP, auth, bad id): all mean "not here"
         reason = " ".join(str(error).split())[:300] or type(error).__name__
         raise ModelNotFoundError(

@@ -43,8 +43,16 @@ class LexiconSearch:
     (ARPA or binary), or None to let the acoustic model alone choose among the words. `alpha` weighs
     the language model's natural-log score and `beta` is added per word, as in pyctcdecode."""
 
-    def __init__(self, spellings: dict[str, list[int]], vocab_size: int, blank: int, delimiter: int,
-                 lm: str | Path | None, alpha: float, beta: float):
+    def __init__(
+        self,
+        spellings: dict[str, list[int]],
+        vocab_size: int,
+        blank: int,
+        delimiter: int,
+        lm: str | Path | None,
+        alpha: float,
+        beta: float,
+    ):
         from flashlight.lib.text.decoder import KenLM, SmearingMode, Trie, ZeroLM  # lexicon beam search
         from flashlight.lib.text.dictionary import Dictionary
 
@@ -68,10 +76,20 @@ class LexiconSearch:
         delimiters included) and score. log_probs: (frames, vocab) log-softmax output."""
         from flashlight.lib.text.decoder import CriterionType, LexiconDecoder, LexiconDecoderOptions
 
-        options = LexiconDecoderOptions(beam_width, self.vocab_size, BEAM_THRESHOLD, self.lm_weight,
-                                        self.word_score, -math.inf, 0.0, False, CriterionType.CTC)
-        decoder = LexiconDecoder(options, self.trie, self.lm, self.delimiter, self.blank,
-                                 self.words.get_index("<unk>"), [], False)
+        options = LexiconDecoderOptions(
+            beam_width,
+            self.vocab_size,
+            BEAM_THRESHOLD,
+            self.lm_weight,
+            self.word_score,
+            -math.inf,
+            0.0,
+            False,
+            CriterionType.CTC,
+        )
+        decoder = LexiconDecoder(
+            options, self.trie, self.lm, self.delimiter, self.blank, self.words.get_index("<unk>"), [], False
+        )
         emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
         results = decoder.decode(emissions.ctypes.data, len(emissions), emissions.shape[1])
         # Each path has one token before the first frame and one after the last: the search's start and end.

@@ -35,37 +35,46 @@ class OnnxRecognizer(Recognizer):
     windows: 3.1 GB held, against a 0.2 GB peak without it); a long-running server turns it off.
     """
 
-    def __init__(self, folder: str | Path, providers: list[Any] | None = None, threads: int = 0,
-                 model_file: str | None = None, memory_arena: bool = True, provider: Provider = "cpu"):
+    def __init__(
+        self,
+        folder: str | Path,
+        providers: list[Any] | None = None,
+        threads: int = 0,
+        model_file: str | None = None,
+        memory_arena: bool = True,
+        provider: Provider = "cpu",
+    ):
         self.folder = Path(folder)
         self.config = Wav2Vec2Config.from_json_file(self.folder / "config.json")
         self.features = FeatureSettings.from_folder(self.folder, self.config)
         self.vocab = CTCVocabulary.from_folder(self.folder)
         self.manifest = read_manifest(self.folder)
         if providers is None:  # RuntimeUnavailable (a ValueError) if the provider cannot run this folder
-            providers, engine_file = execution_providers(provider, self.folder, self.manifest,
-                                                         self.features.sampling_rate)
+            providers, engine_file = execution_providers(
+                provider, self.folder, self.manifest, self.features.sampling_rate
+            )
             model_file = model_file or engine_file
         if model_file is None:
             model_file = BATCHED_MODEL_FILE if (self.folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE
         try:
             import onnxruntime  # the inference engine: CPU here, CUDA and TensorRT providers with onnxruntime-gpu
         except ImportError:
-            raise ImportError("running an exported model needs onnxruntime: pip install '.[serve]' (or "
-                              "'.[export]')") from None
+            raise ImportError(
+                "running an exported model needs onnxruntime: pip install '.[serve]' (or '.[export]')"
+            ) from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # 0: onnxruntime's default, one thread per core
         options.enable_cpu_mem_arena = memory_arena
-        self.session = onnxruntime.InferenceSession(str(self.folder / model_file), options,
-                                                    providers=providers)
+        self.session = onnxruntime.InferenceSession(str(self.folder / model_file), options, providers=providers)
         self.uses_attention_mask = "attention_mask" in {given.name for given in self.session.get_inputs()}
 
     def run(self, input_values: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
         """(batch, samples) float32 [+ (batch, samples) int64] -> logits (batch, frames, vocab)."""
         feeds = {"input_values": input_values}
         if self.uses_attention_mask:
-            feeds["attention_mask"] = attention_mask if attention_mask is not None else np.ones_like(
-                input_values, dtype=np.int64)
+            feeds["attention_mask"] = (
+                attention_mask if attention_mask is not None else np.ones_like(input_values, dtype=np.int64)
+            )
         return self.session.run(["logits"], feeds)[0]
 
     @property
@@ -77,4 +86,4 @@ class OnnxRecognizer(Recognizer):
     def logits(self, utterances: list[np.ndarray]) -> list[np.ndarray]:
         input_values, attention_mask = model_inputs(utterances, self.features, self.padding_exact)
         logits = self.run(input_values, attention_mask)
-        return [row[:self.config.num_frames(len(samples))] for row, samples in zip(logits, utterances)]
+        return [row[: self.config.num_frames(len(samples))] for row, samples in zip(logits, utterances)]

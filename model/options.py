@@ -30,16 +30,26 @@ class DecodeOptions:
 
     # "greedy" (best path) or "beam" (beam search); None: beam search when the model has a language
     # model or a beam-search option is given, else greedy (`choose_decoder`).
-    decoder: Decoder | None = field(default=None, metadata={
-        "help": "greedy or beam; default: beam search when the model has a language model or a beam-search "
-                "option (beam width, hotwords, alternatives, phrases) is given, else greedy",
-        "choices": DECODERS})
+    decoder: Decoder | None = field(
+        default=None,
+        metadata={
+            "help": "greedy or beam; default: beam search when the model has a language model or a beam-search "
+            "option (beam width, hotwords, alternatives, phrases) is given, else greedy",
+            "choices": DECODERS,
+        },
+    )
     # What each beam search may choose: width, hotwords, alternatives, phrases.
     beam: BeamOptions = field(default_factory=BeamOptions)
     # Words less confident than this (0-1) are marked low_confidence.
-    min_confidence: float = field(default=MIN_CONFIDENCE, metadata={
-        "help": "words less confident than this (0-1) are marked low_confidence; a transcript's confidence is "
-                "its weakest word's", "min": 0, "max": 1})
+    min_confidence: float = field(
+        default=MIN_CONFIDENCE,
+        metadata={
+            "help": "words less confident than this (0-1) are marked low_confidence; a transcript's confidence is "
+            "its weakest word's",
+            "min": 0,
+            "max": 1,
+        },
+    )
 
     def resolved(self, has_lm: bool, beam_width: int | None = None) -> DecodeOptions:
         """These options with the decoder chosen (`choose_decoder`) and, for beam search, the beam
@@ -77,8 +87,11 @@ def check_options(options: DecodeOptions, vocab: CTCVocabulary, has_lm: bool) ->
     if choose_decoder(options, has_lm) == "greedy":
         for name in ("hotwords", "alternatives", "phrases"):
             if getattr(options.beam, name):
-                raise OptionError(name, f"{name} need beam search; greedy decoding gives one transcript of any "
-                                        "words (leave decoder out, or set decoder=beam)")
+                raise OptionError(
+                    name,
+                    f"{name} need beam search; greedy decoding gives one transcript of any "
+                    "words (leave decoder out, or set decoder=beam)",
+                )
     if options.beam.phrases is not None:
         try:
             check_phrases(vocab, options.beam.phrases)
@@ -123,8 +136,21 @@ def option_fields() -> list[OptionField]:
                 inner = str
             default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
             meta = item.metadata
-            found.append(OptionField(item.name, inner, many, optional, default, meta["help"], meta.get("choices"),
-                                     meta.get("min"), meta.get("max"), meta.get("max_items"), in_beam))
+            found.append(
+                OptionField(
+                    item.name,
+                    inner,
+                    many,
+                    optional,
+                    default,
+                    meta["help"],
+                    meta.get("choices"),
+                    meta.get("min"),
+                    meta.get("max"),
+                    meta.get("max_items"),
+                    in_beam,
+                )
+            )
     return found
 
 
@@ -170,8 +196,7 @@ def add_decode_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
         flag = "--" + spec.name.replace("_", "-")
         shown = "" if spec.default in (None, ()) or "default" in spec.help else f" (default {spec.default:g})"
         if spec.many:
-            group.add_argument(flag, type=_comma_separated, metavar="A,B,...",
-                               help=f"{spec.help}; comma-separated")
+            group.add_argument(flag, type=_comma_separated, metavar="A,B,...", help=f"{spec.help}; comma-separated")
         else:
             group.add_argument(flag, type=spec.kind, choices=spec.choices, help=spec.help + shown)
 
@@ -193,13 +218,20 @@ def _comma_separated(text: str) -> tuple[str, ...]:
 def add_language_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that say what a model's beam search is built with: `--lm`/`--no-lm`, `--lexicon`/
     `--no-lexicon` (`model.transcribe.model_decoding` reads them), `--lm-alpha` and `--lm-beta`."""
-    parser.add_argument("--lm", help="KenLM language model (ARPA or binary): beam search with it (default: a "
-                                     "model folder's lm.arpa)")
-    parser.add_argument("--no-lm", action="store_true", help="no language model, not even the model folder's: "
-                                                             "greedy decoding unless a beam-search option is given")
-    parser.add_argument("--lexicon", help="a file of the words beam search may write, one per line (default: a "
-                                          "model folder's lexicon.txt)")
-    parser.add_argument("--no-lexicon", action="store_true",
-                        help="beam search over any spelling, not only the lexicon's words")
+    parser.add_argument(
+        "--lm", help="KenLM language model (ARPA or binary): beam search with it (default: a model folder's lm.arpa)"
+    )
+    parser.add_argument(
+        "--no-lm",
+        action="store_true",
+        help="no language model, not even the model folder's: greedy decoding unless a beam-search option is given",
+    )
+    parser.add_argument(
+        "--lexicon",
+        help="a file of the words beam search may write, one per line (default: a model folder's lexicon.txt)",
+    )
+    parser.add_argument(
+        "--no-lexicon", action="store_true", help="beam search over any spelling, not only the lexicon's words"
+    )
     parser.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
     parser.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")

@@ -40,13 +40,17 @@ def normalise_phrases(phrases: list[str] | tuple[str, ...], letters: set[str]) -
         if not text:
             raise PhraseError("an empty phrase; every phrase needs a word")
         if len(text) > MAX_PHRASE_CHARACTERS:
-            raise PhraseError(f"the phrase {text[:20]!r}... is {len(text)} characters long; at most "
-                              f"{MAX_PHRASE_CHARACTERS} are allowed")
+            raise PhraseError(
+                f"the phrase {text[:20]!r}... is {len(text)} characters long; at most "
+                f"{MAX_PHRASE_CHARACTERS} are allowed"
+            )
         unknown = sorted(set(text) - letters - {" "})
         if unknown:
             shown = ", ".join(repr(char) for char in unknown[:5])
-            raise PhraseError(f"the phrase {phrase[:40]!r} has {shown}, which this model cannot write (its "
-                              f"alphabet: {''.join(sorted(letters))})")
+            raise PhraseError(
+                f"the phrase {phrase[:40]!r} has {shown}, which this model cannot write (its "
+                f"alphabet: {''.join(sorted(letters))})"
+            )
         normalised[text] = None
     return tuple(normalised)
 
@@ -102,8 +106,9 @@ class PhraseGrammar:
         found = index < len(self._words) and self._words[index].startswith(partial_token)
         return 0.0 if found else -math.inf
 
-    def score(self, prev_state: frozenset[int] | None, word: str, is_last_word: bool = False
-              ) -> tuple[float, frozenset[int] | None]:
+    def score(
+        self, prev_state: frozenset[int] | None, word: str, is_last_word: bool = False
+    ) -> tuple[float, frozenset[int] | None]:
         """(0, next state) for a word an allowed phrase continues with (or starts with, after a whole
         phrase); (minus infinity, NO_PATH) otherwise, and at the end of a transcript cut inside a phrase."""
         state = prev_state

@@ -79,22 +79,26 @@ class UnusableLogits(AudioError):
 def check_finite(logits: np.ndarray) -> None:
     """Beam search fails on NaN, and greedy decoding reads noise from it: refuse such logits."""
     if not np.isfinite(logits).all():
-        raise UnusableLogits("the model's output for this audio is not finite; the audio may be damaged or far "
-                             "out of the usual range")
+        raise UnusableLogits(
+            "the model's output for this audio is not finite; the audio may be damaged or far out of the usual range"
+        )
 
 
-def window_samples(samples: np.ndarray, recognizer: Recognizer, windowing: Windowing
-                   ) -> tuple[list[Window], list[np.ndarray]]:
+def window_samples(
+    samples: np.ndarray, recognizer: Recognizer, windowing: Windowing
+) -> tuple[list[Window], list[np.ndarray]]:
     """One utterance's windows, and the samples of each (views, not copies)."""
     rate = recognizer.sampling_rate
-    windows = plan_windows(len(samples), recognizer.config, int(windowing.chunk_seconds * rate),
-                           int(windowing.context_seconds * rate))
-    return windows, [samples[window.start:window.end] for window in windows]
+    windows = plan_windows(
+        len(samples), recognizer.config, int(windowing.chunk_seconds * rate), int(windowing.context_seconds * rate)
+    )
+    return windows, [samples[window.start : window.end] for window in windows]
 
 
 @dataclass(frozen=True)
 class Infer:
     """A step the caller does: these pieces' logits, (frames_i, vocab) each, in order."""
+
     pieces: list[np.ndarray]
 
 
@@ -102,6 +106,7 @@ class Infer:
 class Decode:
     """A step the caller does: one utterance's logits (frames, vocab), decoded with `options`
     (decoder chosen, beam width filled in)."""
+
     logits: np.ndarray
     options: DecodeOptions
 
@@ -113,8 +118,14 @@ class Pipeline:
     """The transcription steps for one model: `recognizer` gives the audio and frame arithmetic (it is
     not run here: `infer` runs it), `has_lm` and `beam_width` the decoder choice and default width."""
 
-    def __init__(self, recognizer: Recognizer, has_lm: bool = False, windowing: Windowing = Windowing(),
-                 beam_width: int | None = None, name: str = ""):
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        has_lm: bool = False,
+        windowing: Windowing = Windowing(),
+        beam_width: int | None = None,
+        name: str = "",
+    ):
         self.recognizer = recognizer
         self.has_lm = has_lm
         self.windowing = windowing
@@ -132,7 +143,7 @@ class Pipeline:
         results = yield Infer([piece for _, pieces in plans for piece in pieces])
         stitched, start = [], 0
         for windows, _ in plans:
-            stitched.append(stitch(windows, results[start:start + len(windows)]))
+            stitched.append(stitch(windows, results[start : start + len(windows)]))
             start += len(windows)
         return stitched
 
@@ -148,9 +159,17 @@ class Pipeline:
             check_finite(logits)
             decoded = (yield Decode(logits, resolved)).mark(options.min_confidence)
             asked = resolved.decoder == "beam" and bool(resolved.beam.alternatives)
-            transcripts.append(Transcript(decoded.text, decoded.words, round(len(samples) / rate, 3),
-                                          resolved.decoder, decoded.alternatives if asked else None,
-                                          round(decoded.confidence, 4), self.name))
+            transcripts.append(
+                Transcript(
+                    decoded.text,
+                    decoded.words,
+                    round(len(samples) / rate, 3),
+                    resolved.decoder,
+                    decoded.alternatives if asked else None,
+                    round(decoded.confidence, 4),
+                    self.name,
+                )
+            )
         return transcripts
 
 
@@ -213,8 +232,15 @@ class Decoders:
     `lexicon`'s words, if given), built on first use and kept. `decode` is the core's one decode
     entry point: every caller's `decode` seam ends here, in its own process or in a worker's."""
 
-    def __init__(self, vocab: CTCVocabulary, frame_seconds: float, lm: str | Path | None = None,
-                 lm_alpha: float = LM_ALPHA, lm_beta: float = LM_BETA, lexicon: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        vocab: CTCVocabulary,
+        frame_seconds: float,
+        lm: str | Path | None = None,
+        lm_alpha: float = LM_ALPHA,
+        lm_beta: float = LM_BETA,
+        lexicon: tuple[str, ...] | None = None,
+    ):
         self.vocab, self.frame_seconds = vocab, frame_seconds
         self.lm, self.lm_alpha, self.lm_beta, self.lexicon = lm, lm_alpha, lm_beta, lexicon
         self._beam: BeamSearchDecoder | None = None

@@ -98,7 +98,12 @@ def _report(lm: str | Path | None, output: str, records: list[logging.LogRecord]
     if lm is None:
         return
     path = Path(lm)
-    kind = "ARPA text (`build_binary` from KenLM makes a file that loads faster)" \
-        if "build a binary file" in output else "KenLM binary" if path.suffix != ".arpa" else "ARPA text"
+    kind = (
+        "ARPA text (`build_binary` from KenLM makes a file that loads faster)"
+        if "build a binary file" in output
+        else "KenLM binary"
+        if path.suffix != ".arpa"
+        else "ARPA text"
+    )
     counted = f", {words} words" if words is not None else ""
     log.info("language model %s loaded: %s%s", path.name, kind, counted)

@@ -40,12 +40,15 @@ class TensorRTProfile:
 
     def shapes(self, inputs: list[str], sampling_rate: int) -> dict[str, str]:
         """ONNX Runtime's profile options: each input's (batch x samples) at the three corners."""
+
         def spec(batch: int, seconds: float) -> str:
             return ",".join(f"{name}:{batch}x{int(seconds * sampling_rate)}" for name in inputs)
 
-        return {"trt_profile_min_shapes": spec(1, self.min_seconds),
-                "trt_profile_opt_shapes": spec(self.opt_batch, self.opt_seconds),
-                "trt_profile_max_shapes": spec(self.max_batch, self.max_seconds)}
+        return {
+            "trt_profile_min_shapes": spec(1, self.min_seconds),
+            "trt_profile_opt_shapes": spec(self.opt_batch, self.opt_seconds),
+            "trt_profile_max_shapes": spec(self.max_batch, self.max_seconds),
+        }
 
 
 def read_manifest(folder: Path) -> dict:
@@ -58,8 +61,12 @@ def record_tensorrt(folder: Path, model_file: str, inputs: list[str], profile: T
     """Note in the folder's manifest which graph (with which inputs) the cached engine was built for,
     with which profile."""
     manifest = read_manifest(folder)
-    manifest["tensorrt"] = {"model_file": model_file, "inputs": inputs, "cache": TENSORRT_CACHE_FOLDER,
-                            **asdict(profile)}
+    manifest["tensorrt"] = {
+        "model_file": model_file,
+        "inputs": inputs,
+        "cache": TENSORRT_CACHE_FOLDER,
+        **asdict(profile),
+    }
     (Path(folder) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -68,14 +75,18 @@ def built_tensorrt(folder: Path, manifest: dict) -> tuple[TensorRTProfile, str, 
     none was."""
     built = manifest.get("tensorrt")
     if not built:
-        raise RuntimeUnavailable(f"no TensorRT engine for {folder}; run `python -m export tensorrt --onnx "
-                                 f"{folder / 'model.onnx'}` first")
+        raise RuntimeUnavailable(
+            f"no TensorRT engine for {folder}; run `python -m export tensorrt --onnx {folder / 'model.onnx'}` first"
+        )
     names = {field.name for field in fields(TensorRTProfile)}
     profile = TensorRTProfile(**{key: value for key, value in built.items() if key in names})
     # Engines built before the manifest named their inputs: the padding-exact graph takes a mask, and
     # the plain graph what the export recorded.
-    inputs = built.get("inputs") or (["input_values", "attention_mask"] if built["model_file"] == manifest.get(
-        "batched_model") else manifest.get("inputs", ["input_values"]))
+    inputs = built.get("inputs") or (
+        ["input_values", "attention_mask"]
+        if built["model_file"] == manifest.get("batched_model")
+        else manifest.get("inputs", ["input_values"])
+    )
     return profile, built["model_file"], inputs
 
 
@@ -92,8 +103,9 @@ def tensorrt_providers(folder: Path, profile: TensorRTProfile, inputs: list[str]
     return [("TensorrtExecutionProvider", options), "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def execution_providers(provider: Provider, folder: Path, manifest: dict, sampling_rate: int
-                        ) -> tuple[list[Any], str | None]:
+def execution_providers(
+    provider: Provider, folder: Path, manifest: dict, sampling_rate: int
+) -> tuple[list[Any], str | None]:
     """(ONNX Runtime's provider list, the graph file to run, None: the recognizer's own choice) for
     `provider`. TensorRT runs the graph its engine was built for."""
     if provider == "cpu":

@@ -47,8 +47,10 @@ class StreamOptions:
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be a positive number of Hz, not {self.sample_rate}")
         if self.endpointing_ms is not None and self.endpointing_ms < VAD_FRAME_MS:
-            raise ValueError(f"endpointing_ms must be at least one {VAD_FRAME_MS} ms detector frame (or None), "
-                             f"not {self.endpointing_ms}")
+            raise ValueError(
+                f"endpointing_ms must be at least one {VAD_FRAME_MS} ms detector frame (or None), "
+                f"not {self.endpointing_ms}"
+            )
         for name in ("max_segment_seconds", "max_stream_seconds", "partial_window_seconds", "partial_every_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {getattr(self, name)}")
@@ -100,6 +102,7 @@ class Recognizer(Protocol):
 @dataclass
 class SegmentEnd:
     """A segment that has just ended, before its transcription. Times in seconds from the stream's start."""
+
     start: float
     end: float
     reason: SegmentReason
@@ -119,8 +122,15 @@ class StreamEvents:
         """The segment is closed; return False to drop it untranscribed."""
         return True
 
-    async def final(self, text: str, words: list[dict], start: float, end: float, confidence: float,
-                    alternatives: list[dict] | None = None) -> None:
+    async def final(
+        self,
+        text: str,
+        words: list[dict],
+        start: float,
+        end: float,
+        confidence: float,
+        alternatives: list[dict] | None = None,
+    ) -> None:
         """The segment's transcription (words' times from the stream's start), its confidence, and
         its n best transcripts if they were asked for."""
 
@@ -167,7 +177,7 @@ class SampleBuffer:
             needed.append(piece)
             taken += len(piece)
         joined = np.concatenate(needed[::-1]) if needed else np.zeros(0, dtype=np.float32)
-        return joined[len(joined) - min(count, len(joined)):]
+        return joined[len(joined) - min(count, len(joined)) :]
 
     def take(self) -> np.ndarray:
         """Every sample, and the buffer is empty again."""
@@ -195,10 +205,10 @@ class PauseDetector:
         audio = samples if self.rate == VAD_RATE else soxr.resample(samples, self.rate, VAD_RATE)
         self.pending = np.concatenate([self.pending, audio])
         frames = len(self.pending) // VAD_FRAME
-        pcm = (np.clip(self.pending[:frames * VAD_FRAME], -1, 1) * 32767).astype("<i2")
-        self.pending = self.pending[frames * VAD_FRAME:]
+        pcm = (np.clip(self.pending[: frames * VAD_FRAME], -1, 1) * 32767).astype("<i2")
+        self.pending = self.pending[frames * VAD_FRAME :]
         for index in range(frames):
-            if self.vad.is_speech(pcm[index * VAD_FRAME:(index + 1) * VAD_FRAME].tobytes(), VAD_RATE):
+            if self.vad.is_speech(pcm[index * VAD_FRAME : (index + 1) * VAD_FRAME].tobytes(), VAD_RATE):
                 if not self.heard_speech:
                     self.speech_at = round(self.seconds, 3)
                 self.heard_speech, self.silence_ms = True, 0
@@ -256,8 +266,10 @@ class Stream:
         `recognizer` transcribes from the open segment on; ValueError if it takes audio at another
         rate than this stream's."""
         if recognizer is not None and recognizer.rate != self.rate:
-            raise ValueError(f"model '{recognizer.name}' takes audio at {recognizer.rate} Hz, this stream's model "
-                             f"at {self.rate} Hz; open a new stream for it")
+            raise ValueError(
+                f"model '{recognizer.name}' takes audio at {recognizer.rate} Hz, this stream's model "
+                f"at {self.rate} Hz; open a new stream for it"
+            )
         if options.sample_rate != self.options.sample_rate:
             self.flush_resampler()
         self.options = options
@@ -341,8 +353,14 @@ class Stream:
         except SegmentFailed as failure:
             await self.events.failed(failure.cause)
             return
-        words = [{**word, "start": round(word["start"] + start / self.rate, 3),
-                  "end": round(word["end"] + start / self.rate, 3)} for word in heard.words]
+        words = [
+            {
+                **word,
+                "start": round(word["start"] + start / self.rate, 3),
+                "end": round(word["end"] + start / self.rate, 3),
+            }
+            for word in heard.words
+        ]
         await self.events.final(heard.text, words, offset, end, heard.confidence, heard.alternatives)
         self.finals += 1
 

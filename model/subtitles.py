@@ -11,13 +11,22 @@ def segments(words: list[dict]) -> list[dict]:
     """Group words into segments at pauses and at a maximum length: [{start, end, text, words}]."""
     grouped: list[list[dict]] = []
     for word in words:
-        if grouped and (word["start"] - grouped[-1][-1]["end"] < PAUSE_SECONDS
-                        and word["end"] - grouped[-1][0]["start"] <= MAX_SEGMENT_SECONDS):
+        if grouped and (
+            word["start"] - grouped[-1][-1]["end"] < PAUSE_SECONDS
+            and word["end"] - grouped[-1][0]["start"] <= MAX_SEGMENT_SECONDS
+        ):
             grouped[-1].append(word)
         else:
             grouped.append([word])
-    return [{"start": group[0]["start"], "end": group[-1]["end"], "text": " ".join(w["word"] for w in group),
-             "words": group} for group in grouped]
+    return [
+        {
+            "start": group[0]["start"],
+            "end": group[-1]["end"],
+            "text": " ".join(w["word"] for w in group),
+            "words": group,
+        }
+        for group in grouped
+    ]
 
 
 def _clock(seconds: float, separator: str) -> str:
@@ -29,10 +38,13 @@ def _clock(seconds: float, separator: str) -> str:
 
 
 def srt(parts: list[dict]) -> str:
-    return "".join(f"{index}\n{_clock(part['start'], ',')} --> {_clock(part['end'], ',')}\n{part['text']}\n\n"
-                   for index, part in enumerate(parts, start=1))
+    return "".join(
+        f"{index}\n{_clock(part['start'], ',')} --> {_clock(part['end'], ',')}\n{part['text']}\n\n"
+        for index, part in enumerate(parts, start=1)
+    )
 
 
 def vtt(parts: list[dict]) -> str:
-    return "WEBVTT\n\n" + "".join(f"{_clock(part['start'], '.')} --> {_clock(part['end'], '.')}\n{part['text']}\n\n"
-                                  for part in parts)
+    return "WEBVTT\n\n" + "".join(
+        f"{_clock(part['start'], '.')} --> {_clock(part['end'], '.')}\n{part['text']}\n\n" for part in parts
+    )

@@ -26,9 +26,13 @@ from .windows import plan_batches
 __all__ = ["DecodeOptions", "Transcriber", "Transcript", "UnusableLogits", "Windowing", "model_decoding"]
 
 
-def model_decoding(model: str | Path, lm: str | Path | None = None, no_lm: bool = False,
-                   lexicon: str | Path | None = None, no_lexicon: bool = False
-                   ) -> tuple[str | Path | None, tuple[str, ...] | None]:
+def model_decoding(
+    model: str | Path,
+    lm: str | Path | None = None,
+    no_lm: bool = False,
+    lexicon: str | Path | None = None,
+    no_lexicon: bool = False,
+) -> tuple[str | Path | None, tuple[str, ...] | None]:
     """The language model and lexicon words to decode `model` with: those given, else a model folder's
     own (lm.arpa, lexicon.txt), unless turned off. LexiconError (a ValueError) if the lexicon is unreadable."""
     folder = Path(model).expanduser()
@@ -42,9 +46,16 @@ class Transcriber:
     a KenLM model, if given, within `lexicon`'s words, if given), run in this process. Call `close`
     when done, or use it as a context manager."""
 
-    def __init__(self, recognizer: Recognizer, lm: str | Path | None = None, lm_alpha: float = LM_ALPHA,
-                 lm_beta: float = LM_BETA, windowing: Windowing = Windowing(), max_batch_size: int = 8,
-                 lexicon: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        lm: str | Path | None = None,
+        lm_alpha: float = LM_ALPHA,
+        lm_beta: float = LM_BETA,
+        windowing: Windowing = Windowing(),
+        max_batch_size: int = 8,
+        lexicon: tuple[str, ...] | None = None,
+    ):
         self.recognizer = recognizer
         self.lm, self.lm_alpha, self.lm_beta, self.lexicon = lm, lm_alpha, lm_beta, lexicon
         self.windowing = windowing
@@ -91,8 +102,9 @@ class Transcriber:
         """Samples at the recognizer's rate (at least one frame's worth) -> transcript."""
         return self.transcribe_batch([samples], options)[0]
 
-    def transcribe_batch(self, utterances: list[np.ndarray], options: DecodeOptions = DecodeOptions()
-                         ) -> list[Transcript]:
+    def transcribe_batch(
+        self, utterances: list[np.ndarray], options: DecodeOptions = DecodeOptions()
+    ) -> list[Transcript]:
         return run(self.pipeline.transcribe_steps(utterances, options), self.infer, self.decoders.decode)
 
     def transcribe_file(self, source: AudioSource, options: DecodeOptions = DecodeOptions()) -> Transcript:

@@ -50,7 +50,7 @@ def plan_windows(num_samples: int, config: Wav2Vec2Config, chunk_samples: int, c
 
 
 def stitch(windows: list[Window], logits: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([rows[window.keep_from:window.keep_to] for window, rows in zip(windows, logits)])
+    return np.concatenate([rows[window.keep_from : window.keep_to] for window, rows in zip(windows, logits)])
 
 
 def length_groups(lengths: list[int], max_padding: float = MAX_PADDING) -> list[list[int]]:
@@ -61,7 +61,8 @@ def length_groups(lengths: list[int], max_padding: float = MAX_PADDING) -> list[
     for index in sorted(range(len(lengths)), key=lengths.__getitem__):
         group = groups[-1] if groups else None
         if group and (len(group) + 1) * lengths[index] <= (1 + max_padding) * (
-                sum(lengths[i] for i in group) + lengths[index]):
+            sum(lengths[i] for i in group) + lengths[index]
+        ):
             group.append(index)
         else:
             groups.append([index])

@@ -39,9 +39,12 @@ def build_parser(settings_model) -> argparse.ArgumentParser:
     """One option per setting, each with its help, its default and its environment variable. Defaults
     are not set on the parser (argparse.SUPPRESS): what is not given comes from the environment, then
     from the settings' own default."""
-    parser = argparse.ArgumentParser(prog="python -m service", usage="%(prog)s [options]  (--help lists them)",
-                                     description="wav2vec 2.0 transcription server. "
-                                     "Every option can also be set as an environment variable ASR_<OPTION>.")
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        usage="%(prog)s [options]  (--help lists them)",
+        description="wav2vec 2.0 transcription server. "
+        "Every option can also be set as an environment variable ASR_<OPTION>.",
+    )
     for name, field in settings_model.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if not field.description:  # a checked contract: tests/test_operations.py
@@ -49,20 +52,33 @@ def build_parser(settings_model) -> argparse.ArgumentParser:
         default = "" if "(default" in field.description else f"; default: {shown_default(field)}"
         help_text = f"{field.description} (env ASR_{name.upper()}{default})".replace("%", "%%")
         if field.annotation is bool:  # --web-ui / --no-web-ui
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
             continue
         if name in ("model", "lm", "lexicon", "lm_alpha", "lm_beta", "model_alias", "language"):  # repeatable
-            metavar = {"model_alias": "ALIAS=NAME", "language": "[NAME=]CODE", "lm_alpha": "[NAME=]VALUE",
-                       "lm_beta": "[NAME=]VALUE"}.get(name, "[NAME=]PATH")
-            parser.add_argument(flag, dest=name, action="append", default=argparse.SUPPRESS, metavar=metavar,
-                                help=help_text)
+            metavar = {
+                "model_alias": "ALIAS=NAME",
+                "language": "[NAME=]CODE",
+                "lm_alpha": "[NAME=]VALUE",
+                "lm_beta": "[NAME=]VALUE",
+            }.get(name, "[NAME=]PATH")
+            parser.add_argument(
+                flag, dest=name, action="append", default=argparse.SUPPRESS, metavar=metavar, help=help_text
+            )
             continue
         choices = getattr(field.annotation, "__args__", None) if "Literal" in str(field.annotation) else None
         annotation = str(field.annotation)
         kind = int if annotation == "<class 'int'>" else float if annotation == "<class 'float'>" else str
-        parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=help_text, choices=choices,
-                            metavar=name.upper() if choices is None else None)
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=argparse.SUPPRESS,
+            help=help_text,
+            choices=choices,
+            metavar=name.upper() if choices is None else None,
+        )
     return parser
 
 
@@ -102,10 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     # A model that cannot be loaded (a damaged ONNX file, say) stops the server: uvicorn reads
     # should_exit on every tick, and shuts down as on SIGTERM.
     app = create_app(settings, on_load_failure=lambda: setattr(server, "should_exit", True))
-    server = GracefulServer(uvicorn.Config(
-        app, host=settings.host, port=settings.port, http=HTTPProtocol, ws=StreamProtocol,
-        ws_max_size=settings.stream_max_message_bytes, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        log_config=log_config, log_level=settings.log_level), stopping=app.state.server.stopping)
+    server = GracefulServer(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            http=HTTPProtocol,
+            ws=StreamProtocol,
+            ws_max_size=settings.stream_max_message_bytes,
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+            log_config=log_config,
+            log_level=settings.log_level,
+        ),
+        stopping=app.state.server.stopping,
+    )
     # uvicorn turns SIGTERM and SIGINT into a graceful shutdown, then raises the signal again so that
     # the default handler ends the process with it (exit 143). A shutdown that went as planned is a
     # success: this handler, which uvicorn puts back before raising, makes that second delivery a no-op.
@@ -125,9 +151,9 @@ def check_models(settings) -> str | None:
     and that KenLM and the beam search take them."""
     from model.ctc import CTCVocabulary
     from model.decoding import DecoderStartError
-    from model.pipeline import Decoders
     from model.hub import ModelNotFoundError
     from model.lexicon import LexiconError, read_lexicon
+    from model.pipeline import Decoders
 
     from .beam_workers import check_decoder
     from .engine import ModelUnavailable, onnx_folder
@@ -152,8 +178,10 @@ def check_models(settings) -> str | None:
                 # Only built, never run: the frame length matters to searches alone.
                 check_decoder(Decoders(vocab, 0.0, spec.lm, spec.lm_alpha, spec.lm_beta, lexicon))
             except DecoderStartError as error:
-                return (f"model '{spec.name}': the beam search could not be built with language model "
-                        f"'{spec.lm}' and lexicon '{spec.lexicon}': {error}")
+                return (
+                    f"model '{spec.name}': the beam search could not be built with language model "
+                    f"'{spec.lm}' and lexicon '{spec.lexicon}': {error}"
+                )
     return None
 
 

@@ -18,8 +18,12 @@ from .http_errors import ApiError
 ASSETS_URL = "/docs/assets"
 # The package's static files, found without importing it (its module only wraps FastAPI, unused here).
 FOLDER = Path(find_spec("fastapi_offline").submodule_search_locations[0]) / "static"
-FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
-         "redoc.standalone.js": "text/javascript", "favicon.png": "image/png"}
+FILES = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+    "favicon.png": "image/png",
+}
 
 router = APIRouter(dependencies=[Depends(require_api_key)], include_in_schema=False)
 
@@ -32,18 +36,25 @@ async def openapi(request: Request) -> JSONResponse:
 @router.get("/docs")
 async def swagger(request: Request) -> Response:
     # No validator: Swagger UI would otherwise send the schema's URL to swagger.io for a badge.
-    return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title,
-                               swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
-                               swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
-                               swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
-                               swagger_ui_parameters={"validatorUrl": None})
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title=request.app.title,
+        swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
 
 
 @router.get("/redoc")
 async def redoc(request: Request) -> Response:
-    return get_redoc_html(openapi_url="/openapi.json", title=request.app.title,
-                          redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
-                          redoc_favicon_url=f"{ASSETS_URL}/favicon.png", with_google_fonts=False)
+    return get_redoc_html(
+        openapi_url="/openapi.json",
+        title=request.app.title,
+        redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+        redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
+        with_google_fonts=False,
+    )
 
 
 @router.get(ASSETS_URL + "/{name}")

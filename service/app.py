@@ -9,17 +9,24 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from .errors import ServiceError
+from .http_errors import (
+    ApiError,
+    api_error_handler,
+    error_body,
+    http_error_handler,
+    internal_error_handler,
+    service_error_handler,
+    validation_error_handler,
+)
 from .http_protocol import CONNECTION_LOST
 from .logs import RequestIdMiddleware
-from .http_errors import (ApiError, api_error_handler, error_body, http_error_handler, internal_error_handler,
-                          service_error_handler, validation_error_handler)
 from .metrics import Metrics
 from .server import Server
 from .settings import Settings
@@ -73,8 +80,12 @@ class RequestMetrics:
         try:
             await handler
             if gone.is_set() or undelivered:  # answered into a closed connection
-                log.info("%s %s: the client disconnected before the answer (%s, not delivered)",
-                         scope["method"], scope["path"], status)
+                log.info(
+                    "%s %s: the client disconnected before the answer (%s, not delivered)",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                )
                 status = "disconnected"
         except (ClientDisconnect, asyncio.CancelledError) as error:
             if not gone.is_set() and not isinstance(error, ClientDisconnect):
@@ -92,11 +103,13 @@ class RequestMetrics:
             self.metrics.requests.labels(endpoint, status).inc()
             rid = state.get("request_id")  # an exemplar: which request a latency was, for OpenMetrics scrapers
             self.metrics.request_seconds.labels(endpoint, state.get("model", "")).observe(
-                time.perf_counter() - started, exemplar={"request_id": rid} if rid else None)
+                time.perf_counter() - started, exemplar={"request_id": rid} if rid else None
+            )
 
 
-async def _watch_disconnect(receive, body_read: asyncio.Event, answered: asyncio.Event, gone: asyncio.Event,
-                            handler: asyncio.Future) -> None:
+async def _watch_disconnect(
+    receive, body_read: asyncio.Event, answered: asyncio.Event, gone: asyncio.Event, handler: asyncio.Future
+) -> None:
     """Once the body is read, the next thing the server hears is the client leaving: cancel its work."""
     await body_read.wait()
     message = await receive()
@@ -135,9 +148,15 @@ def create_app(settings: Settings, on_load_failure=None) -> FastAPI:
         server.stop()
 
     # The schema and its pages are served by api_docs.router, behind the API keys like the API they describe.
-    app = App(title="w2v-asr", version="0.1.0", lifespan=lifespan, openapi_url=None, docs_url=None,
-                  redoc_url=None,
-                  description="wav2vec 2.0 speech recognition: batched ONNX inference, KenLM beam search, streaming")
+    app = App(
+        title="w2v-asr",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        description="wav2vec 2.0 speech recognition: batched ONNX inference, KenLM beam search, streaming",
+    )
     app.state.server = server
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(ApiError, api_error_handler)
@@ -146,10 +165,19 @@ def create_app(settings: Settings, on_load_failure=None) -> FastAPI:
     app.add_exception_handler(Exception, internal_error_handler)
     app.add_middleware(RequestMetrics, metrics=server.metrics)
     if settings.cors_origins:  # outermost of the app's own: a preflight needs no key and counts as no request
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["authorization", "content-type", "x-request-id", "openai-beta"],
-                           expose_headers=["x-request-id", "retry-after", "x-ratelimit-limit-requests",
-                                           "x-ratelimit-remaining-requests"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id", "openai-beta"],
+            expose_headers=[
+                "x-request-id",
+                "retry-after",
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+            ],
+            max_age=600,
+        )
 
     from . import api_docs, realtime, routes, streaming, web
 

@@ -45,8 +45,16 @@ class _Item:
 
 
 class Batcher:
-    def __init__(self, engine: OnnxRecognizer, max_batch_size: int, max_wait_ms: float, capacity: int,
-                 on_batch=None, name: str = "model", max_batch_samples: int | None = None):
+    def __init__(
+        self,
+        engine: OnnxRecognizer,
+        max_batch_size: int,
+        max_wait_ms: float,
+        capacity: int,
+        on_batch=None,
+        name: str = "model",
+        max_batch_samples: int | None = None,
+    ):
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_batch_samples = max_batch_samples  # None: no bound; a longer utterance runs alone
@@ -83,7 +91,7 @@ class Batcher:
         try:
             results: list[Inference] = []
             for first in range(0, len(utterances), self.max_batch_size):
-                results += await self._infer_now(utterances[first:first + self.max_batch_size])
+                results += await self._infer_now(utterances[first : first + self.max_batch_size])
             return results
         finally:
             self.requests -= 1

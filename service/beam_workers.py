@@ -86,8 +86,9 @@ class DecodeWorker:
         """Start the process and wait until its decoder is built; DecoderStartError says why not."""
         self.ready = False
         parent, child = self._context.Pipe()
-        self.process = self._context.Process(target=_worker_main, args=(child, *self._args), daemon=True,
-                                             name="beam-search")
+        self.process = self._context.Process(
+            target=_worker_main, args=(child, *self._args), daemon=True, name="beam-search"
+        )
         self.process.start()
         child.close()
         self.connection = parent
@@ -105,8 +106,7 @@ class DecodeWorker:
 
     def restart(self) -> None:
         """Replace a dead process (call with the lock held)."""
-        log.warning("beam-search worker %s exited with code %s; restarting it", self.process.pid,
-                    self.process.exitcode)
+        log.warning("beam-search worker %s exited with code %s; restarting it", self.process.pid, self.process.exitcode)
         self.start()
         if self.on_restart:
             self.on_restart()
@@ -125,15 +125,19 @@ class DecodeWorker:
                 self.connection.send(job)
             if not wait([self.connection, self.process.sentinel], timeout):
                 self.kill()
-                raise SearchTooLong(f"beam search took longer than this server's limit of {timeout:g} s, and "
-                                    "would again; ask for decoder=greedy, a smaller beam_width, fewer hotwords, or "
-                                    "send shorter audio")
+                raise SearchTooLong(
+                    f"beam search took longer than this server's limit of {timeout:g} s, and "
+                    "would again; ask for decoder=greedy, a smaller beam_width, fewer hotwords, or "
+                    "send shorter audio"
+                )
             try:
                 kind, value = self.connection.recv()
             except (EOFError, OSError):
                 self.process.join()
-                raise DecoderUnavailable(f"the beam-search worker stopped (exit code {self.process.exitcode}) "
-                                         "during this request; it is being restarted") from None
+                raise DecoderUnavailable(
+                    f"the beam-search worker stopped (exit code {self.process.exitcode}) "
+                    "during this request; it is being restarted"
+                ) from None
         if kind != "ok":
             raise RuntimeError(value)
         return value
@@ -166,8 +170,9 @@ class BeamSearch:
     """Beam search in a pool of worker processes, each building `decoders`' beam search (and loading
     its language model) once."""
 
-    def __init__(self, decoders: Decoders, workers: int, queue_capacity: int = 16, timeout: float = 30.0,
-                 on_restart=None):
+    def __init__(
+        self, decoders: Decoders, workers: int, queue_capacity: int = 16, timeout: float = 30.0, on_restart=None
+    ):
         self.workers = [DecodeWorker(decoders, on_restart) for _ in range(workers)]
         self.queue_capacity = queue_capacity
         self.timeout = timeout
@@ -194,7 +199,8 @@ class BeamSearch:
         "beam"). DecoderUnavailable or SearchTooLong if it cannot be done."""
         worker = await self._acquire()
         search = asyncio.get_running_loop().run_in_executor(
-            self._threads, worker.search, (logits, options), self.timeout)
+            self._threads, worker.search, (logits, options), self.timeout
+        )
         # The worker goes back to the idle queue when its search ends, even if this request was
         # cancelled meanwhile (client gone): the shield keeps that cancellation off the search.
         search.add_done_callback(lambda _: self._idle.put_nowait(worker))

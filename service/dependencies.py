@@ -54,5 +54,6 @@ class APIKey(HTTPBearer):
         raise Unauthorised("invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>")
 
 
-require_api_key = APIKey(scheme_name="HTTPBearer", auto_error=False,
-                         description="one of the server's API keys, when it has any")
+require_api_key = APIKey(
+    scheme_name="HTTPBearer", auto_error=False, description="one of the server's API keys, when it has any"
+)

@@ -36,10 +36,15 @@ def onnx_folder(reference: str, cache_dir: Path) -> Path:
     if importlib.util.find_spec("torch") is None:
         raise ModelUnavailable(
             f"'{reference}' is not an exported ONNX model folder and torch is not installed to export it; "
-            f"run `python -m export onnx --model {reference} --out DIR` where torch is, then serve DIR")
+            f"run `python -m export onnx --model {reference} --out DIR` where torch is, then serve DIR"
+        )
     print(f"exporting {reference} to {cached} (once) ...", file=sys.stderr, flush=True)
-    result = subprocess.run([sys.executable, "-m", "export", "onnx", "--model", str(path), "--out", str(cached)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "export", "onnx", "--model", str(path), "--out", str(cached)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise ModelUnavailable(f"exporting '{reference}' failed: {last}")

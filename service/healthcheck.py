@@ -1,6 +1,6 @@
 """Container health check: exit 0 when the local server's /ready answers 200, else 1.
 
-    python -m service.healthcheck      (uses ASR_PORT, default 8000)
+python -m service.healthcheck      (uses ASR_PORT, default 8000)
 """
 
 import os

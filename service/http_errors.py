@@ -6,9 +6,9 @@ the error's kind, its code and message), sent in the protocol's words (by defaul
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-import logging
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,24 +17,46 @@ from starlette.requests import HTTPConnection
 from starlette.routing import Match
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from .errors import (AudioTooLarge, Busy, InvalidAudio, InvalidOption, InvalidRequest, RateLimited, ServiceError,
-                     TooCostly, Unauthorised, UnknownModel, UnusableAudio, validation_problem)
+from .errors import (
+    AudioTooLarge,
+    Busy,
+    InvalidAudio,
+    InvalidOption,
+    InvalidRequest,
+    RateLimited,
+    ServiceError,
+    TooCostly,
+    Unauthorised,
+    UnknownModel,
+    UnusableAudio,
+    validation_problem,
+)
 from .logs import request_id
 
 log = logging.getLogger("service")
 
 # Each kind of refusal: its HTTP status, and the websocket close code that says the same.
-HTTP_STATUS = {InvalidAudio: 400, InvalidRequest: 400, Unauthorised: 401, UnknownModel: 404, AudioTooLarge: 413, InvalidOption: 422,
-               TooCostly: 422,
-               UnusableAudio: 422, RateLimited: 429, Busy: 503}
+HTTP_STATUS = {
+    InvalidAudio: 400,
+    InvalidRequest: 400,
+    Unauthorised: 401,
+    UnknownModel: 404,
+    AudioTooLarge: 413,
+    InvalidOption: 422,
+    TooCostly: 422,
+    UnusableAudio: 422,
+    RateLimited: 429,
+    Busy: 503,
+}
 CLOSE_CODE = {Unauthorised: 1008, Busy: 1013, RateLimited: 1013}  # any other: 1007, unusable data
 
 
 class ApiError(Exception):
     """An error of HTTP itself (the body, its type and size), with its status."""
 
-    def __init__(self, status: int, code: str, message: str, param: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, code: str, message: str, param: str | None = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.param, self.headers = status, code, message, param, headers
 
@@ -51,8 +73,14 @@ def error_body(code: str, message: str, param: str | None = None, status: int = 
     return {"error": detail}
 
 
-def refusal(connection: HTTPConnection | None, status: int, code: str, message: str, param: str | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
+def refusal(
+    connection: HTTPConnection | None,
+    status: int,
+    code: str,
+    message: str,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     """An error answer, its reason logged at INFO (a 4xx: the client's mistake, worth a line to
     whoever helps it; a 5xx refusal such as busy: the same, it is not a bug)."""
     where = f"{connection.scope.get('method', 'WEBSOCKET')} {connection.url.path}" if connection is not None else ""
@@ -71,6 +99,7 @@ def close_code(error: ServiceError) -> int:
 @dataclass(frozen=True)
 class Refusal:
     """Why a websocket session ends: its close code, a `code` for clients to act on and a message for people."""
+
     close_code: int
     code: str
     message: str
@@ -136,11 +165,15 @@ async def http_error_handler(connection: HTTPConnection, error: HTTPException) -
 def allowed_methods(connection: HTTPConnection) -> list[str]:
     """Every method some route of this path answers (GET and HEAD of /health are two routes)."""
     routes = connection.app.router.routes
-    return [method for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-            if any(route.matches({**connection.scope, "method": method})[0] == Match.FULL for route in routes)]
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+        if any(route.matches({**connection.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 async def internal_error_handler(_: HTTPConnection, error: Exception) -> JSONResponse:
     """A bug: the client gets JSON that names no internals; the log gets the traceback."""
-    return JSONResponse(error_body("internal_error", "the server failed on this request; its log says why",
-                                   status=500), 500)
+    return JSONResponse(
+        error_body("internal_error", "the server failed on this request; its log says why", status=500), 500
+    )

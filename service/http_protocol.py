@@ -89,13 +89,30 @@ class HTTPProtocol(H11Protocol):
             status, code, message = 431, "headers_too_large", f"the request's head is over the limit of {limit} bytes"
         rid = new_request_id()  # no request was read, so no id came with one: a new one, for the log and the client
         log.info("%d %s: %s", status, code, message, extra={"request_id": rid})
-        body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                     "code": code, "request_id": rid}}, separators=(",", ":")).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), CLOSE,
-                   (b"x-request-id", rid.encode())]
+        body = json.dumps(
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": code,
+                    "request_id": rid,
+                }
+            },
+            separators=(",", ":"),
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            CLOSE,
+            (b"x-request-id", rid.encode()),
+        ]
         reason = http.HTTPStatus(status).phrase.encode()
-        for event in (h11.Response(status_code=status, headers=headers, reason=reason), h11.Data(data=body),
-                      h11.EndOfMessage()):
+        for event in (
+            h11.Response(status_code=status, headers=headers, reason=reason),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
             self.transport.write(self.conn.send(event))
         # Closing now, with the rest of the request unread, would reset the connection before the
         # client reads the answer: stop writing, drop what still comes, and close a little later.

@@ -116,8 +116,12 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         created = time.gmtime(record.created)
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", created) + f".{int(record.msecs):03d}Z",
-                 "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", created) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         rid = getattr(record, "request_id", None)
         if rid:
             entry["request_id"] = rid
@@ -137,9 +141,17 @@ def logging_config(log_format: LogFormat = "text", level: str = "info") -> dict:
         "disable_existing_loggers": False,
         "filters": {"request_id": {"()": RequestIdFilter}},
         "formatters": {"text": {"()": TextFormatter}, "json": {"()": JsonFormatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                                "formatter": formatter, "filters": ["request_id"]}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": formatter,
+                "filters": ["request_id"],
+            }
+        },
         "root": {"handlers": ["stderr"], "level": upper},
-        "loggers": {name: {"handlers": [], "level": upper, "propagate": True}
-                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "service", "model")},
+        "loggers": {
+            name: {"handlers": [], "level": upper, "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "service", "model")
+        },
     }

@@ -18,17 +18,38 @@ STREAM_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
 
 # Label values, fixed sets so that clients cannot grow the series: anything else is "other".
 PROTOCOLS = {"stream": "/v1/stream", "realtime": "/v1/realtime"}  # protocol -> its endpoint
-CLOSE_REASONS = ("client_closed", "idle", "max_audio", "max_session", "shutdown", "refused", "unauthorised",
-                 "too_many_streams", "invalid", "error", "other")
+CLOSE_REASONS = (
+    "client_closed",
+    "idle",
+    "max_audio",
+    "max_session",
+    "shutdown",
+    "refused",
+    "unauthorised",
+    "too_many_streams",
+    "invalid",
+    "error",
+    "other",
+)
 REALTIME_EVENTS = (
     # from the client
-    "session.update", "transcription_session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
+    "session.update",
+    "transcription_session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
     "input_audio_buffer.clear",
     # from the server
-    "session.created", "session.updated", "transcription_session.updated", "input_audio_buffer.speech_started",
-    "input_audio_buffer.speech_stopped", "input_audio_buffer.committed", "input_audio_buffer.cleared",
-    "conversation.item.input_audio_transcription.delta", "conversation.item.input_audio_transcription.completed",
-    "conversation.item.input_audio_transcription.failed", "error",
+    "session.created",
+    "session.updated",
+    "transcription_session.updated",
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "input_audio_buffer.cleared",
+    "conversation.item.input_audio_transcription.delta",
+    "conversation.item.input_audio_transcription.completed",
+    "conversation.item.input_audio_transcription.failed",
+    "error",
 )
 
 
@@ -52,52 +73,107 @@ class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("asr_requests", "Requests by endpoint and HTTP status", ["endpoint", "status"],
-                                registry=r)
-        self.request_seconds = Histogram("asr_request_duration_seconds", "End-to-end request latency (model: "
-                                         "the model that answered, empty if none did)", ["endpoint", "model"],
-                                         buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_seconds = Histogram("asr_queue_wait_seconds", "Time audio waited for a batch", ["model"],
-                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.inference_seconds = Histogram("asr_inference_seconds", "Model time per batch", ["model"],
-                                           buckets=LATENCY_BUCKETS, registry=r)
-        self.decode_seconds = Histogram("asr_decode_seconds", "CTC decoding time per request", ["model", "decoder"],
-                                        buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("asr_batch_size", "Utterances (or chunks) per inference batch", ["model"],
-                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
-        self.audio_seconds = Counter("asr_audio_seconds", "Seconds of audio transcribed", ["endpoint", "model"],
-                                     registry=r)
-        self.real_time_factor = Histogram("asr_real_time_factor", "Processing time / audio duration per request",
-                                          ["model"], buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
-                                          registry=r)
+        self.requests = Counter(
+            "asr_requests", "Requests by endpoint and HTTP status", ["endpoint", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "asr_request_duration_seconds",
+            "End-to-end request latency (model: the model that answered, empty if none did)",
+            ["endpoint", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "asr_queue_wait_seconds", "Time audio waited for a batch", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "asr_inference_seconds", "Model time per batch", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.decode_seconds = Histogram(
+            "asr_decode_seconds",
+            "CTC decoding time per request",
+            ["model", "decoder"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "asr_batch_size",
+            "Utterances (or chunks) per inference batch",
+            ["model"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            "asr_audio_seconds", "Seconds of audio transcribed", ["endpoint", "model"], registry=r
+        )
+        self.real_time_factor = Histogram(
+            "asr_real_time_factor",
+            "Processing time / audio duration per request",
+            ["model"],
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+            registry=r,
+        )
         self.active_streams = Gauge("asr_active_streams", "Open websocket streams", registry=r)
-        self.stream_sessions = Counter("asr_stream_sessions", "Websocket sessions ended, by protocol (stream: "
-                                       "/v1/stream, realtime: /v1/realtime) and why they closed",
-                                       ["protocol", "reason"], registry=r)
-        self.stream_partial_seconds = Histogram("asr_stream_partial_latency_seconds", "From the audio a partial "
-                                                "result covers arriving to the partial being sent",
-                                                ["protocol", "model"], buckets=STREAM_BUCKETS, registry=r)
-        self.stream_final_seconds = Histogram("asr_stream_final_latency_seconds", "From a segment's end (a pause, "
-                                              "a commit, the stream's end) to its final transcript being sent",
-                                              ["protocol", "model"], buckets=STREAM_BUCKETS, registry=r)
-        self.realtime_events = Counter("asr_realtime_events", "Realtime events by direction (in: from the "
-                                       "client, out: from the server) and type (other: types not served)",
-                                       ["direction", "type"], registry=r)
-        self.realtime_errors = Counter("asr_realtime_errors", "Realtime error events sent, by their code",
-                                       ["code"], registry=r)
+        self.stream_sessions = Counter(
+            "asr_stream_sessions",
+            "Websocket sessions ended, by protocol (stream: /v1/stream, realtime: /v1/realtime) and why they closed",
+            ["protocol", "reason"],
+            registry=r,
+        )
+        self.stream_partial_seconds = Histogram(
+            "asr_stream_partial_latency_seconds",
+            "From the audio a partial result covers arriving to the partial being sent",
+            ["protocol", "model"],
+            buckets=STREAM_BUCKETS,
+            registry=r,
+        )
+        self.stream_final_seconds = Histogram(
+            "asr_stream_final_latency_seconds",
+            "From a segment's end (a pause, a commit, the stream's end) to its final transcript being sent",
+            ["protocol", "model"],
+            buckets=STREAM_BUCKETS,
+            registry=r,
+        )
+        self.realtime_events = Counter(
+            "asr_realtime_events",
+            "Realtime events by direction (in: from the "
+            "client, out: from the server) and type (other: types not served)",
+            ["direction", "type"],
+            registry=r,
+        )
+        self.realtime_errors = Counter(
+            "asr_realtime_errors", "Realtime error events sent, by their code", ["code"], registry=r
+        )
         self.queue_depth = Gauge("asr_queue_depth", "Items waiting for inference", ["model"], registry=r)
-        self.queue_capacity = Gauge("asr_queue_capacity", "Requests that may wait for or be in inference before "
-                                    "503 (the queue_capacity setting)", ["model"], registry=r)
-        self.decode_worker_restarts = Counter("asr_decode_worker_restarts", "Beam-search worker processes restarted "
-                                              "after dying or overrunning the decode deadline", ["model"],
-                                              registry=r)
-        self.decode_workers_alive = Gauge("asr_decode_workers_alive", "Beam-search worker processes running",
-                                          ["model"], registry=r)
-        self.model_info = Gauge("asr_model_info", "The models being served, 1 each (name: the model's)",
-                                ["name", "variant", "provider"], registry=r)
-        self.model_memory = Gauge("asr_model_memory_bytes", "Memory a model took at start: inference (its "
-                                  "session, warmed up, in the server process) and beam_search (its worker "
-                                  "processes)", ["model", "part"], registry=r)
+        self.queue_capacity = Gauge(
+            "asr_queue_capacity",
+            "Requests that may wait for or be in inference before 503 (the queue_capacity setting)",
+            ["model"],
+            registry=r,
+        )
+        self.decode_worker_restarts = Counter(
+            "asr_decode_worker_restarts",
+            "Beam-search worker processes restarted after dying or overrunning the decode deadline",
+            ["model"],
+            registry=r,
+        )
+        self.decode_workers_alive = Gauge(
+            "asr_decode_workers_alive", "Beam-search worker processes running", ["model"], registry=r
+        )
+        self.model_info = Gauge(
+            "asr_model_info",
+            "The models being served, 1 each (name: the model's)",
+            ["name", "variant", "provider"],
+            registry=r,
+        )
+        self.model_memory = Gauge(
+            "asr_model_memory_bytes",
+            "Memory a model took at start: inference (its "
+            "session, warmed up, in the server process) and beam_search (its worker "
+            "processes)",
+            ["model", "part"],
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds...
         for protocol in PROTOCOLS:  # shown from the start, at zero
             for reason in ("client_closed", "error"):

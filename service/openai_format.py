@@ -13,19 +13,52 @@ import math
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from .errors import InvalidRequest
 from model.subtitles import segments, srt, vtt
+
+from .errors import InvalidRequest
 
 # ISO-639-1 codes and the names OpenAI's verbose_json gives languages (Whisper's), for the
 # languages wav2vec 2.0 models are commonly fine-tuned on; a request may name either.
 LANGUAGES = {
-    "ar": "arabic", "ca": "catalan", "cs": "czech", "cy": "welsh", "da": "danish", "de": "german",
-    "el": "greek", "en": "english", "es": "spanish", "et": "estonian", "eu": "basque", "fa": "persian",
-    "fi": "finnish", "fr": "french", "hi": "hindi", "hu": "hungarian", "id": "indonesian", "it": "italian",
-    "ja": "japanese", "ko": "korean", "lt": "lithuanian", "lv": "latvian", "nl": "dutch", "no": "norwegian",
-    "pl": "polish", "pt": "portuguese", "ro": "romanian", "ru": "russian", "sk": "slovak", "sl": "slovenian",
-    "sv": "swedish", "sw": "swahili", "ta": "tamil", "th": "thai", "tr": "turkish", "uk": "ukrainian",
-    "ur": "urdu", "vi": "vietnamese", "zh": "chinese",
+    "ar": "arabic",
+    "ca": "catalan",
+    "cs": "czech",
+    "cy": "welsh",
+    "da": "danish",
+    "de": "german",
+    "el": "greek",
+    "en": "english",
+    "es": "spanish",
+    "et": "estonian",
+    "eu": "basque",
+    "fa": "persian",
+    "fi": "finnish",
+    "fr": "french",
+    "hi": "hindi",
+    "hu": "hungarian",
+    "id": "indonesian",
+    "it": "italian",
+    "ja": "japanese",
+    "ko": "korean",
+    "lt": "lithuanian",
+    "lv": "latvian",
+    "nl": "dutch",
+    "no": "norwegian",
+    "pl": "polish",
+    "pt": "portuguese",
+    "ro": "romanian",
+    "ru": "russian",
+    "sk": "slovak",
+    "sl": "slovenian",
+    "sv": "swedish",
+    "sw": "swahili",
+    "ta": "tamil",
+    "th": "thai",
+    "tr": "turkish",
+    "uk": "ukrainian",
+    "ur": "urdu",
+    "vi": "vietnamese",
+    "zh": "chinese",
 }
 FLOOR = 1e-4  # the least confidence a word's log is taken of: one rounded to 0 would be -inf
 
@@ -39,11 +72,18 @@ def check_language(given: str | None, speaks: str) -> str:
     wanted = given.strip().lower()
     code = wanted if wanted in LANGUAGES else next((c for c, n in LANGUAGES.items() if n == wanted), None)
     if code is None:
-        raise InvalidRequest("invalid_language_format", f"Invalid language {given[:32]!r}. Language parameter must be "
-                                                    "specified in ISO-639-1 format.", "language")
+        raise InvalidRequest(
+            "invalid_language_format",
+            f"Invalid language {given[:32]!r}. Language parameter must be specified in ISO-639-1 format.",
+            "language",
+        )
     if code != speaks:
-        raise InvalidRequest("unsupported_language", f"language {code!r} ({LANGUAGES[code]}) is not spoken by this "
-                                                 f"model, which transcribes {speaks!r} ({name}) only", "language")
+        raise InvalidRequest(
+            "unsupported_language",
+            f"language {code!r} ({LANGUAGES[code]}) is not spoken by this "
+            f"model, which transcribes {speaks!r} ({name}) only",
+            "language",
+        )
     return name
 
 
@@ -51,8 +91,11 @@ def check_granularities(granularities: list[str], response_format: str) -> None:
     """OpenAI's rule: timestamps come only in verbose_json; asking for them in another format is a 400,
     not a silent no."""
     if granularities and response_format != "verbose_json":
-        raise InvalidRequest("invalid_value", "timestamp_granularities needs response_format=verbose_json "
-                                          f"(it was {response_format})", "timestamp_granularities")
+        raise InvalidRequest(
+            "invalid_value",
+            f"timestamp_granularities needs response_format=verbose_json (it was {response_format})",
+            "timestamp_granularities",
+        )
 
 
 def segment_logprob(words: list[dict]) -> float:
@@ -79,12 +122,24 @@ def openai_response(response_format: str, granularities: list[str], language: st
     if response_format in ("srt", "vtt"):
         return PlainTextResponse((srt if response_format == "srt" else vtt)(segments(words)))
     wanted = set(granularities or ["segment"])
-    body = {"task": "transcribe", "language": language, "duration": result.duration, "text": result.text,
-            "confidence": result.confidence}
+    body = {
+        "task": "transcribe",
+        "language": language,
+        "duration": result.duration,
+        "text": result.text,
+        "confidence": result.confidence,
+    }
     if "segment" in wanted:
-        body["segments"] = [{"id": index, "start": segment["start"], "end": segment["end"], "text": segment["text"],
-                             "avg_logprob": segment_logprob(segment["words"])}
-                            for index, segment in enumerate(segments(words))]
+        body["segments"] = [
+            {
+                "id": index,
+                "start": segment["start"],
+                "end": segment["end"],
+                "text": segment["text"],
+                "avg_logprob": segment_logprob(segment["words"]),
+            }
+            for index, segment in enumerate(segments(words))
+        ]
     if "word" in wanted:
         body["words"] = [{"word": w["word"], "start": w["start"], "end": w["end"]} for w in words]
     body["usage"] = usage(result.duration)

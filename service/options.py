@@ -36,12 +36,16 @@ def _request_field(spec: OptionField) -> tuple[Any, Any]:
         kind = kind | None
     default = {"default_factory": list} if spec.default == () else {"default": spec.default}
     extra = {"json_schema_extra": _some_words} if spec.name == "phrases" else {}
-    return kind, Field(**default, ge=spec.minimum, le=spec.maximum, max_length=spec.max_items,
-                       description=spec.help, **extra)
+    return kind, Field(
+        **default, ge=spec.minimum, le=spec.maximum, max_length=spec.max_items, description=spec.help, **extra
+    )
 
 
-_RequestFields = create_model("_RequestFields", __config__=ConfigDict(extra="forbid"),
-                              **{name: _request_field(FIELDS[name]) for name in REQUEST_OPTIONS})
+_RequestFields = create_model(
+    "_RequestFields",
+    __config__=ConfigDict(extra="forbid"),
+    **{name: _request_field(FIELDS[name]) for name in REQUEST_OPTIONS},
+)
 
 
 class DecodeRequest(_RequestFields):
@@ -59,13 +63,18 @@ class DecodeRequest(_RequestFields):
 
     def options(self, min_confidence: float) -> DecodeOptions:
         """These options as the core takes them, with the server's `min_confidence`."""
-        return from_values({**{name: getattr(self, name) for name in REQUEST_OPTIONS},
-                            "min_confidence": min_confidence})
+        return from_values(
+            {**{name: getattr(self, name) for name in REQUEST_OPTIONS}, "min_confidence": min_confidence}
+        )
 
 
 def setting(name: str, default: Any = None, description: str | None = None, more: str = "") -> Any:
     """A server setting that gives requests' value for the core option `name`: the core's limits, its
     default unless `default` is given, its description unless `description` is (and `more` after)."""
     spec = FIELDS[name]
-    return Field(spec.default if default is None else default, ge=spec.minimum, le=spec.maximum,
-                 description=(spec.help if description is None else description) + more)
+    return Field(
+        spec.default if default is None else default,
+        ge=spec.minimum,
+        le=spec.maximum,
+        description=(spec.help if description is None else description) + more,
+    )

@@ -44,13 +44,24 @@ class Pipeline:
         self.rate = engine.sampling_rate
         windowing = Windowing(settings.chunk_seconds, settings.chunk_context_seconds)
         self.steps = Steps(engine, spec.lm is not None, windowing, settings.beam_width, spec.name)
-        self.batcher = Batcher(engine, settings.max_batch_size, settings.max_wait_ms, settings.queue_capacity,
-                               on_batch=self.metrics.record_batch, name=spec.name,
-                               max_batch_samples=int(settings.max_batch_audio_seconds * self.rate))
+        self.batcher = Batcher(
+            engine,
+            settings.max_batch_size,
+            settings.max_wait_ms,
+            settings.queue_capacity,
+            on_batch=self.metrics.record_batch,
+            name=spec.name,
+            max_batch_samples=int(settings.max_batch_audio_seconds * self.rate),
+        )
         lexicon = read_lexicon(spec.lexicon) if spec.lexicon is not None else None
         self.decoders = Decoders(engine.vocab, engine.frame_seconds, spec.lm, spec.lm_alpha, spec.lm_beta, lexicon)
-        self.beam = BeamSearch(self.decoders, settings.decode_workers, settings.decode_queue_capacity,
-                               settings.decode_timeout_seconds, on_restart=self.metrics.decode_worker_restarts.inc)
+        self.beam = BeamSearch(
+            self.decoders,
+            settings.decode_workers,
+            settings.decode_queue_capacity,
+            settings.decode_timeout_seconds,
+            on_restart=self.metrics.decode_worker_restarts.inc,
+        )
 
     def start(self) -> None:
         self.batcher.start()
@@ -77,13 +88,17 @@ class Pipeline:
         """What the request model cannot know: this server's limits, and this model's alphabet."""
         limit = self.settings.max_beam_width
         if request.beam_width is not None and request.beam_width > limit:
-            raise InvalidOption("invalid_parameter", f"beam_width {request.beam_width} is over this server's "
-                                                     f"limit of {limit}", "beam_width")
+            raise InvalidOption(
+                "invalid_parameter",
+                f"beam_width {request.beam_width} is over this server's limit of {limit}",
+                "beam_width",
+            )
         try:
             check_options(self.options(request), self.engine.vocab, self.lm is not None)
         except OptionError as error:
-            raise InvalidOption("invalid_phrases" if error.unwritable else "invalid_parameter", str(error),
-                                error.field) from None
+            raise InvalidOption(
+                "invalid_phrases" if error.unwritable else "invalid_parameter", str(error), error.field
+            ) from None
 
     def check_cost(self, seconds: float, request: DecodeRequest) -> None:
         """Refuse, before any work, a beam search longer than this server's limit: on noise it costs
@@ -91,10 +106,13 @@ class Pipeline:
         retried."""
         limit = self.settings.max_beam_audio_seconds
         if self.decoder(request) == "beam" and seconds > limit:
-            raise AudioTooLarge("audio_too_long_for_beam_search", f"the audio is {seconds:.1f} s long; beam search "
-                                                                  f"takes at most {limit:g} s on this server (ask "
-                                                                  "for decoder=greedy, or send shorter audio)",
-                                "decoder")
+            raise AudioTooLarge(
+                "audio_too_long_for_beam_search",
+                f"the audio is {seconds:.1f} s long; beam search "
+                f"takes at most {limit:g} s on this server (ask "
+                "for decoder=greedy, or send shorter audio)",
+                "decoder",
+            )
 
     async def infer(self, pieces: list[np.ndarray], timings: Timings) -> list[np.ndarray]:
         """The `infer` seam: the pieces batched with other requests' (`Batcher`); their wait and
@@ -127,8 +145,9 @@ class Pipeline:
         """One utterance's stitched (frames, vocab) logits, as the steps infer them. Busy when the
         inference queue is full."""
         timings = Timings()
-        (logits,) = await run_async(self.steps.logits_steps([samples]), partial(self.infer, timings=timings),
-                                    self.decode_step)
+        (logits,) = await run_async(
+            self.steps.logits_steps([samples]), partial(self.infer, timings=timings), self.decode_step
+        )
         return logits, timings
 
     async def decode(self, logits: np.ndarray, decoder: str, request: DecodeRequest) -> Decoded:
@@ -143,8 +162,11 @@ class Pipeline:
         self.check_cost(len(samples) / self.rate, request)
         timings = Timings()
         try:
-            (result,) = await run_async(self.steps.transcribe_steps([samples], self.options(request)),
-                                        partial(self.infer, timings=timings), self.decode_step)
+            (result,) = await run_async(
+                self.steps.transcribe_steps([samples], self.options(request)),
+                partial(self.infer, timings=timings),
+                self.decode_step,
+            )
         except UnusableLogits as error:
             raise UnusableAudio("unusable_audio", str(error)) from None
         result.timings.queue, result.timings.inference = timings.queue, timings.inference

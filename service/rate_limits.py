@@ -89,13 +89,19 @@ class RateLimits:
         (OpenAI's names: `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`)."""
         wait = self.requests.wait_seconds(client, 1)
         if wait:
-            raise RateLimited("rate_limit_exceeded", f"Rate limit reached: {self.requests.per_minute:g} requests "
-                                                     f"a minute for this key; retry in {wait} s", retry_after=wait)
+            raise RateLimited(
+                "rate_limit_exceeded",
+                f"Rate limit reached: {self.requests.per_minute:g} requests a minute for this key; retry in {wait} s",
+                retry_after=wait,
+            )
         wait = self.audio.wait_seconds(client, 0)  # admitted while any audio allowance is left
         if wait:
-            raise RateLimited("rate_limit_exceeded", f"Rate limit reached: {self.audio.per_minute:g} seconds of "
-                                                     f"audio a minute for this key; retry in {wait} s",
-                              retry_after=wait)
+            raise RateLimited(
+                "rate_limit_exceeded",
+                f"Rate limit reached: {self.audio.per_minute:g} seconds of "
+                f"audio a minute for this key; retry in {wait} s",
+                retry_after=wait,
+            )
         self.requests.spend(client, 1)
         headers = {}
         if self.requests.enabled:

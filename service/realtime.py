@@ -53,17 +53,22 @@ def _event_id() -> str:
     return "event_" + secrets.token_hex(12)
 
 
-def error_event(code: str, message: str, kind: str = "invalid_request_error", param: str | None = None,
-                event_id: str | None = None) -> dict:
+def error_event(
+    code: str, message: str, kind: str = "invalid_request_error", param: str | None = None, event_id: str | None = None
+) -> dict:
     """OpenAI's `error` event; `event_id`: the client event it answers, if known."""
-    return {"type": "error", "event_id": _event_id(), "error": {"type": kind, "code": code, "message": message,
-                                                                "param": param, "event_id": event_id}}
+    return {
+        "type": "error",
+        "event_id": _event_id(),
+        "error": {"type": kind, "code": code, "message": message, "param": param, "event_id": event_id},
+    }
 
 
 def refusal_event(refusal: Refusal) -> dict:
     """A session's end in OpenAI's words, before the close."""
-    return error_event(refusal.code, refusal.message, "server_error" if refusal.server_fault else
-                       "invalid_request_error")
+    return error_event(
+        refusal.code, refusal.message, "server_error" if refusal.server_fault else "invalid_request_error"
+    )
 
 
 def _item_id() -> str:
@@ -72,8 +77,14 @@ def _item_id() -> str:
 
 def _logprobs(words: list[dict]) -> list[dict]:
     """Word-level log probabilities: each word's confidence (`model.decoding.Word.confidence`)."""
-    return [{"token": word["word"], "logprob": round(math.log(max(word["confidence"], 1e-12)), 6),
-             "bytes": list(word["word"].encode())} for word in words]
+    return [
+        {
+            "token": word["word"],
+            "logprob": round(math.log(max(word["confidence"], 1e-12)), 6),
+            "bytes": list(word["word"].encode()),
+        }
+        for word in words
+    ]
 
 
 def settled_words(sent: list[str], partial: list[str]) -> list[str]:
@@ -81,12 +92,12 @@ def settled_words(sent: list[str], partial: list[str]) -> list[str]:
     grow). Partials cover the segment's last seconds only, so once the segment is longer, the
     partial's start is matched against the end of what was sent (two words at least)."""
     settled = partial[:-1]
-    if settled[:len(sent)] == sent:
-        return settled[len(sent):]
+    if settled[: len(sent)] == sent:
+        return settled[len(sent) :]
     for skip in (0, 1):  # the window's first word may be cut
         for overlap in range(min(len(sent), len(settled) - skip), 1, -1):
-            if sent[-overlap:] == settled[skip:skip + overlap]:
-                return settled[skip + overlap:]
+            if sent[-overlap:] == settled[skip : skip + overlap]:
+                return settled[skip + overlap :]
     return []
 
 
@@ -104,8 +115,14 @@ class RealtimeEvents(StreamEvents):
     async def send(self, event: dict) -> None:
         await self.websocket.send_json({"type": event.pop("type"), "event_id": _event_id(), **event})
 
-    async def error(self, code: str, message: str, param: str | None = None, event_id: str | None = None,
-                    kind: str = "invalid_request_error") -> None:
+    async def error(
+        self,
+        code: str,
+        message: str,
+        param: str | None = None,
+        event_id: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
         await self.websocket.send_json(error_event(code, message, kind, param, event_id))
 
     def current_item(self) -> str:
@@ -119,8 +136,9 @@ class RealtimeEvents(StreamEvents):
     async def speech_started(self, at: float) -> None:
         padding = self.session.turn_detection.prefix_padding_ms if self.session.turn_detection else 0
         start_ms = max(self.turn_start_ms, round(at * 1000) - (padding or 0))
-        await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": start_ms,
-                         "item_id": self.current_item()})
+        await self.send(
+            {"type": "input_audio_buffer.speech_started", "audio_start_ms": start_ms, "item_id": self.current_item()}
+        )
 
     async def partial(self, text: str, words: list[dict]) -> None:
         new = settled_words(self.sent_words, text.split())
@@ -128,10 +146,14 @@ class RealtimeEvents(StreamEvents):
             return
         delta = (" " if self.sent_words else "") + " ".join(new)
         self.sent_words += new
-        event = {"type": "conversation.item.input_audio_transcription.delta", "item_id": self.current_item(),
-                 "content_index": 0, "delta": delta}
+        event = {
+            "type": "conversation.item.input_audio_transcription.delta",
+            "item_id": self.current_item(),
+            "content_index": 0,
+            "delta": delta,
+        }
         if LOGPROBS in self.session.include:
-            event["logprobs"] = _logprobs(words[len(words) - len(new) - 1:len(words) - 1])
+            event["logprobs"] = _logprobs(words[len(words) - len(new) - 1 : len(words) - 1])
         await self.send(event)
 
     async def segment_ended(self, segment: SegmentEnd) -> bool:
@@ -142,19 +164,37 @@ class RealtimeEvents(StreamEvents):
             return False
         item = self.current_item()
         if segment.reason == "pause":
-            await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": round(segment.end * 1000),
-                             "item_id": item})
-        await self.send({"type": "input_audio_buffer.committed", "item_id": item,
-                         "previous_item_id": self.previous_item})
+            await self.send(
+                {
+                    "type": "input_audio_buffer.speech_stopped",
+                    "audio_end_ms": round(segment.end * 1000),
+                    "item_id": item,
+                }
+            )
+        await self.send(
+            {"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": self.previous_item}
+        )
         self.previous_item = item
         return True
 
-    async def final(self, text: str, words: list[dict], start: float, end: float, confidence: float,
-                    alternatives: list[dict] | None = None) -> None:
+    async def final(
+        self,
+        text: str,
+        words: list[dict],
+        start: float,
+        end: float,
+        confidence: float,
+        alternatives: list[dict] | None = None,
+    ) -> None:
         # `confidence` is this server's addition to OpenAI's event (as /transcribe's).
-        event = {"type": "conversation.item.input_audio_transcription.completed", "item_id": self.current_item(),
-                 "content_index": 0, "transcript": text, "confidence": confidence,
-                 "usage": {"type": "duration", "seconds": round(end - start, 3)}}
+        event = {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": self.current_item(),
+            "content_index": 0,
+            "transcript": text,
+            "confidence": confidence,
+            "usage": {"type": "duration", "seconds": round(end - start, 3)},
+        }
         if LOGPROBS in self.session.include:
             event["logprobs"] = _logprobs(words)
         await self.send(event)
@@ -162,9 +202,14 @@ class RealtimeEvents(StreamEvents):
 
     async def failed(self, error: ServiceError) -> None:
         kind = "server_error" if http_status(error) >= 500 else "invalid_request_error"
-        await self.send({"type": "conversation.item.input_audio_transcription.failed", "item_id": self.current_item(),
-                         "content_index": 0, "error": {"type": kind, "code": error.code, "message": error.message,
-                                                       "param": None}})
+        await self.send(
+            {
+                "type": "conversation.item.input_audio_transcription.failed",
+                "item_id": self.current_item(),
+                "content_index": 0,
+                "error": {"type": kind, "code": error.code, "message": error.message, "param": None},
+            }
+        )
         self.end_turn()
 
 
@@ -172,8 +217,9 @@ UNSUPPORTED = ("response.", "conversation.", "output_audio_buffer.")  # a conver
 
 
 @router.websocket("/v1/realtime")
-async def realtime(websocket: WebSocket, server: ServerDep, authorised: Annotated[bool, Depends(require_api_key)]
-                   ) -> None:
+async def realtime(
+    websocket: WebSocket, server: ServerDep, authorised: Annotated[bool, Depends(require_api_key)]
+) -> None:
     settings = server.settings
     offered = [name.strip() for name in websocket.headers.get("sec-websocket-protocol", "").split(",") if name.strip()]
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
@@ -183,15 +229,19 @@ async def realtime(websocket: WebSocket, server: ServerDep, authorised: Annotate
     if not (authorised or any(known_key(key, settings.api_keys) for key in browser_keys)):
         refusal = Refusal(1008, "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>")
     elif intent != "transcription":
-        refusal = Refusal(1003, "unsupported_intent", f"intent {intent!r} is not served here; this server "
-                                                      "holds transcription sessions: intent=transcription")
+        refusal = Refusal(
+            1003,
+            "unsupported_intent",
+            f"intent {intent!r} is not served here; this server holds transcription sessions: intent=transcription",
+        )
     elif pipeline is None:
         refusal = Refusal(1013, "model_not_ready", "the model is not loaded yet; retry shortly", server_fault=True)
     else:
         limits = SessionLimits(settings, server.stopping)
         try:
-            await serve_in_slot(websocket, server, lambda: _serve(websocket, server, pipeline, limits), "session",
-                                refusal_event)
+            await serve_in_slot(
+                websocket, server, lambda: _serve(websocket, server, pipeline, limits), "session", refusal_event
+            )
         finally:
             limits.close()
         return
@@ -202,8 +252,11 @@ async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limit
     settings = server.settings
     session = Session(pipeline.name)
     events = RealtimeEvents(websocket, session)
-    stream = Stream(events, PipelineRecognizer(pipeline, session.decode_options()),
-                    session.stream_options(settings.stream_max_seconds))
+    stream = Stream(
+        events,
+        PipelineRecognizer(pipeline, session.decode_options()),
+        session.stream_options(settings.stream_max_seconds),
+    )
     await events.send({"type": "session.created", "session": session.describe()})
     try:
         while True:
@@ -215,8 +268,9 @@ async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limit
             event_id = None
             try:
                 if message.get("text") is None:
-                    raise EventError("invalid_event", "events are JSON text messages; audio goes in "
-                                                      "input_audio_buffer.append")
+                    raise EventError(
+                        "invalid_event", "events are JSON text messages; audio goes in input_audio_buffer.append"
+                    )
                 try:
                     event = parse_json(message["text"])
                 except ValueError as error:  # bad syntax, or nested too deep
@@ -245,8 +299,9 @@ async def _wind_down(ending: Ending, events: RealtimeEvents, stream: Stream, gra
     await events.websocket.close(ending.code, reason=ending.message[:120])
 
 
-async def _handle(event: dict, session: Session, events: RealtimeEvents, stream: Stream, server: Server,
-                  limits: SessionLimits) -> None:
+async def _handle(
+    event: dict, session: Session, events: RealtimeEvents, stream: Stream, server: Server, limits: SessionLimits
+) -> None:
     kind = event["type"]
     if kind in ("session.update", "transcription_session.update"):
         beta = kind == "transcription_session.update"
@@ -258,8 +313,9 @@ async def _handle(event: dict, session: Session, events: RealtimeEvents, stream:
         except ServiceError as error:
             raise EventError("invalid_value", error.message, "session") from None
         try:
-            stream.reconfigure(session.stream_options(server.settings.stream_max_seconds),
-                               PipelineRecognizer(pipeline, options))
+            stream.reconfigure(
+                session.stream_options(server.settings.stream_max_seconds), PipelineRecognizer(pipeline, options)
+            )
         except ValueError as error:
             raise EventError("invalid_value", str(error), "session.audio.input.transcription.model") from None
         if beta:
@@ -277,9 +333,11 @@ async def _handle(event: dict, session: Session, events: RealtimeEvents, stream:
     elif kind == "input_audio_buffer.commit":
         held = stream.held_seconds
         if held < MIN_COMMIT_SECONDS:
-            raise EventError("input_audio_buffer_commit_empty",
-                             f"the input audio buffer holds {held * 1000:.0f} ms of audio; a commit needs at least "
-                             f"{MIN_COMMIT_SECONDS * 1000:.0f} ms")
+            raise EventError(
+                "input_audio_buffer_commit_empty",
+                f"the input audio buffer holds {held * 1000:.0f} ms of audio; a commit needs at least "
+                f"{MIN_COMMIT_SECONDS * 1000:.0f} ms",
+            )
         await stream.finish_segment("finalize")
     elif kind == "input_audio_buffer.clear":
         stream.discard_segment()

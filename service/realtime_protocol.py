@@ -17,8 +17,12 @@ class _Lenient(BaseModel):
 
 class AudioFormat(_Lenient):
     type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
-    rate: int | None = Field(None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
-                             description="audio/pcm: any rate (OpenAI's is 24000); G.711: 8000 only")
+    rate: int | None = Field(
+        None,
+        ge=MIN_SAMPLE_RATE,
+        le=MAX_SAMPLE_RATE,
+        description="audio/pcm: any rate (OpenAI's is 24000); G.711: 8000 only",
+    )
 
 
 class TurnDetection(_Lenient):
@@ -48,6 +52,7 @@ class Audio(_Lenient):
 
 class SessionUpdate(_Lenient):
     """`session.update`'s session (the GA API)."""
+
     type: Literal["transcription"] | None = None
     audio: Audio | None = None
     include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
@@ -55,6 +60,7 @@ class SessionUpdate(_Lenient):
 
 class BetaSessionUpdate(_Lenient):
     """`transcription_session.update`'s session (the beta API)."""
+
     input_audio_format: Literal["pcm16", "g711_ulaw", "g711_alaw"] | None = None
     input_audio_transcription: Transcription | None = None
     turn_detection: TurnDetection | None = None

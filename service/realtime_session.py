@@ -18,8 +18,7 @@ from model.audio import AudioError, decode_pcm
 from model.streaming import StreamOptions
 
 from .options import DecodeRequest
-from .realtime_protocol import BETA_FORMATS, AudioFormat, BetaSessionUpdate, SessionUpdate, Transcription, \
-    TurnDetection
+from .realtime_protocol import BETA_FORMATS, AudioFormat, BetaSessionUpdate, SessionUpdate, Transcription, TurnDetection
 
 G711_RATE = 8000
 # OpenAI's defaults for server VAD
@@ -54,8 +53,11 @@ class Session:
         if not isinstance(session, dict):
             raise EventError("invalid_value", "session must be an object", "session")
         if not beta and session.get("type", "transcription") != "transcription":
-            raise EventError("invalid_value", "this server holds transcription sessions only: session.type must be "
-                                              "\"transcription\"", "session.type")
+            raise EventError(
+                "invalid_value",
+                'this server holds transcription sessions only: session.type must be "transcription"',
+                "session.type",
+            )
         try:
             parsed = (BetaSessionUpdate if beta else SessionUpdate).model_validate(session)
         except ValidationError as error:
@@ -70,11 +72,15 @@ class Session:
             self.format = audio_format
         if given.get("transcription") is not None:
             self.transcription = self.transcription.model_copy(
-                update=given["transcription"].model_dump(exclude_unset=True))
+                update=given["transcription"].model_dump(exclude_unset=True)
+            )
         if "turn_detection" in given:  # null turns detection off
             detection = given["turn_detection"]
-            self.turn_detection = None if detection is None else TurnDetection(
-                **{**VAD_DEFAULTS, **detection.model_dump(exclude_unset=True)})
+            self.turn_detection = (
+                None
+                if detection is None
+                else TurnDetection(**{**VAD_DEFAULTS, **detection.model_dump(exclude_unset=True)})
+            )
         if "noise_reduction" in given:
             self.noise_reduction = given["noise_reduction"]
         if parsed.include is not None:
@@ -86,9 +92,14 @@ class Session:
         each turn resampled on its own, so its transcript is the offline one of its audio."""
         vad = self.turn_detection
         silence_ms = None if vad is None else vad.silence_duration_ms or VAD_DEFAULTS["silence_duration_ms"]
-        return StreamOptions(sample_rate=self.rate, interim_results=True, endpointing_ms=silence_ms,
-                             max_segment_seconds=min(StreamOptions.max_segment_seconds, max_stream_seconds),
-                             max_stream_seconds=max_stream_seconds, resample_per_segment=True)
+        return StreamOptions(
+            sample_rate=self.rate,
+            interim_results=True,
+            endpointing_ms=silence_ms,
+            max_segment_seconds=min(StreamOptions.max_segment_seconds, max_stream_seconds),
+            max_stream_seconds=max_stream_seconds,
+            resample_per_segment=True,
+        )
 
     def decode_options(self) -> DecodeRequest:
         return DecodeRequest(hotwords=self.transcription.keywords or [])
@@ -98,19 +109,34 @@ class Session:
         audio_format = {"type": self.format.type}
         if self.format.type == "audio/pcm":
             audio_format["rate"] = self.rate
-        return {"type": "transcription", "object": "realtime.session", "id": self.id,
-                "audio": {"input": {"format": audio_format,
-                                    "transcription": self.transcription.model_dump(exclude_none=True),
-                                    "turn_detection": self._turn_detection(), "noise_reduction": self.noise_reduction}},
-                "include": self.include}
+        return {
+            "type": "transcription",
+            "object": "realtime.session",
+            "id": self.id,
+            "audio": {
+                "input": {
+                    "format": audio_format,
+                    "transcription": self.transcription.model_dump(exclude_none=True),
+                    "turn_detection": self._turn_detection(),
+                    "noise_reduction": self.noise_reduction,
+                }
+            },
+            "include": self.include,
+        }
 
     def describe_beta(self) -> dict:
         """The session as the beta API's `transcription_session.updated` shows it."""
         name = {value: key for key, value in BETA_FORMATS.items()}[self.format.type]
-        return {"id": self.id, "object": "realtime.transcription_session", "input_audio_format": name,
-                "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
-                "turn_detection": self._turn_detection(), "input_audio_noise_reduction": self.noise_reduction,
-                "include": self.include, "modalities": ["text"]}
+        return {
+            "id": self.id,
+            "object": "realtime.transcription_session",
+            "input_audio_format": name,
+            "input_audio_transcription": self.transcription.model_dump(exclude_none=True),
+            "turn_detection": self._turn_detection(),
+            "input_audio_noise_reduction": self.noise_reduction,
+            "include": self.include,
+            "modalities": ["text"],
+        }
 
     def _turn_detection(self) -> dict | None:
         return None if self.turn_detection is None else self.turn_detection.model_dump(exclude_none=True)
@@ -129,16 +155,21 @@ class Session:
         if not data:
             return np.zeros(0, dtype=np.float32)
         subtype = "ULAW" if self.format.type == "audio/pcmu" else "ALAW"
-        samples, _ = soundfile.read(io.BytesIO(data), samplerate=G711_RATE, channels=1, format="RAW",
-                                    subtype=subtype, dtype="float32")
+        samples, _ = soundfile.read(
+            io.BytesIO(data), samplerate=G711_RATE, channels=1, format="RAW", subtype=subtype, dtype="float32"
+        )
         return samples
 
 
 def _given_fields(parsed: SessionUpdate | BetaSessionUpdate, beta: bool) -> dict:
     """The fields a session update names (None where it sets one to null), under the GA API's names."""
     if beta:
-        names = {"input_audio_format": "format", "input_audio_transcription": "transcription",
-                 "turn_detection": "turn_detection", "input_audio_noise_reduction": "noise_reduction"}
+        names = {
+            "input_audio_format": "format",
+            "input_audio_transcription": "transcription",
+            "turn_detection": "turn_detection",
+            "input_audio_noise_reduction": "noise_reduction",
+        }
         given = {names[name]: getattr(parsed, name) for name in parsed.model_fields_set if name in names}
         if given.get("format") is not None:
             given["format"] = AudioFormat(type=BETA_FORMATS[given["format"]])

@@ -29,9 +29,13 @@ async def read_body(request: Request, limit: int, idle_seconds: float) -> bytes:
             chunk = await asyncio.wait_for(anext(stream), idle_seconds)
         except StopAsyncIteration:
             return b"".join(chunks)
-        except asyncio.TimeoutError:
-            raise ApiError(408, "body_timeout", f"the request body stopped arriving: nothing for {idle_seconds:g} s "
-                                                f"after {size} bytes", headers={"Connection": "close"}) from None
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "body_timeout",
+                f"the request body stopped arriving: nothing for {idle_seconds:g} s after {size} bytes",
+                headers={"Connection": "close"},
+            ) from None
         size += len(chunk)
         if size > limit:
             raise ApiError(413, "upload_too_large", f"the upload is over the limit of {limit} bytes")
@@ -59,13 +63,18 @@ async def audio_and_fields(request: Request, limit: int, idle_seconds: float) ->
     if media_type == "multipart/form-data":
         form = await parse_multipart(request, body)
         if len(form.getlist("file")) > 1:
-            raise ApiError(422, "invalid_parameter", "send one file per request (the multipart field 'file' came "
-                                                     f"{len(form.getlist('file'))} times)", "file")
+            raise ApiError(
+                422,
+                "invalid_parameter",
+                f"send one file per request (the multipart field 'file' came {len(form.getlist('file'))} times)",
+                "file",
+            )
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             names = ", ".join(sorted(set(form.keys()))) or "none"
-            raise ApiError(422, "missing_file", f"send the audio in the multipart field 'file' (fields sent: {names})",
-                           "file")
+            raise ApiError(
+                422, "missing_file", f"send the audio in the multipart field 'file' (fields sent: {names})", "file"
+            )
         audio = await upload.read()
         for name, value in form.multi_items():
             if name != "file":
@@ -76,9 +85,13 @@ async def audio_and_fields(request: Request, limit: int, idle_seconds: float) ->
     if media_type.startswith("audio/") or media_type in RAW_AUDIO_TYPES:
         return body, fields
     shown = media_type or "none"
-    raise ApiError(415, "unsupported_media_type", f"content type '{shown}' is not audio; send multipart/form-data "
-                                                  "with a 'file' field, or the audio itself as audio/* or "
-                                                  "application/octet-stream")
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"content type '{shown}' is not audio; send multipart/form-data "
+        "with a 'file' field, or the audio itself as audio/* or "
+        "application/octet-stream",
+    )
 
 
 def parse_fields(model: type[BaseModel], fields: dict[str, list[str]], lists: tuple[str, ...] = ()) -> BaseModel:

@@ -67,8 +67,11 @@ class Server:
         name = name or self.model_name
         name = self.settings.aliases.get(name, name)
         if name not in self.served_names:
-            raise UnknownModel("model_not_found", f"The model {shorten(name)} does not exist on this server; it "
-                                                  f"serves: {', '.join(self.model_names)}", "model")
+            raise UnknownModel(
+                "model_not_found",
+                f"The model {shorten(name)} does not exist on this server; it serves: {', '.join(self.model_names)}",
+                "model",
+            )
         return name
 
     def load(self) -> None:
@@ -102,14 +105,22 @@ class Server:
         self.metrics.model_memory.labels(name, "inference").set(max(inference_bytes, 0))
         self.metrics.model_memory.labels(name, "beam_search").set(sum(workers))
         # Its name, not its folder: the export manifest's source is a path on this machine.
-        self.metrics.model_info.labels(name, str(pipeline.engine.manifest.get("variant", "unknown")),
-                                       self.settings.provider).set(1)
+        self.metrics.model_info.labels(
+            name, str(pipeline.engine.manifest.get("variant", "unknown")), self.settings.provider
+        ).set(1)
         spec = next(spec for spec in self.settings.models if spec.name == name)
         lm = spec.lm.name if spec.lm is not None else "no language model"
         lexicon = f", lexicon {spec.lexicon.name}" if spec.lexicon is not None else ""
-        log.info("model %s ready: %.0f MB in the server process (session, warmed up); beam search (%s%s): %d "
-                 "worker process(es), %.0f MB in all", name, inference_bytes / 2**20, lm, lexicon, len(workers),
-                 sum(workers) / 2**20)
+        log.info(
+            "model %s ready: %.0f MB in the server process (session, warmed up); beam search (%s%s): %d "
+            "worker process(es), %.0f MB in all",
+            name,
+            inference_bytes / 2**20,
+            lm,
+            lexicon,
+            len(workers),
+            sum(workers) / 2**20,
+        )
 
     def stop(self) -> None:
         for pipeline in self.pipelines.values():
@@ -120,8 +131,10 @@ class Server:
         if self.failed is not None:
             return f"model '{self.failed}' could not be loaded; the server's log says why"
         if self.loading is not None:
-            return f"model '{self.loading}' is loading ({len(self.pipelines) + 1} of {len(self.served_names)}); " \
-                   "retry shortly"
+            return (
+                f"model '{self.loading}' is loading ({len(self.pipelines) + 1} of {len(self.served_names)}); "
+                "retry shortly"
+            )
         for name, pipeline in self.pipelines.items():
             if not pipeline.beam.alive:
                 return f"model '{name}': no beam-search worker is running; they are being restarted"

@@ -31,7 +31,7 @@ from model.decoding import one_line
 from model.streaming import Heard, SegmentFailed, SegmentReason, Stream, StreamTooLong
 
 from .errors import Busy, ServiceError
-from .http_errors import Refusal, refuse, refusal_of, stream_error
+from .http_errors import Refusal, refusal_of, refuse, stream_error
 from .options import DecodeRequest
 from .pipeline import Pipeline
 from .settings import Settings
@@ -123,12 +123,19 @@ class SessionLimits:
         if self.stopping.is_set():
             self.stopped_at = self.stopped_at or now
             if now >= self.stopped_at + STOPPING_TAIL_SECONDS:
-                raise Ending(1001, "server_shutting_down", "the server is shutting down: the audio received so far "
-                                                          "is transcribed, then the session closes; reconnect to "
-                                                          "go on")
+                raise Ending(
+                    1001,
+                    "server_shutting_down",
+                    "the server is shutting down: the audio received so far "
+                    "is transcribed, then the session closes; reconnect to "
+                    "go on",
+                )
         if now >= self.started + self.max_seconds:
-            raise Ending(1008, "session_expired", f"the session reached its maximum duration of "
-                                                  f"{self.max_seconds:g} s; reconnect to go on")
+            raise Ending(
+                1008,
+                "session_expired",
+                f"the session reached its maximum duration of {self.max_seconds:g} s; reconnect to go on",
+            )
         if now >= self.last_audio + self.idle_seconds:
             raise Closed(1001, f"no audio for {self.idle_seconds:g} s; closing the idle stream")
 
@@ -180,14 +187,27 @@ def session_refusal(error: Exception, noun: str) -> Refusal:
     return Refusal(1011, "internal_error", f"the server failed on this {noun}; see its log", server_fault=True)
 
 
-async def serve_in_slot(websocket: WebSocket, server: Server, serve: Callable[[], Awaitable[None]], noun: str,
-                        words: Callable[[Refusal], dict] = stream_error) -> None:
+async def serve_in_slot(
+    websocket: WebSocket,
+    server: Server,
+    serve: Callable[[], Awaitable[None]],
+    noun: str,
+    words: Callable[[Refusal], dict] = stream_error,
+) -> None:
     """Run `serve` in one of the server's `max_streams` slots (refused with 1013 when none is free),
     and end the session with whatever stopped it, told in the protocol's `words`."""
     limit = server.settings.max_streams
     if server.streams >= limit:
-        await refuse(websocket, Refusal(1013, "too_many_streams", f"this server takes at most {limit} streams at "
-                                                                  "once; retry shortly", server_fault=True), words)
+        await refuse(
+            websocket,
+            Refusal(
+                1013,
+                "too_many_streams",
+                f"this server takes at most {limit} streams at once; retry shortly",
+                server_fault=True,
+            ),
+            words,
+        )
         return
     server.streams += 1
     server.metrics.active_streams.inc()

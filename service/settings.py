@@ -42,120 +42,173 @@ class Settings(BaseSettings):
     model: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [str(DEFAULT_MODEL)],
         description="[NAME=]PATH, repeatable (env: comma-separated): a model folder that ships (checkpoint/, "
-                    "onnx/, lm.arpa), an exported model folder (python -m export onnx), Hugging Face folder or Hub "
-                    "id, or fairseq checkpoint; non-ONNX models are exported once into cache_dir. NAME (default: "
-                    "the folder's name) is what requests choose it by; the first model is the default (default: "
-                    "the shipped digits model, models/digits)")
+        "onnx/, lm.arpa), an exported model folder (python -m export onnx), Hugging Face folder or Hub "
+        "id, or fairseq checkpoint; non-ONNX models are exported once into cache_dir. NAME (default: "
+        "the folder's name) is what requests choose it by; the first model is the default (default: "
+        "the shipped digits model, models/digits)",
+    )
     lm: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="[NAME=]PATH, repeatable (env: comma-separated): the KenLM language model, ARPA or binary, "
-                    "of model NAME (a bare PATH: the default model's) for beam search (default: the model "
-                    "folder's lm.arpa if it ships one; PATH `none`: no LM)")
+        "of model NAME (a bare PATH: the default model's) for beam search (default: the model "
+        "folder's lm.arpa if it ships one; PATH `none`: no LM)",
+    )
     lexicon: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="[NAME=]PATH, repeatable (env: comma-separated): the words, one per line, that beam search "
-                    "with model NAME (a bare PATH: the default model's) may write, unless a request gives hotwords "
-                    "or phrases (default: the model folder's lexicon.txt if it ships one; PATH `none`: any "
-                    "spelling)")
-    default_model: str | None = Field(None, description="the model that answers requests naming none "
-                                                        "(default: the first)")
+        "with model NAME (a bare PATH: the default model's) may write, unless a request gives hotwords "
+        "or phrases (default: the model folder's lexicon.txt if it ships one; PATH `none`: any "
+        "spelling)",
+    )
+    default_model: str | None = Field(
+        None, description="the model that answers requests naming none (default: the first)"
+    )
     model_alias: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="ALIAS=NAME, repeatable (env: comma-separated): another name requests may choose model NAME "
-                    "by, over HTTP and /v1/realtime alike (e.g. whisper-1=digits, for clients that send OpenAI's "
-                    "model names)")
+        "by, over HTTP and /v1/realtime alike (e.g. whisper-1=digits, for clients that send OpenAI's "
+        "model names)",
+    )
     language: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="[NAME=]CODE, repeatable (env: comma-separated): the language model NAME (a bare CODE: the "
-                    "default model's) speaks, as an ISO-639-1 code; requests naming another language get 400 "
-                    "(default: en for every model)")
+        "default model's) speaks, as an ISO-639-1 code; requests naming another language get 400 "
+        "(default: en for every model)",
+    )
     host: str = Field("127.0.0.1", description="the address to listen on (0.0.0.0: every interface)")
     port: int = Field(8000, ge=0, le=65535, description="the TCP port to listen on")
-    log_format: Literal["text", "json"] = Field("text", description="the log's format, for the server's and "
-                                                                    "uvicorn's lines alike: text, or json (one "
-                                                                    "object a line)")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="the log's format, for the server's and uvicorn's lines alike: text, or json (one object a line)",
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
-        "info", description="the least severe log lines written (refused requests are info)")
+        "info", description="the least severe log lines written (refused requests are info)"
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="web origins (https://app.example) whose pages may call the API from a "
-                                          "browser, comma-separated; * for any; empty: none (no CORS headers)")
-    rate_limit_requests: float = Field(0.0, ge=0, description="transcription requests one API key (or, without "
-                                                              "keys, one client address) may make a minute; "
-                                                              "past it: 429 Retry-After (0: no limit)")
-    rate_limit_audio_seconds: float = Field(0.0, ge=0, description="seconds of audio one API key (or client "
-                                                                   "address) may have transcribed a minute; past "
-                                                                   "it: 429 Retry-After (0: no limit)")
-    model_name: str | None = Field(None, description="the name of the first model, if its --model gives none "
-                                                     "(NAME=PATH says it better)")
+        default_factory=list,
+        description="web origins (https://app.example) whose pages may call the API from a "
+        "browser, comma-separated; * for any; empty: none (no CORS headers)",
+    )
+    rate_limit_requests: float = Field(
+        0.0,
+        ge=0,
+        description="transcription requests one API key (or, without "
+        "keys, one client address) may make a minute; "
+        "past it: 429 Retry-After (0: no limit)",
+    )
+    rate_limit_audio_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="seconds of audio one API key (or client "
+        "address) may have transcribed a minute; past "
+        "it: 429 Retry-After (0: no limit)",
+    )
+    model_name: str | None = Field(
+        None, description="the name of the first model, if its --model gives none (NAME=PATH says it better)"
+    )
     cache_dir: Path = Field(Path.home() / ".cache" / "w2v-asr", description="where non-ONNX models are exported to")
     provider: Provider = Field("cpu", description="onnxruntime execution provider: cpu, cuda or tensorrt")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: one per core)")
     # Batching across requests.
-    max_batch_size: int = Field(8, ge=1, description="most utterances (or chunks of long audio) in one "
-                                                     "inference run")
-    max_batch_audio_seconds: float = Field(80.0, gt=0, description="audio in one inference run, padding "
-                                                                  "included: what bounds inference memory (the "
-                                                                  "default model takes ~7 MB per second in a run); "
-                                                                  "a longer window runs alone")
+    max_batch_size: int = Field(8, ge=1, description="most utterances (or chunks of long audio) in one inference run")
+    max_batch_audio_seconds: float = Field(
+        80.0,
+        gt=0,
+        description="audio in one inference run, padding "
+        "included: what bounds inference memory (the "
+        "default model takes ~7 MB per second in a run); "
+        "a longer window runs alone",
+    )
     max_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits for more requests")
-    queue_capacity: int = Field(64, ge=1, description="requests waiting for or in inference before 503 "
-                                                      "Retry-After")
+    queue_capacity: int = Field(64, ge=1, description="requests waiting for or in inference before 503 Retry-After")
     # Decoding.
     decode_workers: int = Field(1, ge=1, description="worker processes for beam search")
-    beam_width: int = setting("beam_width", BEAM_WIDTH, "beams kept at each frame, for requests that give no "
-                                                        "beam_width")
-    max_beam_width: int = Field(256, ge=1, le=MAX_BEAM_WIDTH,
-                                description="largest beam_width a request may ask for (422 above)")
-    decode_queue_capacity: int = Field(64, ge=0, description="beam-search requests waiting for a worker before "
-                                                             "503 Retry-After")
-    decode_timeout_seconds: float = Field(30.0, gt=0, description="longest a beam search may wait for a worker "
-                                                                 "(past it: 503), and longest it may run (its "
-                                                                 "worker is then restarted; 422)")
-    max_beam_audio_seconds: float = Field(600.0, gt=0, description="longest audio beam search takes (413 above: "
-                                                                   "decoder=greedy takes it); with its ~50 ms "
-                                                                   "a second on noise, keep it under 20 x "
-                                                                   "decode_timeout_seconds")
+    beam_width: int = setting(
+        "beam_width", BEAM_WIDTH, "beams kept at each frame, for requests that give no beam_width"
+    )
+    max_beam_width: int = Field(
+        256, ge=1, le=MAX_BEAM_WIDTH, description="largest beam_width a request may ask for (422 above)"
+    )
+    decode_queue_capacity: int = Field(
+        64, ge=0, description="beam-search requests waiting for a worker before 503 Retry-After"
+    )
+    decode_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="longest a beam search may wait for a worker "
+        "(past it: 503), and longest it may run (its "
+        "worker is then restarted; 422)",
+    )
+    max_beam_audio_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="longest audio beam search takes (413 above: "
+        "decoder=greedy takes it); with its ~50 ms "
+        "a second on noise, keep it under 20 x "
+        "decode_timeout_seconds",
+    )
     lm_alpha: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=f"[NAME=]VALUE, repeatable (env: comma-separated): the language model weight of model NAME; a "
-                    f"bare VALUE: every model's (default {LM_ALPHA})")
+        f"bare VALUE: every model's (default {LM_ALPHA})",
+    )
     lm_beta: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=f"[NAME=]VALUE, repeatable (env: comma-separated): the word insertion bonus of model NAME; a "
-                    f"bare VALUE: every model's (default {LM_BETA})")
-    min_confidence: float = setting("min_confidence", more=" (every request's). Higher marks more speech the model "
-                                                           "does not know and noise, and more correct words")
+        f"bare VALUE: every model's (default {LM_BETA})",
+    )
+    min_confidence: float = setting(
+        "min_confidence",
+        more=" (every request's). Higher marks more speech the model does not know and noise, and more correct words",
+    )
     # Long audio.
     chunk_seconds: float = Field(CHUNK_SECONDS, gt=0, description="audio per inference chunk")
-    chunk_context_seconds: float = Field(CONTEXT_SECONDS, ge=0, description="context each side of a chunk, not transcribed twice")
+    chunk_context_seconds: float = Field(
+        CONTEXT_SECONDS, ge=0, description="context each side of a chunk, not transcribed twice"
+    )
     # Limits.
     max_upload_mb: float = Field(100.0, gt=0, description="largest request body, in MiB (413 above)")
     max_audio_seconds: float = Field(3600.0, gt=0, description="longest audio one request may hold (413 above)")
-    max_decoded_mb: float = Field(1400.0, gt=0, description="largest audio once decoded (float32, every channel, "
-                                                           "at its own rate), checked from the header before "
-                                                           "decoding; the default holds 1 h of 48 kHz stereo")
-    body_timeout_seconds: float = Field(30.0, gt=0, description="a request body that sends nothing for this long "
-                                                               "gets 408")
-    shutdown_grace_seconds: float = Field(30.0, ge=0, description="on SIGTERM, how long requests in flight may "
-                                                                 "take to finish")
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="accepted bearer tokens; empty: no auth")
-    max_streams: int = Field(16, ge=1, description="websocket streams (/v1/stream and /v1/realtime together) "
-                                                   "open at once; one more is refused (1013)")
+    max_decoded_mb: float = Field(
+        1400.0,
+        gt=0,
+        description="largest audio once decoded (float32, every channel, "
+        "at its own rate), checked from the header before "
+        "decoding; the default holds 1 h of 48 kHz stereo",
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request body that sends nothing for this long gets 408"
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long requests in flight may take to finish"
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="accepted bearer tokens; empty: no auth"
+    )
+    max_streams: int = Field(
+        16,
+        ge=1,
+        description="websocket streams (/v1/stream and /v1/realtime together) open at once; one more is refused (1013)",
+    )
     stream_max_message_bytes: int = Field(1 << 20, ge=1024, description="largest websocket message, in bytes")
-    stream_idle_seconds: float = Field(30.0, gt=0, description="a stream that sends no audio for this long is "
-                                                               "closed (control messages do not count)")
+    stream_idle_seconds: float = Field(
+        30.0, gt=0, description="a stream that sends no audio for this long is closed (control messages do not count)"
+    )
     stream_max_seconds: float = Field(3600.0, gt=0, description="longest audio one stream may send")
-    stream_max_session_seconds: float = Field(7200.0, gt=0, description="longest a stream may stay open: its "
-                                                                        "audio so far is then transcribed, and it "
-                                                                        "is closed")
+    stream_max_session_seconds: float = Field(
+        7200.0,
+        gt=0,
+        description="longest a stream may stay open: its audio so far is then transcribed, and it is closed",
+    )
     web_ui: bool = Field(True, description="serve the browser page at / (microphone and file transcription)")
 
     _models: list[ModelSpec] = PrivateAttr(default_factory=list)
     _aliases: dict[str, str] = PrivateAttr(default_factory=dict)
     _languages: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    @field_validator("model", "lm", "lexicon", "lm_alpha", "lm_beta", "model_alias", "language", "cors_origins",
-                     mode="before")
+    @field_validator(
+        "model", "lm", "lexicon", "lm_alpha", "lm_beta", "model_alias", "language", "cors_origins", mode="before"
+    )
     @classmethod
     def _listed(cls, value):
         """Repeated options, or one comma-separated value (the environment's form); empty entries
@@ -195,13 +248,21 @@ class Settings(BaseSettings):
         self._models = []
         for name, reference in specs:
             folder = Path(reference).expanduser()
-            self._models.append(ModelSpec(name, reference, lms[name] if name in lms else package_lm(folder),
-                                          lexicons[name] if name in lexicons else package_lexicon(folder),
-                                          alphas[name], betas[name]))
+            self._models.append(
+                ModelSpec(
+                    name,
+                    reference,
+                    lms[name] if name in lms else package_lm(folder),
+                    lexicons[name] if name in lexicons else package_lexicon(folder),
+                    alphas[name],
+                    betas[name],
+                )
+            )
         self._models.sort(key=lambda spec: spec.name != default)  # the default first, the others in order
         self._aliases = _aliases(self.model_alias, names)
-        self._languages = {name: code for name, code in _per_model_values(self.language, "--language", names,
-                                                                           default).items()}
+        self._languages = {
+            name: code for name, code in _per_model_values(self.language, "--language", names, default).items()
+        }
         return self
 
     @property

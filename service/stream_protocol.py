@@ -30,9 +30,17 @@ class StreamProtocol(WebSocketsSansIOProtocol):
             message = f"a message is over the limit of {self.config.ws_max_size} bytes"
             error = {"type": "error", "error": "stream_error", "message": message}
             if self.scope.get("path") == "/v1/realtime":  # OpenAI's error event
-                error = {"type": "error", "event_id": None, "error": {
-                    "type": "invalid_request_error", "code": "message_too_large", "message": message, "param": None,
-                    "event_id": None}}
+                error = {
+                    "type": "error",
+                    "event_id": None,
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "message_too_large",
+                        "message": message,
+                        "param": None,
+                        "event_id": None,
+                    },
+                }
             # The protocol object already queued its close frame, so this text frame is written
             # by hand, unmasked as a server's frames are, ahead of it.
             self.transport.write(Frame(Opcode.TEXT, json.dumps(error).encode()).serialize(mask=False))

@@ -31,8 +31,16 @@ from .errors import ServiceError, Unauthorised, shorten, validation_problem
 from .http_errors import refuse
 from .options import DecodeRequest
 from .server import Server
-from .sessions import Closed, Ending, PipelineRecognizer, SessionLimits, parse_json, serve_in_slot, \
-    session_refusal, wind_down
+from .sessions import (
+    Closed,
+    Ending,
+    PipelineRecognizer,
+    SessionLimits,
+    parse_json,
+    serve_in_slot,
+    session_refusal,
+    wind_down,
+)
 
 router = APIRouter()
 DEFAULTS = StreamOptions()
@@ -40,17 +48,24 @@ DEFAULTS = StreamOptions()
 
 class StreamConfig(DecodeRequest):
     type: Literal["config"] | None = None
-    model: str | None = Field(None, description="the model to answer, by its name in /v1/models (default: the "
-                                                "server's default model)")
-    api_key: str | None = Field(None, exclude=True, description="for clients that cannot send headers (browsers): "
-                                                                "the API key, read when no Authorization header came")
+    model: str | None = Field(
+        None, description="the model to answer, by its name in /v1/models (default: the server's default model)"
+    )
+    api_key: str | None = Field(
+        None,
+        exclude=True,
+        description="for clients that cannot send headers (browsers): "
+        "the API key, read when no Authorization header came",
+    )
     sample_rate: int = Field(DEFAULTS.sample_rate, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
     encoding: Literal["pcm_s16le", "pcm_f32le"] = "pcm_s16le"
     interim_results: bool = DEFAULTS.interim_results
-    endpointing: int | Literal[False] = Field(DEFAULTS.endpointing_ms, description="ms of pause that end a segment "
-                                                                                   "(30-60000); false: never")
-    max_segment_seconds: float = Field(DEFAULTS.max_segment_seconds, gt=0,
-                                       description="longest segment; at most the stream's limit")
+    endpointing: int | Literal[False] = Field(
+        DEFAULTS.endpointing_ms, description="ms of pause that end a segment (30-60000); false: never"
+    )
+    max_segment_seconds: float = Field(
+        DEFAULTS.max_segment_seconds, gt=0, description="longest segment; at most the stream's limit"
+    )
 
     @field_validator("endpointing", mode="before")
     @classmethod
@@ -69,9 +84,13 @@ class StreamConfig(DecodeRequest):
 
     def stream_options(self, max_stream_seconds: float) -> StreamOptions:
         """The engine's options this config asks for, within the server's limit of audio per stream."""
-        return StreamOptions(sample_rate=self.sample_rate, interim_results=self.interim_results,
-                             endpointing_ms=None if self.endpointing is False else self.endpointing,
-                             max_segment_seconds=self.max_segment_seconds, max_stream_seconds=max_stream_seconds)
+        return StreamOptions(
+            sample_rate=self.sample_rate,
+            interim_results=self.interim_results,
+            endpointing_ms=None if self.endpointing is False else self.endpointing,
+            max_segment_seconds=self.max_segment_seconds,
+            max_stream_seconds=max_stream_seconds,
+        )
 
 
 class StreamMessages(StreamEvents):
@@ -83,10 +102,16 @@ class StreamMessages(StreamEvents):
     async def partial(self, text: str, words: list[dict]) -> None:
         await self.websocket.send_json({"type": "partial", "text": text})
 
-    async def final(self, text: str, words: list[dict], start: float, end: float, confidence: float,
-                    alternatives: list[dict] | None = None) -> None:
-        message = {"type": "final", "text": text, "confidence": confidence, "words": words, "start": start,
-                   "end": end}
+    async def final(
+        self,
+        text: str,
+        words: list[dict],
+        start: float,
+        end: float,
+        confidence: float,
+        alternatives: list[dict] | None = None,
+    ) -> None:
+        message = {"type": "final", "text": text, "confidence": confidence, "words": words, "start": start, "end": end}
         if alternatives is not None:
             message["alternatives"] = alternatives
         await self.websocket.send_json(message)
@@ -115,8 +140,9 @@ def _config_key(message: dict) -> str | None:
 
 
 @router.websocket("/v1/stream")
-async def stream(websocket: WebSocket, server: ServerDep, authorised: Annotated[bool, Depends(require_api_key)]
-                 ) -> None:
+async def stream(
+    websocket: WebSocket, server: ServerDep, authorised: Annotated[bool, Depends(require_api_key)]
+) -> None:
     settings = server.settings
     await websocket.accept()
     limits = SessionLimits(settings, server.stopping)
@@ -139,8 +165,9 @@ async def _authorised_stream(websocket: WebSocket, server: Server, limits: Sessi
                 await refuse(websocket, session_refusal(closed, "stream"))
                 return
         if first is None or not known_key(_config_key(first) or "", server.settings.api_keys):
-            raise Unauthorised("invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>, or the "
-                                                  "config's api_key")
+            raise Unauthorised(
+                "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>, or the config's api_key"
+            )
     await serve_in_slot(websocket, server, lambda: _serve(websocket, server, limits, first), "stream")
 
 
@@ -160,15 +187,21 @@ async def _serve(websocket: WebSocket, server: Server, limits: SessionLimits, fi
         raise Closed(1007, f"bad config: {error}") from None
     pipeline = server.pipeline(config.model)  # an unknown model: 1007; one not loaded yet: 1013
     if "max_segment_seconds" in config.model_fields_set and config.max_segment_seconds > settings.stream_max_seconds:
-        raise Closed(1007, f"bad config: max_segment_seconds: {config.max_segment_seconds:g} is over this "
-                           f"server's stream limit of {settings.stream_max_seconds:g} s")
+        raise Closed(
+            1007,
+            f"bad config: max_segment_seconds: {config.max_segment_seconds:g} is over this "
+            f"server's stream limit of {settings.stream_max_seconds:g} s",
+        )
     try:
         pipeline.check_options(config)
         pipeline.check_cost(config.max_segment_seconds, config)
     except ServiceError as error:
         raise Closed(1007, f"bad config: {error.message}") from None
-    stream = Stream(StreamMessages(websocket), PipelineRecognizer(pipeline, config),
-                    config.stream_options(settings.stream_max_seconds))
+    stream = Stream(
+        StreamMessages(websocket),
+        PipelineRecognizer(pipeline, config),
+        config.stream_options(settings.stream_max_seconds),
+    )
     try:
         while True:
             try:

@@ -16,8 +16,12 @@ from .dependencies import ServerDep
 from .http_errors import ApiError
 
 FOLDER = Path(__file__).with_name("web")
-FILES = {"app.js": "text/javascript", "export.js": "text/javascript", "capture-worklet.js": "text/javascript",
-         "style.css": "text/css"}
+FILES = {
+    "app.js": "text/javascript",
+    "export.js": "text/javascript",
+    "capture-worklet.js": "text/javascript",
+    "style.css": "text/css",
+}
 NO_CACHE = {"Cache-Control": "no-cache"}  # revalidated each time: a new server version shows at once
 
 router = APIRouter(include_in_schema=False)
@@ -33,15 +37,18 @@ async def config(server: ServerDep) -> JSONResponse:
     """What the page needs before it starts: the models (the default first) and the sample rate of
     each one loaded (the page sends audio at it), the default decoder, whether keys are needed."""
     pipeline = server.pipelines.get(server.model_name)
-    return JSONResponse({
-        "ready": pipeline is not None,
-        "model": server.model_name if pipeline is not None else None,
-        "models": server.served_names,
-        "sample_rate": pipeline.rate if pipeline is not None else None,
-        "rates": {name: loaded.rate for name, loaded in server.pipelines.items()},  # each loaded model's
-        "default_decoder": choose_decoder(DecodeOptions(), server.settings.default.lm is not None),
-        "api_keys": bool(server.settings.api_keys),
-    }, headers={"Cache-Control": "no-store"})
+    return JSONResponse(
+        {
+            "ready": pipeline is not None,
+            "model": server.model_name if pipeline is not None else None,
+            "models": server.served_names,
+            "sample_rate": pipeline.rate if pipeline is not None else None,
+            "rates": {name: loaded.rate for name, loaded in server.pipelines.items()},  # each loaded model's
+            "default_decoder": choose_decoder(DecodeOptions(), server.settings.default.lm is not None),
+            "api_keys": bool(server.settings.api_keys),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.get("/web/{name}")

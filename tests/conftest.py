@@ -51,10 +51,20 @@ VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
 # Tiny versions of the two architecture families; the strides are the paper's, so real audio
 # at 16 kHz gives one frame per 20 ms as with the full-size models.
 FAMILIES = {
-    "base": dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False,
-                 num_conv_pos_embeddings=16, return_attention_mask=False),
-    "large": dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
-                  num_conv_pos_embeddings=15, return_attention_mask=True),
+    "base": dict(
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+        conv_bias=False,
+        num_conv_pos_embeddings=16,
+        return_attention_mask=False,
+    ),
+    "large": dict(
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
+        num_conv_pos_embeddings=15,
+        return_attention_mask=True,
+    ),
 }
 
 
@@ -63,9 +73,19 @@ def tiny_hf_config(family: str, **overrides):
 
     settings = {key: value for key, value in FAMILIES[family].items() if key != "return_attention_mask"}
     return Wav2Vec2Config(
-        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-        conv_dim=[16] * 7, num_conv_pos_embedding_groups=4, num_codevectors_per_group=8, num_codevector_groups=2,
-        codevector_dim=16, proj_codevector_dim=12, **settings, **overrides,
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        conv_dim=[16] * 7,
+        num_conv_pos_embedding_groups=4,
+        num_codevectors_per_group=8,
+        num_codevector_groups=2,
+        codevector_dim=16,
+        proj_codevector_dim=12,
+        **settings,
+        **overrides,
     )
 
 
@@ -84,7 +104,8 @@ def save_tiny_hf_model(folder: Path, family: str, architecture: str = "Wav2Vec2F
     (folder / "vocab.json").write_text(json.dumps({token: index for index, token in enumerate(VOCAB)}))
     tokenizer = transformers.Wav2Vec2CTCTokenizer(str(folder / "vocab.json"))
     extractor = transformers.Wav2Vec2FeatureExtractor(
-        sampling_rate=16000, do_normalize=True, return_attention_mask=FAMILIES[family]["return_attention_mask"])
+        sampling_rate=16000, do_normalize=True, return_attention_mask=FAMILIES[family]["return_attention_mask"]
+    )
     transformers.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
 
@@ -118,11 +139,27 @@ def exported_folder(hf_ctc_folder, tmp_path_factory, family) -> Path:
 
     require_data("realspeech")  # the export is verified on real speech
     out = tmp_path_factory.mktemp(f"onnx-{family}") / "fp32"
-    speech = [str(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / name)
-              for name in ("sense_and_sensibility_01_austen_64kb-0870.wav",
-                           "sense_and_sensibility_01_austen_64kb-0880.wav")]
-    result = subprocess.run([sys.executable, "-m", "export", "onnx", "--model", str(hf_ctc_folder), "--out", str(out),
-                             "--verify-audio", *speech], capture_output=True, text=True, cwd=REPO)
+    speech = [
+        str(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / name)
+        for name in ("sense_and_sensibility_01_austen_64kb-0870.wav", "sense_and_sensibility_01_austen_64kb-0880.wav")
+    ]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "onnx",
+            "--model",
+            str(hf_ctc_folder),
+            "--out",
+            str(out),
+            "--verify-audio",
+            *speech,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fp32 overall" in result.stdout
     return out
@@ -201,8 +238,13 @@ def run_server(model: Path | None, *options: str, log_dir: Path, env: dict | Non
     log = log_dir / f"server-{port}.log"
     with open(log, "wb") as output:
         chosen = [] if model is None else ["--model", str(model)]
-        process = subprocess.Popen([sys.executable, "-m", "service", *chosen, "--port", str(port), *options], stdout=output, stderr=subprocess.STDOUT, cwd=REPO,
-                                   env={**os.environ, **(env or {})})
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", *chosen, "--port", str(port), *options],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+        )
     server = RunningServer(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + HANG_SECONDS

@@ -28,8 +28,9 @@ def write_digit_strings(folder: Path, count: int = 12, digits: int = 12) -> list
         pieces = []
         for position in range(digits):
             digit = (index * 7 + position * 3) % 10
-            samples, rate = soundfile.read(recordings / f"{digit}_{speaker}_{(index + position) % 50}.wav",
-                                           dtype="float32")
+            samples, rate = soundfile.read(
+                recordings / f"{digit}_{speaker}_{(index + position) % 50}.wav", dtype="float32"
+            )
             pieces += [samples, np.zeros(int(PAUSE_SECONDS * rate), dtype=np.float32)]
         path = folder / ("more" if index % 3 == 2 else "") / f"string-{index:02d}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)

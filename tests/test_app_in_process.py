@@ -15,10 +15,11 @@ import pytest
 import soundfile
 from fastapi.testclient import TestClient
 
-from conftest import REPO
 from model.package import DEFAULT_MODEL
 from service.app import create_app
 from service.settings import Settings
+
+from conftest import REPO
 
 pytestmark = pytest.mark.fast
 
@@ -56,8 +57,11 @@ def test_concurrent_requests_batched_together_answer_as_alone(client):
     raw = [(clip * 32767).astype("<i2").tobytes() for clip in clips]
 
     def post(body: bytes) -> dict:
-        answer = client.post(f"/transcribe?encoding=pcm_s16le&sample_rate={rate}&decoder=greedy", content=body,
-                             headers={"content-type": "application/octet-stream"})
+        answer = client.post(
+            f"/transcribe?encoding=pcm_s16le&sample_rate={rate}&decoder=greedy",
+            content=body,
+            headers={"content-type": "application/octet-stream"},
+        )
         assert answer.status_code == 200, answer.text
         return answer.json()
 
@@ -81,7 +85,7 @@ def test_a_stream_gives_the_same_text_as_a_request(client):
     with client.websocket_connect("/v1/stream") as socket:
         socket.send_text(json.dumps({"sample_rate": rate, "encoding": "pcm_s16le", "endpointing": False}))
         for start in range(0, len(samples), rate // 10):
-            socket.send_bytes(samples[start:start + rate // 10].tobytes())
+            socket.send_bytes(samples[start : start + rate // 10].tobytes())
         socket.send_text(json.dumps({"type": "eof"}))
         finals = []
         while True:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import DATA, REALSPEECH, needs_data, require_data
 from model.audio import AudioError, check_duration, decode_pcm, load_audio, normalize, read_audio
+
+from conftest import DATA, REALSPEECH, needs_data, require_data
 
 pytestmark = pytest.mark.fast  # the fast tier: `make test-fast`
 
@@ -99,14 +100,17 @@ def wav_bytes(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("source, message", [
-    (b"", "empty"),
-    (b"RIFF\x24\x00\x00\x00WAVEfmt ", "could not decode"),  # truncated header
-    (b"this is not audio at all, just some text" * 10, "could not decode"),
-    (wav_bytes(np.zeros(0, dtype=np.float32)), "0 samples"),
-    (wav_bytes(np.array([0.1, np.nan, 0.2] * 200, dtype=np.float32), subtype="FLOAT"), "not finite"),
-    ("no/such/file.wav", "no such audio file"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (b"", "empty"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", "could not decode"),  # truncated header
+        (b"this is not audio at all, just some text" * 10, "could not decode"),
+        (wav_bytes(np.zeros(0, dtype=np.float32)), "0 samples"),
+        (wav_bytes(np.array([0.1, np.nan, 0.2] * 200, dtype=np.float32), subtype="FLOAT"), "not finite"),
+        ("no/such/file.wav", "no such audio file"),
+    ],
+)
 def test_bad_audio_is_refused_with_a_reason(source, message):
     with pytest.raises(AudioError, match=message):
         load_audio(source, 16000)

@@ -17,20 +17,28 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import HANG_SECONDS, REPO
 from digit_strings import read_lines, write_digit_strings, write_manifest
+
 from model.bulk.journal import Journal, JournalError
 from model.bulk.progress import Progress
 from model.subtitles import segments, srt
+
+from conftest import HANG_SECONDS, REPO
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 MODEL = str(REPO / "models" / "digits")
 
 
 def transcribe(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "model", "transcribe", *args], capture_output=True, text=True,
-                          cwd=REPO, env=ENV, timeout=HANG_SECONDS, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "model", "transcribe", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+        timeout=HANG_SECONDS,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +66,15 @@ def by_audio(lines: list[dict]) -> dict[str, dict]:
 
 def start(*args: str) -> subprocess.Popen:
     """The command in a process group of its own, so the test can kill it and its workers."""
-    return subprocess.Popen([sys.executable, "-m", "model", "transcribe", *args], cwd=REPO, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "model", "transcribe", *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for_lines(out: Path, process: subprocess.Popen, at_least: int) -> int:
@@ -90,15 +105,22 @@ def test_a_folder_gives_each_file_the_single_file_text(strings, folder, single_f
 
 def test_a_manifest_keeps_its_fields_and_urls_are_read(strings, folder, single_file_texts, tmp_path):
     manifest = write_manifest(strings, folder / "manifest.jsonl", text="a reference", duration=9.0)
+
     # The same files over HTTP on loopback: a worker fetches what it is given a URL for.
-    handler = lambda *args: http.server.SimpleHTTPRequestHandler(*args, directory=str(folder))
+    def handler(*args):
+        return http.server.SimpleHTTPRequestHandler(*args, directory=str(folder))
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         urls = tmp_path / "urls.jsonl"
-        urls.write_text("".join(json.dumps({"audio": f"http://127.0.0.1:{server.server_port}/"
-                                                     f"{path.relative_to(folder).as_posix()}"}) + "\n"
-                                for path in strings[:3]))
+        urls.write_text(
+            "".join(
+                json.dumps({"audio": f"http://127.0.0.1:{server.server_port}/{path.relative_to(folder).as_posix()}"})
+                + "\n"
+                for path in strings[:3]
+            )
+        )
         from_urls = transcribe("--manifest", str(urls), "--json")
     finally:
         server.shutdown()
@@ -111,15 +133,22 @@ def test_a_manifest_keeps_its_fields_and_urls_are_read(strings, folder, single_f
         assert line["text"] == single_file_texts[str(path)]
         assert line["duration"] != 9.0, "the duration is the audio's"
     assert from_urls.returncode == 0, from_urls.stderr[-2000:]
-    assert [json.loads(line)["text"] for line in from_urls.stdout.splitlines()] == \
-        [single_file_texts[str(path)] for path in strings[:3]]
+    assert [json.loads(line)["text"] for line in from_urls.stdout.splitlines()] == [
+        single_file_texts[str(path)] for path in strings[:3]
+    ]
 
 
 def test_failures_are_error_lines_and_the_run_goes_on(strings, tmp_path):
     (tmp_path / "noise.wav").write_bytes(b"RIFF but not really a wave file" * 10)
     manifest = tmp_path / "m.jsonl"
-    entries = [{"audio": str(strings[0])}, {"audio": "noise.wav"}, {"audio": "missing.flac"},
-               {"audio": "http://127.0.0.1:9/nothing.wav"}, {"audio": str(strings[1])}, {"audio": str(strings[0])}]
+    entries = [
+        {"audio": str(strings[0])},
+        {"audio": "noise.wav"},
+        {"audio": "missing.flac"},
+        {"audio": "http://127.0.0.1:9/nothing.wav"},
+        {"audio": str(strings[1])},
+        {"audio": str(strings[0])},
+    ]
     manifest.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
     result = transcribe("--manifest", str(manifest), "--out", str(tmp_path / "out.jsonl"))
     assert result.returncode == 1, "errors are reported by the exit status"
@@ -244,15 +273,41 @@ def labelled_manifest(strings: list[Path], folder: Path) -> Path:
     import soundfile
 
     manifest = folder / "train.jsonl"
-    manifest.write_text("".join(json.dumps({"audio": str(path.relative_to(folder)), "duration": soundfile.info(
-        str(path)).duration, "text": "a reference"}) + "\n" for path in strings))
+    manifest.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "audio": str(path.relative_to(folder)),
+                    "duration": soundfile.info(str(path)).duration,
+                    "text": "a reference",
+                }
+            )
+            + "\n"
+            for path in strings
+        )
+    )
     return manifest
 
 
 def pseudo_label(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training", "pseudo-label", "--model", MODEL, "--lm",
-                           str(REPO / "models" / "digits" / "lm.arpa"), *args], capture_output=True, text=True,
-                          cwd=REPO, env=ENV, timeout=HANG_SECONDS)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "pseudo-label",
+            "--model",
+            MODEL,
+            "--lm",
+            str(REPO / "models" / "digits" / "lm.arpa"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+        timeout=HANG_SECONDS,
+    )
 
 
 def test_pseudo_labels_resume_and_refilter_without_transcribing_again(strings, folder, single_file_texts, tmp_path):
@@ -277,8 +332,10 @@ def test_pseudo_labels_resume_and_refilter_without_transcribing_again(strings, f
 
 
 def test_the_bulk_path_imports_neither_torch_nor_ray():
-    script = ("import sys, model.bulk, model.bulk.cli, model.subtitles; "
-              "print(sorted(name for name in ('torch', 'ray', 'cluster') if name in sys.modules))")
+    script = (
+        "import sys, model.bulk, model.bulk.cli, model.subtitles; "
+        "print(sorted(name for name in ('torch', 'ray', 'cluster') if name in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=ENV)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -18,10 +18,11 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from conftest import FAMILIES, REPO, VOCAB, save_tiny_hf_model
 from model.hub import ModelNotFoundError, resolve_model
 from model.pytorch.checkpoint import CheckpointError, load_checkpoint
 from model.pytorch.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
+
+from conftest import FAMILIES, REPO, VOCAB, save_tiny_hf_model
 
 TOLERANCE = 1e-5
 AUDIO = torch.randn(2, 20000, generator=torch.Generator().manual_seed(5))
@@ -45,9 +46,14 @@ def test_both_weight_norm_spellings_load(hf_ctc_folder, tmp_path):
     """transformers writes `parametrizations.weight.original0/1`; older checkpoints `weight_g/weight_v`."""
     state = load_file(hf_ctc_folder / "model.safetensors")
     current = [key for key in state if "pos_conv_embed.conv" in key and "weight" in key]
-    legacy = {re.sub(r"parametrizations\.weight\.original0$", "weight_g",
-                     re.sub(r"parametrizations\.weight\.original1$", "weight_v", key)): value
-              for key, value in state.items()}
+    legacy = {
+        re.sub(
+            r"parametrizations\.weight\.original0$",
+            "weight_g",
+            re.sub(r"parametrizations\.weight\.original1$", "weight_v", key),
+        ): value
+        for key, value in state.items()
+    }
     assert set(legacy) != set(state), f"expected the current spelling in a fresh save, got {current}"
     legacy_folder = tmp_path / "legacy"
     shutil.copytree(hf_ctc_folder, legacy_folder)
@@ -100,8 +106,19 @@ def test_saved_folder_loads_in_transformers_4(hf_ctc_folder, tmp_path):
     saved = checkpoint.save(tmp_path / "saved")
     np.save(tmp_path / "audio.npy", AUDIO.numpy())
     environment = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", TRANSFORMERS4_SCRIPT, str(saved), str(tmp_path / "audio.npy"),
-                             str(tmp_path / "logits.npy")], capture_output=True, text=True, env=environment)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            TRANSFORMERS4_SCRIPT,
+            str(saved),
+            str(tmp_path / "audio.npy"),
+            str(tmp_path / "logits.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["version"].startswith("4.")
@@ -126,26 +143,29 @@ def test_pretraining_checkpoint_round_trips(tmp_path, family):
 
 # -- fairseq ------------------------------------------------------------------------------------
 
+
 def fairseq_key(key: str, family: str) -> str:
     """Our (Hugging Face) key -> the key fairseq's own modules give the same weight."""
     norm = "2.1" if FAMILIES[family]["feat_extract_norm"] == "layer" else "2"
     if key.startswith("lm_head."):
         return key.replace("lm_head.", "w2v_encoder.proj.")
-    for ours, theirs in ((r"\.conv_layers\.(\d+)\.conv\.", r".conv_layers.\1.0."),
-                         (r"\.conv_layers\.(\d+)\.layer_norm\.", rf".conv_layers.\1.{norm}."),
-                         (r"^wav2vec2\.feature_projection\.layer_norm\.", "layer_norm."),
-                         (r"^wav2vec2\.feature_projection\.projection\.", "post_extract_proj."),
-                         (r"^wav2vec2\.masked_spec_embed$", "mask_emb"),
-                         (r"pos_conv_embed\.conv\.parametrizations\.weight\.original0", "pos_conv.0.weight_g"),
-                         (r"pos_conv_embed\.conv\.parametrizations\.weight\.original1", "pos_conv.0.weight_v"),
-                         (r"pos_conv_embed\.conv\.bias", "pos_conv.0.bias"),
-                         (r"\.attention\.", ".self_attn."),
-                         (r"(layers\.\d+)\.layer_norm\.", r"\1.self_attn_layer_norm."),
-                         (r"feed_forward\.intermediate_dense", "fc1"),
-                         (r"feed_forward\.output_dense", "fc2"),
-                         (r"^quantizer\.codevectors$", "quantizer.vars"),
-                         (r"^project_hid\.", "final_proj."),
-                         (r"^wav2vec2\.", "")):
+    for ours, theirs in (
+        (r"\.conv_layers\.(\d+)\.conv\.", r".conv_layers.\1.0."),
+        (r"\.conv_layers\.(\d+)\.layer_norm\.", rf".conv_layers.\1.{norm}."),
+        (r"^wav2vec2\.feature_projection\.layer_norm\.", "layer_norm."),
+        (r"^wav2vec2\.feature_projection\.projection\.", "post_extract_proj."),
+        (r"^wav2vec2\.masked_spec_embed$", "mask_emb"),
+        (r"pos_conv_embed\.conv\.parametrizations\.weight\.original0", "pos_conv.0.weight_g"),
+        (r"pos_conv_embed\.conv\.parametrizations\.weight\.original1", "pos_conv.0.weight_v"),
+        (r"pos_conv_embed\.conv\.bias", "pos_conv.0.bias"),
+        (r"\.attention\.", ".self_attn."),
+        (r"(layers\.\d+)\.layer_norm\.", r"\1.self_attn_layer_norm."),
+        (r"feed_forward\.intermediate_dense", "fc1"),
+        (r"feed_forward\.output_dense", "fc2"),
+        (r"^quantizer\.codevectors$", "quantizer.vars"),
+        (r"^project_hid\.", "final_proj."),
+        (r"^wav2vec2\.", ""),
+    ):
         key = re.sub(ours, theirs, key)
     return key
 
@@ -153,14 +173,24 @@ def fairseq_key(key: str, family: str) -> str:
 def fairseq_architecture(family: str) -> dict:
     layer_norm = FAMILIES[family]["feat_extract_norm"] == "layer"
     return {
-        "_name": "wav2vec2", "extractor_mode": "layer_norm" if layer_norm else "default",
+        "_name": "wav2vec2",
+        "extractor_mode": "layer_norm" if layer_norm else "default",
         "conv_feature_layers": "[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2",
-        "conv_bias": FAMILIES[family]["conv_bias"], "encoder_layers": 2, "encoder_embed_dim": 32,
-        "encoder_ffn_embed_dim": 48, "encoder_attention_heads": 4, "activation_fn": "gelu",
+        "conv_bias": FAMILIES[family]["conv_bias"],
+        "encoder_layers": 2,
+        "encoder_embed_dim": 32,
+        "encoder_ffn_embed_dim": 48,
+        "encoder_attention_heads": 4,
+        "activation_fn": "gelu",
         "layer_norm_first": FAMILIES[family]["do_stable_layer_norm"],
-        "conv_pos": FAMILIES[family]["num_conv_pos_embeddings"], "conv_pos_groups": 4,
-        "latent_vars": 8, "latent_groups": 2, "latent_dim": 16, "final_dim": 12,
-        "quantize_targets": True, "mask_prob": 0.65,
+        "conv_pos": FAMILIES[family]["num_conv_pos_embeddings"],
+        "conv_pos_groups": 4,
+        "latent_vars": 8,
+        "latent_groups": 2,
+        "latent_dim": 16,
+        "final_dim": 12,
+        "quantize_targets": True,
+        "mask_prob": 0.65,
     }
 
 
@@ -168,13 +198,22 @@ def write_fairseq_checkpoint(path: Path, family: str, hf_model: torch.nn.Module,
     state = {fairseq_key(key, family): value for key, value in hf_model.state_dict().items()}
     finetuned = isinstance(hf_model, transformers.Wav2Vec2ForCTC)
     architecture = fairseq_architecture(family)
-    task = {"_name": "audio_finetuning" if finetuned else "audio_pretraining", "sample_rate": 16000,
-            "normalize": FAMILIES[family]["feat_extract_norm"] == "layer"}
+    task = {
+        "_name": "audio_finetuning" if finetuned else "audio_pretraining",
+        "sample_rate": 16000,
+        "normalize": FAMILIES[family]["feat_extract_norm"] == "layer",
+    }
     if finetuned:
-        state = {key if key.startswith("w2v_encoder.") else f"w2v_encoder.w2v_model.{key}": value
-                 for key, value in state.items()}
-        model_cfg = {"_name": "wav2vec_ctc", "final_dropout": 0.0, "dropout": 0.0,
-                     "w2v_args": {"model": architecture, "task": task}}
+        state = {
+            key if key.startswith("w2v_encoder.") else f"w2v_encoder.w2v_model.{key}": value
+            for key, value in state.items()
+        }
+        model_cfg = {
+            "_name": "wav2vec_ctc",
+            "final_dropout": 0.0,
+            "dropout": 0.0,
+            "w2v_args": {"model": architecture, "task": task},
+        }
         (path.parent / "dict.ltr.txt").write_text("".join(f"{token} {1000 - i}\n" for i, token in enumerate(VOCAB[4:])))
     else:
         model_cfg = architecture
@@ -227,6 +266,7 @@ def test_fairseq_finetuned_without_dictionary_is_refused(hf_ctc_folder, tmp_path
 
 
 # -- errors and references ------------------------------------------------------------------------
+
 
 def test_broken_checkpoints_give_clear_errors(hf_ctc_folder, tmp_path):
     with pytest.raises(CheckpointError, match="no config.json"):

@@ -10,8 +10,9 @@ import pytest
 import torch
 import transformers
 
-from conftest import DATA, REPO, require_data, save_tiny_hf_model
 from model.audio import load_audio
+
+from conftest import DATA, REPO, require_data, save_tiny_hf_model
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -58,8 +59,13 @@ def test_missing_model_is_one_line_error(tmp_path, audio_files):
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and "nothing-here" in result.stderr and "not found" in result.stderr
 
-    result = run("transcribe", "--model", "facebook/wav2vec2-base-960h", audio_files[0],
-                 env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    result = run(
+        "transcribe",
+        "--model",
+        "facebook/wav2vec2-base-960h",
+        audio_files[0],
+        env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and "'facebook/wav2vec2-base-960h'" in result.stderr
 
@@ -102,15 +108,18 @@ def test_convert_writes_a_folder_that_transcribes_alike(hf_ctc_folder, audio_fil
 
 def test_readme_transcribe_command(hf_ctc_folder, audio_files):
     """The README's first command, with a local model folder instead of a Hub id."""
-    result = subprocess.run(["make", "--no-print-directory", "transcribe", f"MODEL={hf_ctc_folder}",
-                             f"AUDIO={audio_files[0]}"], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "transcribe", f"MODEL={hf_ctc_folder}", f"AUDIO={audio_files[0]}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == f"{audio_files[0]}\t{hf_greedy_text(hf_ctc_folder, audio_files[0])}"
 
 
 def test_service_side_modules_import_no_torch():
-    script = ("import sys, model.audio, model.ctc, model.config, model.hub; "
-              "print('torch' in sys.modules)")
+    script = "import sys, model.audio, model.ctc, model.config, model.hub; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

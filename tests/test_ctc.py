@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import transformers
 
-from conftest import VOCAB
 from model.ctc import CTCVocabulary, text_log_likelihood
+
+from conftest import VOCAB
 
 pytestmark = pytest.mark.fast  # the fast tier: `make test-fast`
 
@@ -24,8 +25,10 @@ def test_decoding_matches_transformers(tmp_path, options):
     # Frame paths with runs of repeats, many blanks and delimiters, like a model's argmax path.
     weights = np.ones(len(VOCAB))
     weights[[0, 4, 30]] = [20, 6, 4]  # blank, word delimiter, apostrophe
-    paths = [np.repeat(generator.choice(len(VOCAB), size=40, p=weights / weights.sum()),
-                       generator.integers(1, 4, size=40)) for _ in range(200)]
+    paths = [
+        np.repeat(generator.choice(len(VOCAB), size=40, p=weights / weights.sum()), generator.integers(1, 4, size=40))
+        for _ in range(200)
+    ]
     paths.append(np.array([0, 0, 0]))  # silence
     paths.append(np.array([4, 4, 0, 4, 7, 7, 0, 7, 4]))  # leading delimiters, a doubled letter
     paths.append(np.array([5, 99, 98, 6]))  # ids beyond the vocabulary decode to <unk>, once
@@ -47,8 +50,7 @@ def test_saved_vocabulary_reloads_in_transformers(tmp_path):
 def test_token_spans_give_frames():
     vocab = CTCVocabulary(tokens=dict(enumerate(VOCAB)))
     spans = vocab.token_spans([0, 5, 5, 0, 4, 6, 0, 0])
-    assert [(span.token, span.start_frame, span.end_frame) for span in spans] == [("E", 1, 3), ("|", 4, 5),
-                                                                                   ("T", 5, 6)]
+    assert [(span.token, span.start_frame, span.end_frame) for span in spans] == [("E", 1, 3), ("|", 4, 5), ("T", 5, 6)]
 
 
 def test_fairseq_dictionary(tmp_path):
@@ -64,8 +66,19 @@ def test_vocabulary_without_blank_is_refused():
         CTCVocabulary(tokens={0: "a", 1: "b"})
 
 
-@pytest.mark.parametrize("frames, tokens", [(30, [4, 5, 6, 5, 4]), (10, [4, 4, 3, 2]), (12, [1, 1, 2, 3, 2, 2]),
-                                             (1, [3]), (20, []), (1, []), (3, [4, 1, 2, 4]), (3, [2, 2])])
+@pytest.mark.parametrize(
+    "frames, tokens",
+    [
+        (30, [4, 5, 6, 5, 4]),
+        (10, [4, 4, 3, 2]),
+        (12, [1, 1, 2, 3, 2, 2]),
+        (1, [3]),
+        (20, []),
+        (1, []),
+        (3, [4, 1, 2, 4]),
+        (3, [2, 2]),
+    ],
+)
 def test_text_likelihood_is_ctc_loss(frames, tokens):
     """The forward algorithm of `text_log_likelihood` gives what torch's CTC loss negates, repeats
     (which need a blank between them), empty texts and texts too long for the frames included."""
@@ -73,9 +86,14 @@ def test_text_likelihood_is_ctc_loss(frames, tokens):
 
     generator = np.random.default_rng(frames * 31 + len(tokens))
     log_probs = torch.log_softmax(torch.tensor(generator.normal(size=(frames, 8)) * 2), dim=-1)
-    expected = -torch.nn.functional.ctc_loss(log_probs[:, None], torch.tensor([tokens], dtype=torch.long),
-                                             torch.tensor([frames]), torch.tensor([len(tokens)]), blank=0,
-                                             reduction="sum").item()
+    expected = -torch.nn.functional.ctc_loss(
+        log_probs[:, None],
+        torch.tensor([tokens], dtype=torch.long),
+        torch.tensor([frames]),
+        torch.tensor([len(tokens)]),
+        blank=0,
+        reduction="sum",
+    ).item()
     ours = text_log_likelihood(log_probs.numpy(), tokens, blank=0)
     assert ours == pytest.approx(expected, rel=1e-9, abs=1e-9) or (ours == expected == -np.inf)
 

@@ -15,7 +15,6 @@ import httpx
 import numpy as np
 import pytest
 import websockets
-from conftest import DATA, REALSPEECH, REPO, needs_data, run_server
 
 from model.audio import load_audio
 from model.ctc import normalize_text
@@ -23,6 +22,8 @@ from model.decoding import MIN_CONFIDENCE
 from model.package import DEFAULT_MODEL
 from service.settings import Settings
 from training.manifest import read_transcripts
+
+from conftest import DATA, REALSPEECH, REPO, needs_data, run_server
 
 FSDD = DATA / "fsdd"
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -39,8 +40,10 @@ def word_error_rate(pairs: list[tuple[str, str]]) -> float:
         for i, word in enumerate(ref, start=1):
             previous, distance[0] = distance[0], i
             for j, other in enumerate(hyp, start=1):
-                previous, distance[j] = distance[j], min(distance[j] + 1, distance[j - 1] + 1,
-                                                         previous + (word != other))
+                previous, distance[j] = (
+                    distance[j],
+                    min(distance[j] + 1, distance[j - 1] + 1, previous + (word != other)),
+                )
         errors, words = errors + distance[-1], words + len(ref)
     return errors / words
 
@@ -53,8 +56,14 @@ def default_server(tmp_path_factory):
 
 def test_the_shipped_model_folder_is_complete_and_small():
     files = {path.relative_to(DEFAULT_MODEL).as_posix() for path in DEFAULT_MODEL.rglob("*") if path.is_file()}
-    assert {"onnx/model.onnx", "checkpoint/model.safetensors", "checkpoint/vocab.json", "lm.arpa", "README.md",
-            "provenance.json"} <= files
+    assert {
+        "onnx/model.onnx",
+        "checkpoint/model.safetensors",
+        "checkpoint/vocab.json",
+        "lm.arpa",
+        "README.md",
+        "provenance.json",
+    } <= files
     assert sum(path.stat().st_size for path in DEFAULT_MODEL.rglob("*") if path.is_file()) <= 25e6
     assert (DEFAULT_MODEL / "lexicon.txt").read_text().split() == [*DIGITS, "oh"]
     provenance = json.loads((DEFAULT_MODEL / "provenance.json").read_text())
@@ -96,10 +105,12 @@ def test_the_server_says_so_when_it_hears_no_digits(default_server):
     noise come out empty or below the default min_confidence (their weakest word marked low_confidence),
     while real digit strings (digits-multi) that come out right stay above it. The shipped model: 62 of
     the 68 sentences (README, the default model's table)."""
+
     def transcribe(path, **fields):
         with open(path, "rb") as audio:
-            response = httpx.post(default_server.url + "/transcribe", files={"file": (path.name, audio)},
-                                  data=fields, timeout=60)
+            response = httpx.post(
+                default_server.url + "/transcribe", files={"file": (path.name, audio)}, data=fields, timeout=60
+            )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -109,11 +120,20 @@ def test_the_server_says_so_when_it_hears_no_digits(default_server):
         return result["text"] == "" or result["confidence"] < MIN_CONFIDENCE
 
     # Recordings whose reference is only digit words ("five five") are digit strings, not English sentences.
-    sentences = [path for path, text in read_transcripts(REALSPEECH / "manifest.tsv").items()
-                 if not set(normalize_text(text).split()) <= {*DIGITS, "oh"}]
+    sentences = [
+        path
+        for path, text in read_transcripts(REALSPEECH / "manifest.tsv").items()
+        if not set(normalize_text(text).split()) <= {*DIGITS, "oh"}
+    ]
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda path: transcribe(path, **({"sample_rate": 16000, "encoding": "pcm_s16le"}
-                                                                 if path.suffix == ".raw" else {})), sentences))
+        results = list(
+            pool.map(
+                lambda path: transcribe(
+                    path, **({"sample_rate": 16000, "encoding": "pcm_s16le"} if path.suffix == ".raw" else {})
+                ),
+                sentences,
+            )
+        )
     said_so = np.mean([heard_nothing(result) for result in results])
     assert len(results) == 68 and said_so >= 0.9, f"only {said_so:.0%} of the English sentences"
 
@@ -123,15 +143,19 @@ def test_the_server_says_so_when_it_hears_no_digits(default_server):
     chords = sum(np.sin(2 * np.pi * 261.6 * ratio * time) for ratio in (1, 1.25, 1.5))
     for name, samples in (("noise", generator.normal(0, 0.1, 3 * rate)), ("melody", melody), ("chords", chords)):
         pcm = (np.clip(samples / np.abs(samples).max() * 0.5, -1, 1) * 32767).astype("<i2")
-        response = httpx.post(default_server.url + "/transcribe?sample_rate=16000&encoding=pcm_s16le",
-                              content=pcm.tobytes(), headers={"content-type": "application/octet-stream"})
+        response = httpx.post(
+            default_server.url + "/transcribe?sample_rate=16000&encoding=pcm_s16le",
+            content=pcm.tobytes(),
+            headers={"content-type": "application/octet-stream"},
+        )
         assert heard_nothing(response.json()), (name, response.json()["text"])
 
     strings = read_transcripts(DATA / "digits-multi" / "manifest.tsv")
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(transcribe, strings))
-    right = [result for reference, result in zip(strings.values(), results)
-             if result["text"] == normalize_text(reference)]
+    right = [
+        result for reference, result in zip(strings.values(), results) if result["text"] == normalize_text(reference)
+    ]
     rejected = np.mean([result["confidence"] < MIN_CONFIDENCE for result in right])
     assert len(right) >= 0.7 * len(strings) and rejected <= 0.05, f"{rejected:.1%} of right digit strings rejected"
 
@@ -151,8 +175,11 @@ def test_the_shipped_model_recognises_oh_for_zero(default_server, tmp_path, text
     for voice in ("cmu_us_slt_arctic_hts", "kal_diphone"):
         (tmp_path / "text.txt").write_text(text + "\n")
         raw = tmp_path / f"{voice}.wav"
-        subprocess.run(["text2wave", "-eval", f"(voice_{voice})", "-o", str(raw), str(tmp_path / "text.txt")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["text2wave", "-eval", f"(voice_{voice})", "-o", str(raw), str(tmp_path / "text.txt")],
+            check=True,
+            capture_output=True,
+        )
         with open(raw, "rb") as audio:
             response = httpx.post(default_server.url + "/transcribe", files={"file": (raw.name, audio)})
         assert response.json()["text"] == text, (voice, response.text)
@@ -163,10 +190,9 @@ async def _stream_finals(url: str, samples: np.ndarray) -> list[dict]:
     async with websockets.connect(url.replace("http", "ws") + "/v1/stream") as socket:
         await socket.send(json.dumps({"sample_rate": 16000, "encoding": "pcm_s16le", "endpointing": False}))
         for start in range(0, len(pcm), 1600):
-            await socket.send(pcm[start:start + 1600].tobytes())
+            await socket.send(pcm[start : start + 1600].tobytes())
         await socket.send(json.dumps({"type": "eof"}))
-        return [message for message in map(json.loads, [text async for text in socket])
-                if message["type"] == "final"]
+        return [message for message in map(json.loads, [text async for text in socket]) if message["type"] == "final"]
 
 
 @needs_data("fsdd", "digits-multi", "realspeech")
@@ -175,38 +201,70 @@ def test_the_cli_evaluation_and_the_server_give_the_same_transcripts(default_ser
     export through the server, each with its defaults (beam search with the folder's LM, within its
     lexicon), and greedy (--no-lm), on real recordings: 8 kHz FSDD, 16 kHz digit strings of other
     speakers and microphones, and English."""
-    paths = (sorted((FSDD / "recordings").glob("[0-9]_*_[0-4].wav"))[::10] + [EXAMPLE]
-             + sorted((DATA / "digits-multi" / "an4").rglob("*.flac"))[:8]
-             + [REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
-                "sense_and_sensibility_01_austen_64kb-0880.wav"])
+    paths = (
+        sorted((FSDD / "recordings").glob("[0-9]_*_[0-4].wav"))[::10]
+        + [EXAMPLE]
+        + sorted((DATA / "digits-multi" / "an4").rglob("*.flac"))[:8]
+        + [
+            REALSPEECH
+            / "audio"
+            / "pocketsphinx"
+            / "test"
+            / "data"
+            / "librivox"
+            / "sense_and_sensibility_01_austen_64kb-0880.wav"
+        ]
+    )
     cli = {}
     for decoder, flags in (("beam", []), ("greedy", ["--no-lm"])):
-        result = subprocess.run([sys.executable, "-m", "model", "transcribe", "--json", "--word-timestamps", *flags,
-                                 *map(str, paths)], capture_output=True, text=True, cwd=REPO)
+        result = subprocess.run(
+            [sys.executable, "-m", "model", "transcribe", "--json", "--word-timestamps", *flags, *map(str, paths)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         assert result.returncode == 0, result.stderr
         cli[decoder] = [json.loads(line) for line in result.stdout.splitlines()]
         assert {item["decoder"] for item in cli[decoder]} == {decoder}
     assert any(item["words"] and item["confidence"] < MIN_CONFIDENCE for item in cli["beam"]), "the English one"
 
     manifest, details = tmp_path / "audio.jsonl", tmp_path / "details.jsonl"
-    manifest.write_text("".join(json.dumps({"audio": str(path), "duration": 1.0, "text": "any"}) + "\n"
-                                for path in paths))
-    evaluated = subprocess.run([sys.executable, "-m", "training", "evaluate", "--model", str(DEFAULT_MODEL),
-                                "--manifest", str(manifest), "--details", str(details)],
-                               capture_output=True, text=True, cwd=REPO)
+    manifest.write_text(
+        "".join(json.dumps({"audio": str(path), "duration": 1.0, "text": "any"}) + "\n" for path in paths)
+    )
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "evaluate",
+            "--model",
+            str(DEFAULT_MODEL),
+            "--manifest",
+            str(manifest),
+            "--details",
+            str(details),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     rows = [json.loads(line) for line in details.read_text().splitlines()]
     for decoder in ("beam", "greedy"):
         assert [row[decoder] for row in rows] == [item["text"] for item in cli[decoder]], decoder
-        assert [row[f"{decoder}_confidence"] for row in rows] == \
-            pytest.approx([item["confidence"] for item in cli[decoder]], abs=1e-3)
+        assert [row[f"{decoder}_confidence"] for row in rows] == pytest.approx(
+            [item["confidence"] for item in cli[decoder]], abs=1e-3
+        )
 
     for decoder, query in (("beam", ""), ("greedy", "?decoder=greedy")):
         for path, item in zip(paths, cli[decoder]):
             with open(path, "rb") as audio:
-                served = httpx.post(default_server.url + "/transcribe" + query,
-                                    files={"file": (path.name, audio)}).json()
+                served = httpx.post(
+                    default_server.url + "/transcribe" + query, files={"file": (path.name, audio)}
+                ).json()
             assert served["decoder"] == decoder and served["text"] == item["text"], (decoder, path.name)
-            assert [(w["word"], w["start"], w["end"], w["low_confidence"]) for w in served["words"]] == \
-                [(w["word"], w["start"], w["end"], w["low_confidence"]) for w in item["words"]], (decoder, path.name)
+            assert [(w["word"], w["start"], w["end"], w["low_confidence"]) for w in served["words"]] == [
+                (w["word"], w["start"], w["end"], w["low_confidence"]) for w in item["words"]
+            ], (decoder, path.name)
             assert served["confidence"] == pytest.approx(item["confidence"], abs=1e-3)

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, run_server
 from service.settings import Settings
+
+from conftest import REPO, run_server
 
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "asr.json"
 ALERTS = REPO / "deploy" / "alerts.yml"
@@ -38,7 +39,9 @@ def alert_rules() -> list[dict]:
 
 def dashboard_metrics() -> set[str]:
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    return {name for panel in panels for target in panel["targets"] for name in re.findall(r"\basr_\w+", target["expr"])}
+    return {
+        name for panel in panels for target in panel["targets"] for name in re.findall(r"\basr_\w+", target["expr"])
+    }
 
 
 def test_every_dashboard_metric_is_exported(exported_folder, family, realspeech, tmp_path):
@@ -71,9 +74,21 @@ def test_every_dashboard_metric_is_exported(exported_folder, family, realspeech,
 @pytest.mark.fast
 def test_dashboard_panels_cover_what_operators_watch():
     titles = " ".join(panel["title"].lower() for panel in json.loads(DASHBOARD.read_text())["panels"])
-    for topic in ("requests", "latency", "queue depth", "batch size", "real-time factor", "active streams",
-                  "error rate", "stream sessions", "stream latency", "realtime events", "queue saturation",
-                  "beam-search workers", "process"):
+    for topic in (
+        "requests",
+        "latency",
+        "queue depth",
+        "batch size",
+        "real-time factor",
+        "active streams",
+        "error rate",
+        "stream sessions",
+        "stream latency",
+        "realtime events",
+        "queue saturation",
+        "beam-search workers",
+        "process",
+    ):
         assert topic in titles, topic
     datasource = (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     uids = {panel["datasource"]["uid"] for panel in json.loads(DASHBOARD.read_text())["panels"]}
@@ -111,5 +126,6 @@ def test_alert_rules_load_in_prometheus():
     if promtool is None:
         pytest.skip("promtool (apt-get install prometheus) checks the rules' syntax; the rest is checked above")
     result = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and f"SUCCESS: {len(alert_rules())} rules found" in result.stdout, \
+    assert result.returncode == 0 and f"SUCCESS: {len(alert_rules())} rules found" in result.stdout, (
         result.stdout + result.stderr
+    )

@@ -14,15 +14,15 @@ import onnxruntime
 import pytest
 import torch
 import transformers
+from test_checkpoint import write_fairseq_checkpoint
 
-from conftest import REPO
 from export.tensorrt import TensorRTUnavailable
 from export.tensorrt import check_available as check_tensorrt
 from model.audio import load_audio
 from model.onnx import OnnxRecognizer
 from model.pytorch.checkpoint import load_checkpoint
 
-from test_checkpoint import write_fairseq_checkpoint
+from conftest import REPO
 
 
 def export(*args: str) -> subprocess.CompletedProcess:
@@ -83,8 +83,10 @@ def test_onnx_transcribes_real_speech_like_pytorch(fp32_folder, hf_ctc_folder, s
     utterances = [load_audio(path, 16000) for path in speech]
     processor = transformers.Wav2Vec2Processor.from_pretrained(hf_ctc_folder)
     reference = transformers.Wav2Vec2ForCTC.from_pretrained(hf_ctc_folder).eval()
-    for samples, logits in zip(utterances, exported.logits(utterances) if exported.uses_attention_mask
-                                else [exported.logits([u])[0] for u in utterances]):
+    for samples, logits in zip(
+        utterances,
+        exported.logits(utterances) if exported.uses_attention_mask else [exported.logits([u])[0] for u in utterances],
+    ):
         with torch.no_grad():
             expected = reference(processor(samples, sampling_rate=16000, return_tensors="pt").input_values).logits[0]
         assert logits.shape == tuple(expected.shape)
@@ -93,9 +95,11 @@ def test_onnx_transcribes_real_speech_like_pytorch(fp32_folder, hf_ctc_folder, s
 
 
 def test_runtime_imports_no_torch(fp32_folder):
-    script = (f"import sys; from model.onnx import OnnxRecognizer; import numpy as np; "
-              f"m = OnnxRecognizer({str(fp32_folder)!r}); m.logits([np.zeros(16000, dtype=np.float32)]); "
-              f"print('torch' in sys.modules)")
+    script = (
+        f"import sys; from model.onnx import OnnxRecognizer; import numpy as np; "
+        f"m = OnnxRecognizer({str(fp32_folder)!r}); m.logits([np.zeros(16000, dtype=np.float32)]); "
+        f"print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
@@ -105,8 +109,9 @@ def test_int8_quantizes_matrix_products_only(hf_ctc_folder, tmp_path, family, sp
     if family != "base":
         pytest.skip("one family is enough to check the int8 graph; both share the transformer")
     out = tmp_path / "int8"
-    result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(out), "--quantize", "int8",
-                    "--verify-audio", *speech)
+    result = export(
+        "onnx", "--model", str(hf_ctc_folder), "--out", str(out), "--quantize", "int8", "--verify-audio", *speech
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "int8 overall" in result.stdout
     ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
@@ -133,12 +138,12 @@ def test_fp16_keeps_io_and_layer_norms_in_float32(fp16_folder, family):
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     weights = {weight.name: weight.data_type for weight in graph.graph.initializer}
-    matmul_weights = [name for node in graph.graph.node if node.op_type == "MatMul"
-                      for name in node.input if name in weights]
+    matmul_weights = [
+        name for node in graph.graph.node if node.op_type == "MatMul" for name in node.input if name in weights
+    ]
     assert matmul_weights and all(weights[name] == onnx.TensorProto.FLOAT16 for name in matmul_weights)
     norms = [node for node in graph.graph.node if node.op_type == "LayerNormalization"]
-    assert norms and all(weights.get(node.input[1], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
-                         for node in norms)
+    assert norms and all(weights.get(node.input[1], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for node in norms)
     summary = json.loads((fp16_folder / "export.json").read_text())["verification"]["fp16"]
     assert summary["frame_agreement"] >= 0.98
 
@@ -149,11 +154,16 @@ def test_fp16_never_counts_samples_in_half_precision(fp16_folder):
     float32, so only a GPU shows the damage: see test_fp16_on_cuda_matches_fp32.)"""
     for path in sorted(fp16_folder.glob("*.onnx")):
         graph = onnx.load(str(path))  # the converter's value_info records each value's type
-        types = {value.name: value.type.tensor_type.elem_type for value in
-                 [*graph.graph.value_info, *graph.graph.input, *graph.graph.output]}
+        types = {
+            value.name: value.type.tensor_type.elem_type
+            for value in [*graph.graph.value_info, *graph.graph.input, *graph.graph.output]
+        }
         assert not [node.name for node in graph.graph.node if node.op_type == "Floor"], path.name
         sums = {node.name: types.get(node.output[0]) for node in graph.graph.node if node.op_type == "ReduceSum"}
-        assert all(kind in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64) for kind in sums.values()), (path.name, sums)
+        assert all(kind in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64) for kind in sums.values()), (
+            path.name,
+            sums,
+        )
         if path.name == "model.batched.onnx":  # the masked statistics: a count and two sums over all samples
             assert len(sums) >= 3
 
@@ -184,8 +194,7 @@ def test_failed_verification_writes_nothing(hf_ctc_folder, tmp_path, family):
 def test_bad_arguments_are_refused(hf_ctc_folder, tmp_path):
     result = export("onnx", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
     assert result.returncode == 1 and "not found" in result.stderr and result.stderr.count("\n") == 1
-    result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(tmp_path / "x"), "--fp16",
-                    "--quantize", "int8")
+    result = export("onnx", "--model", str(hf_ctc_folder), "--out", str(tmp_path / "x"), "--fp16", "--quantize", "int8")
     assert result.returncode == 2 and "choose one" in result.stderr
 
 
@@ -218,8 +227,10 @@ def test_tensorrt_engine_matches_cpu(fp32_folder):
     assert any((fp32_folder / "tensorrt").iterdir())
     from export.tensorrt import TensorRTProfile, tensorrt_providers
 
-    engine = OnnxRecognizer(fp32_folder, providers=tensorrt_providers(
-        fp32_folder, TensorRTProfile(max_batch=2, max_seconds=5), ["input_values"], 16000))
+    engine = OnnxRecognizer(
+        fp32_folder,
+        providers=tensorrt_providers(fp32_folder, TensorRTProfile(max_batch=2, max_seconds=5), ["input_values"], 16000),
+    )
     audio = [np.random.default_rng(1).standard_normal(32000).astype(np.float32)]
     cpu = OnnxRecognizer(fp32_folder).logits(audio)[0]
     assert engine.session.get_providers()[0] == "TensorrtExecutionProvider", "onnxruntime fell back"

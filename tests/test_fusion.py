@@ -36,8 +36,12 @@ def padded_batch(lengths: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndar
 def test_frame_lengths_follow_the_convolutions_exactly(tmp_path):
     """Every sample count, including rows shorter than one kernel, gives the model's frame count."""
     layers = [(10, 5), (3, 2), (3, 2), (2, 2)]
-    graph = helper.make_graph([], "lengths", [helper.make_tensor_value_info("attention_mask", onnx.TensorProto.INT64,
-                                                                           ["batch", "samples"])], [])
+    graph = helper.make_graph(
+        [],
+        "lengths",
+        [helper.make_tensor_value_info("attention_mask", onnx.TensorProto.INT64, ["batch", "samples"])],
+        [],
+    )
     name = append_frame_lengths(graph, layers)
     graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT32, ["batch"]))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
@@ -58,8 +62,11 @@ def unfused(hf_ctc_folder, tmp_path_factory):
     """The tiny model's plain and padding-exact graphs as the exporter writes them, before optimisation."""
     checkpoint = load_checkpoint(hf_ctc_folder)
     folder = tmp_path_factory.mktemp("unfused")
-    return checkpoint, export_fp32(checkpoint, folder / "plain.onnx"), export_fp32(checkpoint, folder / "exact.onnx",
-                                                                                    batched=True)
+    return (
+        checkpoint,
+        export_fp32(checkpoint, folder / "plain.onnx"),
+        export_fp32(checkpoint, folder / "exact.onnx", batched=True),
+    )
 
 
 def test_fused_attention_matches_the_exported_operators(unfused, tmp_path):
@@ -81,9 +88,12 @@ def test_fused_attention_matches_the_exported_operators(unfused, tmp_path):
 
 
 def test_fusion_refuses_a_graph_without_attention_projections(tmp_path):
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
     model = helper.make_model(graph)
     assert fuse_attention(model, 2) == 0
     assert [node.op_type for node in model.graph.node] == ["Relu"]
@@ -104,8 +114,10 @@ def test_exact_graph_runs_plain_branch_only_without_padding(unfused, tmp_path):
     runner = session(joined)
     values, _ = padded_batch([8000, 8000], seed=1)
     ones = np.ones(values.shape, np.int64)
-    (expected,), (got,) = session(plain).run(None, {"input_values": values}), runner.run(
-        None, {"input_values": values, "attention_mask": ones})
+    (expected,), (got,) = (
+        session(plain).run(None, {"input_values": values}),
+        runner.run(None, {"input_values": values, "attention_mask": ones}),
+    )
     assert np.abs(expected - got).max() < 1e-5
     values, mask = padded_batch([12000, 4000], seed=2)
     (batch,) = runner.run(None, {"input_values": values, "attention_mask": mask})

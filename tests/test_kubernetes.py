@@ -15,9 +15,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import REPO
 from service.metrics import Metrics
 from service.settings import Settings
+
+from conftest import REPO
 
 KUBERNETES = REPO / "deploy" / "kubernetes"
 OVERLAYS = ["base", "overlays/queue-depth", "overlays/gpu", "overlays/prometheus-operator"]
@@ -32,8 +33,9 @@ def render(folder: str) -> list[dict]:
     """The objects `kubectl kustomize` makes of a kustomization under deploy/kubernetes."""
     if shutil.which("kubectl") is None:
         pytest.skip("needs kubectl (its `kubectl kustomize` renders the manifests)")
-    done = subprocess.run(["kubectl", "kustomize", str(KUBERNETES / folder)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(KUBERNETES / folder)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return [item for item in yaml.safe_load_all(done.stdout) if item]
 
@@ -58,7 +60,7 @@ def quantity(value) -> float:
     suffixes = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
     for suffix, scale in suffixes.items():
         if text.endswith(suffix):
-            return float(text[:-len(suffix)]) * scale
+            return float(text[: -len(suffix)]) * scale
     return float(text)
 
 
@@ -117,8 +119,11 @@ def test_a_replica_drains_before_it_is_killed():
     deployment = only(render("base"), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     container = server_container([deployment])
-    grace = float(environment(container).get("ASR_SHUTDOWN_GRACE_SECONDS",
-                                             Settings.model_fields["shutdown_grace_seconds"].default))
+    grace = float(
+        environment(container).get(
+            "ASR_SHUTDOWN_GRACE_SECONDS", Settings.model_fields["shutdown_grace_seconds"].default
+        )
+    )
     command = container["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     drain = float(command[1])
@@ -144,8 +149,12 @@ def test_the_replica_runs_unprivileged_on_a_read_only_root():
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     mounts = {mount["mountPath"]: volumes[mount["name"]] for mount in container["volumeMounts"]}
     assert all("emptyDir" in volume for volume in mounts.values())
-    image_env = dict(re.findall(r"(\w+)=(\S+)", re.search(r"ENV PATH=/opt/venv/bin:\$PATH (.*?)ASR_HOST",
-                                                           (REPO / "Dockerfile").read_text(), re.S).group(1)))
+    image_env = dict(
+        re.findall(
+            r"(\w+)=(\S+)",
+            re.search(r"ENV PATH=/opt/venv/bin:\$PATH (.*?)ASR_HOST", (REPO / "Dockerfile").read_text(), re.S).group(1),
+        )
+    )
     writes = ["/tmp", environment(container)["ASR_CACHE_DIR"], image_env["HF_HOME"], image_env["ASR_CACHE_DIR"]]
     for path in writes:
         assert any(path == mount or path.startswith(mount + "/") for mount in mounts), path
@@ -156,8 +165,9 @@ def test_resources_are_guaranteed_and_onnxruntime_uses_the_cpus_given():
         container = server_container(render(folder))
         requests, limits = container["resources"]["requests"], container["resources"]["limits"]
         assert {"cpu", "memory"} <= set(requests)
-        assert {name: quantity(value) for name, value in requests.items()} == \
-               {name: quantity(value) for name, value in limits.items()}, folder
+        assert {name: quantity(value) for name, value in requests.items()} == {
+            name: quantity(value) for name, value in limits.items()
+        }, folder
         threads = int(environment(container)["ASR_THREADS"])
         assert 1 <= threads <= quantity(limits["cpu"]), folder  # 0 (one per node core) would overcommit
         assert quantity(requests["memory"]) >= 512 * 2**20
@@ -178,7 +188,10 @@ def test_service_pdb_hpa_and_scrape_target_the_replicas():
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     # A drain (the PDB's one pod) never leaves the service without a replica.
-    assert hpa["spec"]["minReplicas"] > pdb["spec"]["maxUnavailable"] and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+    assert (
+        hpa["spec"]["minReplicas"] > pdb["spec"]["maxUnavailable"]
+        and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+    )
     (cpu,) = hpa["spec"]["metrics"]
     assert cpu["resource"]["name"] == "cpu" and 0 < cpu["resource"]["target"]["averageUtilization"] < 100
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
@@ -213,6 +226,7 @@ def test_the_gpu_overlay_asks_for_a_gpu_and_scales_on_the_queue():
 
 # --- docker-compose.yml ---
 
+
 def compose(*args: str) -> subprocess.CompletedProcess:
     """The compose CLI: `docker compose` (v2) where it is installed, else `docker-compose` (v1)."""
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
@@ -221,8 +235,14 @@ def compose(*args: str) -> subprocess.CompletedProcess:
         command = ["docker-compose"]
     else:
         pytest.skip("needs docker compose (v2) or docker-compose (v1) to read the compose files")
-    return subprocess.run([*command, *args], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home())})
+    return subprocess.run(
+        [*command, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home())},
+    )
 
 
 @pytest.mark.parametrize("files", [[], ["-f", "docker-compose.yml", "-f", "docker-compose.gpu.yml"]])

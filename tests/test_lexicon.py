@@ -10,12 +10,21 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import HANG_SECONDS, REPO, write_arpa
 from model.ctc import CTCVocabulary, best_alignment
-from model.decoding import BeamOptions, BeamSearchDecoder, Decoded, DecoderStartError, Word, check_lexicon, greedy_decode
+from model.decoding import (
+    BeamOptions,
+    BeamSearchDecoder,
+    Decoded,
+    DecoderStartError,
+    Word,
+    check_lexicon,
+    greedy_decode,
+)
 from model.lexicon import LexiconError, read_lexicon
 from model.package import DEFAULT_MODEL, package_lexicon
 from model.phrases import PhraseError
+
+from conftest import HANG_SECONDS, REPO, write_arpa
 
 pytestmark = pytest.mark.fast  # the fast tier: `make test-fast`
 
@@ -64,8 +73,11 @@ def test_confidence_is_low_where_the_search_overrules_the_audio(digits_lm):
     the model did not hear ("fxxr" -> "four") scores lower, and the transcript scores as its weakest word."""
     vocab = CTCVocabulary.english()
     clean = spelling(vocab, "one two three")
-    for decoded in (greedy_decode(vocab, clean, FRAME), BeamSearchDecoder(vocab, digits_lm).decode(clean, FRAME),
-                    BeamSearchDecoder(vocab, digits_lm, lexicon=DIGITS).decode(clean, FRAME)):
+    for decoded in (
+        greedy_decode(vocab, clean, FRAME),
+        BeamSearchDecoder(vocab, digits_lm).decode(clean, FRAME),
+        BeamSearchDecoder(vocab, digits_lm, lexicon=DIGITS).decode(clean, FRAME),
+    ):
         assert decoded.text == "one two three"
         assert all(word.confidence > 0.9 for word in decoded.words)
         assert decoded.confidence == min(word.confidence for word in decoded.words)
@@ -101,7 +113,9 @@ def test_best_alignment_spells_the_tokens():
     for tokens in ([3, 4, 3], [2, 2], [5], [1, 2, 3, 4]):
         log_probs = np.log(generator.dirichlet(np.ones(6), size=12))
         path = best_alignment(log_probs, tokens, blank=0)
-        collapsed = [int(token) for index, token in enumerate(path) if token != 0 and (index == 0 or token != path[index - 1])]
+        collapsed = [
+            int(token) for index, token in enumerate(path) if token != 0 and (index == 0 or token != path[index - 1])
+        ]
         assert collapsed == tokens
         score = log_probs[np.arange(12), path].sum()
         for frame in range(12):
@@ -156,10 +170,20 @@ def test_the_server_refuses_a_bad_lexicon_or_threshold_at_start(tmp_path):
     """The default model with a lexicon of a word its alphabet lacks, or of no file: one line, exit 1."""
     (tmp_path / "words.txt").write_text("four\ncafé\n")
     for lexicon, reason in ((tmp_path / "words.txt", "'é'"), (tmp_path / "none.txt", "not found")):
-        result = subprocess.run([sys.executable, "-m", "service", "--lexicon", str(lexicon)], capture_output=True,
-                                text=True, cwd=REPO, timeout=HANG_SECONDS)
+        result = subprocess.run(
+            [sys.executable, "-m", "service", "--lexicon", str(lexicon)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=HANG_SECONDS,
+        )
         error = result.stderr.strip().splitlines()[-1]  # after what KenLM prints as it loads
         assert result.returncode == 1 and error.startswith("error: model 'digits': ") and reason in error, error
-    result = subprocess.run([sys.executable, "-m", "service", "--min-confidence", "1.5"], capture_output=True,
-                            text=True, cwd=REPO, timeout=HANG_SECONDS)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--min-confidence", "1.5"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=HANG_SECONDS,
+    )
     assert result.returncode == 2 and "--min-confidence" in result.stderr

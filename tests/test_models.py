@@ -19,16 +19,24 @@ import numpy as np
 import pytest
 import websockets
 
-from conftest import DATA, REALSPEECH, REPO, needs_data, run_server
 from model.audio import load_audio
 from model.onnx import OnnxRecognizer
 from model.package import DEFAULT_MODEL
 from model.phrases import MAX_PHRASES
 from service.settings import Settings
 
+from conftest import DATA, REALSPEECH, REPO, needs_data, run_server
+
 EXAMPLE = REPO / "examples" / "four-one-five-zero-two.wav"  # the digits model hears it right
-SPEECH = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
-    "sense_and_sensibility_01_austen_64kb-0880.wav"
+SPEECH = (
+    REALSPEECH
+    / "audio"
+    / "pocketsphinx"
+    / "test"
+    / "data"
+    / "librivox"
+    / "sense_and_sensibility_01_austen_64kb-0880.wav"
+)
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 ENGLISH = ["HE", "WAS", "NOT", "AN", "ILL", "DISPOSED", "YOUNG", "MAN", "A", "I", "THE"]
 
@@ -66,19 +74,23 @@ def metric_lines(server, name: str) -> list[str]:
 
 def metric(server, series: str) -> float:
     """The value of one series, written as /metrics writes it (labels sorted), 0 if absent."""
-    return next((float(line.split()[-1]) for line in metric_lines(server, series) if line.rsplit(" ", 1)[0] == series),
-                0.0)
+    return next(
+        (float(line.split()[-1]) for line in metric_lines(server, series) if line.rsplit(" ", 1)[0] == series), 0.0
+    )
 
 
 # -- several models ---------------------------------------------------------------------------------------
+
 
 def test_every_model_is_listed_ready_and_reported(server):
     assert [card["id"] for card in httpx.get(server.url + "/v1/models").json()["data"]] == ["digits", "tiny"]
     assert httpx.get(server.url + "/ready").json() == {"status": "ready", "model": "digits"}
     log = server.log.read_text()
     for name in ("digits", "tiny"):
-        assert any(line.startswith(f'asr_model_memory_bytes{{model="{name}",part="inference"}} ')
-                   for line in metric_lines(server, "asr_model_memory_bytes"))
+        assert any(
+            line.startswith(f'asr_model_memory_bytes{{model="{name}",part="inference"}} ')
+            for line in metric_lines(server, "asr_model_memory_bytes")
+        )
         assert metric(server, f'asr_model_memory_bytes{{model="{name}",part="beam_search"}}') > 10e6
         assert metric(server, f'asr_decode_workers_alive{{model="{name}"}}') == 1
         assert any(f'name="{name}"' in line for line in metric_lines(server, "asr_model_info"))
@@ -94,8 +106,12 @@ def test_each_request_chooses_its_model(server, tiny):
     offline = engine.vocab.greedy_decode(engine.logits([load_audio(SPEECH, 16000)])[0])
     assert text_of(greedy) == " ".join(offline.split())  # transcripts are single-spaced
     assert greedy.json()["model"] == "tiny"
-    query = httpx.post(server.url + "/transcribe?model=tiny", content=SPEECH.read_bytes(), timeout=120,
-                       headers={"content-type": "audio/wav"})
+    query = httpx.post(
+        server.url + "/transcribe?model=tiny",
+        content=SPEECH.read_bytes(),
+        timeout=120,
+        headers={"content-type": "audio/wav"},
+    )
     assert query.json()["model"] == "tiny" and query.json()["decoder"] == "beam", "tiny's own LM: beam search"
     assert query.json()["text"] == text_of(post(server, SPEECH, model="tiny"))
 
@@ -108,7 +124,8 @@ def test_the_openai_routes_choose_by_model(server):
     for name, path in (("digits", EXAMPLE), ("tiny", SPEECH)):
         with open(path, "rb") as audio:
             assert client.audio.transcriptions.create(model=name, file=audio).text == text_of(
-                post(server, path, model=name))
+                post(server, path, model=name)
+            )
     with open(EXAMPLE, "rb") as audio, pytest.raises(openai.NotFoundError) as refused:
         client.audio.transcriptions.create(model="whisper-1", file=audio)
     assert refused.value.code == "model_not_found"
@@ -131,8 +148,19 @@ def test_batching_stays_exact_per_model_under_mixed_load(server):
     """Requests for both models at once: each model batches its own, and every answer equals the
     one the same request got alone."""
     requests = [("digits", path) for path in sorted((DATA / "fsdd" / "recordings").glob("[0-9]_theo_1.wav"))[:6]]
-    requests += [("tiny", REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
-                  f"sense_and_sensibility_01_austen_64kb-{number}.wav") for number in ("0870", "0880", "0890")] * 2
+    requests += [
+        (
+            "tiny",
+            REALSPEECH
+            / "audio"
+            / "pocketsphinx"
+            / "test"
+            / "data"
+            / "librivox"
+            / f"sense_and_sensibility_01_austen_64kb-{number}.wav",
+        )
+        for number in ("0870", "0880", "0890")
+    ] * 2
 
     def ask(request):
         name, path = request
@@ -168,7 +196,7 @@ async def stream_finals(server, config: dict, path: Path) -> list[dict]:
     async with websockets.connect(server.url.replace("http", "ws") + "/v1/stream") as socket:
         await socket.send(json.dumps({"endpointing": False, "interim_results": False, **config}))
         for start in range(0, len(pcm), 1600):
-            await socket.send(pcm[start:start + 1600].tobytes())
+            await socket.send(pcm[start : start + 1600].tobytes())
         await socket.send(json.dumps({"type": "eof"}))
         return [message for message in map(json.loads, [text async for text in socket]) if message["type"] == "final"]
 
@@ -185,9 +213,13 @@ async def stream_refusal(server, config: dict) -> tuple[dict, int]:
 def test_the_stream_config_chooses_the_model(server):
     (final,) = asyncio.run(stream_finals(server, {"model": "tiny", "decoder": "greedy"}, SPEECH))
     pcm = (np.clip(load_audio(SPEECH, 16000), -1, 1) * 32767).astype("<i2")
-    offline = httpx.post(server.url + "/transcribe", content=pcm.tobytes(), timeout=120,
-                         params={"model": "tiny", "decoder": "greedy", "sample_rate": 16000, "encoding": "pcm_s16le"},
-                         headers={"content-type": "application/octet-stream"})
+    offline = httpx.post(
+        server.url + "/transcribe",
+        content=pcm.tobytes(),
+        timeout=120,
+        params={"model": "tiny", "decoder": "greedy", "sample_rate": 16000, "encoding": "pcm_s16le"},
+        headers={"content-type": "application/octet-stream"},
+    )
     assert final["text"] == text_of(offline)
     (final,) = asyncio.run(stream_finals(server, {}, EXAMPLE))
     assert final["text"] == "four one five zero two", "no model named: the default"
@@ -202,11 +234,25 @@ def test_realtime_sessions_choose_a_served_model_by_name(server):
 
     async def turn(model: str) -> dict:
         async with websockets.connect(server.url.replace("http", "ws") + "/v1/realtime?intent=transcription") as ws:
-            await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
-                "input": {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": None,
-                          "transcription": {"model": model}}}}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "session": {
+                            "type": "transcription",
+                            "audio": {
+                                "input": {
+                                    "format": {"type": "audio/pcm", "rate": 24000},
+                                    "turn_detection": None,
+                                    "transcription": {"model": model},
+                                }
+                            },
+                        },
+                    }
+                )
+            )
             for start in range(0, len(pcm), 2400):
-                chunk = base64.b64encode(pcm[start:start + 2400].tobytes()).decode()
+                chunk = base64.b64encode(pcm[start : start + 2400].tobytes()).decode()
                 await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
             await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
             async for message in ws:
@@ -216,15 +262,22 @@ def test_realtime_sessions_choose_a_served_model_by_name(server):
                     return event
 
     def transcribe(**params) -> str:
-        return text_of(httpx.post(server.url + "/transcribe", content=pcm.tobytes(), timeout=120,
-                                  params={"sample_rate": 24000, "encoding": "pcm_s16le", **params},
-                                  headers={"content-type": "application/octet-stream"}))
+        return text_of(
+            httpx.post(
+                server.url + "/transcribe",
+                content=pcm.tobytes(),
+                timeout=120,
+                params={"sample_rate": 24000, "encoding": "pcm_s16le", **params},
+                headers={"content-type": "application/octet-stream"},
+            )
+        )
 
     assert asyncio.run(turn("tiny"))["transcript"] == transcribe(model="tiny")
     assert asyncio.run(turn("gpt-4o-transcribe"))["transcript"] == transcribe()
 
 
 # -- n best ---------------------------------------------------------------------------------------------
+
 
 def test_alternatives_on_transcribe(server):
     body = post(server, EXAMPLE, alternatives="5").json()
@@ -238,12 +291,15 @@ def test_alternatives_on_transcribe(server):
     assert "alternatives" not in post(server, EXAMPLE).json(), "only when asked for"
 
 
-@pytest.mark.parametrize("fields, words", [
-    ({"alternatives": "3", "decoder": "greedy"}, "alternatives need beam search"),
-    ({"alternatives": "0"}, "alternatives"),
-    ({"alternatives": "11"}, "alternatives"),
-    ({"alternatives": "many"}, "alternatives"),
-])
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"alternatives": "3", "decoder": "greedy"}, "alternatives need beam search"),
+        ({"alternatives": "0"}, "alternatives"),
+        ({"alternatives": "11"}, "alternatives"),
+        ({"alternatives": "many"}, "alternatives"),
+    ],
+)
 def test_bad_alternatives_are_a_422(server, fields, words):
     response = post(server, EXAMPLE, **fields)
     assert response.status_code == 422 and words in response.json()["error"]["message"], response.text
@@ -267,6 +323,7 @@ def test_stream_finals_carry_alternatives_when_the_config_asks(server):
 
 
 # -- a restricted vocabulary ---------------------------------------------------------------------------
+
 
 def words_of(response: httpx.Response) -> set[str]:
     body = response.json()
@@ -295,8 +352,9 @@ def test_phrases_restrict_an_english_model_and_reload_nothing(server):
             allowed = {word for phrase in phrases for word in phrase.upper().split()}
             assert words_of(response) <= allowed, (phrases, response.json()["text"])
     assert metric(server, 'asr_decode_worker_restarts_total{model="tiny"}') == before
-    assert text_of(post(server, SPEECH, model="tiny")) == text_of(post(server, SPEECH, model="tiny")), \
+    assert text_of(post(server, SPEECH, model="tiny")) == text_of(post(server, SPEECH, model="tiny")), (
         "the LM is still there for requests without phrases"
+    )
 
 
 def test_a_huge_phrase_list_is_served(server):
@@ -308,14 +366,17 @@ def test_a_huge_phrase_list_is_served(server):
     assert words_of(response) <= set(phrases)
 
 
-@pytest.mark.parametrize("phrases, words", [
-    ("", "at least one"),
-    (" , ,", "at least one"),
-    ("yes,café", "'é'"),
-    ("route 66", "'6'"),
-    ("x" * 101, "at most 100"),
-    (",".join(["yes"] * (MAX_PHRASES + 1)), f"at most {MAX_PHRASES}"),
-])
+@pytest.mark.parametrize(
+    "phrases, words",
+    [
+        ("", "at least one"),
+        (" , ,", "at least one"),
+        ("yes,café", "'é'"),
+        ("route 66", "'6'"),
+        ("x" * 101, "at most 100"),
+        (",".join(["yes"] * (MAX_PHRASES + 1)), f"at most {MAX_PHRASES}"),
+    ],
+)
 def test_phrases_the_model_cannot_write_are_a_422(server, phrases, words):
     response = post(server, EXAMPLE, phrases=phrases)
     assert response.status_code == 422 and words in response.json()["error"]["message"], response.text
@@ -333,9 +394,11 @@ def test_phrases_with_greedy_decoding_are_a_422(server):
 
 # -- start-up ---------------------------------------------------------------------------------------------
 
+
 def service(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service", "--port", "0", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "service", "--port", "0", *args], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -354,21 +417,25 @@ def test_a_damaged_onnx_model_stops_startup_with_one_line(tiny, tmp_path):
     assert line.startswith("error: model 'damaged' could not be loaded: "), line
 
 
-@pytest.mark.parametrize("args, code, words", [
-    (["--model", "a=/nowhere/a"], 1, "model 'a': "),
-    (["--model", "x=models/digits", "--model", "x=models/digits"], 2, "two models are named 'x'"),
-    (["--model", "models/digits", "--lm", "english=/nowhere.arpa"], 2, "no model is named 'english'"),
-    (["--model", "models/digits", "--default-model", "english"], 2, "--default-model english"),
-    (["--model", "models/digits", "--lm", "digits=/nowhere.arpa"], 1, "model 'digits': language model"),
-])
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["--model", "a=/nowhere/a"], 1, "model 'a': "),
+        (["--model", "x=models/digits", "--model", "x=models/digits"], 2, "two models are named 'x'"),
+        (["--model", "models/digits", "--lm", "english=/nowhere.arpa"], 2, "no model is named 'english'"),
+        (["--model", "models/digits", "--default-model", "english"], 2, "--default-model english"),
+        (["--model", "models/digits", "--lm", "digits=/nowhere.arpa"], 1, "model 'digits': language model"),
+    ],
+)
 def test_bad_model_options_are_one_line(args, code, words):
     result = service(*args)
     assert result.returncode == code and words in one_error_line(result), result.stderr[-2000:]
 
 
 def test_default_model_and_names():
-    settings = Settings(model=[str(DEFAULT_MODEL), f"second={DEFAULT_MODEL}"], lm=["second=none"],
-                        default_model="second")
+    settings = Settings(
+        model=[str(DEFAULT_MODEL), f"second={DEFAULT_MODEL}"], lm=["second=none"], default_model="second"
+    )
     assert [spec.name for spec in settings.models] == ["second", "digits"] and settings.default.name == "second"
     assert settings.default.lm is None and settings.models[1].lm == DEFAULT_MODEL / "lm.arpa"
     bare = Settings(model=["models/digits", f"second={DEFAULT_MODEL}"], lm=["/some/other.arpa"])

@@ -11,9 +11,10 @@ import sys
 import httpx
 import pytest
 
-from conftest import DATA, REPO, needs_data, run_server
 from model.quiet import EXPECTED_WARNINGS, KENLM_NOISE
 from service.rate_limits import RateLimits
+
+from conftest import DATA, REPO, needs_data, run_server
 
 pytestmark = needs_data("fsdd")
 SEVEN = DATA / "fsdd" / "recordings" / "7_jackson_0.wav"  # "seven", from the FSDD test split
@@ -21,15 +22,24 @@ SEVEN = DATA / "fsdd" / "recordings" / "7_jackson_0.wav"  # "seven", from the FS
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with run_server(None, "--log-format", "json", "--model-alias", "whisper-1=digits", "--cors-origins",
-                    "https://app.example", log_dir=tmp_path_factory.mktemp("logs")) as running:
+    with run_server(
+        None,
+        "--log-format",
+        "json",
+        "--model-alias",
+        "whisper-1=digits",
+        "--cors-origins",
+        "https://app.example",
+        log_dir=tmp_path_factory.mktemp("logs"),
+    ) as running:
         yield running
 
 
 def post(server, path: str = "/v1/audio/transcriptions", headers: dict | None = None, **fields) -> httpx.Response:
     with open(SEVEN, "rb") as audio:
-        return httpx.post(server.url + path, files={"file": ("seven.wav", audio)}, data=fields, headers=headers,
-                          timeout=60)
+        return httpx.post(
+            server.url + path, files={"file": ("seven.wav", audio)}, data=fields, headers=headers, timeout=60
+        )
 
 
 def log_entries(server) -> list[dict]:
@@ -42,6 +52,7 @@ def log_entries(server) -> list[dict]:
 
 
 # -- request ids and logs ------------------------------------------------------------------------------
+
 
 def test_request_id_is_taken_or_made_and_answered(server):
     given = post(server, "/transcribe", headers={"x-request-id": "client-id_1.2:3"})
@@ -70,8 +81,10 @@ def test_json_log_lines_carry_the_request_id_and_refusals_are_logged(server):
     assert any("beam search (lm.arpa, lexicon lexicon.txt)" in entry["message"] for entry in entries)
 
 
-@pytest.mark.skipif("quiet_lm_loading" not in (REPO / "model" / "decoding.py").read_text(),
-                    reason="the beam-search decoder does not load its LM within model.quiet yet")
+@pytest.mark.skipif(
+    "quiet_lm_loading" not in (REPO / "model" / "decoding.py").read_text(),
+    reason="the beam-search decoder does not load its LM within model.quiet yet",
+)
 def test_server_start_has_no_lm_library_chatter(server):
     text = server.log.read_text()
     assert "Found entries of length" not in text and "build a binary file" not in text
@@ -90,6 +103,7 @@ def test_text_log_format_is_one_format_for_every_line(tmp_path):
 
 
 # -- OpenAI compatibility --------------------------------------------------------------------------------
+
 
 def test_alias_answers_as_its_model_with_the_official_client(server):
     import openai
@@ -113,8 +127,12 @@ def test_verbose_json_holds_no_placeholders(server):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     with open(SEVEN, "rb") as audio:
         raw = client.audio.transcriptions.with_raw_response.create(
-            model="whisper-1", file=audio, response_format="verbose_json", timestamp_granularities=["segment", "word"],
-            language="en")
+            model="whisper-1",
+            file=audio,
+            response_format="verbose_json",
+            timestamp_granularities=["segment", "word"],
+            language="en",
+        )
     verbose = raw.parse()
     assert verbose.language == "english" and verbose.text == "seven"
     (segment,) = raw.http_response.json()["segments"]
@@ -139,24 +157,32 @@ def test_language_and_granularities_are_checked_as_openai_does(server):
 
 
 def test_cors_preflight_and_answers(server):
-    preflight = httpx.options(server.url + "/v1/audio/transcriptions",
-                              headers={"origin": "https://app.example", "access-control-request-method": "POST",
-                                       "access-control-request-headers": "authorization"})
+    preflight = httpx.options(
+        server.url + "/v1/audio/transcriptions",
+        headers={
+            "origin": "https://app.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "https://app.example"
     answer = post(server, headers={"origin": "https://app.example"})
     assert answer.headers["access-control-allow-origin"] == "https://app.example"
     assert "x-request-id" in answer.headers["access-control-expose-headers"]
-    stranger = httpx.options(server.url + "/v1/audio/transcriptions",
-                             headers={"origin": "https://evil.example", "access-control-request-method": "POST"})
+    stranger = httpx.options(
+        server.url + "/v1/audio/transcriptions",
+        headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+    )
     assert "access-control-allow-origin" not in stranger.headers
 
 
 def test_per_key_rate_limits_answer_429_in_openai_shape(tmp_path):
     import openai
 
-    with run_server(None, "--api-keys", "k1,k2", "--rate-limit-requests", "2", "--rate-limit-audio-seconds", "1",
-                    log_dir=tmp_path) as limited:
+    with run_server(
+        None, "--api-keys", "k1,k2", "--rate-limit-requests", "2", "--rate-limit-audio-seconds", "1", log_dir=tmp_path
+    ) as limited:
         first = openai.OpenAI(base_url=limited.url + "/v1", api_key="k1", max_retries=0)
         with open(SEVEN, "rb") as audio:
             assert first.audio.transcriptions.create(model="digits", file=audio).text == "seven"
@@ -190,11 +216,14 @@ def test_rate_limit_buckets_refill_at_the_steady_rate():
 
 
 def test_settings_refuse_bad_aliases_and_languages():
-    for argument, message in ((["--model-alias", "whisper-1=nothing"], "no model is named 'nothing'"),
-                              (["--model-alias", "digits=digits"], "already names a model"),
-                              (["--language", "english"], "ISO-639-1")):
-        result = subprocess.run([sys.executable, "-m", "service", *argument], capture_output=True, text=True,
-                                cwd=REPO, timeout=120)
+    for argument, message in (
+        (["--model-alias", "whisper-1=nothing"], "no model is named 'nothing'"),
+        (["--model-alias", "digits=digits"], "already names a model"),
+        (["--language", "english"], "ISO-639-1"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "service", *argument], capture_output=True, text=True, cwd=REPO, timeout=120
+        )
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
@@ -204,26 +233,36 @@ def test_lm_loading_is_one_line():
         "from model.ctc import CTCVocabulary\nfrom model.decoding import BeamSearchDecoder\n"
         "from model.package import DEFAULT_MODEL, package_lm\nfrom model.quiet import quiet_lm_loading\n"
         "lm = package_lm(DEFAULT_MODEL)\n"
-        "with quiet_lm_loading(lm):\n    BeamSearchDecoder(CTCVocabulary.from_folder(DEFAULT_MODEL / 'onnx'), lm)\n")
+        "with quiet_lm_loading(lm):\n    BeamSearchDecoder(CTCVocabulary.from_folder(DEFAULT_MODEL / 'onnx'), lm)\n"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines() == ["model.lm: language model lm.arpa loaded: ARPA text (`build_binary` from "
-                                          "KenLM makes a file that loads faster), 14 words"]
+    assert result.stderr.splitlines() == [
+        "model.lm: language model lm.arpa loaded: ARPA text (`build_binary` from "
+        "KenLM makes a file that loads faster), 14 words"
+    ]
 
 
 # -- metrics -------------------------------------------------------------------------------------------------
 
+
 def test_metrics_hold_process_and_stream_series_and_request_id_exemplars(server):
     post(server, "/transcribe", headers={"x-request-id": "exemplar-1"})
     text = httpx.get(server.url + "/metrics").text
-    for series in ("process_cpu_seconds_total", "process_resident_memory_bytes",
-                   'asr_audio_seconds_total{endpoint="/v1/realtime",model="digits"} 0.0',
-                   'asr_stream_sessions_total{protocol="stream",reason="client_closed"} 0.0',
-                   'asr_stream_final_latency_seconds_count{model="digits",protocol="realtime"} 0.0',
-                   'asr_queue_capacity{model="digits"} 64.0'):
+    for series in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        'asr_audio_seconds_total{endpoint="/v1/realtime",model="digits"} 0.0',
+        'asr_stream_sessions_total{protocol="stream",reason="client_closed"} 0.0',
+        'asr_stream_final_latency_seconds_count{model="digits",protocol="realtime"} 0.0',
+        'asr_queue_capacity{model="digits"} 64.0',
+    ):
         assert series in text, series
-    for family in ("asr_realtime_events_total counter", "asr_realtime_errors_total counter",
-                   "asr_stream_partial_latency_seconds histogram"):
+    for family in (
+        "asr_realtime_events_total counter",
+        "asr_realtime_errors_total counter",
+        "asr_stream_partial_latency_seconds histogram",
+    ):
         assert f"# TYPE {family}\n" in text
     openmetrics = httpx.get(server.url + "/metrics", headers={"accept": "application/openmetrics-text"})
     assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
@@ -246,24 +285,33 @@ def test_stream_recording_functions_label_what_they_are_told():
     metrics.realtime_event("in", "x" * 1000)
     metrics.realtime_error("invalid_value")
     text = generate_latest(metrics.registry).decode()
-    for series in ('asr_stream_sessions_total{protocol="realtime",reason="idle"} 1.0',
-                   'asr_stream_sessions_total{protocol="stream",reason="other"} 1.0',
-                   'asr_audio_seconds_total{endpoint="/v1/stream",model="digits"} 1.5',
-                   'asr_stream_partial_latency_seconds_bucket{le="0.2",model="digits",protocol="stream"} 1.0',
-                   'asr_stream_final_latency_seconds_bucket{le="0.5",model="digits",protocol="realtime"} 0.0',
-                   'asr_realtime_events_total{direction="in",type="input_audio_buffer.append"} 1.0',
-                   'asr_realtime_events_total{direction="in",type="other"} 1.0',
-                   'asr_realtime_errors_total{code="invalid_value"} 1.0'):
+    for series in (
+        'asr_stream_sessions_total{protocol="realtime",reason="idle"} 1.0',
+        'asr_stream_sessions_total{protocol="stream",reason="other"} 1.0',
+        'asr_audio_seconds_total{endpoint="/v1/stream",model="digits"} 1.5',
+        'asr_stream_partial_latency_seconds_bucket{le="0.2",model="digits",protocol="stream"} 1.0',
+        'asr_stream_final_latency_seconds_bucket{le="0.5",model="digits",protocol="realtime"} 0.0',
+        'asr_realtime_events_total{direction="in",type="input_audio_buffer.append"} 1.0',
+        'asr_realtime_events_total{direction="in",type="other"} 1.0',
+        'asr_realtime_errors_total{code="invalid_value"} 1.0',
+    ):
         assert series in text, series
 
 
 # -- the command line ------------------------------------------------------------------------------------------
 
+
 def test_every_server_option_has_help_with_its_default():
     from service.settings import Settings
 
-    result = subprocess.run([sys.executable, "-m", "service", "--help"], capture_output=True, text=True, cwd=REPO,
-                            timeout=120, env={"COLUMNS": "400", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={"COLUMNS": "400", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0
     options: dict[str, str] = {}  # each option's help, its wrapped lines joined
     for line in result.stdout.split("options:", 1)[1].splitlines():
@@ -277,8 +325,9 @@ def test_every_server_option_has_help_with_its_default():
         assert f"env ASR_{name.upper()}" in line and "default" in line, line
     assert "default: 127.0.0.1" in options["--host"] and "default: 8000" in options["--port"]
     assert "default: 100.0" in options["--max-upload-mb"] and "default: 16" in options["--max-streams"]
-    bad = subprocess.run([sys.executable, "-m", "service", "--bogus"], capture_output=True, text=True, cwd=REPO,
-                         timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "service", "--bogus"], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("usage: python -m service [options]")
     assert "unrecognized arguments: --bogus" in bad.stderr
 
@@ -327,10 +376,19 @@ def test_oversized_request_head_gets_an_id_too(server):
 def test_close_codes_map_to_the_reasons_counted():
     from service.metrics import CLOSE_REASONS, close_reason
 
-    cases = {(None, None): "client_closed", (1000, None): "client_closed", (1001, None): "idle",
-             (1001, "server_shutting_down"): "shutdown", (1008, "invalid_api_key"): "unauthorised",
-             (1008, "session_expired"): "max_session", (1009, None): "max_audio", (1007, None): "invalid",
-             (1013, "too_many_streams"): "too_many_streams", (1013, "model_not_ready"): "refused",
-             (1011, "internal_error"): "error", (4000, None): "other"}
+    cases = {
+        (None, None): "client_closed",
+        (1000, None): "client_closed",
+        (1001, None): "idle",
+        (1001, "server_shutting_down"): "shutdown",
+        (1008, "invalid_api_key"): "unauthorised",
+        (1008, "session_expired"): "max_session",
+        (1009, None): "max_audio",
+        (1007, None): "invalid",
+        (1013, "too_many_streams"): "too_many_streams",
+        (1013, "model_not_ready"): "refused",
+        (1011, "internal_error"): "error",
+        (4000, None): "other",
+    }
     for (code, error), reason in cases.items():
         assert close_reason(code, error) == reason and reason in CLOSE_REASONS, (code, error)

@@ -7,9 +7,10 @@ import pytest
 import torch
 import transformers
 
-from conftest import save_tiny_hf_model
 from model.pytorch.checkpoint import load_checkpoint
 from model.pytorch.wav2vec2 import Wav2Vec2ForPreTraining
+
+from conftest import save_tiny_hf_model
 
 TOLERANCE = 1e-5
 
@@ -53,8 +54,8 @@ def test_padded_batch_logits_match(models, family):
         frames = [ours.config.num_frames(length) for length in lengths]
         for row, length in enumerate(lengths):
             with torch.no_grad():
-                alone = ours.model(audio[row:row + 1, :length])
-            assert torch.max(torch.abs(actual[row, :frames[row]] - alone[0])).item() < 1e-4
+                alone = ours.model(audio[row : row + 1, :length])
+            assert torch.max(torch.abs(actual[row, : frames[row]] - alone[0])).item() < 1e-4
 
 
 def test_greedy_transcripts_match_batch_decode(models, hf_ctc_folder):
@@ -98,7 +99,7 @@ def test_padding_stays_out_of_group_norm_statistics(models, family):
     batch = torch.zeros(len(audio), max(lengths))
     mask = torch.zeros(len(audio), max(lengths), dtype=torch.long)
     for row, samples in enumerate(audio):
-        batch[row, :len(samples)], mask[row, :len(samples)] = samples, 1
+        batch[row, : len(samples)], mask[row, : len(samples)] = samples, 1
     model.eval()
     with torch.no_grad():
         together = model(batch, mask)
@@ -115,8 +116,12 @@ def test_padding_stays_out_of_group_norm_statistics(models, family):
         batched, out_lengths = layer(x, torch.tensor(lengths))
         weights = torch.randn(batched.shape, generator=generator)
         gradient, *parameter_gradients = torch.autograd.grad(
-            sum((batched[row, :, :frames] * weights[row, :, :frames]).sum()
-                for row, frames in enumerate(out_lengths.tolist())), (x, norm.weight, norm.bias, layer.conv.weight))
+            sum(
+                (batched[row, :, :frames] * weights[row, :, :frames]).sum()
+                for row, frames in enumerate(out_lengths.tolist())
+            ),
+            (x, norm.weight, norm.bias, layer.conv.weight),
+        )
         summed = [torch.zeros_like(g) for g in parameter_gradients]
         for row, (samples, frames) in enumerate(zip(audio, out_lengths.tolist())):
             alone = samples[None, None, :].clone().requires_grad_()
@@ -124,9 +129,10 @@ def test_padding_stays_out_of_group_norm_statistics(models, family):
             assert native.shape[-1] == frames
             assert torch.allclose(batched[row, :, :frames], native[0], atol=1e-5), row
             gradient_alone, *parameter_alone = torch.autograd.grad(
-                (native[0] * weights[row, :, :frames]).sum(), (alone, norm.weight, norm.bias, layer.conv.weight))
-            assert torch.allclose(gradient[row, 0, :len(samples)], gradient_alone[0, 0], atol=1e-4), row
-            assert not gradient[row, 0, len(samples):].any()  # padding has no say
+                (native[0] * weights[row, :, :frames]).sum(), (alone, norm.weight, norm.bias, layer.conv.weight)
+            )
+            assert torch.allclose(gradient[row, 0, : len(samples)], gradient_alone[0, 0], atol=1e-4), row
+            assert not gradient[row, 0, len(samples) :].any()  # padding has no say
             summed = [total + g for total, g in zip(summed, parameter_alone)]
         for name, together, apart in zip(("norm weight", "norm bias", "conv weight"), parameter_gradients, summed):
             assert torch.allclose(together, apart, rtol=1e-4, atol=1e-3), name

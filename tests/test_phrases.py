@@ -9,13 +9,14 @@ import json
 import numpy as np
 import pytest
 
-from conftest import DATA, REPO, VOCAB, needs_data
 from model.audio import load_audio
 from model.ctc import CTCVocabulary
 from model.decoding import BeamOptions, BeamSearchDecoder, check_phrases
 from model.onnx import OnnxRecognizer
 from model.package import DEFAULT_MODEL, package_lm, package_onnx
 from model.phrases import MAX_PHRASE_CHARACTERS, MAX_PHRASES, PhraseError, PhraseGrammar
+
+from conftest import DATA, REPO, VOCAB, needs_data
 
 pytestmark = pytest.mark.fast  # the fast tier: `make test-fast`
 
@@ -35,6 +36,7 @@ def logits_of(recognizer, path) -> np.ndarray:
 
 # -- the grammar itself ----------------------------------------------------------------------------------
 
+
 def test_grammar_accepts_sequences_of_whole_phrases_only():
     grammar = PhraseGrammar(("new york", "new", "york city", "boston"))
     for text in ("", "new", "new york", "new york city", "york city boston new", "boston boston"):
@@ -50,21 +52,25 @@ def test_phrases_are_normalised_to_the_models_alphabet():
     assert check_phrases(CTCVocabulary.english(), ["Four ONE", "don't"]) == ("four one", "don't")
 
 
-@pytest.mark.parametrize("phrases, words", [
-    ([], "at least one"),
-    (["yes", "   "], "empty phrase"),
-    (["café"], "'é'"),
-    (["one, two"], "','"),
-    (["4"], "'4'"),
-    (["x" * (MAX_PHRASE_CHARACTERS + 1)], f"at most {MAX_PHRASE_CHARACTERS}"),
-    (["yes"] * (MAX_PHRASES + 1), f"at most {MAX_PHRASES}"),
-])
+@pytest.mark.parametrize(
+    "phrases, words",
+    [
+        ([], "at least one"),
+        (["yes", "   "], "empty phrase"),
+        (["café"], "'é'"),
+        (["one, two"], "','"),
+        (["4"], "'4'"),
+        (["x" * (MAX_PHRASE_CHARACTERS + 1)], f"at most {MAX_PHRASE_CHARACTERS}"),
+        (["yes"] * (MAX_PHRASES + 1), f"at most {MAX_PHRASES}"),
+    ],
+)
 def test_phrases_the_model_cannot_write_are_refused(phrases, words):
     with pytest.raises(PhraseError, match=words):
         check_phrases(CTCVocabulary.english(), phrases)
 
 
 # -- exactness: nothing outside the phrases, whatever the logits ----------------------------------------------
+
 
 def test_random_logits_never_give_a_word_outside_the_phrases():
     """Sharp and flat random logits, single words and multi-word phrases that share words: every
@@ -79,8 +85,9 @@ def test_random_logits_never_give_a_word_outside_the_phrases():
         logits = generator.standard_normal((int(generator.integers(5, 120)), len(vocab))).astype(np.float32)
         logits *= [0.5, 3.0, 8.0][trial % 3]
         hotwords = ("boston", "xylophone") if trial % 4 == 0 else ()
-        decoded = decoder.decode(logits, 0.02, BeamOptions(beam_width=16, hotwords=hotwords, alternatives=10,
-                                                           phrases=phrases))
+        decoded = decoder.decode(
+            logits, 0.02, BeamOptions(beam_width=16, hotwords=hotwords, alternatives=10, phrases=phrases)
+        )
         grammar = PhraseGrammar(phrases)
         assert grammar.accepts(decoded.text), (phrases, decoded.text)
         assert [word.word for word in decoded.words] == decoded.text.split()
@@ -107,14 +114,17 @@ def test_logits_that_spell_a_word_outside_the_list_give_the_closest_allowed_word
 
 # -- the shipped digits model on real recordings -------------------------------------------------------------
 
+
 def test_digits_model_with_phrases_on_real_speech(digits_model):
     recognizer, decoder = digits_model
     logits = logits_of(recognizer, EXAMPLE)  # "four one five zero two"
     frame = recognizer.frame_seconds
     assert decoder.decode(logits, frame).text == "four one five zero two"
     assert decoder.decode(logits, frame, BeamOptions(phrases=DIGITS)).text == "four one five zero two"
-    assert decoder.decode(logits, frame, BeamOptions(phrases=("four one", "five zero two"))).text == \
-        "four one five zero two"
+    assert (
+        decoder.decode(logits, frame, BeamOptions(phrases=("four one", "five zero two"))).text
+        == "four one five zero two"
+    )
     for phrases in (("one", "two", "three", "four", "five"), ("yes", "no"), ("four one five",), ("zero two", "nine")):
         text = decoder.decode(logits, frame, BeamOptions(phrases=phrases, alternatives=5)).text
         assert PhraseGrammar(phrases).accepts(text), (phrases, text)
@@ -140,6 +150,7 @@ def test_digits_model_restricted_to_the_digits_is_right_on_fsdd(digits_model):
 
 # -- n best -----------------------------------------------------------------------------------------------
 
+
 @needs_data("fsdd")
 def test_alternatives_are_distinct_best_first_and_the_first_is_the_text(digits_model):
     recognizer, decoder = digits_model
@@ -157,12 +168,27 @@ def test_alternatives_are_distinct_best_first_and_the_first_is_the_text(digits_m
 
 # -- the command line ----------------------------------------------------------------------------------------
 
+
 def test_the_command_line_takes_phrases_and_alternatives(capsys):
     from model.__main__ import main
 
     onnx = str(package_onnx(DEFAULT_MODEL))
-    assert main(["transcribe", "--model", onnx, "--json", "--alternatives", "3", "--phrases", "four one,five,zero two",
-                 str(EXAMPLE)]) == 0
+    assert (
+        main(
+            [
+                "transcribe",
+                "--model",
+                onnx,
+                "--json",
+                "--alternatives",
+                "3",
+                "--phrases",
+                "four one,five,zero two",
+                str(EXAMPLE),
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["text"] == "four one five zero two" and result["decoder"] == "beam"
     assert result["alternatives"][0]["text"] == result["text"]

@@ -91,8 +91,9 @@ def test_long_audio_is_windowed_inferred_and_stitched_exactly_once_per_frame():
 
     (logits,) = run(pipeline.logits_steps([samples]), infer, None)
     assert len(recognizer.runs[0]) == 4, "7.3 s in 2 s windows"
-    assert np.array_equal(logits[:, 0], np.arange(recognizer.config.num_frames(len(samples)))), \
+    assert np.array_equal(logits[:, 0], np.arange(recognizer.config.num_frames(len(samples)))), (
         "every frame once, in order, each from a window that saw its context"
+    )
     assert logits[-1, 0] * hop < len(samples)
 
 
@@ -101,8 +102,10 @@ def test_plain_and_coroutine_seams_give_the_same_transcripts():
     decoders = Decoders(recognizer.vocab, recognizer.frame_seconds)
     texts = ["four one", "zero two five"]
     seen: list[DecodeOptions] = []
-    utterances = [np.zeros(recognizer.sampling_rate, dtype=np.float32),
-                  np.zeros(2 * recognizer.sampling_rate, dtype=np.float32)]
+    utterances = [
+        np.zeros(recognizer.sampling_rate, dtype=np.float32),
+        np.zeros(2 * recognizer.sampling_rate, dtype=np.float32),
+    ]
 
     def infer(pieces):  # the logits of each utterance spell its text
         assert [len(piece) for piece in pieces] == [len(samples) for samples in utterances]
@@ -137,8 +140,9 @@ def test_plain_and_coroutine_seams_give_the_same_transcripts():
 def test_decode_gets_resolved_options_and_the_steps_refuse_what_they_cannot_use():
     recognizer = FrameIndexRecognizer()
     pipeline = Pipeline(recognizer, has_lm=False, beam_width=32)
-    steps = pipeline.transcribe_steps([np.zeros(16000, dtype=np.float32)],
-                                      DecodeOptions(beam=BeamOptions(hotwords=("four",), alternatives=2)))
+    steps = pipeline.transcribe_steps(
+        [np.zeros(16000, dtype=np.float32)], DecodeOptions(beam=BeamOptions(hotwords=("four",), alternatives=2))
+    )
     assert isinstance(next(steps), Infer)
     step = steps.send([spelled(recognizer.vocab, "four")])
     assert isinstance(step, Decode)
@@ -152,17 +156,20 @@ def test_decode_gets_resolved_options_and_the_steps_refuse_what_they_cannot_use(
         next(pipeline.transcribe_steps([np.zeros(100, dtype=np.float32)]))
 
 
-@pytest.mark.parametrize("decoder, has_lm, beam, expected", [
-    (None, False, BeamOptions(), "greedy"),
-    (None, True, BeamOptions(), "beam"),
-    (None, False, BeamOptions(beam_width=8), "beam"),
-    (None, False, BeamOptions(hotwords=("four",)), "beam"),
-    (None, False, BeamOptions(alternatives=3), "beam"),
-    (None, False, BeamOptions(phrases=("four one",)), "beam"),
-    (None, False, BeamOptions(hotword_weight=50.0), "greedy"),  # a weight alone favours no word
-    ("greedy", True, BeamOptions(beam_width=8), "greedy"),
-    ("beam", False, BeamOptions(), "beam"),
-])
+@pytest.mark.parametrize(
+    "decoder, has_lm, beam, expected",
+    [
+        (None, False, BeamOptions(), "greedy"),
+        (None, True, BeamOptions(), "beam"),
+        (None, False, BeamOptions(beam_width=8), "beam"),
+        (None, False, BeamOptions(hotwords=("four",)), "beam"),
+        (None, False, BeamOptions(alternatives=3), "beam"),
+        (None, False, BeamOptions(phrases=("four one",)), "beam"),
+        (None, False, BeamOptions(hotword_weight=50.0), "greedy"),  # a weight alone favours no word
+        ("greedy", True, BeamOptions(beam_width=8), "greedy"),
+        ("beam", False, BeamOptions(), "beam"),
+    ],
+)
 def test_one_rule_chooses_the_decoder(decoder, has_lm, beam, expected):
     assert choose_decoder(DecodeOptions(decoder, beam), has_lm) == expected
 
@@ -181,15 +188,32 @@ def test_greedy_with_beam_only_options_and_unwritable_phrases_are_refused():
 def test_flags_are_generated_from_the_options_and_read_back():
     parser = argparse.ArgumentParser()
     add_decode_arguments(parser)
-    args = parser.parse_args(["--decoder", "beam", "--beam-width", "16", "--hotwords", "four, one",
-                              "--alternatives", "3", "--phrases", "four one,five", "--min-confidence", "0.5"])
+    args = parser.parse_args(
+        [
+            "--decoder",
+            "beam",
+            "--beam-width",
+            "16",
+            "--hotwords",
+            "four, one",
+            "--alternatives",
+            "3",
+            "--phrases",
+            "four one,five",
+            "--min-confidence",
+            "0.5",
+        ]
+    )
     assert decode_options_from_args(args) == DecodeOptions(
-        "beam", BeamOptions(16, ("four", "one"), alternatives=3, phrases=("four one", "five")), 0.5)
+        "beam", BeamOptions(16, ("four", "one"), alternatives=3, phrases=("four one", "five")), 0.5
+    )
     assert decode_options_from_args(parser.parse_args([])) == DecodeOptions(), "left out: the defaults"
-    for flags, message in ((["--beam-width", "0"], "--beam-width must be at least 1"),
-                           (["--alternatives", str(MAX_ALTERNATIVES + 1)], "--alternatives must be at most"),
-                           (["--alternatives", "0"], "--alternatives must be at least 1"),
-                           (["--min-confidence", "2"], "--min-confidence must be at most 1")):
+    for flags, message in (
+        (["--beam-width", "0"], "--beam-width must be at least 1"),
+        (["--alternatives", str(MAX_ALTERNATIVES + 1)], "--alternatives must be at most"),
+        (["--alternatives", "0"], "--alternatives must be at least 1"),
+        (["--min-confidence", "2"], "--min-confidence must be at most 1"),
+    ):
         with pytest.raises(OptionError, match=message):
             decode_options_from_args(parser.parse_args(flags))
     with pytest.raises(SystemExit):
@@ -230,8 +254,9 @@ def test_batches_are_planned_by_length_within_both_bounds():
     assert sorted(index for run in runs for index in run) == list(range(len(lengths))), "each piece once"
     for chosen in runs:
         assert len(chosen) <= 2 and len(chosen) * max(lengths[index] for index in chosen) <= 100_000
-        assert max(lengths[index] for index in chosen) <= 1.2 * min(lengths[index] for index in chosen) or \
-            len(chosen) == 1, "similar lengths only"
+        assert (
+            max(lengths[index] for index in chosen) <= 1.2 * min(lengths[index] for index in chosen) or len(chosen) == 1
+        ), "similar lengths only"
     assert plan_batches([300_000], 8, 100_000) == [[0]], "one piece over the bound runs alone"
 
 
@@ -246,8 +271,11 @@ def test_execution_providers_and_the_tensorrt_manifest(tmp_path):
     profile = TensorRTProfile(max_seconds=20.0, max_batch=4)
     record_tensorrt(folder, "model.batched.onnx", ["input_values", "attention_mask"], profile)
     assert json.loads((folder / "export.json").read_text())["variant"] == manifest["variant"], "the rest is kept"
-    assert built_tensorrt(folder, read_manifest(folder)) == (profile, "model.batched.onnx",
-                                                             ["input_values", "attention_mask"])
+    assert built_tensorrt(folder, read_manifest(folder)) == (
+        profile,
+        "model.batched.onnx",
+        ["input_values", "attention_mask"],
+    )
     providers, model_file = execution_providers("tensorrt", folder, read_manifest(folder), 16000)
     name, options = providers[0]
     assert name == "TensorrtExecutionProvider" and model_file == "model.batched.onnx"

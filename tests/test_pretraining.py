@@ -7,20 +7,40 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, HANG_SECONDS, needs_data, require_data
 from model.audio import batch_input_values, load_audio
 from model.config import Wav2Vec2Config
 from model.pytorch.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
-from training.pretraining import (PretrainingObjective, gumbel_temperature, sample_negatives,
-                                  scale_feature_encoder_gradients, span_mask)
+from training.pretraining import (
+    PretrainingObjective,
+    gumbel_temperature,
+    sample_negatives,
+    scale_feature_encoder_gradients,
+    span_mask,
+)
+
+from conftest import DATA, HANG_SECONDS, needs_data, require_data
 
 
 def tiny_config() -> Wav2Vec2Config:
-    return Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                          conv_dim=[32] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-                          num_codevectors_per_group=16, num_codevector_groups=2, codevector_dim=32,
-                          proj_codevector_dim=32, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-                          layerdrop=0.0, feat_quantizer_dropout=0.0, conv_bias=False)
+    return Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        conv_dim=[32] * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        num_codevectors_per_group=16,
+        num_codevector_groups=2,
+        codevector_dim=32,
+        proj_codevector_dim=32,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        layerdrop=0.0,
+        feat_quantizer_dropout=0.0,
+        conv_bias=False,
+    )
 
 
 def test_span_mask_covers_about_half_the_frames_as_in_the_paper():
@@ -45,7 +65,7 @@ def test_negatives_are_other_masked_frames_of_the_same_utterance():
 
 def test_gumbel_temperature_anneals_from_two_to_half():
     assert gumbel_temperature(0) == 2.0
-    assert gumbel_temperature(100_000) == pytest.approx(2.0 * 0.999995 ** 100_000)
+    assert gumbel_temperature(100_000) == pytest.approx(2.0 * 0.999995**100_000)
     assert gumbel_temperature(10_000_000) == 0.5
 
 
@@ -62,8 +82,12 @@ def test_feature_encoder_gradients_are_scaled():
         torch.manual_seed(1)  # the same Gumbel noise both times
         loss = PretrainingObjective(model, num_negatives=10)(audio, None, np.random.default_rng(0)).loss
         loss.backward()
-        grads.append((model.wav2vec2.feature_extractor.conv_layers[0].conv.weight.grad.clone(),
-                      model.project_hid.weight.grad.clone()))
+        grads.append(
+            (
+                model.wav2vec2.feature_extractor.conv_layers[0].conv.weight.grad.clone(),
+                model.project_hid.weight.grad.clone(),
+            )
+        )
     assert torch.allclose(grads[1][0], 0.1 * grads[0][0], rtol=1e-4, atol=1e-9)
     assert torch.allclose(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-9), "the rest of the model is unchanged"
 
@@ -73,7 +97,7 @@ def test_a_tiny_pretraining_run_learns_on_real_speech():
     torch.manual_seed(0)
     generator = np.random.default_rng(0)
     files = sorted((DATA / "unlabeled-librispeech").glob("*.flac"))[:8]
-    crops = [load_audio(path, 16000)[16000:16000 + 24000] for path in files]  # 1.5 s of each
+    crops = [load_audio(path, 16000)[16000 : 16000 + 24000] for path in files]  # 1.5 s of each
     config = tiny_config()
     model = init_weights(Wav2Vec2ForPreTraining(config), config).train()
     scale_feature_encoder_gradients(model, 0.1)
@@ -99,20 +123,47 @@ def test_a_tiny_pretraining_run_learns_on_real_speech():
 
 # -- python -m training pretrain ----------------------------------------------------------------------
 
+
 def pretrain_command(manifest, output, *overrides):
     import subprocess
     import sys
 
     from conftest import REPO
 
-    tiny = ["model.hidden_size=32", "model.num_hidden_layers=2", "model.intermediate_size=64",
-            "model.conv_dim=[32,32,32,32,32,32,32]", "model.num_conv_pos_embeddings=16", "model.codevector_dim=32",
-            "model.proj_codevector_dim=32", "model.num_codevectors_per_group=16"]
-    return subprocess.run([sys.executable, "-m", "training", "pretrain", "--config",
-                           str(REPO / "training" / "configs" / "pretrain-tiny.yaml"), f"manifest={manifest}",
-                           f"output_dir={output}", "max_batch_seconds=8", "max_sample_seconds=2", "warmup_steps=2",
-                           "log_every=1", "save_every=3", "num_negatives=20", *tiny, *overrides],
-                          capture_output=True, text=True, cwd=REPO, timeout=HANG_SECONDS)
+    tiny = [
+        "model.hidden_size=32",
+        "model.num_hidden_layers=2",
+        "model.intermediate_size=64",
+        "model.conv_dim=[32,32,32,32,32,32,32]",
+        "model.num_conv_pos_embeddings=16",
+        "model.codevector_dim=32",
+        "model.proj_codevector_dim=32",
+        "model.num_codevectors_per_group=16",
+    ]
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "pretrain",
+            "--config",
+            str(REPO / "training" / "configs" / "pretrain-tiny.yaml"),
+            f"manifest={manifest}",
+            f"output_dir={output}",
+            "max_batch_seconds=8",
+            "max_sample_seconds=2",
+            "warmup_steps=2",
+            "log_every=1",
+            "save_every=3",
+            "num_negatives=20",
+            *tiny,
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=HANG_SECONDS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -161,14 +212,22 @@ def test_pretrain_resumes_exactly(unlabeled_manifest, tmp_path):
     straight = pretrain_command(unlabeled_manifest, tmp_path / "straight", "max_steps=6")
     first = pretrain_command(unlabeled_manifest, tmp_path / "split", "max_steps=3")
     assert straight.returncode == 0 and first.returncode == 0, first.stderr[-3000:]
-    resumed = pretrain_command(unlabeled_manifest, tmp_path / "split", "max_steps=6", "--resume",
-                               str(tmp_path / "split" / "checkpoint-3"), "--reschedule")
+    resumed = pretrain_command(
+        unlabeled_manifest,
+        tmp_path / "split",
+        "max_steps=6",
+        "--resume",
+        str(tmp_path / "split" / "checkpoint-3"),
+        "--reschedule",
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "max_steps 3 -> 6" in resumed.stdout
     expected, got = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "split")
     assert [m["step"] for m in got] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(expected, got):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["perplexity"] == pytest.approx(b["perplexity"], abs=1e-4)
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["perplexity"] == pytest.approx(
+            b["perplexity"], abs=1e-4
+        )
 
 
 def test_pretrain_on_two_processes_with_torchrun(unlabeled_manifest, tmp_path):
@@ -178,15 +237,41 @@ def test_pretrain_on_two_processes_with_torchrun(unlabeled_manifest, tmp_path):
 
     from conftest import REPO
 
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                          "-m", "training", "pretrain", "--config", str(REPO / "training/configs/pretrain-tiny.yaml"),
-                          f"manifest={unlabeled_manifest}", f"output_dir={tmp_path / 'ddp'}", "max_steps=4",
-                          "max_batch_seconds=8", "max_sample_seconds=2", "warmup_steps=2", "log_every=1",
-                          "save_every=4", "num_negatives=20", "model.hidden_size=32", "model.num_hidden_layers=2",
-                          "model.intermediate_size=64", "model.conv_dim=[32,32,32,32,32,32,32]",
-                          "model.num_conv_pos_embeddings=16", "model.codevector_dim=32", "model.proj_codevector_dim=32"],
-                         capture_output=True, text=True, cwd=REPO, timeout=HANG_SECONDS,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "training",
+            "pretrain",
+            "--config",
+            str(REPO / "training/configs/pretrain-tiny.yaml"),
+            f"manifest={unlabeled_manifest}",
+            f"output_dir={tmp_path / 'ddp'}",
+            "max_steps=4",
+            "max_batch_seconds=8",
+            "max_sample_seconds=2",
+            "warmup_steps=2",
+            "log_every=1",
+            "save_every=4",
+            "num_negatives=20",
+            "model.hidden_size=32",
+            "model.num_hidden_layers=2",
+            "model.intermediate_size=64",
+            "model.conv_dim=[32,32,32,32,32,32,32]",
+            "model.num_conv_pos_embeddings=16",
+            "model.codevector_dim=32",
+            "model.proj_codevector_dim=32",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=HANG_SECONDS,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = read_metrics(tmp_path / "ddp")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4], "rank 0 alone writes the metrics"

@@ -12,14 +12,22 @@ import subprocess
 import sys
 
 import pytest
+from digit_strings import read_lines
+from test_bulk import (
+    ENV,
+    labelled_manifest,
+    pseudo_label,
+    start,
+    strings,  # noqa: F401 - a fixture, imported so that pytest finds it
+    transcribe,
+    wait_for_lines,
+)
 
 from conftest import REPO
-from digit_strings import read_lines
-from test_bulk import (ENV, folder, labelled_manifest, pseudo_label, start, strings,  # noqa: F401 - fixtures
-                       transcribe, wait_for_lines)
 
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                               reason="needs Ray: pip install '.[ray]' (the dev extra has it)")
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="needs Ray: pip install '.[ray]' (the dev extra has it)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +119,13 @@ def test_pseudo_labels_on_the_cluster_equal_the_local_ones(cluster, folder, stri
 def test_the_server_image_and_the_core_have_no_ray():
     """The server's requirements (what its image installs) leave Ray out; the import contract keeps
     the core and the server from importing it (checked by lint-imports in `make test`)."""
-    serve = subprocess.run([sys.executable, "docker/requirements.py", "serve", "--pyproject", "pyproject.toml"], capture_output=True, text=True,
-                           cwd=REPO, check=True).stdout.split()
+    serve = subprocess.run(
+        [sys.executable, "docker/requirements.py", "serve", "--pyproject", "pyproject.toml"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    ).stdout.split()
     assert serve and not any(line.split("==")[0].lower() == "ray" for line in serve)
     contracts = (REPO / "pyproject.toml").read_text()
     assert 'forbidden_modules = ["ray", "cluster"]' in contracts

@@ -16,8 +16,9 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import REALSPEECH, run_server
 from model.audio import load_audio
+
+from conftest import REALSPEECH, run_server
 
 LIBRIVOX = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox"
 RECORDINGS = [LIBRIVOX / f"sense_and_sensibility_01_austen_64kb-{number}.wav" for number in ("0880", "0890", "0870")]
@@ -30,8 +31,9 @@ def server(family, request, tmp_path_factory):
     if family != "base":
         pytest.skip("one model family is enough: the protocol does not depend on it")
     folder = request.getfixturevalue("exported_folder")
-    with run_server(folder, "--max-wait-ms", "10", "--model-name", "tiny",
-                    log_dir=tmp_path_factory.mktemp("logs")) as running:
+    with run_server(
+        folder, "--max-wait-ms", "10", "--model-name", "tiny", log_dir=tmp_path_factory.mktemp("logs")
+    ) as running:
         yield running
 
 
@@ -40,9 +42,13 @@ def pcm16(path, rate: int = RATE) -> np.ndarray:
 
 
 def transcribe_pcm(server, samples: np.ndarray, rate: int = RATE, encoding: str = "pcm_s16le") -> str:
-    response = httpx.post(server.url + "/transcribe", content=samples.tobytes(), timeout=60,
-                          params={"sample_rate": rate, "encoding": encoding},
-                          headers={"content-type": "application/octet-stream"})
+    response = httpx.post(
+        server.url + "/transcribe",
+        content=samples.tobytes(),
+        timeout=60,
+        params={"sample_rate": rate, "encoding": encoding},
+        headers={"content-type": "application/octet-stream"},
+    )
     assert response.status_code == 200, response.text
     return response.json()["text"]
 
@@ -71,18 +77,28 @@ def test_session_updates_set_the_engines_options():
     options = session.stream_options(max_stream_seconds=20)
     assert (options.sample_rate, options.endpointing_ms, options.max_segment_seconds) == (24000, 500, 20)
     assert options.resample_per_segment, "each turn's transcript is the offline one of its audio"
-    session.update({"audio": {"input": {"format": {"type": "audio/pcmu"},
-                                        "turn_detection": {"type": "server_vad", "silence_duration_ms": None}},
-                              }}, beta=False)
+    session.update(
+        {
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcmu"},
+                    "turn_detection": {"type": "server_vad", "silence_duration_ms": None},
+                },
+            }
+        },
+        beta=False,
+    )
     options = session.stream_options(max_stream_seconds=600)
-    assert (options.sample_rate, options.endpointing_ms, options.max_segment_seconds) == (8000, 500, 30), \
+    assert (options.sample_rate, options.endpointing_ms, options.max_segment_seconds) == (8000, 500, 30), (
         "a null pause length is OpenAI's default, not an error"
+    )
     session.update({"audio": {"input": {"turn_detection": None, "transcription": {"keywords": ["NINE"]}}}}, beta=False)
     assert session.stream_options(600).endpointing_ms is None, "without turn detection, turns end at commits"
     assert session.decode_options().hotwords == ["NINE"]
 
 
 # -- the official client ------------------------------------------------------------------------------
+
 
 def test_openai_client_committed_turns_equal_transcribe(server):
     """No turn detection: the client commits after each recording; each `completed` transcript is
@@ -97,13 +113,22 @@ def test_openai_client_committed_turns_equal_transcribe(server):
         async with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
             created = await connection.recv()
             assert created.type == "session.created" and created.session.type == "transcription"
-            await connection.session.update(session={
-                "type": "transcription", "include": ["item.input_audio_transcription.logprobs"],
-                "audio": {"input": {"format": {"type": "audio/pcm", "rate": RATE}, "turn_detection": None,
-                                    "transcription": {"model": "any-name", "language": "en"}}}})
+            await connection.session.update(
+                session={
+                    "type": "transcription",
+                    "include": ["item.input_audio_transcription.logprobs"],
+                    "audio": {
+                        "input": {
+                            "format": {"type": "audio/pcm", "rate": RATE},
+                            "turn_detection": None,
+                            "transcription": {"model": "any-name", "language": "en"},
+                        }
+                    },
+                }
+            )
             for samples in recordings:
                 for start in range(0, len(samples), CHUNK):
-                    await connection.input_audio_buffer.append(audio=b64(samples[start:start + CHUNK]))
+                    await connection.input_audio_buffer.append(audio=b64(samples[start : start + CHUNK]))
                 await connection.input_audio_buffer.commit()
             async for event in connection:
                 events.append(event)
@@ -145,11 +170,19 @@ def test_openai_client_server_vad_turns_equal_transcribe(server):
         client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused")
         events = []
         async with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
-            await connection.session.update(session={"type": "transcription", "audio": {"input": {
-                "format": {"type": "audio/pcm", "rate": RATE},
-                "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}})
+            await connection.session.update(
+                session={
+                    "type": "transcription",
+                    "audio": {
+                        "input": {
+                            "format": {"type": "audio/pcm", "rate": RATE},
+                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+                        }
+                    },
+                }
+            )
             for start in range(0, len(audio), CHUNK):
-                await connection.input_audio_buffer.append(audio=b64(audio[start:start + CHUNK]))
+                await connection.input_audio_buffer.append(audio=b64(audio[start : start + CHUNK]))
             # Events are handled in order: once this update is answered, every append before it has been.
             await connection.session.update(session={"type": "transcription"})
             updates = 0
@@ -162,21 +195,35 @@ def test_openai_client_server_vad_turns_equal_transcribe(server):
 
     events = asyncio.run(session())
     assert events[0].type == "session.created"
-    kinds = [event.type for event in events if event.type.startswith("input_audio_buffer")
-             or event.type.endswith("transcription.completed")]
+    kinds = [
+        event.type
+        for event in events
+        if event.type.startswith("input_audio_buffer") or event.type.endswith("transcription.completed")
+    ]
     turns = len([kind for kind in kinds if kind == "input_audio_buffer.committed"])
     assert turns >= 2, kinds
-    assert kinds == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
-                     "input_audio_buffer.committed", "conversation.item.input_audio_transcription.completed"] * turns
+    assert (
+        kinds
+        == [
+            "input_audio_buffer.speech_started",
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed",
+            "conversation.item.input_audio_transcription.completed",
+        ]
+        * turns
+    )
     started = [event for event in events if event.type == "input_audio_buffer.speech_started"]
     stopped = [event for event in events if event.type == "input_audio_buffer.speech_stopped"]
     completed = [event for event in events if event.type.endswith("transcription.completed")]
-    assert [event.item_id for event in started] == [event.item_id for event in stopped] == \
-        [event.item_id for event in completed]
+    assert (
+        [event.item_id for event in started]
+        == [event.item_id for event in stopped]
+        == [event.item_id for event in completed]
+    )
     turn_start = 0
     for begin, end, event in zip(started, stopped, completed):
         assert turn_start <= begin.audio_start_ms < end.audio_end_ms
-        turn = audio[turn_start * RATE // 1000:end.audio_end_ms * RATE // 1000]
+        turn = audio[turn_start * RATE // 1000 : end.audio_end_ms * RATE // 1000]
         assert event.transcript == transcribe_pcm(server, turn)
         turn_start = end.audio_end_ms
     assert stopped[-1].audio_end_ms > len(audio) * 1000 // RATE - 1500, "the second utterance is a turn"
@@ -184,9 +231,11 @@ def test_openai_client_server_vad_turns_equal_transcribe(server):
 
 # -- the protocol's details, with a plain websocket client ---------------------------------------------
 
+
 async def connect(server, headers: dict | None = None, query: str = "?intent=transcription", **options):
-    return await websockets.connect(server.url.replace("http", "ws") + "/v1/realtime" + query,
-                                    additional_headers=headers, **options)
+    return await websockets.connect(
+        server.url.replace("http", "ws") + "/v1/realtime" + query, additional_headers=headers, **options
+    )
 
 
 async def next_event(socket, kind: str) -> dict:
@@ -204,19 +253,35 @@ def test_g711_and_the_beta_session_update(server):
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, 8000, format="RAW", subtype="ULAW")
     ulaw = buffer.getvalue()
-    decoded, _ = soundfile.read(io.BytesIO(ulaw), samplerate=8000, channels=1, format="RAW", subtype="ULAW",
-                                dtype="float32")
+    decoded, _ = soundfile.read(
+        io.BytesIO(ulaw), samplerate=8000, channels=1, format="RAW", subtype="ULAW", dtype="float32"
+    )
 
     async def session():
         async with await connect(server) as socket:
             created = await next_event(socket, "session.created")
-            await socket.send(json.dumps({"type": "transcription_session.update", "session": {
-                "input_audio_format": "g711_ulaw", "turn_detection": None,
-                "input_audio_transcription": {"model": "whisper-1"}}}))
+            await socket.send(
+                json.dumps(
+                    {
+                        "type": "transcription_session.update",
+                        "session": {
+                            "input_audio_format": "g711_ulaw",
+                            "turn_detection": None,
+                            "input_audio_transcription": {"model": "whisper-1"},
+                        },
+                    }
+                )
+            )
             updated = await next_event(socket, "transcription_session.updated")
             for start in range(0, len(ulaw), 800):
-                await socket.send(json.dumps({"type": "input_audio_buffer.append",
-                                              "audio": base64.b64encode(ulaw[start:start + 800]).decode()}))
+                await socket.send(
+                    json.dumps(
+                        {
+                            "type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(ulaw[start : start + 800]).decode(),
+                        }
+                    )
+                )
             await socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
             return created, updated, await next_event(socket, "conversation.item.input_audio_transcription.completed")
 
@@ -233,21 +298,58 @@ def test_clear_and_recoverable_errors(server):
     mistakes = [
         ("not json", "invalid_json", None),
         (json.dumps([1, 2]), "invalid_event", "type"),
-        (json.dumps({"type": "input_audio_buffer.append", "audio": "@@not base64@@", "event_id": "e1"}),
-         "invalid_value", "audio"),
-        (json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\1\2\3").decode()}),
-         "invalid_value", "audio"),
+        (
+            json.dumps({"type": "input_audio_buffer.append", "audio": "@@not base64@@", "event_id": "e1"}),
+            "invalid_value",
+            "audio",
+        ),
+        (
+            json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\1\2\3").decode()}),
+            "invalid_value",
+            "audio",
+        ),
         (json.dumps({"type": "response.create", "event_id": "e2"}), "unsupported_event", "type"),
         (json.dumps({"type": "input_audio_buffer.shout"}), "unknown_event", "type"),
         (json.dumps({"type": "session.update", "session": {"type": "realtime"}}), "invalid_value", "session.type"),
-        (json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": 10_000_000}}}}}), "invalid_value",
-         "session.audio.input.format.rate"),
-        (json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
-            "turn_detection": {"type": "server_vad", "silence_duration_ms": 5}}}}}), "invalid_value",
-         "session.audio.input.turn_detection.silence_duration_ms"),
-        (json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
-            "format": {"type": "audio/pcmu", "rate": 16000}}}}}), "invalid_value", "session.audio.input.format.rate"),
+        (
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "transcription",
+                        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 10_000_000}}},
+                    },
+                }
+            ),
+            "invalid_value",
+            "session.audio.input.format.rate",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "transcription",
+                        "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 5}}},
+                    },
+                }
+            ),
+            "invalid_value",
+            "session.audio.input.turn_detection.silence_duration_ms",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "transcription",
+                        "audio": {"input": {"format": {"type": "audio/pcmu", "rate": 16000}}},
+                    },
+                }
+            ),
+            "invalid_value",
+            "session.audio.input.format.rate",
+        ),
         (json.dumps({"type": "input_audio_buffer.commit", "event_id": "e3"}), "input_audio_buffer_commit_empty", None),
         (b"\0\0\0\0", "invalid_event", None),
     ]
@@ -256,8 +358,14 @@ def test_clear_and_recoverable_errors(server):
         errors = []
         async with await connect(server) as socket:
             await next_event(socket, "session.created")
-            await socket.send(json.dumps({"type": "session.update", "session": {
-                "type": "transcription", "audio": {"input": {"turn_detection": None}}}}))
+            await socket.send(
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+                    }
+                )
+            )
             await next_event(socket, "session.updated")
             for message, _, _ in mistakes:
                 await socket.send(message)
@@ -268,8 +376,9 @@ def test_clear_and_recoverable_errors(server):
             await socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
             errors.append(await next_event(socket, "error"))  # the cleared audio is gone
             for start in range(0, len(speech), CHUNK):
-                await socket.send(json.dumps({"type": "input_audio_buffer.append",
-                                              "audio": b64(speech[start:start + CHUNK])}))
+                await socket.send(
+                    json.dumps({"type": "input_audio_buffer.append", "audio": b64(speech[start : start + CHUNK])})
+                )
             await socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
             completed = await next_event(socket, "conversation.item.input_audio_transcription.completed")
             return errors, completed
@@ -298,8 +407,9 @@ def test_keys_limits_and_metrics(family, request, tmp_path):
     if family != "base":
         pytest.skip("one model family is enough")
     folder = request.getfixturevalue("exported_folder")
-    with run_server(folder, "--api-keys", "k1", "--max-streams", "1", "--stream-max-message-bytes", "4096",
-                    log_dir=tmp_path) as server:
+    with run_server(
+        folder, "--api-keys", "k1", "--max-streams", "1", "--stream-max-message-bytes", "4096", log_dir=tmp_path
+    ) as server:
         authorised = {"authorization": "Bearer k1"}
 
         async def scenario():
@@ -313,8 +423,9 @@ def test_keys_limits_and_metrics(family, request, tmp_path):
             # The browser form of the key: a subprotocol, beside "realtime".
             async with await connect(server, subprotocols=["realtime", "openai-insecure-api-key.k1"]) as socket:
                 results["subprotocol"] = (json.loads(await socket.recv())["type"], socket.subprotocol)
-            async with websockets.connect(server.url.replace("http", "ws") + "/v1/stream",
-                                          additional_headers=authorised) as stream:
+            async with websockets.connect(
+                server.url.replace("http", "ws") + "/v1/stream", additional_headers=authorised
+            ) as stream:
                 await stream.send(json.dumps({"endpointing": False}))
                 async with await connect(server, authorised) as socket:
                     results["busy"] = await refusal(socket)

@@ -9,6 +9,7 @@ once built); the test itself takes about two minutes."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -51,8 +52,12 @@ def expected_texts(url: str, files: list) -> dict[tuple[str, str], str]:
     texts = {}
     for path in files:
         for decoder in ("greedy", "beam"):
-            answer = httpx.post(url + "/transcribe", files={"file": (path.name, path.read_bytes())},
-                                data={"decoder": decoder}, timeout=120)
+            answer = httpx.post(
+                url + "/transcribe",
+                files={"file": (path.name, path.read_bytes())},
+                data={"decoder": decoder},
+                timeout=120,
+            )
             assert answer.status_code == 200, answer.text
             texts[path.name, decoder] = answer.json()["text"]
     assert texts[EXAMPLE.name, "beam"] == "four one five zero two"
@@ -66,9 +71,9 @@ def test_a_stream_passes_through_the_balancer_on_one_replica(stack):
     samples, rate = soundfile.read(EXAMPLE, dtype="int16")
     with websockets.sync.client.connect(stack.url.replace("http", "ws") + "/v1/stream") as socket:
         replica = socket.response.headers.get("x-asr-replica")
-        socket.send('{"sample_rate": %d, "encoding": "pcm_s16le", "endpointing": false}' % rate)
+        socket.send(json.dumps({"sample_rate": rate, "encoding": "pcm_s16le", "endpointing": False}))
         for start in range(0, len(samples), rate // 10):
-            socket.send(samples[start:start + rate // 10].tobytes())
+            socket.send(samples[start : start + rate // 10].tobytes())
         socket.send('{"type": "eof"}')
         finals = [message for message in socket if '"final"' in message]
     assert replica in stack.addresses(), replica  # the upgrade was answered by a replica, through HAProxy
@@ -101,10 +106,12 @@ def test_no_request_lost_when_one_replica_is_killed_and_another_drained(stack):
     outcomes = load.outcomes
     failed = [outcome for outcome in outcomes if outcome.status != 200]
     in_flight = sum(outcome.started < killed_at < outcome.ended for outcome in outcomes)
-    summary = (f"{len(outcomes)} requests, {len(failed)} not 200, by replica "
-               f"{dict(Counter(outcome.replica for outcome in outcomes))}, {in_flight} in flight at the kill, "
-               f"balancer retries {stack.balancer_retries()}, drained replica exit {exit_code}, its drain "
-               f"{drained_exit - drained_at:.1f} s")
+    summary = (
+        f"{len(outcomes)} requests, {len(failed)} not 200, by replica "
+        f"{dict(Counter(outcome.replica for outcome in outcomes))}, {in_flight} in flight at the kill, "
+        f"balancer retries {stack.balancer_retries()}, drained replica exit {exit_code}, its drain "
+        f"{drained_exit - drained_at:.1f} s"
+    )
     print(summary)
     assert not failed, f"{summary}; first: {failed[:3]}"
     wrong = [outcome for outcome in outcomes if outcome.text != expected[outcome.audio, outcome.decoder]]

@@ -16,15 +16,16 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import DATA, REALSPEECH, missing_data, needs_data, run_server
 from model.audio import load_audio
 from model.decoding import MIN_CONFIDENCE as DEFAULT_MIN_CONFIDENCE
 from model.onnx import BATCHED_MODEL_FILE, MODEL_FILE, OnnxRecognizer
 from model.windows import plan_windows, stitch
 from service.batching import Batcher
 
+from conftest import DATA, REALSPEECH, missing_data, needs_data, run_server
 
 # -- the engine: batching equality and long-audio windows, without HTTP ------------------------------
+
 
 def test_batched_logits_equal_single_request_logits(exported_folder, family):
     """Padding must not change any request's logits: the group-norm family serves its padding-exact graph."""
@@ -44,11 +45,14 @@ def test_batched_logits_equal_single_request_logits(exported_folder, family):
 
 
 def test_batcher_gathers_concurrent_requests(exported_folder):
-    engine = OnnxRecognizer(exported_folder, model_file=BATCHED_MODEL_FILE
-                          if (exported_folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE)
+    engine = OnnxRecognizer(
+        exported_folder,
+        model_file=BATCHED_MODEL_FILE if (exported_folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE,
+    )
     sizes = []
-    batcher = Batcher(engine, max_batch_size=4, max_wait_ms=200, capacity=16,
-                      on_batch=lambda size, _: sizes.append(size))
+    batcher = Batcher(
+        engine, max_batch_size=4, max_wait_ms=200, capacity=16, on_batch=lambda size, _: sizes.append(size)
+    )
     batcher.start()
     generator = np.random.default_rng(4)
     utterances = [0.1 * generator.standard_normal(16000 + 1000 * i).astype(np.float32) for i in range(6)]
@@ -70,7 +74,7 @@ def frame_energies(samples: np.ndarray, config) -> np.ndarray:
     field starting at sample t * hop. Stitched windows must reproduce it exactly."""
     hop, field = config.samples_per_frame, config.receptive_field
     frames = config.num_frames(len(samples))
-    return np.array([[np.square(samples[t * hop:t * hop + field]).sum()] for t in range(frames)])
+    return np.array([[np.square(samples[t * hop : t * hop + field]).sum()] for t in range(frames)])
 
 
 def test_long_audio_windows_cover_every_frame_once(exported_folder):
@@ -81,7 +85,7 @@ def test_long_audio_windows_cover_every_frame_once(exported_folder):
         windows = plan_windows(len(samples), config, chunk_samples=10 * 16000, context_samples=3 * 16000)
         assert len(windows) == int(np.ceil(seconds / 10))
         assert all(w.end - w.start <= 16 * 16000 for w in windows)
-        stitched = stitch(windows, [frame_energies(samples[w.start:w.end], config) for w in windows])
+        stitched = stitch(windows, [frame_energies(samples[w.start : w.end], config) for w in windows])
         np.testing.assert_allclose(stitched, frame_energies(samples, config), rtol=1e-5)
 
 
@@ -90,7 +94,7 @@ def stitched_greedy_text(folder: Path, samples: np.ndarray, chunk_seconds: float
     name = BATCHED_MODEL_FILE if (folder / BATCHED_MODEL_FILE).is_file() else MODEL_FILE
     engine = OnnxRecognizer(folder, model_file=name)
     windows = plan_windows(len(samples), engine.config, int(chunk_seconds * 16000), int(context_seconds * 16000))
-    logits = stitch(windows, engine.logits([samples[w.start:w.end] for w in windows]))
+    logits = stitch(windows, engine.logits([samples[w.start : w.end] for w in windows]))
     return " ".join(engine.vocab.greedy_decode(logits).split())  # transcripts are single-spaced
 
 
@@ -98,19 +102,37 @@ def stitched_greedy_text(folder: Path, samples: np.ndarray, chunk_seconds: float
 
 MIN_CONFIDENCE = 0.95  # the server's setting: above the default, so that the words it marks show it is applied
 
+
 @pytest.fixture(scope="module")
 def server(exported_folder, lm, tmp_path_factory):
-    with run_server(exported_folder, "--lm", str(lm), "--max-wait-ms", "30", "--max-audio-seconds", "300",
-                    "--chunk-seconds", "20", "--model-name", "tiny", "--min-confidence", str(MIN_CONFIDENCE),
-                    log_dir=tmp_path_factory.mktemp("logs")) as s:
+    with run_server(
+        exported_folder,
+        "--lm",
+        str(lm),
+        "--max-wait-ms",
+        "30",
+        "--max-audio-seconds",
+        "300",
+        "--chunk-seconds",
+        "20",
+        "--model-name",
+        "tiny",
+        "--min-confidence",
+        str(MIN_CONFIDENCE),
+        log_dir=tmp_path_factory.mktemp("logs"),
+    ) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def speech_files(realspeech) -> dict[str, str]:
     rows = {(row["path"].rsplit(".", 1)[-1], row["sample_rate"]): row["path"] for row in realspeech}
-    return {"wav16": rows[("wav", "16000")], "wav22": rows[("wav", "22050")], "mp3": rows[("mp3", "48000")],
-            "flac": str(sorted((DATA / "unlabeled-librispeech").glob("*.flac"))[0])}
+    return {
+        "wav16": rows[("wav", "16000")],
+        "wav22": rows[("wav", "22050")],
+        "mp3": rows[("mp3", "48000")],
+        "flac": str(sorted((DATA / "unlabeled-librispeech").glob("*.flac"))[0]),
+    }
 
 
 def offline_text(folder: Path, path: str) -> str:
@@ -156,12 +178,16 @@ def test_raw_body_and_raw_pcm(server, exported_folder, speech_files):
     path = speech_files["wav16"]
     expected = offline_text(exported_folder, path)
     data = Path(path).read_bytes()
-    response = httpx.post(server.url + "/transcribe?decoder=greedy", content=data,
-                          headers={"content-type": "audio/wav"})
+    response = httpx.post(
+        server.url + "/transcribe?decoder=greedy", content=data, headers={"content-type": "audio/wav"}
+    )
     assert response.status_code == 200 and response.json()["text"] == expected
     samples, rate = soundfile.read(path, dtype="int16")
-    response = httpx.post(server.url + f"/transcribe?decoder=greedy&sample_rate={rate}&encoding=pcm_s16le",
-                          content=samples.tobytes(), headers={"content-type": "application/octet-stream"})
+    response = httpx.post(
+        server.url + f"/transcribe?decoder=greedy&sample_rate={rate}&encoding=pcm_s16le",
+        content=samples.tobytes(),
+        headers={"content-type": "application/octet-stream"},
+    )
     assert response.status_code == 200 and response.json()["text"] == expected
 
 
@@ -197,12 +223,17 @@ def _histogram_count(server, name: str, above: float) -> float:
 def test_long_audio_is_chunked_and_stitched(server, exported_folder):
     """Over a minute of real speech in windows of 20 s: the answer is the stitched windows' text, and
     word timestamps run on across window borders to the end of the audio."""
-    samples = np.concatenate([load_audio(path, 16000) for path in sorted(
-        (DATA / "unlabeled-librispeech").glob("*.flac"))[:5]])
+    samples = np.concatenate(
+        [load_audio(path, 16000) for path in sorted((DATA / "unlabeled-librispeech").glob("*.flac"))[:5]]
+    )
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, 16000, format="WAV", subtype="FLOAT")
-    response = httpx.post(server.url + "/transcribe?decoder=greedy", content=buffer.getvalue(),
-                          headers={"content-type": "audio/wav"}, timeout=120)
+    response = httpx.post(
+        server.url + "/transcribe?decoder=greedy",
+        content=buffer.getvalue(),
+        headers={"content-type": "audio/wav"},
+        timeout=120,
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert len(samples) > 3 * 20 * 16000
@@ -212,6 +243,7 @@ def test_long_audio_is_chunked_and_stitched(server, exported_folder):
 
 
 # -- bad input: always a 4xx JSON error naming the problem, and the server keeps serving ---------------
+
 
 def _wav(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> bytes:
     buffer = io.BytesIO()
@@ -230,70 +262,202 @@ def _wav_header_rate(rate: int) -> bytes:
 
 
 # Without ../shared/data/realspeech, an empty stand-in lets the module load: every test that sends it is skipped.
-SPEECH = load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
-                    "sense_and_sensibility_01_austen_64kb-0880.wav", 16000) \
-    if missing_data("realspeech") is None else np.zeros(0, dtype=np.float32)
+SPEECH = (
+    load_audio(
+        REALSPEECH
+        / "audio"
+        / "pocketsphinx"
+        / "test"
+        / "data"
+        / "librivox"
+        / "sense_and_sensibility_01_austen_64kb-0880.wav",
+        16000,
+    )
+    if missing_data("realspeech") is None
+    else np.zeros(0, dtype=np.float32)
+)
 GOOD_WAV = _wav(SPEECH)
 
 BAD_INPUTS = [
     # (name, request kwargs, path, status, words expected in the message)
     ("empty body", dict(content=b"", headers={"content-type": "audio/wav"}), "/transcribe", 400, "no audio"),
     ("empty file", dict(files={"file": ("a.wav", b"")}), "/transcribe", 400, "no audio"),
-    ("truncated wav", dict(content=GOOD_WAV[:30], headers={"content-type": "audio/wav"}), "/transcribe", 400,
-     "could not decode"),
-    ("corrupt bytes", dict(files={"file": ("a.wav", b"RIFF" + bytes(range(256)) * 8)}), "/transcribe", 400,
-     "could not decode"),
-    ("text file", dict(files={"file": ("a.txt", b"hello, this is not audio\n" * 20)}), "/transcribe", 400,
-     "could not decode"),
+    (
+        "truncated wav",
+        dict(content=GOOD_WAV[:30], headers={"content-type": "audio/wav"}),
+        "/transcribe",
+        400,
+        "could not decode",
+    ),
+    (
+        "corrupt bytes",
+        dict(files={"file": ("a.wav", b"RIFF" + bytes(range(256)) * 8)}),
+        "/transcribe",
+        400,
+        "could not decode",
+    ),
+    (
+        "text file",
+        dict(files={"file": ("a.txt", b"hello, this is not audio\n" * 20)}),
+        "/transcribe",
+        400,
+        "could not decode",
+    ),
     ("json body", dict(json={"audio": "x"}), "/transcribe", 415, "not audio"),
-    ("plain text type", dict(content=b"abc", headers={"content-type": "text/plain"}), "/transcribe", 415,
-     "not audio"),
+    ("plain text type", dict(content=b"abc", headers={"content-type": "text/plain"}), "/transcribe", 415, "not audio"),
     ("no content type", dict(content=GOOD_WAV, headers={"content-type": ""}), "/transcribe", 415, "not audio"),
     ("wrong field name", dict(files={"audio": ("a.wav", GOOD_WAV)}), "/transcribe", 422, "field 'file'"),
-    ("file sent as text", dict(data={"file": "not a file"}, files={"other": ("x", b"1")}), "/transcribe", 422,
-     "file"),
-    ("unknown option", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"decoded": "greedy"}), "/transcribe", 422,
-     "decoded: unknown field"),
-    ("bad decoder", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"decoder": "viterbi"}), "/transcribe", 422,
-     "decoder"),
-    ("beam width zero", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"beam_width": "0"}), "/transcribe", 422,
-     "beam_width"),
-    ("beam width huge", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"beam_width": "100000"}), "/transcribe",
-     422, "beam_width"),
-    ("beam width not a number", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"beam_width": "wide"}),
-     "/transcribe", 422, "beam_width"),
-    ("unknown encoding", dict(content=b"\0" * 3200, headers={"content-type": "application/octet-stream"},
-                              params={"encoding": "mulaw", "sample_rate": "8000"}), "/transcribe", 422,
-     "unknown encoding"),
-    ("pcm without rate", dict(content=b"\0" * 3200, headers={"content-type": "application/octet-stream"},
-                              params={"encoding": "pcm_s16le"}), "/transcribe", 422, "sample_rate"),
-    ("pcm odd bytes", dict(content=b"\1" * 3201, headers={"content-type": "application/octet-stream"},
-                           params={"encoding": "pcm_s16le", "sample_rate": "16000"}), "/transcribe", 400,
-     "whole number"),
-    ("huge pcm rate", dict(content=b"\1" * 3200, headers={"content-type": "application/octet-stream"},
-                           params={"encoding": "pcm_s16le", "sample_rate": "10000000"}), "/transcribe", 422,
-     "sample rate"),
-    ("zero pcm rate", dict(content=b"\1" * 3200, headers={"content-type": "application/octet-stream"},
-                           params={"encoding": "pcm_s16le", "sample_rate": "0"}), "/transcribe", 422,
-     "sample rate"),
-    ("huge header rate", dict(content=_wav_header_rate(2_000_000), headers={"content-type": "audio/wav"}),
-     "/transcribe", 422, "sample rate"),
-    ("10 ms of audio", dict(content=_wav(SPEECH[:160]), headers={"content-type": "audio/wav"}), "/transcribe", 400,
-     "0.010 s long"),
-    ("silence", dict(content=_wav(np.zeros(32000, dtype=np.float32)), headers={"content-type": "audio/wav"}),
-     "/transcribe", 422, "silent"),
-    ("not finite", dict(content=_wav(np.full(8000, np.nan, dtype=np.float32), subtype="FLOAT"),
-                        headers={"content-type": "audio/wav"}), "/transcribe", 400, "not finite"),
-    ("too long", dict(content=_wav(np.tile(SPEECH, 200)[:16000 * 301]), headers={"content-type": "audio/wav"}),
-     "/transcribe", 413, "at most 300"),
-    ("openai bad format", dict(files={"file": ("a.wav", GOOD_WAV)}, data={"model": "x", "response_format": "xml"}),
-     "/v1/audio/transcriptions", 422, "response_format"),
-    ("openai bad granularity", dict(files={"file": ("a.wav", GOOD_WAV)},
-                                    data={"model": "x", "response_format": "verbose_json",
-                                          "timestamp_granularities[]": "syllable"}),
-     "/v1/audio/transcriptions", 422, "timestamp_granularities"),
-    ("openai without file", dict(data={"model": "x"}, files={"other": ("a.wav", GOOD_WAV)}),
-     "/v1/audio/transcriptions", 422, "file"),
+    ("file sent as text", dict(data={"file": "not a file"}, files={"other": ("x", b"1")}), "/transcribe", 422, "file"),
+    (
+        "unknown option",
+        dict(files={"file": ("a.wav", GOOD_WAV)}, data={"decoded": "greedy"}),
+        "/transcribe",
+        422,
+        "decoded: unknown field",
+    ),
+    (
+        "bad decoder",
+        dict(files={"file": ("a.wav", GOOD_WAV)}, data={"decoder": "viterbi"}),
+        "/transcribe",
+        422,
+        "decoder",
+    ),
+    (
+        "beam width zero",
+        dict(files={"file": ("a.wav", GOOD_WAV)}, data={"beam_width": "0"}),
+        "/transcribe",
+        422,
+        "beam_width",
+    ),
+    (
+        "beam width huge",
+        dict(files={"file": ("a.wav", GOOD_WAV)}, data={"beam_width": "100000"}),
+        "/transcribe",
+        422,
+        "beam_width",
+    ),
+    (
+        "beam width not a number",
+        dict(files={"file": ("a.wav", GOOD_WAV)}, data={"beam_width": "wide"}),
+        "/transcribe",
+        422,
+        "beam_width",
+    ),
+    (
+        "unknown encoding",
+        dict(
+            content=b"\0" * 3200,
+            headers={"content-type": "application/octet-stream"},
+            params={"encoding": "mulaw", "sample_rate": "8000"},
+        ),
+        "/transcribe",
+        422,
+        "unknown encoding",
+    ),
+    (
+        "pcm without rate",
+        dict(
+            content=b"\0" * 3200, headers={"content-type": "application/octet-stream"}, params={"encoding": "pcm_s16le"}
+        ),
+        "/transcribe",
+        422,
+        "sample_rate",
+    ),
+    (
+        "pcm odd bytes",
+        dict(
+            content=b"\1" * 3201,
+            headers={"content-type": "application/octet-stream"},
+            params={"encoding": "pcm_s16le", "sample_rate": "16000"},
+        ),
+        "/transcribe",
+        400,
+        "whole number",
+    ),
+    (
+        "huge pcm rate",
+        dict(
+            content=b"\1" * 3200,
+            headers={"content-type": "application/octet-stream"},
+            params={"encoding": "pcm_s16le", "sample_rate": "10000000"},
+        ),
+        "/transcribe",
+        422,
+        "sample rate",
+    ),
+    (
+        "zero pcm rate",
+        dict(
+            content=b"\1" * 3200,
+            headers={"content-type": "application/octet-stream"},
+            params={"encoding": "pcm_s16le", "sample_rate": "0"},
+        ),
+        "/transcribe",
+        422,
+        "sample rate",
+    ),
+    (
+        "huge header rate",
+        dict(content=_wav_header_rate(2_000_000), headers={"content-type": "audio/wav"}),
+        "/transcribe",
+        422,
+        "sample rate",
+    ),
+    (
+        "10 ms of audio",
+        dict(content=_wav(SPEECH[:160]), headers={"content-type": "audio/wav"}),
+        "/transcribe",
+        400,
+        "0.010 s long",
+    ),
+    (
+        "silence",
+        dict(content=_wav(np.zeros(32000, dtype=np.float32)), headers={"content-type": "audio/wav"}),
+        "/transcribe",
+        422,
+        "silent",
+    ),
+    (
+        "not finite",
+        dict(
+            content=_wav(np.full(8000, np.nan, dtype=np.float32), subtype="FLOAT"),
+            headers={"content-type": "audio/wav"},
+        ),
+        "/transcribe",
+        400,
+        "not finite",
+    ),
+    (
+        "too long",
+        dict(content=_wav(np.tile(SPEECH, 200)[: 16000 * 301]), headers={"content-type": "audio/wav"}),
+        "/transcribe",
+        413,
+        "at most 300",
+    ),
+    (
+        "openai bad format",
+        dict(files={"file": ("a.wav", GOOD_WAV)}, data={"model": "x", "response_format": "xml"}),
+        "/v1/audio/transcriptions",
+        422,
+        "response_format",
+    ),
+    (
+        "openai bad granularity",
+        dict(
+            files={"file": ("a.wav", GOOD_WAV)},
+            data={"model": "x", "response_format": "verbose_json", "timestamp_granularities[]": "syllable"},
+        ),
+        "/v1/audio/transcriptions",
+        422,
+        "timestamp_granularities",
+    ),
+    (
+        "openai without file",
+        dict(data={"model": "x"}, files={"other": ("a.wav", GOOD_WAV)}),
+        "/v1/audio/transcriptions",
+        422,
+        "file",
+    ),
     ("unknown path", dict(content=b"x"), "/transcribe/now", 404, "not found"),
 ]
 
@@ -304,11 +468,16 @@ def test_bad_input_gets_a_clear_4xx(server, name, kwargs, path, status, words):
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert words.lower() in error["message"].lower(), error
-    assert httpx.post(server.url + "/transcribe", content=GOOD_WAV,
-                      headers={"content-type": "audio/wav"}, timeout=60).status_code == 200
+    assert (
+        httpx.post(
+            server.url + "/transcribe", content=GOOD_WAV, headers={"content-type": "audio/wav"}, timeout=60
+        ).status_code
+        == 200
+    )
 
 
 # -- OpenAI compatibility, with the official client ------------------------------------------------
+
 
 def test_openai_client(server, speech_files, exported_folder):
     import openai
@@ -323,8 +492,9 @@ def test_openai_client(server, speech_files, exported_folder):
         text = client.audio.transcriptions.create(model="tiny", file=audio, response_format="text")
     assert text.strip() == expected["text"]
     with open(path, "rb") as audio:
-        verbose = client.audio.transcriptions.create(model="tiny", file=audio, response_format="verbose_json",
-                                                     timestamp_granularities=["word", "segment"])
+        verbose = client.audio.transcriptions.create(
+            model="tiny", file=audio, response_format="verbose_json", timestamp_granularities=["word", "segment"]
+        )
     assert verbose.text == expected["text"] and abs(verbose.duration - expected["duration"]) < 1e-6
     assert verbose.confidence == expected["confidence"], "this server's addition to OpenAI's verbose_json"
     assert [w.word for w in verbose.words] == [w["word"] for w in expected["words"]]
@@ -337,23 +507,41 @@ def test_openai_client(server, speech_files, exported_folder):
 
 # -- limits: queue, upload size, API keys, readiness --------------------------------------------------
 
+
 def test_full_queue_answers_503_with_retry_after(exported_folder, tmp_path):
     """Admission counts requests, not chunks: one long request alone is served, a crowd over the
     capacity is told to come back."""
-    long = _wav(np.tile(SPEECH, 25)[:16000 * 60])  # 30 chunks of 2 s, one inference each
-    with run_server(exported_folder, "--queue-capacity", "1", "--chunk-seconds", "2", "--chunk-context-seconds",
-                    "1", "--max-batch-size", "1", log_dir=tmp_path) as server:
+    long = _wav(np.tile(SPEECH, 25)[: 16000 * 60])  # 30 chunks of 2 s, one inference each
+    with run_server(
+        exported_folder,
+        "--queue-capacity",
+        "1",
+        "--chunk-seconds",
+        "2",
+        "--chunk-context-seconds",
+        "1",
+        "--max-batch-size",
+        "1",
+        log_dir=tmp_path,
+    ) as server:
+
         def post(body: bytes) -> httpx.Response:
-            return httpx.post(server.url + "/transcribe?decoder=greedy", content=body, timeout=120,
-                              headers={"content-type": "audio/wav"})
+            return httpx.post(
+                server.url + "/transcribe?decoder=greedy",
+                content=body,
+                timeout=120,
+                headers={"content-type": "audio/wav"},
+            )
 
         assert post(long).status_code == 200
         with ThreadPoolExecutor(6) as pool:
             responses = list(pool.map(post, [long] * 6))
         busy = [response for response in responses if response.status_code == 503]
         assert busy and len(busy) < 6
-        assert all(response.headers["retry-after"] == "1" and "queue is full" in response.json()["error"]["message"]
-                   for response in busy)
+        assert all(
+            response.headers["retry-after"] == "1" and "queue is full" in response.json()["error"]["message"]
+            for response in busy
+        )
         assert post(GOOD_WAV).status_code == 200
 
 
@@ -380,12 +568,25 @@ def test_missing_model_and_bad_options_are_one_line_errors(tmp_path):
     from conftest import REPO
 
     # Without --model the server starts on the default model; a bad option still stops it at once.
-    result = subprocess.run([sys.executable, "-m", "service", "--max-batch-size", "0"], capture_output=True,
-                            text=True, cwd=REPO, env={"PATH": "/usr/bin:/bin"}, timeout=60)
-    assert result.returncode == 2 and result.stderr.strip() == \
-        "error: --max-batch-size: Input should be greater than or equal to 1"
-    result = subprocess.run([sys.executable, "-m", "service", "--model", str(tmp_path / "none")],
-                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--max-batch-size", "0"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip() == "error: --max-batch-size: Input should be greater than or equal to 1"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--model", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "not found" in result.stderr
 
 
@@ -396,8 +597,15 @@ def test_settings_from_environment(exported_folder, tmp_path):
 
 # -- websocket streaming ------------------------------------------------------------------------------
 
-async def _stream(url: str, config: dict, samples: np.ndarray, frame_seconds: float = 0.1,
-                  control: list[tuple[int, dict]] = (), pace: float = 0.0) -> list[dict]:
+
+async def _stream(
+    url: str,
+    config: dict,
+    samples: np.ndarray,
+    frame_seconds: float = 0.1,
+    control: list[tuple[int, dict]] = (),
+    pace: float = 0.0,
+) -> list[dict]:
     """Send `samples` as pcm_s16le frames, `pace` seconds apart; `control` sends extra JSON messages after frame i."""
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
     step = int(frame_seconds * config.get("sample_rate", 16000))
@@ -405,7 +613,7 @@ async def _stream(url: str, config: dict, samples: np.ndarray, frame_seconds: fl
     async with websockets.connect(url.replace("http", "ws") + "/v1/stream") as socket:
         await socket.send(json.dumps(config))
         for index, start in enumerate(range(0, len(pcm), step)):
-            await socket.send(pcm[start:start + step].tobytes())
+            await socket.send(pcm[start : start + step].tobytes())
             await asyncio.sleep(pace)
             for after, message in control:
                 if after == index:
@@ -418,17 +626,39 @@ async def _stream(url: str, config: dict, samples: np.ndarray, frame_seconds: fl
 
 def _transcribe_samples(server, samples: np.ndarray) -> dict:
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    response = httpx.post(server.url + "/transcribe?decoder=greedy&encoding=pcm_s16le&sample_rate=16000",
-                          content=pcm.tobytes(), headers={"content-type": "application/octet-stream"})
+    response = httpx.post(
+        server.url + "/transcribe?decoder=greedy&encoding=pcm_s16le&sample_rate=16000",
+        content=pcm.tobytes(),
+        headers={"content-type": "application/octet-stream"},
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
 
 def test_stream_without_endpointing_equals_offline(server):
-    samples = np.concatenate([SPEECH, load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" /
-                                                 "librivox" / "sense_and_sensibility_01_austen_64kb-0870.wav", 16000)])
-    config = {"sample_rate": 16000, "encoding": "pcm_s16le", "interim_results": True, "endpointing": False,
-              "max_segment_seconds": 600, "decoder": "greedy"}
+    samples = np.concatenate(
+        [
+            SPEECH,
+            load_audio(
+                REALSPEECH
+                / "audio"
+                / "pocketsphinx"
+                / "test"
+                / "data"
+                / "librivox"
+                / "sense_and_sensibility_01_austen_64kb-0870.wav",
+                16000,
+            ),
+        ]
+    )
+    config = {
+        "sample_rate": 16000,
+        "encoding": "pcm_s16le",
+        "interim_results": True,
+        "endpointing": False,
+        "max_segment_seconds": 600,
+        "decoder": "greedy",
+    }
     # 5x faster than real time: partials (one in flight at a time) have time to run while audio arrives
     messages = asyncio.run(_stream(server.url, config, samples, pace=0.02))
     finals = [m for m in messages if m["type"] == "final"]
@@ -444,38 +674,68 @@ def test_stream_without_endpointing_equals_offline(server):
 
 def test_stream_endpointing_splits_at_pauses_and_each_final_equals_offline(server):
     pause = np.zeros(int(1.5 * 16000), dtype=np.float32)
-    other = load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
-                       "sense_and_sensibility_01_austen_64kb-0890.wav", 16000)
+    other = load_audio(
+        REALSPEECH
+        / "audio"
+        / "pocketsphinx"
+        / "test"
+        / "data"
+        / "librivox"
+        / "sense_and_sensibility_01_austen_64kb-0890.wav",
+        16000,
+    )
     samples = np.concatenate([SPEECH, pause, other])
-    config = {"sample_rate": 16000, "encoding": "pcm_s16le", "interim_results": False, "endpointing": 600,
-              "decoder": "greedy"}
+    config = {
+        "sample_rate": 16000,
+        "encoding": "pcm_s16le",
+        "interim_results": False,
+        "endpointing": 600,
+        "decoder": "greedy",
+    }
     finals = [m for m in asyncio.run(_stream(server.url, config, samples, frame_seconds=0.03)) if m["type"] == "final"]
     assert len(finals) >= 2
     assert finals[0]["start"] == 0 and finals[-1]["end"] == pytest.approx(len(samples) / 16000, abs=1e-3)
     for a, b in zip(finals, finals[1:]):
         assert a["end"] == b["start"], "segments are contiguous: no audio dropped"
     for final in finals:
-        segment = samples[round(final["start"] * 16000):round(final["end"] * 16000)]
+        segment = samples[round(final["start"] * 16000) : round(final["end"] * 16000)]
         if np.abs(segment).max() > 1e-3:
             assert final["text"] == _transcribe_samples(server, segment)["text"]
     assert finals[0]["end"] < len(SPEECH) / 16000 + 1.5, "the first segment ends in the pause"
 
 
 def test_stream_finalize_and_max_segment(server):
-    config = {"sample_rate": 16000, "encoding": "pcm_s16le", "interim_results": False, "endpointing": False,
-              "max_segment_seconds": 1.0, "decoder": "greedy"}
+    config = {
+        "sample_rate": 16000,
+        "encoding": "pcm_s16le",
+        "interim_results": False,
+        "endpointing": False,
+        "max_segment_seconds": 1.0,
+        "decoder": "greedy",
+    }
     finals = [m for m in asyncio.run(_stream(server.url, config, SPEECH)) if m["type"] == "final"]
     assert len(finals) == int(np.ceil(len(SPEECH) / 16000))
     assert all(f["end"] - f["start"] <= 1.0 + 1e-6 for f in finals)
     config["max_segment_seconds"] = 60
-    finals = [m for m in asyncio.run(_stream(server.url, config, SPEECH, control=[(5, {"type": "finalize"})]))
-              if m["type"] == "final"]
+    finals = [
+        m
+        for m in asyncio.run(_stream(server.url, config, SPEECH, control=[(5, {"type": "finalize"})]))
+        if m["type"] == "final"
+    ]
     assert len(finals) == 2 and finals[0]["end"] == pytest.approx(0.6, abs=1e-3)
 
 
 def test_stream_resamples_other_rates(server):
-    samples, rate = soundfile.read(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
-                                   "sense_and_sensibility_01_austen_64kb-0880.wav", dtype="float32")
+    samples, rate = soundfile.read(
+        REALSPEECH
+        / "audio"
+        / "pocketsphinx"
+        / "test"
+        / "data"
+        / "librivox"
+        / "sense_and_sensibility_01_austen_64kb-0880.wav",
+        dtype="float32",
+    )
     import soxr
 
     at_8k = soxr.resample(samples, rate, 8000)
@@ -485,7 +745,7 @@ def test_stream_resamples_other_rates(server):
         async with websockets.connect(server.url.replace("http", "ws") + "/v1/stream") as socket:
             await socket.send(json.dumps(config))
             for start in range(0, len(at_8k), 800):
-                await socket.send(at_8k[start:start + 800].astype("<f4").tobytes())
+                await socket.send(at_8k[start : start + 800].astype("<f4").tobytes())
             await socket.send(json.dumps({"type": "eof"}))
             return [json.loads(m) async for m in socket]
 
@@ -494,14 +754,17 @@ def test_stream_resamples_other_rates(server):
     assert finals[0]["text"]
 
 
-@pytest.mark.parametrize("first, reason", [
-    (b"\0\0", "JSON config first"),
-    ('{"sample_rate": 16000, "encoding": "opus"}', "encoding"),
-    ('{"sample_rate": 99999999}', "sample_rate"),
-    ('{"endpointing": "soon"}', "endpointing"),
-    ('{"sample_rate": 16000, "colour": "blue"}', "colour"),
-    ("not json", "bad config"),
-])
+@pytest.mark.parametrize(
+    "first, reason",
+    [
+        (b"\0\0", "JSON config first"),
+        ('{"sample_rate": 16000, "encoding": "opus"}', "encoding"),
+        ('{"sample_rate": 99999999}', "sample_rate"),
+        ('{"endpointing": "soon"}', "endpointing"),
+        ('{"sample_rate": 16000, "colour": "blue"}', "colour"),
+        ("not json", "bad config"),
+    ],
+)
 def test_stream_bad_config_is_refused(server, first, reason):
     async def attempt():
         async with websockets.connect(server.url.replace("http", "ws") + "/v1/stream") as socket:
@@ -517,8 +780,18 @@ def test_stream_bad_config_is_refused(server, first, reason):
 
 
 def test_stream_limits(exported_folder, tmp_path):
-    with run_server(exported_folder, "--max-streams", "1", "--stream-idle-seconds", "1",
-                    "--stream-max-message-bytes", "4096", "--stream-max-seconds", "2", log_dir=tmp_path) as server:
+    with run_server(
+        exported_folder,
+        "--max-streams",
+        "1",
+        "--stream-idle-seconds",
+        "1",
+        "--stream-max-message-bytes",
+        "4096",
+        "--stream-max-seconds",
+        "2",
+        log_dir=tmp_path,
+    ) as server:
         url = server.url.replace("http", "ws") + "/v1/stream"
 
         async def scenario():
@@ -551,10 +824,19 @@ def test_stream_limits(exported_folder, tmp_path):
 def test_metrics_after_traffic(server, speech_files):
     post_file(server, speech_files["wav16"])
     metrics = httpx.get(server.url + "/metrics").text
-    for family in ("asr_requests_total", "asr_request_duration_seconds_bucket", "asr_queue_wait_seconds_bucket",
-                   "asr_inference_seconds_bucket", "asr_decode_seconds_bucket", "asr_batch_size_bucket",
-                   "asr_audio_seconds_total", "asr_real_time_factor_bucket", "asr_active_streams",
-                   "asr_queue_depth", "asr_model_info"):
+    for family in (
+        "asr_requests_total",
+        "asr_request_duration_seconds_bucket",
+        "asr_queue_wait_seconds_bucket",
+        "asr_inference_seconds_bucket",
+        "asr_decode_seconds_bucket",
+        "asr_batch_size_bucket",
+        "asr_audio_seconds_total",
+        "asr_real_time_factor_bucket",
+        "asr_active_streams",
+        "asr_queue_depth",
+        "asr_model_info",
+    ):
         assert family in metrics, family
     assert 'asr_requests_total{endpoint="/transcribe",status="200"}' in metrics
     assert 'asr_requests_total{endpoint="/transcribe",status="422"}' in metrics
@@ -566,8 +848,12 @@ def test_pytorch_checkpoint_is_exported_once_at_startup(hf_ctc_folder, tmp_path,
         pytest.skip("one family is enough: the export itself is tested in test_export")
     cache = tmp_path / "cache"
     with run_server(hf_ctc_folder, "--cache-dir", str(cache), log_dir=tmp_path) as server:
-        assert httpx.post(server.url + "/transcribe", content=GOOD_WAV, headers={"content-type": "audio/wav"},
-                          timeout=60).status_code == 200
+        assert (
+            httpx.post(
+                server.url + "/transcribe", content=GOOD_WAV, headers={"content-type": "audio/wav"}, timeout=60
+            ).status_code
+            == 200
+        )
     (exported,) = cache.iterdir()
     assert (exported / "model.onnx").is_file() and (exported / "export.json").is_file()
     stamp = (exported / "model.onnx").stat().st_mtime_ns

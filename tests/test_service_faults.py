@@ -23,17 +23,29 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import HANG_SECONDS, REALSPEECH, REPO, metric, missing_data, run_server
 from model.audio import load_audio
+
+from conftest import HANG_SECONDS, REALSPEECH, REPO, metric, missing_data, run_server
 
 # One model family is enough here: the faults are the server's, not the model's.
 pytestmark = pytest.mark.parametrize("family", ["base"], indirect=True)
 
 # Without ../shared/data/realspeech, an empty stand-in lets the module load: every test here serves the
 # exported model, which needs it, and is skipped.
-SPEECH = load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
-                    "sense_and_sensibility_01_austen_64kb-0880.wav", 16000) \
-    if missing_data("realspeech") is None else np.zeros(0, dtype=np.float32)
+SPEECH = (
+    load_audio(
+        REALSPEECH
+        / "audio"
+        / "pocketsphinx"
+        / "test"
+        / "data"
+        / "librivox"
+        / "sense_and_sensibility_01_austen_64kb-0880.wav",
+        16000,
+    )
+    if missing_data("realspeech") is None
+    else np.zeros(0, dtype=np.float32)
+)
 
 
 def wav(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> bytes:
@@ -62,13 +74,15 @@ def forged_flac(total_samples: int) -> bytes:
 
 
 def post_audio(server, body: bytes, endpoint: str = "/transcribe", timeout: float = 60, **params) -> httpx.Response:
-    return httpx.post(server.url + endpoint, content=body, params=params, timeout=timeout,
-                      headers={"content-type": "audio/wav"})
+    return httpx.post(
+        server.url + endpoint, content=body, params=params, timeout=timeout, headers={"content-type": "audio/wav"}
+    )
 
 
 def post_beam(server, body: bytes, **fields) -> httpx.Response:
-    return httpx.post(server.url + "/transcribe", files={"file": ("a.wav", body)},
-                      data={"decoder": "beam", **fields}, timeout=60)
+    return httpx.post(
+        server.url + "/transcribe", files={"file": ("a.wav", body)}, data={"decoder": "beam", **fields}, timeout=60
+    )
 
 
 def beam_workers(server) -> list[int]:
@@ -91,22 +105,40 @@ def assert_json_error(response: httpx.Response, status: int, words: str) -> dict
 
 @pytest.fixture(scope="module")
 def server(exported_folder, lm, tmp_path_factory):
-    with run_server(exported_folder, "--lm", str(lm), "--max-audio-seconds", "300", "--max-decoded-mb", "400",
-                    "--queue-capacity", "2", "--chunk-seconds", "5", "--chunk-context-seconds", "1",
-                    "--body-timeout-seconds", "1", "--stream-max-seconds", "600",
-                    log_dir=tmp_path_factory.mktemp("logs")) as running:
+    with run_server(
+        exported_folder,
+        "--lm",
+        str(lm),
+        "--max-audio-seconds",
+        "300",
+        "--max-decoded-mb",
+        "400",
+        "--queue-capacity",
+        "2",
+        "--chunk-seconds",
+        "5",
+        "--chunk-context-seconds",
+        "1",
+        "--body-timeout-seconds",
+        "1",
+        "--stream-max-seconds",
+        "600",
+        log_dir=tmp_path_factory.mktemp("logs"),
+    ) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def beam_server(exported_folder, lm, tmp_path_factory):
     """Two beam-search workers."""
-    with run_server(exported_folder, "--lm", str(lm), "--decode-workers", "2",
-                    log_dir=tmp_path_factory.mktemp("logs")) as running:
+    with run_server(
+        exported_folder, "--lm", str(lm), "--decode-workers", "2", log_dir=tmp_path_factory.mktemp("logs")
+    ) as running:
         yield running
 
 
 # -- 1. decompression bombs: refused from the header; decoding never blocks the event loop ------------
+
 
 def test_audio_too_big_once_decoded_is_refused_before_decoding(server):
     bomb = zeros_flac(150, 384_000, 2)  # 245 KB that decode to 439 MiB, 150 s: inside the duration limit
@@ -116,12 +148,17 @@ def test_audio_too_big_once_decoded_is_refused_before_decoding(server):
     assert len(forged) < 10_000
     assert_json_error(post_audio(server, forged), 413, "at most 300 s")
     served = httpx.get(server.url + "/v1/models").json()["data"][0]["id"]  # another name is a 404
-    openai = httpx.post(server.url + "/v1/audio/transcriptions", files={"file": ("a.flac", forged)},
-                        data={"model": served}, timeout=60)
+    openai = httpx.post(
+        server.url + "/v1/audio/transcriptions", files={"file": ("a.flac", forged)}, data={"model": served}, timeout=60
+    )
     assert_json_error(openai, 413, "at most 300 s")
-    pcm = httpx.post(server.url + "/transcribe", content=b"\0\0" * 400_000, timeout=60,
-                     params={"encoding": "pcm_s16le", "sample_rate": "1000"},
-                     headers={"content-type": "application/octet-stream"})
+    pcm = httpx.post(
+        server.url + "/transcribe",
+        content=b"\0\0" * 400_000,
+        timeout=60,
+        params={"encoding": "pcm_s16le", "sample_rate": "1000"},
+        headers={"content-type": "application/octet-stream"},
+    )
     assert_json_error(pcm, 413, "400.0 s long")
     assert post_audio(server, wav(SPEECH)).status_code == 200
 
@@ -142,14 +179,16 @@ def test_health_answers_while_large_audio_decodes(server):
 
 # -- 2. a killed beam-search worker costs only the request it held -------------------------------------
 
+
 def test_killed_beam_worker_is_replaced_and_costs_at_most_its_request(beam_server):
     body, statuses, stop = wav(SPEECH), [], threading.Event()
 
     def client():
         while not stop.is_set():
             response = post_beam(beam_server, body)
-            statuses.append((time.monotonic(), response.status_code, response.headers.get("retry-after"),
-                             response.json()))
+            statuses.append(
+                (time.monotonic(), response.status_code, response.headers.get("retry-after"), response.json())
+            )
 
     with ThreadPoolExecutor(4) as pool:
         for _ in range(4):
@@ -193,6 +232,7 @@ def test_ready_is_503_while_no_beam_worker_runs(beam_server):
 
 # -- 3. absurd but finite samples are transcribed; NaN in a stream is refused properly ------------------
 
+
 def test_huge_finite_samples_are_transcribed(server):
     expected = post_audio(server, wav(SPEECH, subtype="FLOAT"), decoder="greedy").json()["text"]
     loud = post_audio(server, wav(SPEECH * np.float32(1e38), subtype="FLOAT"), decoder="greedy")
@@ -200,9 +240,13 @@ def test_huge_finite_samples_are_transcribed(server):
     assert post_audio(server, wav(SPEECH * np.float32(1e38), subtype="FLOAT"), decoder="beam").status_code == 200
     extreme = np.where(np.arange(16000) % 2, 3e38, -3e38).astype("<f4").tobytes()
     for decoder in ("greedy", "beam"):
-        response = httpx.post(server.url + "/transcribe", content=extreme, timeout=60,
-                              params={"encoding": "pcm_f32le", "sample_rate": "16000", "decoder": decoder},
-                              headers={"content-type": "application/octet-stream"})
+        response = httpx.post(
+            server.url + "/transcribe",
+            content=extreme,
+            timeout=60,
+            params={"encoding": "pcm_f32le", "sample_rate": "16000", "decoder": decoder},
+            headers={"content-type": "application/octet-stream"},
+        )
         assert response.status_code == 200, response.text
 
 
@@ -225,6 +269,7 @@ def test_stream_frame_with_nan_gets_an_error_and_a_close_code(server):
 
 
 # -- 4. every response is counted: 500s and disconnects too ----------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def failing_server(exported_folder):
@@ -289,20 +334,24 @@ def test_client_disconnect_mid_upload_is_counted_and_logged_once(server):
 
 # -- 5. long audio is not "busy"; stream settings are checked ---------------------------------------------
 
+
 def test_audio_longer_than_the_queue_in_chunks_is_transcribed(server):
-    long = np.tile(SPEECH, 12)[:16000 * 30]  # 30 s in 5 s chunks: 6 chunks, queue capacity 2 (requests)
+    long = np.tile(SPEECH, 12)[: 16000 * 30]  # 30 s in 5 s chunks: 6 chunks, queue capacity 2 (requests)
     response = post_audio(server, wav(long), decoder="greedy")
     assert response.status_code == 200, response.text
     assert response.json()["duration"] == 30.0
 
 
-@pytest.mark.parametrize("config, words", [
-    ('{"max_segment_seconds": 1e9}', "stream limit of 600"),
-    ('{"max_segment_seconds": 1e400}', "finite"),
-    ('{"endpointing": true}', "endpointing"),
-    ('{"endpointing": -1}', "endpointing"),
-    ('{"beam_width": 1000}', "limit of 256"),
-])
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        ('{"max_segment_seconds": 1e9}', "stream limit of 600"),
+        ('{"max_segment_seconds": 1e400}', "finite"),
+        ('{"endpointing": true}', "endpointing"),
+        ('{"endpointing": -1}', "endpointing"),
+        ('{"beam_width": 1000}', "limit of 256"),
+    ],
+)
 def test_stream_settings_out_of_range_are_refused(server, config, words):
     error, code = asyncio.run(stream_refusal(server, config))
     assert words in error["message"] and code == 1007
@@ -310,15 +359,26 @@ def test_stream_settings_out_of_range_are_refused(server, config, words):
 
 # -- 6. beam search cost is bounded -------------------------------------------------------------------------
 
+
 def test_beam_width_over_the_servers_limit_is_refused(server):
     assert_json_error(post_beam(server, wav(SPEECH), beam_width="300"), 422, "limit of 256")
     assert post_beam(server, wav(SPEECH), beam_width="256").status_code == 200
 
 
 def test_beam_queue_is_bounded_and_searches_have_a_deadline(exported_folder, lm, tmp_path):
-    body, long = wav(SPEECH), wav(np.tile(SPEECH, 12)[:16000 * 30])
-    with run_server(exported_folder, "--lm", str(lm), "--decode-workers", "2", "--decode-queue-capacity", "2",
-                    "--decode-timeout-seconds", "2", log_dir=tmp_path) as server:
+    body, long = wav(SPEECH), wav(np.tile(SPEECH, 12)[: 16000 * 30])
+    with run_server(
+        exported_folder,
+        "--lm",
+        str(lm),
+        "--decode-workers",
+        "2",
+        "--decode-queue-capacity",
+        "2",
+        "--decode-timeout-seconds",
+        "2",
+        log_dir=tmp_path,
+    ) as server:
         with ThreadPoolExecutor(10) as pool:
             responses = list(pool.map(lambda _: post_beam(server, body, beam_width="256"), range(10)))
         assert {response.status_code for response in responses} == {200, 503}
@@ -333,6 +393,7 @@ def test_beam_queue_is_bounded_and_searches_have_a_deadline(exported_folder, lm,
 
 # -- 7. tiny websocket messages cost no more on a long segment ----------------------------------------------
 
+
 def server_cpu_seconds(server) -> float:
     fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -341,21 +402,20 @@ def server_cpu_seconds(server) -> float:
 def test_tiny_stream_messages_cost_the_same_on_a_long_segment(server):
     """20,000 two-byte messages after 0.5 s and after 25 s of open segment: the server's CPU time
     for them must not grow with the segment (it copied the whole segment on every message)."""
+
     async def cost(seconds: float) -> float:
         async with websockets.connect(server.url.replace("http", "ws") + "/v1/stream") as socket:
-            await socket.send(json.dumps({"endpointing": False, "interim_results": False,
-                                          "max_segment_seconds": 100}))
-            pcm = (np.tile(SPEECH, 10)[:int(seconds * 16000)] * 32767).astype("<i2").tobytes()
+            await socket.send(json.dumps({"endpointing": False, "interim_results": False, "max_segment_seconds": 100}))
+            pcm = (np.tile(SPEECH, 10)[: int(seconds * 16000)] * 32767).astype("<i2").tobytes()
             for start in range(0, len(pcm), 32000):
-                await socket.send(pcm[start:start + 32000])
+                await socket.send(pcm[start : start + 32000])
             await socket.send(json.dumps({"type": "unknown"}))  # answered once everything before it is done
             await socket.recv()
             started = server_cpu_seconds(server)
         async with websockets.connect(server.url.replace("http", "ws") + "/v1/stream") as socket:
-            await socket.send(json.dumps({"endpointing": False, "interim_results": False,
-                                          "max_segment_seconds": 100}))
+            await socket.send(json.dumps({"endpointing": False, "interim_results": False, "max_segment_seconds": 100}))
             for start in range(0, len(pcm), 32000):
-                await socket.send(pcm[start:start + 32000])
+                await socket.send(pcm[start : start + 32000])
             started = server_cpu_seconds(server)
             for _ in range(20_000):
                 await socket.send(b"\1\0")
@@ -369,12 +429,15 @@ def test_tiny_stream_messages_cost_the_same_on_a_long_segment(server):
 
 # -- 8. SIGTERM finishes the work in flight, beam search included, and exits 0 --------------------------------
 
+
 def test_sigterm_finishes_requests_in_flight_and_exits_0(exported_folder, lm, tmp_path):
-    body = wav(np.tile(SPEECH, 4)[:16000 * 12])
+    body = wav(np.tile(SPEECH, 4)[: 16000 * 12])
     with run_server(exported_folder, "--lm", str(lm), log_dir=tmp_path) as server:
         with ThreadPoolExecutor(8) as pool:
-            results = [pool.submit(post_beam, server, body, decoder=decoder, beam_width="256")
-                       for decoder in ("beam", "greedy") * 4]
+            results = [
+                pool.submit(post_beam, server, body, decoder=decoder, beam_width="256")
+                for decoder in ("beam", "greedy") * 4
+            ]
             time.sleep(1.0)  # all eight sent, the beam searches queued behind one worker
             server.process.send_signal(signal.SIGTERM)
             statuses = [result.result().status_code for result in results]
@@ -383,7 +446,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(exported_folder, lm, tm
 
 
 def test_request_past_the_grace_period_gets_a_json_503(exported_folder, lm, tmp_path):
-    long = wav(np.tile(SPEECH, 12)[:16000 * 30])  # seconds of beam search at width 256
+    long = wav(np.tile(SPEECH, 12)[: 16000 * 30])  # seconds of beam search at width 256
     with run_server(exported_folder, "--lm", str(lm), "--shutdown-grace-seconds", "0.5", log_dir=tmp_path) as server:
         with ThreadPoolExecutor(1) as pool:
             slow = pool.submit(post_beam, server, long, beam_width="256", hotwords="DASHWOOD,ELINOR")
@@ -395,15 +458,25 @@ def test_request_past_the_grace_period_gets_a_json_503(exported_folder, lm, tmp_
 
 # -- 9. no Python reprs or server paths in any answer ---------------------------------------------------------
 
-GARBAGE = [b"RIFF" + bytes(range(256)) * 8, b"fLaC" + b"\0" * 100, b"OggS" + b"\1" * 300, b"ID3" + b"\xff" * 500,
-           b"\xff\xfb" + b"\x90" * 800, b"FORM" + b"\0" * 60, b"RIFF\xff\xff\xff\xffWAVEfmt " + b"\0" * 40,
-           wav(SPEECH)[:100], wav(SPEECH)[:44] + b"\x7f" * 3]
+GARBAGE = [
+    b"RIFF" + bytes(range(256)) * 8,
+    b"fLaC" + b"\0" * 100,
+    b"OggS" + b"\1" * 300,
+    b"ID3" + b"\xff" * 500,
+    b"\xff\xfb" + b"\x90" * 800,
+    b"FORM" + b"\0" * 60,
+    b"RIFF\xff\xff\xff\xffWAVEfmt " + b"\0" * 40,
+    wav(SPEECH)[:100],
+    wav(SPEECH)[:44] + b"\x7f" * 3,
+]
 
 
 def test_no_object_reprs_or_paths_in_answers(server, exported_folder):
     for data in GARBAGE:
-        for response in (post_audio(server, data), httpx.post(server.url + "/v1/audio/transcriptions", timeout=60,
-                                                              files={"file": ("a.wav", data)})):
+        for response in (
+            post_audio(server, data),
+            httpx.post(server.url + "/v1/audio/transcriptions", timeout=60, files={"file": ("a.wav", data)}),
+        ):
             assert 400 <= response.status_code < 500, response.text
             assert " at 0x" not in response.text and "object" not in response.text, response.text
     assert str(exported_folder) not in httpx.get(server.url + "/metrics").text
@@ -411,6 +484,7 @@ def test_no_object_reprs_or_paths_in_answers(server, exported_folder):
 
 
 # -- 10. with API keys, exactly /health, /ready and /metrics are open -------------------------------------------
+
 
 def test_api_key_mode_opens_exactly_health_ready_and_metrics(exported_folder, tmp_path):
     with run_server(exported_folder, "--api-keys", "k1", log_dir=tmp_path) as server:
@@ -423,25 +497,37 @@ def test_api_key_mode_opens_exactly_health_ready_and_metrics(exported_folder, tm
 
 # -- 11. the OpenAPI schema is the contract: schemathesis finds no 5xx and no violation -------------------------
 
+
 def test_schemathesis_finds_no_server_error_or_schema_violation(server):
     from hypothesis import HealthCheck, given, settings
     from schemathesis import GenerationMode, openapi
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, \
-        status_code_conformance
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     schema = openapi.from_url(server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {operation.path for operation in operations} == {"/health", "/ready", "/metrics", "/v1/models",
-                                                            "/transcribe", "/v1/audio/transcriptions"}
+    assert {operation.path for operation in operations} == {
+        "/health",
+        "/ready",
+        "/metrics",
+        "/v1/models",
+        "/transcribe",
+        "/v1/audio/transcriptions",
+    }
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     for operation in operations:
         # Invalid requests exist only where there is something to get wrong: parameters or a body.
         modes = [GenerationMode.POSITIVE] + [GenerationMode.NEGATIVE] * (operation.method == "post")
         for mode in modes:
+
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=30, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=30, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+            )
             def fuzz(case):
                 case.call_and_validate(base_url=server.url, checks=checks, timeout=60)
 
@@ -449,6 +535,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(server):
 
 
 # -- 12. oversized frames, many hotwords, two files, options checked before the work --------------------------
+
 
 @pytest.mark.parametrize("size", [int(1.5 * 2**20), 20 * 2**20])
 def test_oversized_stream_message_gets_a_json_error(server, size):
@@ -464,15 +551,18 @@ def test_hundred_hotwords_two_files_and_options_first(server):
     two = httpx.post(server.url + "/transcribe", files=[("file", ("a.wav", body)), ("file", ("b.wav", body))])
     assert_json_error(two, 422, "one file")
     garbage = b"not audio at all" * 100  # the option is wrong: that is said before the audio is read
-    bad_format = httpx.post(server.url + "/v1/audio/transcriptions", files={"file": ("a.wav", garbage)},
-                            data={"response_format": "xml"})
+    bad_format = httpx.post(
+        server.url + "/v1/audio/transcriptions", files={"file": ("a.wav", garbage)}, data={"response_format": "xml"}
+    )
     assert_json_error(bad_format, 422, "response_format")
-    streamed = httpx.post(server.url + "/v1/audio/transcriptions", files={"file": ("a.wav", garbage)},
-                          data={"stream": "true"})
+    streamed = httpx.post(
+        server.url + "/v1/audio/transcriptions", files={"file": ("a.wav", garbage)}, data={"stream": "true"}
+    )
     assert_json_error(streamed, 422, "websocket")
 
 
 # -- 13. HEAD /health, and a body that stops arriving -------------------------------------------------------------
+
 
 def test_head_health_and_stalled_body(server):
     assert httpx.head(server.url + "/health").status_code == 200
@@ -489,6 +579,7 @@ def test_head_health_and_stalled_body(server):
 
 # -- 14. a language model KenLM refuses stops start-up with one line ------------------------------------------------
 
+
 @pytest.mark.parametrize("damage", ["unigrams only", "spaces for tabs"])
 def test_bad_language_model_stops_startup_with_one_line(exported_folder, lm, tmp_path, damage):
     if damage == "spaces for tabs":
@@ -499,8 +590,13 @@ def test_bad_language_model_stops_startup_with_one_line(exported_folder, lm, tmp
         text += "\n\\end\\\n"
     bad = tmp_path / "bad.arpa"
     bad.write_text(text)
-    result = subprocess.run([sys.executable, "-m", "service", "--model", str(exported_folder), "--lm", str(bad),
-                             "--port", "1"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--model", str(exported_folder), "--lm", str(bad), "--port", "1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(bad) in errors[0], result.stderr[-2000:]

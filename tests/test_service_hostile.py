@@ -21,15 +21,24 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import HANG_SECONDS, REALSPEECH, metric, run_server
 from model.audio import load_audio
+
+from conftest import HANG_SECONDS, REALSPEECH, metric, run_server
 
 # One tiny model family is enough: these are the server's faults, not the model's. Tests of the
 # default model's memory take no family.
 tiny = pytest.mark.parametrize("family", ["base"], indirect=True)
 
-SPEECH = load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
-                    "sense_and_sensibility_01_austen_64kb-0880.wav", 16000)
+SPEECH = load_audio(
+    REALSPEECH
+    / "audio"
+    / "pocketsphinx"
+    / "test"
+    / "data"
+    / "librivox"
+    / "sense_and_sensibility_01_austen_64kb-0880.wav",
+    16000,
+)
 
 
 def wav(samples: np.ndarray, rate: int = 16000) -> bytes:
@@ -39,7 +48,7 @@ def wav(samples: np.ndarray, rate: int = 16000) -> bytes:
 
 
 def tiled(seconds: float) -> np.ndarray:
-    return np.tile(SPEECH, int(seconds * 16000 // len(SPEECH)) + 1)[:int(seconds * 16000)]
+    return np.tile(SPEECH, int(seconds * 16000 // len(SPEECH)) + 1)[: int(seconds * 16000)]
 
 
 def memory_mb(pid: int, field: str) -> float:
@@ -49,8 +58,9 @@ def memory_mb(pid: int, field: str) -> float:
 
 
 def transcribe(server, samples: np.ndarray, **fields) -> httpx.Response:
-    return httpx.post(server.url + "/transcribe", files={"file": ("a.wav", wav(samples))}, data=fields,
-                      timeout=HANG_SECONDS)
+    return httpx.post(
+        server.url + "/transcribe", files={"file": ("a.wav", wav(samples))}, data=fields, timeout=HANG_SECONDS
+    )
 
 
 def raw_exchange(server, *parts: bytes) -> bytes:
@@ -73,14 +83,29 @@ def ws_url(server, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(exported_folder, tmp_path_factory):
-    with run_server(exported_folder, "--stream-idle-seconds", "2", "--stream-max-session-seconds", "6",
-                    "--decode-queue-capacity", "0", "--max-beam-audio-seconds", "10", "--chunk-seconds", "5",
-                    "--chunk-context-seconds", "1", "--max-batch-audio-seconds", "10",
-                    log_dir=tmp_path_factory.mktemp("logs")) as running:
+    with run_server(
+        exported_folder,
+        "--stream-idle-seconds",
+        "2",
+        "--stream-max-session-seconds",
+        "6",
+        "--decode-queue-capacity",
+        "0",
+        "--max-beam-audio-seconds",
+        "10",
+        "--chunk-seconds",
+        "5",
+        "--chunk-context-seconds",
+        "1",
+        "--max-batch-audio-seconds",
+        "10",
+        log_dir=tmp_path_factory.mktemp("logs"),
+    ) as running:
         yield running
 
 
 # -- 1. the memory a request takes comes back, and its peak is bounded ----------------------------------------
+
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
@@ -93,8 +118,13 @@ def test_a_large_request_leaves_no_memory_behind(digits):
     """The default model, 100 s of speech: ONNX Runtime's arena kept ~1 GB of it for good."""
     pid = digits.process.pid
     idle = memory_mb(pid, "VmRSS")
-    response = httpx.post(digits.url + "/transcribe", content=wav(tiled(100)), timeout=HANG_SECONDS,
-                          params={"decoder": "greedy"}, headers={"content-type": "audio/wav"})
+    response = httpx.post(
+        digits.url + "/transcribe",
+        content=wav(tiled(100)),
+        timeout=HANG_SECONDS,
+        params={"decoder": "greedy"},
+        headers={"content-type": "audio/wav"},
+    )
     assert response.status_code == 200, response.text
     peak, after = memory_mb(pid, "VmHWM"), memory_mb(pid, "VmRSS")
     assert peak - idle < 1024, f"peak {peak:.0f} MB against {idle:.0f} MB idle"
@@ -104,8 +134,13 @@ def test_a_large_request_leaves_no_memory_behind(digits):
 @tiny
 def test_inference_runs_hold_at_most_the_batch_audio_limit(server):
     """20 s in 5 s windows (7 s with their context) with a 10 s limit: one window per run."""
-    response = httpx.post(server.url + "/transcribe", content=wav(tiled(20)), params={"decoder": "greedy"},
-                          headers={"content-type": "audio/wav"}, timeout=HANG_SECONDS)
+    response = httpx.post(
+        server.url + "/transcribe",
+        content=wav(tiled(20)),
+        params={"decoder": "greedy"},
+        headers={"content-type": "audio/wav"},
+        timeout=HANG_SECONDS,
+    )
     assert response.status_code == 200, response.text
     runs = metric(server, "asr_batch_size_count")
     assert runs >= 4 and metric(server, "asr_batch_size_bucket", le="1.0") == runs
@@ -166,6 +201,7 @@ def test_deeply_nested_json_on_realtime_is_an_error_event_and_the_session_goes_o
 @tiny
 def test_deeply_nested_first_message_in_api_key_mode_is_a_1008(exported_folder, tmp_path):
     with run_server(exported_folder, "--api-keys", "k1", log_dir=tmp_path) as server:
+
         async def send() -> tuple[list[dict], int]:
             async with websockets.connect(ws_url(server, "/v1/stream"), max_size=None) as socket:
                 await socket.send(DEEP)
@@ -179,9 +215,11 @@ def test_deeply_nested_first_message_in_api_key_mode_is_a_1008(exported_folder, 
 
 # -- 4. idle means no audio; sessions have a maximum duration ---------------------------------------------------
 
+
 @tiny
 def test_control_messages_do_not_keep_a_session_open(server):
     """Idle limit 2 s: clears (realtime), empty frames and finalizes (/v1/stream) every 0.3 s."""
+
     async def squat(path: str, first: str | None, keep_alive: list) -> tuple[list[dict], int]:
         async with websockets.connect(ws_url(server, path)) as socket:
             if first is not None:
@@ -193,14 +231,15 @@ def test_control_messages_do_not_keep_a_session_open(server):
                         await socket.send(message)
                     try:
                         received.append(json.loads(await asyncio.wait_for(socket.recv(), 0.3)))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
             except websockets.ConnectionClosed:
                 pass
             return received, socket.close_code
 
-    realtime, code = asyncio.run(squat("/v1/realtime?intent=transcription", None,
-                                       [json.dumps({"type": "input_audio_buffer.clear"})]))
+    realtime, code = asyncio.run(
+        squat("/v1/realtime?intent=transcription", None, [json.dumps({"type": "input_audio_buffer.clear"})])
+    )
     assert code == 1001 and "no audio for 2 s" in realtime[-1]["error"]["message"], (realtime[-3:], code)
     for keep_alive in ([b""], [json.dumps({"type": "finalize"})]):
         stream, code = asyncio.run(squat("/v1/stream", "{}", keep_alive))
@@ -218,7 +257,7 @@ def test_a_session_past_its_maximum_duration_gets_its_final_and_a_close(server):
             received = []
             try:
                 for start in range(0, len(pcm), 3200):  # 100 ms a message, every 100 ms
-                    await socket.send(pcm[start:start + 3200])
+                    await socket.send(pcm[start : start + 3200])
                     await asyncio.sleep(0.1)
                 received = await until_closed(socket)
             except websockets.ConnectionClosed:
@@ -230,16 +269,28 @@ def test_a_session_past_its_maximum_duration_gets_its_final_and_a_close(server):
     assert kinds[-2:] == ["closing", "final"] and received[-2]["reason"] == "session_expired", received
     assert code == 1008 and received[-1]["text"] and received[-1]["end"] > 5.0
 
-    audio = base64.b64encode(pcm[:len(pcm) // 2]).decode()  # 16 kHz PCM, declared as such
+    audio = base64.b64encode(pcm[: len(pcm) // 2]).decode()  # 16 kHz PCM, declared as such
 
     async def turn() -> tuple[list[dict], int]:
         async with websockets.connect(ws_url(server, "/v1/realtime?intent=transcription")) as socket:
-            await socket.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
-                "input": {"turn_detection": None, "format": {"type": "audio/pcm", "rate": 16000}}}}}))
+            await socket.send(
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "session": {
+                            "type": "transcription",
+                            "audio": {
+                                "input": {"turn_detection": None, "format": {"type": "audio/pcm", "rate": 16000}}
+                            },
+                        },
+                    }
+                )
+            )
             try:
                 for start in range(0, len(audio), 4264):  # about 100 ms a message, every 100 ms
-                    await socket.send(json.dumps({"type": "input_audio_buffer.append",
-                                                  "audio": audio[start:start + 4264]}))
+                    await socket.send(
+                        json.dumps({"type": "input_audio_buffer.append", "audio": audio[start : start + 4264]})
+                    )
                     await asyncio.sleep(0.1)
             except websockets.ConnectionClosed:
                 pass
@@ -254,25 +305,43 @@ def test_a_session_past_its_maximum_duration_gets_its_final_and_a_close(server):
 
 # -- 2. SIGTERM: streams get their finals and a 1001; keep-alive connections get an answer -----------------------
 
+
 @tiny
 def test_sigterm_lets_open_streams_finish_and_answers_keep_alive_requests(exported_folder, tmp_path):
-    pcm16 = (SPEECH[:16000 * 3] * 32767).astype("<i2")
-    realtime_pcm = (load_audio(REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" /
-                               "sense_and_sensibility_01_austen_64kb-0880.wav", 24000)[:24000 * 3] * 32767)
+    pcm16 = (SPEECH[: 16000 * 3] * 32767).astype("<i2")
+    realtime_pcm = (
+        load_audio(
+            REALSPEECH
+            / "audio"
+            / "pocketsphinx"
+            / "test"
+            / "data"
+            / "librivox"
+            / "sense_and_sensibility_01_austen_64kb-0880.wav",
+            24000,
+        )[: 24000 * 3]
+        * 32767
+    )
     realtime_audio = base64.b64encode(realtime_pcm.astype("<i2").tobytes()).decode()
 
     async def stream(server, sent: asyncio.Event) -> tuple[list[dict], int]:
         async with websockets.connect(ws_url(server, "/v1/stream")) as socket:
             await socket.send(json.dumps({"endpointing": False, "interim_results": False}))
             for start in range(0, len(pcm16), 1600):
-                await socket.send(pcm16[start:start + 1600].tobytes())
+                await socket.send(pcm16[start : start + 1600].tobytes())
             sent.set()
             return await until_closed(socket), socket.close_code
 
     async def realtime(server, sent: asyncio.Event) -> tuple[list[dict], int]:
         async with websockets.connect(ws_url(server, "/v1/realtime?intent=transcription")) as socket:
-            await socket.send(json.dumps({"type": "session.update", "session": {
-                "type": "transcription", "audio": {"input": {"turn_detection": None}}}}))
+            await socket.send(
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+                    }
+                )
+            )
             await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": realtime_audio}))
             sent.set()
             return await until_closed(socket), socket.close_code
@@ -314,13 +383,18 @@ def test_sigterm_lets_open_streams_finish_and_answers_keep_alive_requests(export
 
 # -- 7. hotwords in any case; hotwords are beam search's, like alternatives and phrases ---------------------------
 
+
 def test_hotwords_match_whatever_their_case(digits):
     """The digits model writes lower case: 'FIVE' boosted nothing. A hotword's bonus is in the score."""
     example = (Path(__file__).parents[1] / "examples" / "four-one-five-zero-two.wav").read_bytes()
 
     def best(**fields) -> dict:
-        response = httpx.post(digits.url + "/transcribe", files={"file": ("a.wav", example)}, timeout=HANG_SECONDS,
-                              data={"alternatives": "1", **fields})
+        response = httpx.post(
+            digits.url + "/transcribe",
+            files={"file": ("a.wav", example)},
+            timeout=HANG_SECONDS,
+            data={"alternatives": "1", **fields},
+        )
         assert response.status_code == 200, response.text
         return response.json()["alternatives"][0]
 
@@ -340,11 +414,13 @@ def test_hotwords_need_beam_search_like_alternatives_and_phrases(server):
 
 # -- 8. errors, methods, schema, spacing, long URLs, echoed names --------------------------------------------------
 
+
 def test_greedy_text_is_the_words_single_spaced():
     """A blank between two word delimiters ('FI|<pad>|E') gave 'FI  E', not the words joined."""
-    from conftest import VOCAB
     from model.ctc import CTCVocabulary
     from model.decoding import greedy_decode
+
+    from conftest import VOCAB
 
     vocab = CTCVocabulary(dict(enumerate(VOCAB)))
     path = ["F", "I", "|", "<pad>", "|", "|", "<pad>", "<pad>", "|", "E", "|", "<pad>"]
@@ -387,8 +463,14 @@ def test_methods_long_urls_and_huge_names(server):
             (stream,) = await until_closed(socket)
         async with websockets.connect(ws_url(server, "/v1/realtime?intent=transcription"), max_size=None) as socket:
             await socket.recv()
-            await socket.send(json.dumps({"type": "session.update", "session": {
-                "type": "transcription", "audio": {"input": {"transcription": {"model": huge}}}}}))
+            await socket.send(
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "session": {"type": "transcription", "audio": {"input": {"transcription": {"model": huge}}}},
+                    }
+                )
+            )
             realtime = json.loads(await asyncio.wait_for(socket.recv(), HANG_SECONDS))
         return stream, realtime
 
@@ -399,13 +481,17 @@ def test_methods_long_urls_and_huge_names(server):
 
 # -- 6. an answer the client never received is counted as such -------------------------------------------------
 
+
 @tiny
 def test_a_client_that_half_closes_is_counted_disconnected_with_an_access_line(server):
     host, port = server.url.removeprefix("http://").split(":")
     body = wav(SPEECH)
-    requests = {"/transcribe": f"POST /transcribe?decoder=greedy HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
-                               f"Content-Length: {len(body)}\r\n\r\n".encode() + body,
-                "/health": b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"}
+    requests = {
+        "/transcribe": f"POST /transcribe?decoder=greedy HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body,
+        "/health": b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    }
     for endpoint, request in requests.items():
         before = metric(server, "asr_requests_total", endpoint=endpoint, status="disconnected")
         with socket.create_connection((host, int(port)), timeout=HANG_SECONDS) as connection:
@@ -421,6 +507,7 @@ def test_a_client_that_half_closes_is_counted_disconnected_with_an_access_line(s
 
 
 # -- 5. what beam search cannot finish in time is refused up front, not retried -----------------------------------
+
 
 @tiny
 def test_beam_search_past_its_audio_limit_is_refused_before_any_work(server):

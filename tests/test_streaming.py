@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 import soxr
 
-from model.streaming import Heard, SampleBuffer, SegmentEnd, SegmentFailed, Stream, StreamEvents, StreamOptions, \
-    StreamTooLong
+from model.streaming import (
+    Heard,
+    SampleBuffer,
+    SegmentEnd,
+    SegmentFailed,
+    Stream,
+    StreamEvents,
+    StreamOptions,
+    StreamTooLong,
+)
 
 RATE = 16000
 
@@ -73,8 +81,7 @@ class Recorded(StreamEvents):
         return True
 
     async def final(self, text, words, start, end, confidence, alternatives=None) -> None:
-        self.log.append(("final", {"text": text, "words": words, "start": start, "end": end,
-                                   "confidence": confidence}))
+        self.log.append(("final", {"text": text, "words": words, "start": start, "end": end, "confidence": confidence}))
 
     async def failed(self, error: Exception) -> None:
         self.log.append(("failed", error))
@@ -87,7 +94,7 @@ async def feed(stream: Stream, audio: np.ndarray, chunk_seconds: float = 0.1, ra
     """As a client sends it: in chunks, the event loop free between them (as a websocket's receive leaves it)."""
     step = int(chunk_seconds * rate)
     for at in range(0, len(audio), step):
-        await stream.add_samples(audio[at:at + step])
+        await stream.add_samples(audio[at : at + step])
         await asyncio.sleep(0)
 
 
@@ -124,15 +131,19 @@ def test_pauses_end_segments_and_finals_cover_every_sample_once():
 def test_long_segments_end_at_max_segment_seconds_without_endpointing():
     async def run():
         events, recognizer = Recorded(), StubRecognizer()
-        stream = Stream(events, recognizer, StreamOptions(endpointing_ms=None, max_segment_seconds=1.0,
-                                                          interim_results=False))
+        stream = Stream(
+            events, recognizer, StreamOptions(endpointing_ms=None, max_segment_seconds=1.0, interim_results=False)
+        )
         await feed(stream, voiced(2.5))
         await stream.finish_segment("eof")
         return events, recognizer
 
     events, recognizer = asyncio.run(run())
     assert [(s.reason, s.start, s.end) for s in events.named("segment_ended")] == [
-        ("length", 0.0, 1.0), ("length", 1.0, 2.0), ("eof", 2.0, 2.5)]
+        ("length", 0.0, 1.0),
+        ("length", 1.0, 2.0),
+        ("eof", 2.0, 2.5),
+    ]
     assert events.named("speech_started") == []  # the detector is off
     assert [len(segment) for segment in recognizer.segments] == [RATE, RATE, RATE // 2]
 
@@ -149,7 +160,7 @@ def test_partials_come_every_half_second_over_the_segments_last_seconds_and_befo
     audio = voiced(3.0)
     # One every 0.5 s of audio; at most the last 1.0 s, and exactly the segment's last samples.
     assert [len(window) for window in recognizer.windows] == [8000, 16000, 16000, 16000, 16000, 16000]
-    assert np.array_equal(recognizer.windows[2], audio[RATE // 2:3 * RATE // 2])
+    assert np.array_equal(recognizer.windows[2], audio[RATE // 2 : 3 * RATE // 2])
     assert [kind for kind, _ in events.log] == ["partial"] * 6 + ["segment_ended", "final"]
 
 
@@ -177,8 +188,11 @@ def test_audio_at_another_rate_is_resampled_per_segment_as_offline():
 
     async def run():
         events, recognizer = Recorded(), StubRecognizer()
-        stream = Stream(events, recognizer, StreamOptions(sample_rate=8000, endpointing_ms=None,
-                                                          interim_results=False, resample_per_segment=True))
+        stream = Stream(
+            events,
+            recognizer,
+            StreamOptions(sample_rate=8000, endpointing_ms=None, interim_results=False, resample_per_segment=True),
+        )
         await feed(stream, audio, rate=8000)
         await stream.finish_segment("finalize")
         await feed(stream, audio, rate=8000)
@@ -230,8 +244,9 @@ def test_a_discarded_segment_is_never_transcribed_and_the_clock_runs_on():
         return events, recognizer
 
     events, recognizer = asyncio.run(run())
-    assert len(recognizer.segments) == 1 and np.array_equal(recognizer.segments[0],
-                                                            np.concatenate([silence(0.3), voiced(0.5)]))
+    assert len(recognizer.segments) == 1 and np.array_equal(
+        recognizer.segments[0], np.concatenate([silence(0.3), voiced(0.5)])
+    )
     assert [(f["start"], f["end"]) for f in events.named("final")] == [(1.2, 2.0)]
     # The detector judges afresh from 1.2 s: the second speech starts at 1.5 s.
     starts = events.named("speech_started")
@@ -257,12 +272,15 @@ def test_reconfigure_keeps_the_open_segment_and_refuses_a_model_at_another_rate(
     assert abs(len(other.segments[0]) - RATE) <= 1  # 0.5 s at 16 kHz, then 0.5 s at 8 kHz resampled
 
 
-@pytest.mark.parametrize("options, problem", [
-    (dict(endpointing_ms=10), "endpointing_ms must be at least one 30 ms"),
-    (dict(sample_rate=0), "sample_rate must be a positive"),
-    (dict(max_segment_seconds=0), "max_segment_seconds must be a positive"),
-    (dict(vad_aggressiveness=4), "vad_aggressiveness is WebRTC's mode"),
-])
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        (dict(endpointing_ms=10), "endpointing_ms must be at least one 30 ms"),
+        (dict(sample_rate=0), "sample_rate must be a positive"),
+        (dict(max_segment_seconds=0), "max_segment_seconds must be a positive"),
+        (dict(vad_aggressiveness=4), "vad_aggressiveness is WebRTC's mode"),
+    ],
+)
 def test_options_out_of_range_say_what_is_wrong(options, problem):
     with pytest.raises(ValueError, match=problem):
         StreamOptions(**options)
@@ -271,7 +289,7 @@ def test_options_out_of_range_say_what_is_wrong(options, problem):
 def test_sample_buffer_joins_many_tiny_pieces_and_reads_any_tail():
     buffer, audio = SampleBuffer(), np.arange(1000, dtype=np.float32)
     for sample in audio:
-        buffer.append(audio[int(sample):int(sample) + 1])
+        buffer.append(audio[int(sample) : int(sample) + 1])
     buffer.append(audio[:0])
     assert len(buffer) == 1000 and len(buffer._chunks) == 1000 // SampleBuffer.JOIN_EVERY
     assert np.array_equal(buffer.tail(300), audio[-300:]) and np.array_equal(buffer.tail(5000), audio)

@@ -12,16 +12,18 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import DATA, HANG_SECONDS, REPO, needs_data, normalised_words, write_arpa
 from model.loading import load_recognizer
 from model.transcribe import Transcriber
 from training.manifest import read_manifest
 from training.metrics import error_rates, normalize_text
 
+from conftest import DATA, HANG_SECONDS, REPO, needs_data, normalised_words, write_arpa
+
 
 def training(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=HANG_SECONDS)
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args], capture_output=True, text=True, cwd=REPO, timeout=HANG_SECONDS
+    )
 
 
 @needs_data("fsdd")
@@ -58,8 +60,18 @@ def test_manifest_paths_are_relative_inside_the_corpus(tmp_path):
     source = DATA / "fsdd" / "recordings" / "7_lucas_3.wav"
     (corpus / "audio" / "a.wav").write_bytes(source.read_bytes())
     (corpus / "text.tsv").write_text("audio/a.wav\tseven\n")
-    assert training("manifest", "--audio-dir", str(corpus / "audio"), "--transcripts", str(corpus / "text.tsv"),
-                    "--out", str(corpus / "m.jsonl")).returncode == 0
+    assert (
+        training(
+            "manifest",
+            "--audio-dir",
+            str(corpus / "audio"),
+            "--transcripts",
+            str(corpus / "text.tsv"),
+            "--out",
+            str(corpus / "m.jsonl"),
+        ).returncode
+        == 0
+    )
     assert json.loads((corpus / "m.jsonl").read_text())["audio"] == "audio/a.wav"
     moved = tmp_path / "moved"
     corpus.rename(moved)
@@ -92,10 +104,14 @@ def test_evaluate_scores_a_model(hf_ctc_folder, family, realspeech, tmp_path):
     transcripts = [transcriber.transcribe_file(row["path"]) for row in rows]
     own = [transcript.text for transcript in transcripts]
     exact, real = tmp_path / "exact.jsonl", tmp_path / "real.jsonl"
-    exact.write_text("".join(json.dumps({"audio": row["path"], "duration": 1.0, "text": text}) + "\n"
-                             for row, text in zip(rows, own)))
-    real.write_text("".join(json.dumps({"audio": row["path"], "duration": 1.0, "text": row["text"]}) + "\n"
-                            for row in rows))
+    exact.write_text(
+        "".join(
+            json.dumps({"audio": row["path"], "duration": 1.0, "text": text}) + "\n" for row, text in zip(rows, own)
+        )
+    )
+    real.write_text(
+        "".join(json.dumps({"audio": row["path"], "duration": 1.0, "text": row["text"]}) + "\n" for row in rows)
+    )
     result = training("evaluate", "--model", str(hf_ctc_folder), "--manifest", str(exact), "--min-confidence", "0.9")
     assert result.returncode == 0, result.stderr
     greedy = json.loads(result.stdout)["greedy"]
@@ -105,8 +121,19 @@ def test_evaluate_scores_a_model(hf_ctc_folder, family, realspeech, tmp_path):
 
     lm = write_arpa([normalised_words(row["text"]) for row in rows], tmp_path / "lm.arpa")
     details = tmp_path / "details.jsonl"
-    result = training("evaluate", "--model", str(hf_ctc_folder), "--manifest", str(real), "--lm", str(lm),
-                      "--beam-width", "16", "--details", str(details))
+    result = training(
+        "evaluate",
+        "--model",
+        str(hf_ctc_folder),
+        "--manifest",
+        str(real),
+        "--lm",
+        str(lm),
+        "--beam-width",
+        "16",
+        "--details",
+        str(details),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["utterances"] == 3 and report["greedy"]["wer"] > 0.5  # random weights
@@ -119,41 +146,81 @@ def test_evaluate_scores_a_model(hf_ctc_folder, family, realspeech, tmp_path):
 @needs_data("fsdd")
 def test_manifest_carves_dev_sets_subsets_and_speakers(tmp_path):
     tables = ["--transcripts", str(DATA / "fsdd" / "transcripts_train.tsv")]
-    result = training("manifest", *tables, "--out", str(tmp_path / "train.jsonl"), "--dev-out",
-                      str(tmp_path / "dev.jsonl"), "--dev-match", r"_5\.wav$")
+    result = training(
+        "manifest",
+        *tables,
+        "--out",
+        str(tmp_path / "train.jsonl"),
+        "--dev-out",
+        str(tmp_path / "dev.jsonl"),
+        "--dev-match",
+        r"_5\.wav$",
+    )
     assert result.returncode == 0, result.stderr
     train, dev = read_manifest(tmp_path / "train.jsonl"), read_manifest(tmp_path / "dev.jsonl")
     assert (len(train), len(dev)) == (2640, 60)
     assert all(entry.audio.name.endswith("_5.wav") for entry in dev)
     assert not {entry.audio for entry in train} & {entry.audio for entry in dev}
 
-    result = training("manifest", *tables, "--exclude", r"_5\.wav$", "--count", "270", "--seed", "3",
-                      "--out", str(tmp_path / "few.jsonl"), "--rest-out", str(tmp_path / "rest.jsonl"))
+    result = training(
+        "manifest",
+        *tables,
+        "--exclude",
+        r"_5\.wav$",
+        "--count",
+        "270",
+        "--seed",
+        "3",
+        "--out",
+        str(tmp_path / "few.jsonl"),
+        "--rest-out",
+        str(tmp_path / "rest.jsonl"),
+    )
     assert result.returncode == 0, result.stderr
     few, rest = read_manifest(tmp_path / "few.jsonl"), read_manifest(tmp_path / "rest.jsonl")
     assert (len(few), len(rest)) == (270, 2370)
     counts = {text: sum(entry.text == text for entry in few) for text in {entry.text for entry in few}}
     assert len(counts) == 10 and set(counts.values()) == {27}, counts  # every digit keeps its share
 
-    random_dev = training("manifest", *tables, "--include", "_theo_", "--out", str(tmp_path / "theo.jsonl"),
-                          "--dev-out", str(tmp_path / "theo-dev.jsonl"), "--dev-fraction", "0.1")
+    random_dev = training(
+        "manifest",
+        *tables,
+        "--include",
+        "_theo_",
+        "--out",
+        str(tmp_path / "theo.jsonl"),
+        "--dev-out",
+        str(tmp_path / "theo-dev.jsonl"),
+        "--dev-fraction",
+        "0.1",
+    )
     assert random_dev.returncode == 0, random_dev.stderr
     theo, theo_dev = read_manifest(tmp_path / "theo.jsonl"), read_manifest(tmp_path / "theo-dev.jsonl")
     assert (len(theo), len(theo_dev)) == (405, 45)
     assert all("_theo_" in entry.audio.name for entry in theo + theo_dev)
 
-    both = training("manifest", *tables, "--transcripts", str(DATA / "fsdd" / "transcripts_test.tsv"),
-                    "--exclude", "_theo_", "--out", str(tmp_path / "others.jsonl"))
+    both = training(
+        "manifest",
+        *tables,
+        "--transcripts",
+        str(DATA / "fsdd" / "transcripts_test.tsv"),
+        "--exclude",
+        "_theo_",
+        "--out",
+        str(tmp_path / "others.jsonl"),
+    )
     assert both.returncode == 0 and len(read_manifest(tmp_path / "others.jsonl")) == 2500
 
 
 @needs_data("fsdd")
 def test_manifest_split_errors_are_one_line(tmp_path):
     tables = ["--transcripts", str(DATA / "fsdd" / "transcripts_test.tsv"), "--out", str(tmp_path / "m.jsonl")]
-    for extra, message in ((["--dev-out", str(tmp_path / "d.jsonl")], "--dev-match or --dev-fraction"),
-                           (["--fraction", "1.5"], "--fraction is a fraction"),
-                           (["--rest-out", str(tmp_path / "r.jsonl")], "--rest-out goes with"),
-                           (["--include", "no-such-speaker"], "no files left")):
+    for extra, message in (
+        (["--dev-out", str(tmp_path / "d.jsonl")], "--dev-match or --dev-fraction"),
+        (["--fraction", "1.5"], "--fraction is a fraction"),
+        (["--rest-out", str(tmp_path / "r.jsonl")], "--rest-out goes with"),
+        (["--include", "no-such-speaker"], "no files left"),
+    ):
         result = training("manifest", *tables, *extra)
         assert result.returncode == 1 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
@@ -163,8 +230,7 @@ def test_lm_command_writes_a_bigram_model_kenlm_reads(tmp_path):
     import kenlm
 
     manifest = tmp_path / "digits.jsonl"
-    result = training("manifest", "--transcripts", str(DATA / "fsdd" / "transcripts_test.tsv"), "--out",
-                      str(manifest))
+    result = training("manifest", "--transcripts", str(DATA / "fsdd" / "transcripts_test.tsv"), "--out", str(manifest))
     assert result.returncode == 0
     result = training("lm", "--manifest", str(manifest), "--out", str(tmp_path / "words.arpa"))
     assert result.returncode == 0, result.stderr
@@ -182,14 +248,17 @@ def test_batches_hold_every_utterance_once_per_epoch_within_their_limits():
     durations = list(np.random.default_rng(0).uniform(0.2, 3.0, 500))
     padding = {}
     for by_length, pool in ((True, 0), (False, 0), (False, 128)):
-        batches = make_batches(durations, 20.0, seed=1, epoch=0, max_utterances=16, by_length=by_length,
-                               length_pool=pool)
+        batches = make_batches(
+            durations, 20.0, seed=1, epoch=0, max_utterances=16, by_length=by_length, length_pool=pool
+        )
         assert sorted(i for batch in batches for i in batch) == list(range(500))
         assert all(len(batch) <= 16 and len(batch) * max(durations[i] for i in batch) <= 20.0 for batch in batches)
-        assert batches != make_batches(durations, 20.0, seed=1, epoch=1, max_utterances=16, by_length=by_length,
-                                       length_pool=pool)
-        padding[by_length, pool] = sum(len(b) * max(durations[i] for i in b) - sum(durations[i] for i in b)
-                                       for b in batches) / sum(durations)
+        assert batches != make_batches(
+            durations, 20.0, seed=1, epoch=1, max_utterances=16, by_length=by_length, length_pool=pool
+        )
+        padding[by_length, pool] = sum(
+            len(b) * max(durations[i] for i in b) - sum(durations[i] for i in b) for b in batches
+        ) / sum(durations)
     assert padding[True, 0] < 0.05  # similar lengths together
     assert padding[False, 0] > 0.2  # drawn at random
     assert padding[False, 128] < 0.5 * padding[False, 0]  # random pools, sorted: far less padding
@@ -205,21 +274,46 @@ def test_batches_hold_every_utterance_once_per_epoch_within_their_limits():
 def test_package_writes_a_model_folder_with_its_provenance_and_card(tmp_path):
     """`training package` from the shipped model's own parts: the folder loads, and the card states
     the checkpoint's parameter count, the results given, and the data's size."""
-    from model.onnx import OnnxRecognizer
-    from model.package import DEFAULT_MODEL, package_onnx
     from safetensors.numpy import load_file
 
+    from model.onnx import OnnxRecognizer
+    from model.package import DEFAULT_MODEL, package_onnx
+
     manifest = tmp_path / "test.jsonl"
-    manifest.write_text(json.dumps({"audio": str(REPO / "examples/four-one-five-zero-two.wav"), "duration": 2.0,
-                                    "text": "four one five zero two"}) + "\n")
+    manifest.write_text(
+        json.dumps(
+            {
+                "audio": str(REPO / "examples/four-one-five-zero-two.wav"),
+                "duration": 2.0,
+                "text": "four one five zero two",
+            }
+        )
+        + "\n"
+    )
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"utterances": 1, "greedy": {"wer": 0.25}, "beam": {"wer": 0.0}}))
     out = tmp_path / "digits"
-    result = training("package", "--out", str(out), "--checkpoint", str(DEFAULT_MODEL / "checkpoint"),
-                      "--onnx", str(DEFAULT_MODEL / "onnx"), "--lm", str(DEFAULT_MODEL / "lm.arpa"),
-                      "--lexicon", str(DEFAULT_MODEL / "lexicon.txt"),
-                      "--config", str(REPO / "training/configs/digits.yaml"), "--data", f"example={manifest}",
-                      "--results", f"the example={results}", "--card", str(REPO / "training/recipes/digits-card.md"))
+    result = training(
+        "package",
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(DEFAULT_MODEL / "checkpoint"),
+        "--onnx",
+        str(DEFAULT_MODEL / "onnx"),
+        "--lm",
+        str(DEFAULT_MODEL / "lm.arpa"),
+        "--lexicon",
+        str(DEFAULT_MODEL / "lexicon.txt"),
+        "--config",
+        str(REPO / "training/configs/digits.yaml"),
+        "--data",
+        f"example={manifest}",
+        "--results",
+        f"the example={results}",
+        "--card",
+        str(REPO / "training/recipes/digits-card.md"),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "lexicon.txt").read_text() == (DEFAULT_MODEL / "lexicon.txt").read_text()
     provenance = json.loads((out / "provenance.json").read_text())
@@ -233,9 +327,21 @@ def test_package_writes_a_model_folder_with_its_provenance_and_card(tmp_path):
     assert OnnxRecognizer(package_onnx(out)).vocab.tokens == OnnxRecognizer(package_onnx(DEFAULT_MODEL)).vocab.tokens
 
     def repackage(lexicon):
-        return training("package", "--out", str(out), "--checkpoint", str(DEFAULT_MODEL / "checkpoint"),
-                        "--onnx", str(DEFAULT_MODEL / "onnx"), "--lexicon", str(lexicon),
-                        "--config", str(REPO / "training/configs/digits.yaml"), "--card", str(REPO / "training/recipes/digits-card.md"))
+        return training(
+            "package",
+            "--out",
+            str(out),
+            "--checkpoint",
+            str(DEFAULT_MODEL / "checkpoint"),
+            "--onnx",
+            str(DEFAULT_MODEL / "onnx"),
+            "--lexicon",
+            str(lexicon),
+            "--config",
+            str(REPO / "training/configs/digits.yaml"),
+            "--card",
+            str(REPO / "training/recipes/digits-card.md"),
+        )
 
     assert repackage(out / "lexicon.txt").returncode == 0, "a rebuild in place keeps the folder's own lexicon"
     assert (out / "lexicon.txt").read_text() == (DEFAULT_MODEL / "lexicon.txt").read_text()
@@ -251,8 +357,9 @@ def test_package_records_uncommitted_sources_but_not_its_own_folder(tmp_path):
     from model.package import DEFAULT_MODEL
 
     def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
 
     (tmp_path / "models" / "digits").mkdir(parents=True)
     (tmp_path / "models" / "digits" / "old.txt").write_text("the previous build\n")
@@ -262,11 +369,28 @@ def test_package_records_uncommitted_sources_but_not_its_own_folder(tmp_path):
     git("commit", "-q", "-m", "first")
 
     def package():
-        subprocess.run([sys.executable, "-m", "training", "package", "--out", "models/digits",
-                        "--checkpoint", str(DEFAULT_MODEL / "checkpoint"), "--onnx", str(DEFAULT_MODEL / "onnx"),
-                        "--config", str(REPO / "training/configs/digits.yaml"),
-                        "--card", str(REPO / "training/recipes/digits-card.md")],
-                       cwd=tmp_path, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training",
+                "package",
+                "--out",
+                "models/digits",
+                "--checkpoint",
+                str(DEFAULT_MODEL / "checkpoint"),
+                "--onnx",
+                str(DEFAULT_MODEL / "onnx"),
+                "--config",
+                str(REPO / "training/configs/digits.yaml"),
+                "--card",
+                str(REPO / "training/recipes/digits-card.md"),
+            ],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         return json.loads((tmp_path / "models" / "digits" / "provenance.json").read_text())
 
     first = package()
@@ -281,22 +405,43 @@ def test_digits_multi_split_is_speaker_disjoint_and_keeps_spoken_oh(tmp_path):
     """The digits recipe's dev speakers (which pick checkpoints) are never trained on; every source has
     some; AN4's transcripts say "oh" where the speaker did."""
     script = REPO / "training" / "recipes" / "digits_multi.py"
-    result = subprocess.run([sys.executable, str(script), "split", str(DATA / "digits-multi"), str(tmp_path)],
-                            capture_output=True, text=True, timeout=HANG_SECONDS)
+    result = subprocess.run(
+        [sys.executable, str(script), "split", str(DATA / "digits-multi"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_SECONDS,
+    )
     assert result.returncode == 0, result.stderr
     with open(DATA / "digits-multi" / "manifest.tsv", encoding="utf-8") as handle:
-        speaker = {(DATA / "digits-multi" / row["audio"]).resolve(): row["speaker"]
-                   for row in csv.DictReader(handle, delimiter="\t")}
+        speaker = {
+            (DATA / "digits-multi" / row["audio"]).resolve(): row["speaker"]
+            for row in csv.DictReader(handle, delimiter="\t")
+        }
     train, dev = read_manifest(tmp_path / "train.jsonl"), read_manifest(tmp_path / "dev.jsonl")
     assert len(train) + len(dev) == len(speaker) and len(dev) >= 0.1 * len(speaker)
     assert not {speaker[e.audio.resolve()] for e in train} & {speaker[e.audio.resolve()] for e in dev}
     for source in ("an4", "speechcommands", "audiomnist"):
         assert read_manifest(tmp_path / f"dev-{source}.jsonl"), source
     words = {word for entry in train + dev for word in entry.text.split()}
-    assert "oh" in words and words <= {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
-                                       "nine", "oh"}
-    noise = subprocess.run([sys.executable, str(script), "noise", str(tmp_path / "noise"), "--count", "12"],
-                           capture_output=True, text=True, timeout=HANG_SECONDS)
+    assert "oh" in words and words <= {
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "oh",
+    }
+    noise = subprocess.run(
+        [sys.executable, str(script), "noise", str(tmp_path / "noise"), "--count", "12"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_SECONDS,
+    )
     assert noise.returncode == 0, noise.stderr
     clips = read_manifest(tmp_path / "noise" / "manifest.jsonl")
     assert len(clips) == 12 and all(clip.text == "" for clip in clips)

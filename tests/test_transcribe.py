@@ -14,11 +14,19 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import DATA, HANG_SECONDS, REALSPEECH, REPO, require_data, run_server
 from model.audio import load_audio
 
-SHORT = REALSPEECH / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
-    "sense_and_sensibility_01_austen_64kb-0870.wav"
+from conftest import DATA, HANG_SECONDS, REALSPEECH, REPO, require_data, run_server
+
+SHORT = (
+    REALSPEECH
+    / "audio"
+    / "pocketsphinx"
+    / "test"
+    / "data"
+    / "librivox"
+    / "sense_and_sensibility_01_austen_64kb-0870.wav"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +40,18 @@ def recordings(tmp_path_factory) -> list[Path]:
         if total >= 180 * 16000:
             break
     long = tmp_path_factory.mktemp("long") / "three-minutes.wav"
-    soundfile.write(long, np.concatenate(pieces)[:180 * 16000], 16000, subtype="PCM_16")
+    soundfile.write(long, np.concatenate(pieces)[: 180 * 16000], 16000, subtype="PCM_16")
     return [SHORT, long]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "model", "transcribe", *args], capture_output=True, text=True,
-                            cwd=REPO, timeout=HANG_SECONDS)
+    result = subprocess.run(
+        [sys.executable, "-m", "model", "transcribe", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=HANG_SECONDS,
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -51,9 +64,15 @@ def test_cli_evaluate_and_server_agree(exported_folder, family, lm, recordings, 
     if family != "base":
         pytest.skip("one family is enough: every caller runs the same code for both")
     paths = [str(path) for path in recordings]
-    by_cli = {decoder: [json.loads(line) for line in cli("--model", str(exported_folder), "--json",
-                                                         "--word-timestamps", *extra, *paths).stdout.splitlines()]
-              for decoder, extra in (("greedy", []), ("beam", ["--lm", str(lm), "--beam-width", "16"]))}
+    by_cli = {
+        decoder: [
+            json.loads(line)
+            for line in cli(
+                "--model", str(exported_folder), "--json", "--word-timestamps", *extra, *paths
+            ).stdout.splitlines()
+        ]
+        for decoder, extra in (("greedy", []), ("beam", ["--lm", str(lm), "--beam-width", "16"]))
+    }
     for decoder, results in by_cli.items():
         assert [result["audio"] for result in results] == paths
         assert all(result["decoder"] == decoder for result in results)
@@ -61,25 +80,53 @@ def test_cli_evaluate_and_server_agree(exported_folder, family, lm, recordings, 
     assert by_cli["greedy"][1]["words"][-1]["end"] > 170, "word times run on across windows to the end"
 
     manifest, details = tmp_path / "audio.jsonl", tmp_path / "details.jsonl"
-    manifest.write_text("".join(json.dumps({"audio": path, "duration": 1.0, "text": "any reference"}) + "\n"
-                                for path in paths))
-    evaluated = subprocess.run([sys.executable, "-m", "training", "evaluate", "--model", str(exported_folder),
-                                "--manifest", str(manifest), "--lm", str(lm), "--beam-width", "16", "--details",
-                                str(details)],
-                               capture_output=True, text=True, cwd=REPO, timeout=HANG_SECONDS)
+    manifest.write_text(
+        "".join(json.dumps({"audio": path, "duration": 1.0, "text": "any reference"}) + "\n" for path in paths)
+    )
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "evaluate",
+            "--model",
+            str(exported_folder),
+            "--manifest",
+            str(manifest),
+            "--lm",
+            str(lm),
+            "--beam-width",
+            "16",
+            "--details",
+            str(details),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=HANG_SECONDS,
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     rows = [json.loads(line) for line in details.read_text().splitlines()]
     for decoder in ("greedy", "beam"):
         assert [row[decoder] for row in rows] == [result["text"] for result in by_cli[decoder]]
 
     # A beam search may take its time here: only the results are compared.
-    with run_server(exported_folder, "--lm", str(lm), "--beam-width", "16", "--decode-timeout-seconds",
-                    str(HANG_SECONDS), log_dir=tmp_path) as server:
+    with run_server(
+        exported_folder,
+        "--lm",
+        str(lm),
+        "--beam-width",
+        "16",
+        "--decode-timeout-seconds",
+        str(HANG_SECONDS),
+        log_dir=tmp_path,
+    ) as server:
         for decoder, results in by_cli.items():
             for path, result in zip(paths, results):
                 with open(path, "rb") as handle:
-                    response = httpx.post(f"{server.url}/transcribe?decoder={decoder}", files={"file": handle},
-                                          timeout=HANG_SECONDS)
+                    response = httpx.post(
+                        f"{server.url}/transcribe?decoder={decoder}", files={"file": handle}, timeout=HANG_SECONDS
+                    )
                 assert response.status_code == 200, response.text
                 served = response.json()
                 assert served["text"] == result["text"], (decoder, path)
@@ -90,8 +137,10 @@ def test_cli_evaluate_and_server_agree(exported_folder, family, lm, recordings, 
 
 def test_word_timestamps_as_text(exported_folder):
     """Without --json, each transcript line is followed by one line per word."""
-    (result,) = [json.loads(line) for line in cli("--model", str(exported_folder), "--json", "--word-timestamps",
-                                                  str(SHORT)).stdout.splitlines()]
+    (result,) = [
+        json.loads(line)
+        for line in cli("--model", str(exported_folder), "--json", "--word-timestamps", str(SHORT)).stdout.splitlines()
+    ]
     lines = cli("--model", str(exported_folder), "--word-timestamps", str(SHORT)).stdout.splitlines()
     assert lines[0] == f"{SHORT}\t{result['text']}"
     assert len(lines) == 1 + len(result["words"]) > 1
@@ -102,10 +151,13 @@ def test_word_timestamps_as_text(exported_folder):
 
 
 def test_exported_models_transcribe_without_torch(exported_folder):
-    script = ("import sys; from model.__main__ import main; "
-              f"code = main(['transcribe', '--model', {str(exported_folder)!r}, {str(SHORT)!r}]); "
-              "print(code, 'torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
-                            timeout=HANG_SECONDS)
+    script = (
+        "import sys; from model.__main__ import main; "
+        f"code = main(['transcribe', '--model', {str(exported_folder)!r}, {str(SHORT)!r}]); "
+        "print(code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=HANG_SECONDS
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "0 False"

@@ -18,7 +18,6 @@ import soundfile
 import torch
 import transformers
 
-from conftest import save_tiny_hf_model
 from model.__main__ import main
 from model.audio import normalize
 from model.features import FeatureExtractor, Progress, units_line
@@ -26,6 +25,8 @@ from model.pytorch.checkpoint import CheckpointError
 from model.pytorch.representations import load_representations
 from model.pytorch.wav2vec1_fairseq import load_wav2vec1_checkpoint
 from model.transcribe import Windowing
+
+from conftest import save_tiny_hf_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wav2vec1"
 CLIP = FIXTURES / "clip.flac"
@@ -71,8 +72,24 @@ def test_cli_writes_codes_units_and_context(tmp_path):
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF, but nothing else")
     model = FIXTURES / f"{name}.cfg.pt"
-    assert main(["features", "--model", str(model), "--layer", "codes", "--units", "--out", str(tmp_path / "codes"),
-                 str(audio), str(broken), str(CLIP)]) == 1  # the broken file fails; the others are written
+    assert (
+        main(
+            [
+                "features",
+                "--model",
+                str(model),
+                "--layer",
+                "codes",
+                "--units",
+                "--out",
+                str(tmp_path / "codes"),
+                str(audio),
+                str(broken),
+                str(CLIP),
+            ]
+        )
+        == 1
+    )  # the broken file fails; the others are written
     codes = np.load(tmp_path / "codes" / "utterance one.npy")
     np.testing.assert_array_equal(codes, expected["codes"])
     lines = (tmp_path / "codes" / "units.txt").read_text().splitlines()
@@ -91,9 +108,10 @@ def test_cli_errors_are_one_line_and_files_continue(tmp_path, capsys):
     assert (tmp_path / "out" / "clip.npy").is_file() and not (tmp_path / "out" / "broken.npy").exists()
     assert capsys.readouterr().err.count("error: ") == 1
     for arguments, message in (
-            (["--layer", "codes"], "has no layer 'codes'; choose one of z, c"),
-            (["--units"], "--units writes codes as text"),
-            (["--layer", "z", "--chunk-seconds", "0"], "--chunk-seconds must be positive")):
+        (["--layer", "codes"], "has no layer 'codes'; choose one of z, c"),
+        (["--units"], "--units writes codes as text"),
+        (["--layer", "z", "--chunk-seconds", "0"], "--chunk-seconds must be positive"),
+    ):
         assert main(["features", "--model", model, "--out", str(tmp_path / "x"), *arguments, str(CLIP)]) == 1
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1
@@ -119,17 +137,25 @@ def _edited(tmp_path: Path, name: str, edit) -> Path:
     return path
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda s: s["cfg"]["model"].update(aggregator="lstm"), "aggregator='lstm' is not supported"),
-    (lambda s: s["cfg"]["model"].update(vq_type="rvq"), "vq_type='rvq' is not supported"),
-    (lambda s: s["cfg"]["model"].update(conv_aggregator_layers="[(16, 2, 2)]"), "stride other than 1"),
-    (lambda s: s["cfg"]["model"].update(conv_aggregator_layers="__import__('os')"), "unsupported convolution layer"),
-    (lambda s: s["cfg"]["model"].update(vq_dim=8), "needs vq_dim equal to the encoder's dimension"),
-    (lambda s: s["model"].pop("vector_quantizer.embedding"), "missing vector_quantizer.embedding"),
-    (lambda s: s["model"].update({"extra.weight": torch.zeros(1)}), "unexpected extra.weight"),
-    (lambda s: s["model"].update({"vector_quantizer.embedding": torch.zeros(3, 2, 8)}),
-     "vector_quantizer.embedding has shape (3, 2, 8)"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s["cfg"]["model"].update(aggregator="lstm"), "aggregator='lstm' is not supported"),
+        (lambda s: s["cfg"]["model"].update(vq_type="rvq"), "vq_type='rvq' is not supported"),
+        (lambda s: s["cfg"]["model"].update(conv_aggregator_layers="[(16, 2, 2)]"), "stride other than 1"),
+        (
+            lambda s: s["cfg"]["model"].update(conv_aggregator_layers="__import__('os')"),
+            "unsupported convolution layer",
+        ),
+        (lambda s: s["cfg"]["model"].update(vq_dim=8), "needs vq_dim equal to the encoder's dimension"),
+        (lambda s: s["model"].pop("vector_quantizer.embedding"), "missing vector_quantizer.embedding"),
+        (lambda s: s["model"].update({"extra.weight": torch.zeros(1)}), "unexpected extra.weight"),
+        (
+            lambda s: s["model"].update({"vector_quantizer.embedding": torch.zeros(3, 2, 8)}),
+            "vector_quantizer.embedding has shape (3, 2, 8)",
+        ),
+    ],
+)
 def test_unsupported_or_mismatched_checkpoints_fail_clearly(tmp_path, edit, message):
     with pytest.raises(CheckpointError, match="edited-vq-wav2vec-kmeans.pt") as error:
         load_wav2vec1_checkpoint(_edited(tmp_path, "vq-wav2vec-kmeans", edit))
@@ -149,8 +175,8 @@ def test_long_audio_runs_in_windows_stitched_frame_exactly():
         hop = representations.config.samples_per_frame
         start, end = 2 * 16000 - 8000, 3 * 16000 + 8000  # the window whose core is seconds 2-3
         alone = representations(samples[start:end], layer)
-        core = alone[8000 // hop:8000 // hop + 16000 // hop]
-        np.testing.assert_allclose(windowed[2 * 16000 // hop:3 * 16000 // hop], core, rtol=0, atol=1e-6)
+        core = alone[8000 // hop : 8000 // hop + 16000 // hop]
+        np.testing.assert_allclose(windowed[2 * 16000 // hop : 3 * 16000 // hop], core, rtol=0, atol=1e-6)
         if layer != "codes":  # group norms see a window, not the whole: close, not equal
             assert np.corrcoef(windowed.ravel(), whole.ravel())[0, 1] > 0.95
 
@@ -203,8 +229,11 @@ def _fairseq_available() -> bool:
     return importlib.util.find_spec("fairseq") is not None
 
 
-@pytest.mark.skipif(not _fairseq_available(), reason="fairseq (the oracle) is not installed: the fixtures stand in "
-                                                     "for it (tests/fixtures/wav2vec1/make_fixtures.py)")
+@pytest.mark.skipif(
+    not _fairseq_available(),
+    reason="fairseq (the oracle) is not installed: the fixtures stand in "
+    "for it (tests/fixtures/wav2vec1/make_fixtures.py)",
+)
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_live_oracle(tmp_path, name):
     """fairseq builds each architecture with fresh random weights; its checkpoints, in both styles,

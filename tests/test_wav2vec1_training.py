@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from test_wav2vec1 import ARCHITECTURES, CLIP, FIXTURES
 
-from conftest import DATA, REPO, needs_data
 from model.__main__ import main as model_main
 from model.pytorch.wav2vec1 import Wav2VecConfig, Wav2VecModel
 from model.pytorch.wav2vec1_fairseq import load_wav2vec1_checkpoint, save_wav2vec1_checkpoint
@@ -20,7 +20,7 @@ from training.config import PretrainConfig, load_config
 from training.pretrain import pretrain
 from training.wav2vec1_objective import Wav2VecObjective, sample_negatives
 
-from test_wav2vec1 import ARCHITECTURES, CLIP, FIXTURES
+from conftest import DATA, REPO, needs_data
 
 UNLABELED = "unlabeled-librispeech"
 
@@ -56,14 +56,17 @@ def test_negatives_are_other_frames_never_the_positive():
     assert len(np.unique(negatives[0, :, :10])) > 40
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["objective=wav2vec3"], "unknown objective 'wav2vec3'"),
-    (["objective=vq-wav2vec"], "needs a quantizer: set model.vq_type"),
-    (["objective=wav2vec", "model.vq_type=kmeans"], "use objective vq-wav2vec"),
-    (["objective=wav2vec", "model.hidden_size=64"], "unknown model settings for objective wav2vec: hidden_size"),
-    (["objective=wav2vec", "features.do_normalize=true"], "not from features"),
-    (["objective=wav2vec", "model.aggregator=lstm"], "aggregator='lstm' is not supported"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["objective=wav2vec3"], "unknown objective 'wav2vec3'"),
+        (["objective=vq-wav2vec"], "needs a quantizer: set model.vq_type"),
+        (["objective=wav2vec", "model.vq_type=kmeans"], "use objective vq-wav2vec"),
+        (["objective=wav2vec", "model.hidden_size=64"], "unknown model settings for objective wav2vec: hidden_size"),
+        (["objective=wav2vec", "features.do_normalize=true"], "not from features"),
+        (["objective=wav2vec", "model.aggregator=lstm"], "aggregator='lstm' is not supported"),
+    ],
+)
 def test_config_errors_name_the_setting(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(PretrainConfig, None, ["model={}", *overrides])
@@ -78,25 +81,54 @@ def test_project_features_and_sample_distance_are_refused():
 def _tiny(objective: str, tmp_path, **model) -> PretrainConfig:
     files = sorted((DATA / UNLABELED).glob("*.flac"))[:12]
     manifest = tmp_path / "unlabeled.jsonl"
-    manifest.write_text("".join(json.dumps({"audio": str(path), "duration": soundfile.info(path).duration}) + "\n"
-                                for path in files))
+    manifest.write_text(
+        "".join(json.dumps({"audio": str(path), "duration": soundfile.info(path).duration}) + "\n" for path in files)
+    )
     layers = "[(32, 10, 5), (32, 8, 4), (32, 4, 2), (32, 4, 2), (32, 4, 2)]"
-    return load_config(PretrainConfig, None, [
-        "model={}", f"objective={objective}", f"manifest={manifest}", f"output_dir={tmp_path / 'run'}", "max_steps=60",
-        "learning_rate=3e-3", "warmup_steps=5", "weight_decay=0", "max_batch_seconds=6", "max_sample_seconds=1.5",
-        "log_every=5", "save_every=30", f"model.conv_feature_layers={json.dumps(layers)}",
-        "model.conv_aggregator_layers='[(32, 2, 1), (32, 3, 1), (32, 4, 1)]'", "model.prediction_steps=4",
-        "model.infonce=true",  # binary cross-entropy sits on its trivial plateau for the first hundreds of updates
-        *[f"model.{key}={value}" for key, value in model.items()]])
+    return load_config(
+        PretrainConfig,
+        None,
+        [
+            "model={}",
+            f"objective={objective}",
+            f"manifest={manifest}",
+            f"output_dir={tmp_path / 'run'}",
+            "max_steps=60",
+            "learning_rate=3e-3",
+            "warmup_steps=5",
+            "weight_decay=0",
+            "max_batch_seconds=6",
+            "max_sample_seconds=1.5",
+            "log_every=5",
+            "save_every=30",
+            f"model.conv_feature_layers={json.dumps(layers)}",
+            "model.conv_aggregator_layers='[(32, 2, 1), (32, 3, 1), (32, 4, 1)]'",
+            "model.prediction_steps=4",
+            "model.infonce=true",  # binary cross-entropy sits on its trivial plateau for the first hundreds of updates
+            *[f"model.{key}={value}" for key, value in model.items()],
+        ],
+    )
 
 
 @needs_data(UNLABELED)
-@pytest.mark.parametrize("objective, model", [
-    ("wav2vec", {}),
-    ("vq-wav2vec", {"vq_type": "gumbel", "vq_vars": 16, "vq_depth": 2, "combine_groups": "true",
-                    "vq_temp": "[2.0, 0.5, 0.95]"}),
-    ("vq-wav2vec", {"vq_type": "kmeans", "vq_vars": 16}),
-], ids=["wav2vec", "vq-gumbel", "vq-kmeans"])
+@pytest.mark.parametrize(
+    "objective, model",
+    [
+        ("wav2vec", {}),
+        (
+            "vq-wav2vec",
+            {
+                "vq_type": "gumbel",
+                "vq_vars": 16,
+                "vq_depth": 2,
+                "combine_groups": "true",
+                "vq_temp": "[2.0, 0.5, 0.95]",
+            },
+        ),
+        ("vq-wav2vec", {"vq_type": "kmeans", "vq_vars": 16}),
+    ],
+    ids=["wav2vec", "vq-gumbel", "vq-kmeans"],
+)
 def test_pretraining_on_real_speech_learns_and_saves_a_features_checkpoint(tmp_path, objective, model):
     torch.set_num_threads(1)
     config = _tiny(objective, tmp_path, **model)
@@ -112,25 +144,35 @@ def test_pretraining_on_real_speech_learns_and_saves_a_features_checkpoint(tmp_p
     else:  # at this size and length it only reaches its plateau (docs/wav2vec-family.md): the loss falls to it
         assert mean("loss", slice(-2, None)) < mean("loss", slice(0, 1))
     if model.get("vq_type") == "gumbel":
-        assert records[-1]["gumbel_temperature"] == pytest.approx(max(2.0 * 0.95 ** 59, 0.5), rel=1e-3)
+        assert records[-1]["gumbel_temperature"] == pytest.approx(max(2.0 * 0.95**59, 0.5), rel=1e-3)
     assert last == tmp_path / "run" / "checkpoint-60"
     layer = "codes" if objective == "vq-wav2vec" else "c"
-    assert model_main(["features", "--model", str(last), "--layer", layer, "--out", str(tmp_path / "out"),
-                       str(CLIP)]) == 0
+    assert (
+        model_main(["features", "--model", str(last), "--layer", layer, "--out", str(tmp_path / "out"), str(CLIP)]) == 0
+    )
     values = np.load(tmp_path / "out" / "clip.npy")
     assert len(values) == 198
     if layer == "codes":
         assert values.dtype == np.int64 and values.shape[1] == 2
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fairseq") is None,
-                    reason="fairseq (the oracle) is not installed: its loading of our checkpoints is checked live only")
+@pytest.mark.skipif(
+    importlib.util.find_spec("fairseq") is None,
+    reason="fairseq (the oracle) is not installed: its loading of our checkpoints is checked live only",
+)
 def test_fairseq_loads_our_checkpoints(tmp_path):
-    from fairseq.models.wav2vec import Wav2VecConfig as FairseqConfig, Wav2VecModel as FairseqModel
+    from fairseq.models.wav2vec import Wav2VecConfig as FairseqConfig
+    from fairseq.models.wav2vec import Wav2VecModel as FairseqModel
 
     torch.manual_seed(0)
-    ours = Wav2VecModel(Wav2VecConfig(conv_feature_layers=[(16, 10, 5), (16, 8, 4)], vq_type="kmeans", vq_vars=8,
-                                      conv_aggregator_layers=[(16, 2, 1), (24, 3, 1)])).eval()
+    ours = Wav2VecModel(
+        Wav2VecConfig(
+            conv_feature_layers=[(16, 10, 5), (16, 8, 4)],
+            vq_type="kmeans",
+            vq_vars=8,
+            conv_aggregator_layers=[(16, 2, 1), (24, 3, 1)],
+        )
+    ).eval()
     saved = torch.load(save_wav2vec1_checkpoint(ours, tmp_path / "model.pt"), weights_only=False)
     options = {key: value for key, value in saved["cfg"]["model"].items() if key != "_name"}
     options["vq_temp"] = tuple(options["vq_temp"])

@@ -19,14 +19,16 @@ import pytest
 import soundfile
 import websockets
 
-from conftest import DATA, REPO, needs_data, require_data, run_server
 from model.audio import load_audio
+
+from conftest import DATA, REPO, needs_data, require_data, run_server
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run "
-           "installs them)")
+    "installs them)",
+)
 
 WAIT = 60  # seconds: the longest any condition below may take; each wait ends as soon as it holds
 RECORDING = DATA / "fsdd" / "recordings" / "7_jackson_0.wav"  # real speech, from the FSDD test split
@@ -56,10 +58,17 @@ def browser(tmp_path: Path, microphone: Path | None = None, width: int = 1000, h
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--window-size={width},{height}",
-                     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                     "--autoplay-policy=no-user-gesture-required"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--window-size={width},{height}",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        "--autoplay-policy=no-user-gesture-required",
+    ):
         options.add_argument(argument)
     if microphone is not None:  # played once, not looped
         options.add_argument(f"--use-file-for-fake-audio-capture={microphone}%noloop")
@@ -94,8 +103,11 @@ def live_session(driver, until_seconds: float, while_recording=None) -> None:
     wait_for(driver, lambda d: element(d, "live").get_attribute("data-state") == "listening", "the stream to open")
     if while_recording is not None:
         while_recording(driver)
-    wait_for(driver, lambda d: float(element(d, "live").get_attribute("data-sent-seconds")) >= until_seconds,
-             f"{until_seconds:.1f} s of audio sent")
+    wait_for(
+        driver,
+        lambda d: float(element(d, "live").get_attribute("data-sent-seconds")) >= until_seconds,
+        f"{until_seconds:.1f} s of audio sent",
+    )
     element(driver, "stop").click()
     wait_for(driver, lambda d: element(d, "live").get_attribute("data-state") == "stopped", "the stream's end")
 
@@ -145,15 +157,14 @@ def test_microphone_and_file_give_the_servers_transcript(digit_recording, tmp_pa
             # comes is added after it, its times after the first session's audio.
             live_session(driver, until_seconds=1.5)
             again = driver.find_elements("css selector", "#finals .segment")
-            assert [s.find_element("class name", "text").text for s in again][:len(texts)] == texts
+            assert [s.find_element("class name", "text").text for s in again][: len(texts)] == texts
             assert len(again) > len(texts), "the second session's speech is added"
             later = [s.find_element("class name", "time").text for s in again]
             assert later == sorted(later) and later[len(texts)] >= times[-1]
             texts = [s.find_element("class name", "text").text for s in again]
             downloads = tmp_path / "downloads"
             downloads.mkdir()
-            driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow",
-                                                                   "downloadPath": str(downloads)})
+            driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
             driver.find_element("css selector", '.tools[data-for="live"] [data-action="txt"]').click()
             wait_for(driver, lambda d: (downloads / "transcript.txt").exists(), "the download")
             assert (downloads / "transcript.txt").read_text().split("\n")[:-1] == texts
@@ -163,15 +174,18 @@ def test_microphone_and_file_give_the_servers_transcript(digit_recording, tmp_pa
             assert element(driver, "file-text").text == expected["text"]
             rows = driver.find_elements("css selector", "#words tbody tr")
             assert [row.find_elements("tag name", "td")[0].text for row in rows] == expected["text"].split()
-            assert [float(row.find_elements("tag name", "td")[1].text) for row in rows] == \
-                [round(word["start"], 2) for word in expected["words"]]
+            assert [float(row.find_elements("tag name", "td")[1].text) for row in rows] == [
+                round(word["start"], 2) for word in expected["words"]
+            ]
 
             driver.save_screenshot(str(tmp_path / "web-ui.png"))
 
             # A phone's screen (headless windows are at least 500 px wide; emulation goes narrower):
             # nothing is wider than it.
-            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                   {"width": PHONE_WIDTH, "height": 1400, "deviceScaleFactor": 1, "mobile": True})
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": PHONE_WIDTH, "height": 1400, "deviceScaleFactor": 1, "mobile": True},
+            )
             assert driver.execute_script("return window.innerWidth") == PHONE_WIDTH
             assert driver.execute_script("return document.documentElement.scrollWidth") <= PHONE_WIDTH
             for control in ("start", "stop", "clear", "model", "decoder", "hotwords", "phrases", "transcribe"):
@@ -179,9 +193,11 @@ def test_microphone_and_file_give_the_servers_transcript(digit_recording, tmp_pa
                 box = element(driver, control).rect
                 assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE_WIDTH, control
             for field in ("hotwords", "phrases"):  # its hint is not cut
-                assert driver.execute_script("const f = arguments[0]; f.value = f.placeholder; const fits = "
-                                             "f.scrollWidth <= f.clientWidth; f.value = ''; return fits;",
-                                             element(driver, field)), field
+                assert driver.execute_script(
+                    "const f = arguments[0]; f.value = f.placeholder; const fits = "
+                    "f.scrollWidth <= f.clientWidth; f.value = ''; return fits;",
+                    element(driver, field),
+                ), field
             driver.save_screenshot(str(tmp_path / "web-ui-phone.png"))
             if os.environ.get("UPDATE_SCREENSHOTS"):
                 SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -204,8 +220,16 @@ def test_options_exports_and_unsure_words(digit_recording, tmp_path):
     marked without hovering."""
     from selenium.webdriver.support.ui import Select
 
-    english = DATA / "realspeech" / "audio" / "pocketsphinx" / "test" / "data" / "librivox" / \
-        "sense_and_sensibility_01_austen_64kb-0880.wav"  # not digits: the model hesitates between answers
+    english = (
+        DATA
+        / "realspeech"
+        / "audio"
+        / "pocketsphinx"
+        / "test"
+        / "data"
+        / "librivox"
+        / "sense_and_sensibility_01_austen_64kb-0880.wav"
+    )  # not digits: the model hesitates between answers
     with run_server(None, "--min-confidence", "0.96", log_dir=tmp_path) as server:
         fields = {"decoder": "beam", "alternatives": "3", "hotwords": "nine"}
 
@@ -240,26 +264,30 @@ def test_options_exports_and_unsure_words(digit_recording, tmp_path):
             style = driver.execute_script("return getComputedStyle(arguments[0]).textDecorationLine", marked[0])
             assert "underline" in style, "marked for everyone, not only on hover"
             sure = driver.find_element("css selector", "#file-text .word:not(.low)")
-            assert "underline" not in driver.execute_script("return getComputedStyle(arguments[0])"
-                                                            ".textDecorationLine", sure)
+            assert "underline" not in driver.execute_script(
+                "return getComputedStyle(arguments[0]).textDecorationLine", sure
+            )
 
             downloads = tmp_path / "downloads"
             downloads.mkdir()
-            driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow",
-                                                                   "downloadPath": str(downloads)})
+            driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
             for kind in ("srt", "json"):
                 driver.find_element("css selector", f'.tools[data-for="file"] [data-action="{kind}"]').click()
-                wait_for(driver, lambda d: (downloads / f"digits.{kind}").exists(), f"the {kind} download")
+                wait_for(driver, lambda d, kind=kind: (downloads / f"digits.{kind}").exists(), f"the {kind} download")
             assert (downloads / "digits.srt").read_text() == subtitles
             saved = json.loads((downloads / "digits.json").read_text())
             assert saved["text"] == expected["text"] and saved["model"] == "digits"
             assert [w["word"] for s in saved["segments"] for w in s["words"]] == expected["text"].split()
 
-            driver.execute_cdp_cmd("Browser.grantPermissions", {"permissions": ["clipboardReadWrite",
-                                                                                "clipboardSanitizedWrite"]})
+            driver.execute_cdp_cmd(
+                "Browser.grantPermissions", {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}
+            )
             driver.find_element("css selector", '.tools[data-for="file"] [data-action="copy"]').click()
-            wait_for(driver, lambda d: "copied" in d.find_element("css selector", '.tools[data-for="file"] '
-                                                                                  '.tool-state').text, "the copy")
+            wait_for(
+                driver,
+                lambda d: "copied" in d.find_element("css selector", '.tools[data-for="file"] .tool-state').text,
+                "the copy",
+            )
             copied = driver.execute_async_script("navigator.clipboard.readText().then(arguments[0])")
             assert copied.split() == expected["text"].split()
         finally:
@@ -298,12 +326,18 @@ def test_errors_are_shown_in_words(family, request, tmp_path):
                 async with websockets.connect(url, additional_headers={"authorization": "Bearer right-key"}) as taken:
                     await taken.send(json.dumps({"endpointing": False}))
                     await asyncio.to_thread(element(driver, "start").click)
-                    await asyncio.to_thread(wait_for, driver, lambda d: element(d, "live").get_attribute(
-                        "data-state") == "stopped", "the refusal")
+                    await asyncio.to_thread(
+                        wait_for,
+                        driver,
+                        lambda d: element(d, "live").get_attribute("data-state") == "stopped",
+                        "the refusal",
+                    )
 
             asyncio.run(while_the_only_stream_is_taken())
-            assert "busy" in element(driver, "live-error").text and "at most 1 streams" in \
-                element(driver, "live-error").text
+            assert (
+                "busy" in element(driver, "live-error").text
+                and "at most 1 streams" in element(driver, "live-error").text
+            )
 
             live_session(driver, until_seconds=1.0)  # the stream is free again and the key is right
             assert element(driver, "live-error").get_attribute("hidden"), element(driver, "live-error").text
@@ -362,10 +396,20 @@ def test_the_pages_key_goes_in_the_stream_config(family, request, tmp_path):
 
         base = {"endpointing": False, "decoder": "greedy"}
         (final,) = asyncio.run(attempt({**base, "api_key": "k1"}))
-        assert final["type"] == "final" and final["text"] == httpx.post(
-            server.url + "/transcribe", files={"file": RECORDING.read_bytes()}, data={"decoder": "greedy"},
-            headers={"authorization": "Bearer k1"}).json()["text"]
-        for config, headers in (({**base, "api_key": "k2"}, None), (base, None),
-                                ({**base, "api_key": "k1"}, {"authorization": "Bearer wrong"})):
+        assert (
+            final["type"] == "final"
+            and final["text"]
+            == httpx.post(
+                server.url + "/transcribe",
+                files={"file": RECORDING.read_bytes()},
+                data={"decoder": "greedy"},
+                headers={"authorization": "Bearer k1"},
+            ).json()["text"]
+        )
+        for config, headers in (
+            ({**base, "api_key": "k2"}, None),
+            (base, None),
+            ({**base, "api_key": "k1"}, {"authorization": "Bearer wrong"}),
+        ):
             (error,) = asyncio.run(attempt(config, headers))
             assert error["error"] == "invalid_api_key", (config, headers)

@@ -63,8 +63,12 @@ class Augmentation:
             if value is None:
                 continue
             if name in RANGES:
-                if (not isinstance(value, (list, tuple)) or len(value) != 2
-                        or not all(isinstance(v, (int, float)) for v in value) or value[0] > value[1]):
+                if (
+                    not isinstance(value, (list, tuple))
+                    or len(value) != 2
+                    or not all(isinstance(v, (int, float)) for v in value)
+                    or value[0] > value[1]
+                ):
                     raise ValueError(f"augment.{name}: a range [low, high], got {value!r}")
                 settings[name] = (float(value[0]), float(value[1]))
             elif name in PROBABILITIES:
@@ -72,15 +76,22 @@ class Augmentation:
                     raise ValueError(f"augment.{name}: a probability between 0 and 1, got {value!r}")
                 settings[name] = float(value)
             elif name == "noise_kinds":
-                if (not isinstance(value, (list, tuple)) or not value
-                        or not all(isinstance(v, str) and v in NOISE_KINDS for v in value)):
+                if (
+                    not isinstance(value, (list, tuple))
+                    or not value
+                    or not all(isinstance(v, str) and v in NOISE_KINDS for v in value)
+                ):
                     raise ValueError(f"augment.{name}: a list of {', '.join(NOISE_KINDS)}, got {value!r}")
                 settings[name] = tuple(value)
             else:  # resample_rates
-                if (not isinstance(value, (list, tuple)) or not value
-                        or not all(isinstance(v, int) and 1000 <= v <= 192000 for v in value)):
-                    raise ValueError(f"augment.{name}: a list of sampling rates in Hz, e.g. [8000, 44100], "
-                                     f"got {value!r}")
+                if (
+                    not isinstance(value, (list, tuple))
+                    or not value
+                    or not all(isinstance(v, int) and 1000 <= v <= 192000 for v in value)
+                ):
+                    raise ValueError(
+                        f"augment.{name}: a list of sampling rates in Hz, e.g. [8000, 44100], got {value!r}"
+                    )
                 settings[name] = tuple(value)
         if "speed" in settings and settings["speed"][0] <= 0:
             raise ValueError(f"augment.speed: factors above 0, got {list(settings['speed'])}")
@@ -95,12 +106,19 @@ class Augmentation:
 
     @property
     def active(self) -> bool:
-        return (self.speed != (1.0, 1.0) or self.resample_prob > 0 or self.band_prob > 0
-                or self.volume_db is not None or (self.noise_snr_db is not None and self.noise_prob > 0)
-                or (self.pad_seconds is not None and self.pad_prob > 0) or self.reverb_prob > 0)
+        return (
+            self.speed != (1.0, 1.0)
+            or self.resample_prob > 0
+            or self.band_prob > 0
+            or self.volume_db is not None
+            or (self.noise_snr_db is not None and self.noise_prob > 0)
+            or (self.pad_seconds is not None and self.pad_prob > 0)
+            or self.reverb_prob > 0
+        )
 
-    def __call__(self, samples: np.ndarray, rate: int, generator: np.random.Generator,
-                 others: list[np.ndarray] = ()) -> np.ndarray:
+    def __call__(
+        self, samples: np.ndarray, rate: int, generator: np.random.Generator, others: list[np.ndarray] = ()
+    ) -> np.ndarray:
         """`others`: utterances that babble may be made of (without them, babble is pink noise)."""
         # Every draw happens whether or not it is used, so one setting's change does not shift the others'.
         factor = generator.uniform(*self.speed)
@@ -120,8 +138,9 @@ class Augmentation:
             samples = soxr.resample(samples, rate * factor, rate)
         power = float(np.mean(np.square(samples, dtype=np.float64))) if len(samples) else 0.0
         if padded:
-            samples = np.concatenate([np.zeros(round(before * rate), np.float32), samples,
-                                      np.zeros(round(after * rate), np.float32)])
+            samples = np.concatenate(
+                [np.zeros(round(before * rate), np.float32), samples, np.zeros(round(after * rate), np.float32)]
+            )
         if reverberant:
             samples = reverberate(samples, rate, rt60, generator)
         if resample and through != rate:
@@ -145,13 +164,14 @@ def reverberate(samples: np.ndarray, rate: int, rt60: float, generator: np.rando
     response = generator.standard_normal(length) * decay * 0.1
     response[0] = 1.0  # the direct path
     size = _fast_size(len(samples) + length - 1)
-    wet = np.fft.irfft(np.fft.rfft(samples, size) * np.fft.rfft(response, size), size)[:len(samples)]
+    wet = np.fft.irfft(np.fft.rfft(samples, size) * np.fft.rfft(response, size), size)[: len(samples)]
     level = np.sqrt(np.mean(np.square(samples, dtype=np.float64)) / max(np.mean(np.square(wet)), 1e-20))
     return (wet * level).astype(np.float32)
 
 
-def make_noise(kind: str, length: int, rate: int, generator: np.random.Generator,
-               others: list[np.ndarray] = ()) -> np.ndarray:
+def make_noise(
+    kind: str, length: int, rate: int, generator: np.random.Generator, others: list[np.ndarray] = ()
+) -> np.ndarray:
     """`length` samples of noise of unit power."""
     if kind == "babble" and others:
         noise = np.zeros(length)
@@ -160,12 +180,14 @@ def make_noise(kind: str, length: int, rate: int, generator: np.random.Generator
             if len(voice):
                 tiled = np.resize(voice, length + len(voice))
                 start = int(generator.integers(len(voice)))
-                noise += tiled[start:start + length] / max(np.sqrt(np.mean(np.square(voice))), 1e-6)
+                noise += tiled[start : start + length] / max(np.sqrt(np.mean(np.square(voice))), 1e-6)
     elif kind == "hum":
         mains = generator.choice([50.0, 60.0])
         time = np.arange(length) / rate
-        noise = sum(np.sin(2 * np.pi * mains * harmonic * time + generator.uniform(0, 2 * np.pi)) / harmonic
-                    for harmonic in range(1, 6))
+        noise = sum(
+            np.sin(2 * np.pi * mains * harmonic * time + generator.uniform(0, 2 * np.pi)) / harmonic
+            for harmonic in range(1, 6)
+        )
         noise = noise + 0.3 * _coloured(length, 1.0, generator)
     else:
         noise = _coloured(length, {"white": 0.0, "pink": 1.0, "brown": 2.0, "babble": 1.0}[kind], generator)
@@ -195,4 +217,4 @@ def band_pass(samples: np.ndarray, rate: int, low_hz: float, high_hz: float) -> 
     spectrum = np.fft.rfft(samples, size)
     frequencies = np.fft.rfftfreq(size, 1 / rate)
     spectrum[(frequencies < low_hz) | (frequencies > high_hz)] = 0
-    return np.fft.irfft(spectrum, n=size)[:len(samples)].astype(np.float32)
+    return np.fft.irfft(spectrum, n=size)[: len(samples)].astype(np.float32)

@@ -15,8 +15,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def make_batches(durations: list[float], max_batch_seconds: float, seed: int, epoch: int, max_utterances: int = 0,
-                 by_length: bool = True, length_pool: int = 0) -> list[list[int]]:
+def make_batches(
+    durations: list[float],
+    max_batch_seconds: float,
+    seed: int,
+    epoch: int,
+    max_utterances: int = 0,
+    by_length: bool = True,
+    length_pool: int = 0,
+) -> list[list[int]]:
     """One epoch's batches of utterance indices.
 
     `by_length` False draws batches at random (more padding), or, with `length_pool` > 0, from pools of
@@ -32,7 +39,7 @@ def make_batches(durations: list[float], max_batch_seconds: float, seed: int, ep
         pools = [order]
         if length_pool > 0:
             lengths = np.asarray(durations)
-            pools = [order[start:start + length_pool] for start in range(0, len(order), length_pool)]
+            pools = [order[start : start + length_pool] for start in range(0, len(order), length_pool)]
             pools = [pool[np.argsort(lengths[pool], kind="stable")] for pool in pools]
     batches = []
     for pool in pools:
@@ -59,8 +66,17 @@ def _cut(order, durations: list[float], max_batch_seconds: float, max_utterances
 class BatchStream:
     """Endless batches, epoch after epoch; `state()` / `restore()` give the position for resuming."""
 
-    def __init__(self, durations: list[float], max_batch_seconds: float, seed: int, rank: int = 0, world: int = 1,
-                 max_utterances: int = 0, by_length: bool = True, length_pool: int = 0):
+    def __init__(
+        self,
+        durations: list[float],
+        max_batch_seconds: float,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        max_utterances: int = 0,
+        by_length: bool = True,
+        length_pool: int = 0,
+    ):
         self.durations, self.max_batch_seconds, self.seed = durations, max_batch_seconds, seed
         self.max_utterances, self.by_length, self.length_pool = max_utterances, by_length, length_pool
         self.rank, self.world = rank, world
@@ -68,12 +84,19 @@ class BatchStream:
         self._batches = self._epoch_batches()
 
     def _epoch_batches(self) -> list[list[int]]:
-        batches = make_batches(self.durations, self.max_batch_seconds, self.seed, self.epoch, self.max_utterances,
-                               self.by_length, self.length_pool)
+        batches = make_batches(
+            self.durations,
+            self.max_batch_seconds,
+            self.seed,
+            self.epoch,
+            self.max_utterances,
+            self.by_length,
+            self.length_pool,
+        )
         usable = len(batches) - len(batches) % self.world  # every process gets as many batches
         if usable == 0:
             raise ValueError("fewer batches per epoch than processes: use more data or smaller batches")
-        return batches[self.rank:usable:self.world]
+        return batches[self.rank : usable : self.world]
 
     def __iter__(self):
         return self

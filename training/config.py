@@ -21,12 +21,30 @@ from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA
 # The paper's architectures, and one small enough to train on a CPU in minutes.
 PRESETS: dict[str, dict[str, Any]] = {
     "base": {},  # Wav2Vec2Config's defaults are wav2vec 2.0 base
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                  feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True, codevector_dim=768,
-                  proj_codevector_dim=768),
-    "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
-                 conv_dim=[64] * 7, num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=4,
-                 num_codevectors_per_group=32, num_codevector_groups=2, codevector_dim=64, proj_codevector_dim=64),
+    "large": dict(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
+        codevector_dim=768,
+        proj_codevector_dim=768,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=256,
+        conv_dim=[64] * 7,
+        num_conv_pos_embeddings=32,
+        num_conv_pos_embedding_groups=4,
+        num_codevectors_per_group=32,
+        num_codevector_groups=2,
+        codevector_dim=64,
+        proj_codevector_dim=64,
+    ),
 }
 
 
@@ -140,8 +158,15 @@ class FinetuneConfig(TrainerConfig):
 
 
 # Settings that shape the learning-rate schedule: a resumed run keeps its own unless asked (--reschedule).
-SCHEDULE_SETTINGS = ("learning_rate", "max_steps", "lr_schedule", "lr_phases", "init_lr_scale", "final_lr_scale",
-                     "warmup_steps")
+SCHEDULE_SETTINGS = (
+    "learning_rate",
+    "max_steps",
+    "lr_schedule",
+    "lr_phases",
+    "init_lr_scale",
+    "final_lr_scale",
+    "warmup_steps",
+)
 
 
 def model_config(section: dict[str, Any]) -> Wav2Vec2Config:

@@ -41,8 +41,16 @@ def group_by_speaker(entries: list[Entry], speaker: str) -> dict[str, list[Entry
     return dict(sorted(groups.items()))
 
 
-def connect(entries: list[Entry], out: Path, count: int, min_items: int, max_items: int, speaker: str,
-            pause: tuple[float, float] = (0.05, 0.6), seed: int = 0) -> list[Entry]:
+def connect(
+    entries: list[Entry],
+    out: Path,
+    count: int,
+    min_items: int,
+    max_items: int,
+    speaker: str,
+    pause: tuple[float, float] = (0.05, 0.6),
+    seed: int = 0,
+) -> list[Entry]:
     """Write `count` connected utterances and `out/manifest.jsonl`; returns the manifest's entries.
     Speakers take turns, so each has the same share whatever its number of recordings."""
     groups = list(group_by_speaker(entries, speaker).values())

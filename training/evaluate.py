@@ -19,8 +19,9 @@ from .metrics import error_rates
 CHUNK = 64  # utterances read and decoded at a time: a large manifest is never held in memory whole
 
 
-def transcripts(transcriber: Transcriber, utterances: list[np.ndarray], beam: BeamOptions = BeamOptions()
-                ) -> list[dict[str, Decoded]]:
+def transcripts(
+    transcriber: Transcriber, utterances: list[np.ndarray], beam: BeamOptions = BeamOptions()
+) -> list[dict[str, Decoded]]:
     """Each utterance decoded: {"greedy": ..., "beam": ... (when the transcriber has a language model)}."""
     rows = []
     for logits in transcriber.logits(utterances):
@@ -31,11 +32,14 @@ def transcripts(transcriber: Transcriber, utterances: list[np.ndarray], beam: Be
     return rows
 
 
-def hypotheses(transcriber: Transcriber, utterances: list[np.ndarray], beam: BeamOptions = BeamOptions()
-               ) -> list[dict[str, str]]:
+def hypotheses(
+    transcriber: Transcriber, utterances: list[np.ndarray], beam: BeamOptions = BeamOptions()
+) -> list[dict[str, str]]:
     """Each utterance's text: {"greedy": ..., "beam": ... (when the transcriber has a language model)}."""
-    return [{decoder: decoded.text for decoder, decoded in row.items()}
-            for row in transcripts(transcriber, utterances, beam)]
+    return [
+        {decoder: decoded.text for decoder, decoded in row.items()}
+        for row in transcripts(transcriber, utterances, beam)
+    ]
 
 
 def score(references: list[str], rows: list[dict[str, str]]) -> dict:
@@ -58,24 +62,30 @@ def low_confidence(references: list[str], decoded: list[Decoded], min_confidence
     ("correct": what that threshold would wrongly reject)."""
     right = [normalize_text(reference) == normalize_text(item.text) for reference, item in zip(references, decoded)]
     below = [item.confidence < min_confidence for item in decoded]
-    return {"min_confidence": min_confidence, "all": round(float(np.mean(below)), 4),
-            "correct": round(float(np.mean([low for low, ok in zip(below, right) if ok])), 4) if any(right) else None}
+    return {
+        "min_confidence": min_confidence,
+        "all": round(float(np.mean(below)), 4),
+        "correct": round(float(np.mean([low for low, ok in zip(below, right) if ok])), 4) if any(right) else None,
+    }
 
 
-def evaluate(transcriber: Transcriber, entries: list[Entry], beam: BeamOptions = BeamOptions(),
-             min_confidence: float = MIN_CONFIDENCE) -> dict:
+def evaluate(
+    transcriber: Transcriber,
+    entries: list[Entry],
+    beam: BeamOptions = BeamOptions(),
+    min_confidence: float = MIN_CONFIDENCE,
+) -> dict:
     """{"utterances": n, "greedy": rates, "beam": rates (with a language model), "details": [...]}; each
     decoder's rates with "low_confidence" (`low_confidence`)."""
     entries = labelled(entries)
     rows = []
     for first in range(0, len(entries), CHUNK):
-        chunk = entries[first:first + CHUNK]
+        chunk = entries[first : first + CHUNK]
         rows += transcripts(transcriber, [transcriber.recognizer.read(entry.audio) for entry in chunk], beam)
     references = [entry.text for entry in entries]
     report = score(references, [{decoder: decoded.text for decoder, decoded in row.items()} for row in rows])
     for decoder in rows[0]:
-        report[decoder]["low_confidence"] = low_confidence(references, [row[decoder] for row in rows],
-                                                           min_confidence)
+        report[decoder]["low_confidence"] = low_confidence(references, [row[decoder] for row in rows], min_confidence)
     report["details"] = []
     for entry, row in zip(entries, rows):
         detail = {"audio": str(entry.audio), "reference": entry.text}

@@ -39,9 +39,21 @@ from .augment import Augmentation
 from .batches import BatchStream
 from .config import SCHEDULE_SETTINGS, FinetuneConfig, feature_settings, model_config, save_config
 from .evaluate import CHUNK, hypotheses, score
-from .loop import (MetricsLog, Processes, adamw, autocast, gradient_sync, optimiser_step, prune_checkpoints,
-                   read_trainer_state, restore_trainer_state, resumed_schedule, save_trainer_state, tri_stage,
-                   warmup_then_linear_decay)
+from .loop import (
+    MetricsLog,
+    Processes,
+    adamw,
+    autocast,
+    gradient_sync,
+    optimiser_step,
+    prune_checkpoints,
+    read_trainer_state,
+    restore_trainer_state,
+    resumed_schedule,
+    save_trainer_state,
+    tri_stage,
+    warmup_then_linear_decay,
+)
 from .manifest import Entry, read_manifests
 from .pretraining import span_mask
 
@@ -118,8 +130,9 @@ class _Run:
 def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, processes: Processes) -> Path:
     run = _setup(config, resume, reschedule, processes)
     output, rate = run.output, run.features.sampling_rate
-    progress = tqdm(total=config.max_steps, initial=run.step, disable=not processes.main, unit="step",
-                    dynamic_ncols=True)
+    progress = tqdm(
+        total=config.max_steps, initial=run.step, disable=not processes.main, unit="step", dynamic_ncols=True
+    )
     last = None
     audio_seconds, train_seconds, updates, started = 0.0, 0.0, 0, time.perf_counter()
     try:
@@ -134,18 +147,26 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
             progress.update(1)
             if step % config.log_every == 0 or step == config.max_steps:
                 # Throughput counts training time only (not evaluation or checkpoints), since this process began.
-                record = {"step": step, "loss": round(processes.mean(loss_total), 6),
-                          "gradient_norm": round(run.gradient_norm, 4),
-                          "learning_rate": run.scheduler.get_last_lr()[0], "frozen": frozen,
-                          "audio_seconds_per_second": round(processes.mean(audio_seconds / train_seconds)
-                                                            * processes.world, 2),
-                          "seconds_per_update": round(train_seconds / updates, 4),
-                          "train_seconds": round(train_seconds, 3),
-                          "audio_seconds": round(audio_seconds * processes.world, 1),
-                          "wall_seconds": round(time.perf_counter() - started, 1)}
+                record = {
+                    "step": step,
+                    "loss": round(processes.mean(loss_total), 6),
+                    "gradient_norm": round(run.gradient_norm, 4),
+                    "learning_rate": run.scheduler.get_last_lr()[0],
+                    "frozen": frozen,
+                    "audio_seconds_per_second": round(
+                        processes.mean(audio_seconds / train_seconds) * processes.world, 2
+                    ),
+                    "seconds_per_update": round(train_seconds / updates, 4),
+                    "train_seconds": round(train_seconds, 3),
+                    "audio_seconds": round(audio_seconds * processes.world, 1),
+                    "wall_seconds": round(time.perf_counter() - started, 1),
+                }
                 run.log.write(record)
-                progress.set_postfix(loss=f"{record['loss']:.3f}", audio_s_per_s=record["audio_seconds_per_second"],
-                                     best_wer=f"{run.best['wer']:.4f}" if run.best else "-")
+                progress.set_postfix(
+                    loss=f"{record['loss']:.3f}",
+                    audio_s_per_s=record["audio_seconds_per_second"],
+                    best_wer=f"{run.best['wer']:.4f}" if run.best else "-",
+                )
             if run.evaluator is not None and (step % config.eval_every == 0 or step == config.max_steps):
                 _evaluate_and_keep(run, started, progress)
             if step % config.save_every == 0 or step == config.max_steps:
@@ -177,16 +198,34 @@ def _setup(config: FinetuneConfig, resume: Path | None, reschedule: bool, proces
     model.to(processes.device).train()
     train = _examples(entries, vocab, architecture, rate, config.max_sample_seconds, processes.main)
     # Only the main process evaluates.
-    evaluation = ([entry for entry in read_manifests(config.eval_manifest) if entry.text]
-                  if config.eval_manifest and processes.main else [])
-    audio = AudioStore([example.audio for example in train], [example.duration for example in train], rate,
-                       config.preload_gb * 1e9, config.decode_workers)
-    evaluation_audio = AudioStore([entry.audio for entry in evaluation], [entry.duration for entry in evaluation],
-                                  rate, config.preload_gb * 1e9, config.decode_workers)
+    evaluation = (
+        [entry for entry in read_manifests(config.eval_manifest) if entry.text]
+        if config.eval_manifest and processes.main
+        else []
+    )
+    audio = AudioStore(
+        [example.audio for example in train],
+        [example.duration for example in train],
+        rate,
+        config.preload_gb * 1e9,
+        config.decode_workers,
+    )
+    evaluation_audio = AudioStore(
+        [entry.audio for entry in evaluation],
+        [entry.duration for entry in evaluation],
+        rate,
+        config.preload_gb * 1e9,
+        config.decode_workers,
+    )
     if processes.main:
-        print(f"training audio: {len(train)} utterances, " + (
-            f"decoded once and kept in memory ({audio.bytes / 1e9:.2f} GB)" if audio.preloaded else
-            f"decoded batch by batch ({audio.bytes / 1e9:.2f} GB > preload_gb={config.preload_gb})"))
+        print(
+            f"training audio: {len(train)} utterances, "
+            + (
+                f"decoded once and kept in memory ({audio.bytes / 1e9:.2f} GB)"
+                if audio.preloaded
+                else f"decoded batch by batch ({audio.bytes / 1e9:.2f} GB > preload_gb={config.preload_gb})"
+            )
+        )
 
     if config.freeze_feature_encoder:
         model.wav2vec2.feature_extractor.requires_grad_(False)
@@ -194,10 +233,18 @@ def _setup(config: FinetuneConfig, resume: Path | None, reschedule: bool, proces
     forward = _CTCForward(model)
     if processes.world > 1:
         forward = DistributedDataParallel(
-            forward, find_unused_parameters=config.freeze_transformer_steps > 0 or architecture.layerdrop > 0)
-    batches = BatchStream([example.duration for example in train], config.max_batch_seconds, config.seed,
-                          processes.rank, processes.world, config.max_batch_utterances, config.batch_by_length,
-                          config.length_pool)
+            forward, find_unused_parameters=config.freeze_transformer_steps > 0 or architecture.layerdrop > 0
+        )
+    batches = BatchStream(
+        [example.duration for example in train],
+        config.max_batch_seconds,
+        config.seed,
+        processes.rank,
+        processes.world,
+        config.max_batch_utterances,
+        config.batch_by_length,
+        config.length_pool,
+    )
     schedule = {name: getattr(config, name) for name in SCHEDULE_SETTINGS}
     state = read_trainer_state(resume) if resume else None
     if state is not None:
@@ -207,8 +254,9 @@ def _setup(config: FinetuneConfig, resume: Path | None, reschedule: bool, proces
     optimiser = adamw(model, schedule["learning_rate"], config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate_factor(schedule))
     precision, scaler = autocast(config.precision, processes.device)
-    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
-                if config.ema_decay > 0 else None)
+    averaged = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)) if config.ema_decay > 0 else None
+    )
     kept = averaged.module if averaged is not None else model
     step, best = 0, None
     if state is not None:
@@ -224,11 +272,39 @@ def _setup(config: FinetuneConfig, resume: Path | None, reschedule: bool, proces
     log = MetricsLog(output / "metrics.jsonl", processes.main)
     evaluator = None
     if evaluation:  # the model as it trains, transcribed as the CLI and the server transcribe
-        evaluator = Transcriber(TorchRecognizer(kept, features, vocab, processes.device),
-                                Path(config.lm) if config.lm else None, config.lm_alpha, config.lm_beta)
-    return _Run(config, processes, output, train, vocab, architecture, features, model, forward, averaged, kept,
-                augment, audio, evaluation, evaluation_audio, evaluator, batches, schedule, optimiser, scheduler,
-                precision, scaler, log, step, best)
+        evaluator = Transcriber(
+            TorchRecognizer(kept, features, vocab, processes.device),
+            Path(config.lm) if config.lm else None,
+            config.lm_alpha,
+            config.lm_beta,
+        )
+    return _Run(
+        config,
+        processes,
+        output,
+        train,
+        vocab,
+        architecture,
+        features,
+        model,
+        forward,
+        averaged,
+        kept,
+        augment,
+        audio,
+        evaluation,
+        evaluation_audio,
+        evaluator,
+        batches,
+        schedule,
+        optimiser,
+        scheduler,
+        precision,
+        scaler,
+        log,
+        step,
+        best,
+    )
 
 
 def _update(run: _Run, frozen: bool) -> tuple[float, int]:
@@ -242,14 +318,26 @@ def _update(run: _Run, frozen: bool) -> tuple[float, int]:
         samples = run.audio.batch(indices)
         if run.augment.active:  # babble is made of the batch's other transcribed utterances
             spoken = [run.train[i].targets for i in indices]
-            samples = [run.augment(utterance, rate, generator,
-                                   [other for j, other in enumerate(samples) if j != k and spoken[j]])
-                       for k, utterance in enumerate(samples)]
+            samples = [
+                run.augment(
+                    utterance, rate, generator, [other for j, other in enumerate(samples) if j != k and spoken[j]]
+                )
+                for k, utterance in enumerate(samples)
+            ]
         samples_trained += sum(len(utterance) for utterance in samples)
         with gradient_sync(run.forward, micro, config.accumulation, processes.world), run.precision:
-            loss = _ctc_loss(run.forward, run.architecture, run.features, run.vocab, samples,
-                             [run.train[i] for i in indices], frozen, generator, processes.device,
-                             config.ctc_loss_reduction)
+            loss = _ctc_loss(
+                run.forward,
+                run.architecture,
+                run.features,
+                run.vocab,
+                samples,
+                [run.train[i] for i in indices],
+                frozen,
+                generator,
+                processes.device,
+                config.ctc_loss_reduction,
+            )
             loss = loss / config.accumulation
             (run.scaler.scale(loss) if run.scaler else loss).backward()
         loss_total += float(loss.detach())
@@ -272,9 +360,11 @@ def _evaluate_and_keep(run: _Run, started: float, progress: tqdm) -> None:
         _save(run.output / "best", run.kept, run.architecture, run.features, run.vocab)
         (run.output / "best" / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
     run.log.write({**record, "best": run.best})
-    progress.write(f"step {step}: greedy WER {report['greedy']['wer']:.4f} CER {report['greedy']['cer']:.4f}"
-                   + (f", beam WER {report['beam']['wer']:.4f}" if "beam" in report else "")
-                   + f" (best {run.best['wer']:.4f} at step {run.best['step']})")
+    progress.write(
+        f"step {step}: greedy WER {report['greedy']['wer']:.4f} CER {report['greedy']['cer']:.4f}"
+        + (f", beam WER {report['beam']['wer']:.4f}" if "beam" in report else "")
+        + f" (best {run.best['wer']:.4f} at step {run.best['step']})"
+    )
 
 
 def _save_checkpoint(run: _Run, folder: Path, resume: Path | None) -> None:
@@ -291,14 +381,17 @@ def learning_rate_factor(schedule: dict):
     """The multiplier of the peak learning rate at each update, from the schedule settings."""
     if schedule["lr_schedule"] == "linear":
         return warmup_then_linear_decay(schedule["warmup_steps"], schedule["max_steps"])
-    return tri_stage(schedule["max_steps"], tuple(schedule["lr_phases"]), schedule["init_lr_scale"],
-                     schedule["final_lr_scale"])
+    return tri_stage(
+        schedule["max_steps"], tuple(schedule["lr_phases"]), schedule["init_lr_scale"], schedule["final_lr_scale"]
+    )
 
 
 def _check(config: FinetuneConfig, resumed: bool) -> None:
     if not config.init and config.freeze_feature_encoder and not resumed:
-        raise ValueError("training from scratch with a frozen feature encoder would leave it random: "
-                         "set freeze_feature_encoder=false, or give init=CHECKPOINT")
+        raise ValueError(
+            "training from scratch with a frozen feature encoder would leave it random: "
+            "set freeze_feature_encoder=false, or give init=CHECKPOINT"
+        )
     if config.lr_schedule not in ("tri_stage", "linear"):
         raise ValueError(f"lr_schedule: tri_stage or linear, got {config.lr_schedule!r}")
     if len(config.lr_phases) != 3 or min(config.lr_phases) < 0 or abs(sum(config.lr_phases) - 1) > 1e-6:
@@ -307,13 +400,24 @@ def _check(config: FinetuneConfig, resumed: bool) -> None:
         raise ValueError(f"ctc_loss_reduction: mean or sum, got {config.ctc_loss_reduction!r}")
     masking = sorted(key for key in config.model if key.startswith(("mask_time_", "mask_feature_")))
     if masking:
-        raise ValueError(f"model.{masking[0]}: masking is a fine-tuning setting (mask_time_prob, mask_time_length, "
-                         "mask_time_min_masks, mask_channel_prob, mask_channel_length, mask_channel_min_masks)")
+        raise ValueError(
+            f"model.{masking[0]}: masking is a fine-tuning setting (mask_time_prob, mask_time_length, "
+            "mask_time_min_masks, mask_channel_prob, mask_channel_length, mask_channel_min_masks)"
+        )
 
 
-def _ctc_loss(forward, architecture: Wav2Vec2Config, features: FeatureSettings, vocab: CTCVocabulary,
-              audio: list[np.ndarray], chosen: list[Example], frozen: bool, generator: np.random.Generator,
-              device: torch.device, reduction: str) -> torch.Tensor:
+def _ctc_loss(
+    forward,
+    architecture: Wav2Vec2Config,
+    features: FeatureSettings,
+    vocab: CTCVocabulary,
+    audio: list[np.ndarray],
+    chosen: list[Example],
+    frozen: bool,
+    generator: np.random.Generator,
+    device: torch.device,
+    reduction: str,
+) -> torch.Tensor:
     """CTC loss of one batch with random time and channel masks, averaged over utterances; with
     `reduction` "mean" each utterance's loss is first divided by its target length."""
     input_values, attention_mask = model_inputs(audio, features)
@@ -321,21 +425,42 @@ def _ctc_loss(forward, architecture: Wav2Vec2Config, features: FeatureSettings, 
     width = architecture.num_frames(input_values.shape[1])
     time_mask = channel_mask = None
     if architecture.mask_time_prob > 0:
-        time_mask = torch.from_numpy(span_mask(frames, width, architecture.mask_time_prob,
-                                               architecture.mask_time_length, generator,
-                                               architecture.mask_time_min_masks)).to(device)
+        time_mask = torch.from_numpy(
+            span_mask(
+                frames,
+                width,
+                architecture.mask_time_prob,
+                architecture.mask_time_length,
+                generator,
+                architecture.mask_time_min_masks,
+            )
+        ).to(device)
     if architecture.mask_feature_prob > 0:
         hidden = architecture.hidden_size
-        channel_mask = torch.from_numpy(span_mask([hidden] * len(audio), hidden, architecture.mask_feature_prob,
-                                                  architecture.mask_feature_length, generator,
-                                                  architecture.mask_feature_min_masks)).to(device)
+        channel_mask = torch.from_numpy(
+            span_mask(
+                [hidden] * len(audio),
+                hidden,
+                architecture.mask_feature_prob,
+                architecture.mask_feature_length,
+                generator,
+                architecture.mask_feature_min_masks,
+            )
+        ).to(device)
     mask = None if attention_mask is None else torch.from_numpy(attention_mask).to(device)
     logits = forward(torch.from_numpy(input_values).to(device), mask, time_mask, channel_mask, frozen)
     log_probs = logits.float().log_softmax(dim=-1).transpose(0, 1)  # (frames, batch, vocab), as ctc_loss wants
     targets = torch.tensor([token for example in chosen for token in example.targets], dtype=torch.long)
     target_lengths = torch.tensor([len(example.targets) for example in chosen], dtype=torch.long)
-    loss = F.ctc_loss(log_probs, targets.to(device), torch.tensor(frames, device=device), target_lengths.to(device),
-                      blank=vocab.blank_id, reduction="none", zero_infinity=True)
+    loss = F.ctc_loss(
+        log_probs,
+        targets.to(device),
+        torch.tensor(frames, device=device),
+        target_lengths.to(device),
+        blank=vocab.blank_id,
+        reduction="none",
+        zero_infinity=True,
+    )
     if reduction == "mean":
         # An empty target (audio with nothing to say) is divided by the batch's mean target length, as if it
         # were a typical utterance: by 1, its loss would outweigh a transcribed utterance's tens of times.
@@ -375,12 +500,18 @@ def _vocabulary(config: FinetuneConfig, start, texts: list[str]) -> CTCVocabular
     return CTCVocabulary.from_texts(texts)
 
 
-def _build_model(config: FinetuneConfig, start, vocab: CTCVocabulary, resumed: bool
-                 ) -> tuple[Wav2Vec2ForCTC, Wav2Vec2Config]:
+def _build_model(
+    config: FinetuneConfig, start, vocab: CTCVocabulary, resumed: bool
+) -> tuple[Wav2Vec2ForCTC, Wav2Vec2Config]:
     """A CTC model for `vocab`: the start checkpoint's body (and head, when its vocabulary is kept)."""
-    masking = dict(mask_time_prob=config.mask_time_prob, mask_time_length=config.mask_time_length,
-                   mask_time_min_masks=config.mask_time_min_masks, mask_feature_prob=config.mask_channel_prob,
-                   mask_feature_length=config.mask_channel_length, mask_feature_min_masks=config.mask_channel_min_masks)
+    masking = dict(
+        mask_time_prob=config.mask_time_prob,
+        mask_time_length=config.mask_time_length,
+        mask_time_min_masks=config.mask_time_min_masks,
+        mask_feature_prob=config.mask_channel_prob,
+        mask_feature_length=config.mask_channel_length,
+        mask_feature_min_masks=config.mask_channel_min_masks,
+    )
     head = dict(vocab_size=len(vocab), pad_token_id=vocab.blank_id, ctc_zero_infinity=True)
     if start is None:
         architecture = dataclasses.replace(model_config(config.model), **masking, **head)
@@ -399,7 +530,9 @@ def _build_model(config: FinetuneConfig, start, vocab: CTCVocabulary, resumed: b
     ours = model.state_dict()
     # The mask embedding exists only when masking is on; keep whichever side has it.
     body = {key: value for key, value in body.items() if key in ours or not key.endswith("masked_spec_embed")}
-    keep_head = isinstance(start.model, Wav2Vec2ForCTC) and start.vocab is not None and start.vocab.tokens == vocab.tokens
+    keep_head = (
+        isinstance(start.model, Wav2Vec2ForCTC) and start.vocab is not None and start.vocab.tokens == vocab.tokens
+    )
     if keep_head:
         body.update({key: value for key, value in start.model.state_dict().items() if key.startswith("lm_head.")})
     elif resumed:
@@ -407,8 +540,9 @@ def _build_model(config: FinetuneConfig, start, vocab: CTCVocabulary, resumed: b
     missing, unexpected = model.load_state_dict(body, strict=False)
     missing = [key for key in missing if not key.startswith("lm_head.") and not key.endswith("masked_spec_embed")]
     if missing or unexpected:
-        raise ValueError(f"the init checkpoint does not fit this model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"the init checkpoint does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return model, architecture
 
 
@@ -417,13 +551,21 @@ def _features(config: FinetuneConfig, start: Checkpoint | None, architecture: Wa
     if start is None:
         return feature_settings(config.features, architecture)
     if config.init and config.features:
-        raise ValueError(f"features: a run from init={config.init} trains on that checkpoint's own audio settings "
-                         f"({start.features}); leave features out")
+        raise ValueError(
+            f"features: a run from init={config.init} trains on that checkpoint's own audio settings "
+            f"({start.features}); leave features out"
+        )
     return start.features
 
 
-def _examples(entries: list[Entry], vocab: CTCVocabulary, architecture: Wav2Vec2Config, rate: int,
-              max_seconds: float, report: bool) -> list[Example]:
+def _examples(
+    entries: list[Entry],
+    vocab: CTCVocabulary,
+    architecture: Wav2Vec2Config,
+    rate: int,
+    max_seconds: float,
+    report: bool,
+) -> list[Example]:
     """Entries with their target ids; those too long, or too short for CTC to emit their text, are left out."""
     examples, too_long, too_short, unknown = [], 0, 0, 0
     for entry in entries:
@@ -442,8 +584,10 @@ def _examples(entries: list[Entry], vocab: CTCVocabulary, architecture: Wav2Vec2
     if not examples:
         raise ValueError("no usable training utterances (check the manifest's texts and durations)")
     if report and (too_long or too_short or unknown):
-        print(f"training on {len(examples)} utterances: {too_long} left out as longer than {max_seconds} s, "
-              f"{too_short} as too short for their text; {unknown} characters outside the vocabulary")
+        print(
+            f"training on {len(examples)} utterances: {too_long} left out as longer than {max_seconds} s, "
+            f"{too_short} as too short for their text; {unknown} characters outside the vocabulary"
+        )
     return examples
 
 

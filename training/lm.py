@@ -29,6 +29,11 @@ def write_bigram_arpa(texts: list[str], path: Path, discount: float = 0.1) -> in
     for (first, second), count in sorted(bigrams.items()):
         bigram_lines.append(f"{math.log10((1 - discount) * count / history[first]):.6f}\t{first} {second}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"\\data\\\nngram 1={len(unigram_lines)}\nngram 2={len(bigram_lines)}\n\n\\1-grams:\n"
-                    + "\n".join(unigram_lines) + "\n\n\\2-grams:\n" + "\n".join(bigram_lines) + "\n\n\\end\\\n")
+    path.write_text(
+        f"\\data\\\nngram 1={len(unigram_lines)}\nngram 2={len(bigram_lines)}\n\n\\1-grams:\n"
+        + "\n".join(unigram_lines)
+        + "\n\n\\2-grams:\n"
+        + "\n".join(bigram_lines)
+        + "\n\n\\end\\\n"
+    )
     return len(unigrams) - 1  # </s> is not a word

@@ -91,11 +91,16 @@ def warmup_then_linear_decay(warmup: int, total: int):
         if step < warmup:
             return (step + 1) / warmup
         return max(0.0, (total - step) / max(1, total - warmup))
+
     return factor
 
 
-def tri_stage(total: int, phases: tuple[float, float, float] = (0.1, 0.4, 0.5), init_scale: float = 0.01,
-              final_scale: float = 0.05):
+def tri_stage(
+    total: int,
+    phases: tuple[float, float, float] = (0.1, 0.4, 0.5),
+    init_scale: float = 0.01,
+    final_scale: float = 0.05,
+):
     """The fine-tuning schedule of the paper (fairseq's tri-stage): a linear warmup from
     `init_scale` x the peak rate, a hold at the peak, then an exponential decay to `final_scale` x."""
     warmup, hold = int(phases[0] * total), int(phases[1] * total)
@@ -107,6 +112,7 @@ def tri_stage(total: int, phases: tuple[float, float, float] = (0.1, 0.4, 0.5), 
         if step < warmup + hold:
             return 1.0
         return final_scale ** (min(step - warmup - hold, decay) / decay)
+
     return factor
 
 
@@ -125,11 +131,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_trainer_state(folder: Path, step: int, optimiser, scheduler, batches, scaler, extra: dict | None = None
-                       ) -> None:
-    torch.save({"step": step, "extra": extra or {}, "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-                "batches": batches.state(), "rng": rng_state(),
-                "scaler": scaler.state_dict() if scaler else None}, folder / TRAINER_STATE)
+def save_trainer_state(
+    folder: Path, step: int, optimiser, scheduler, batches, scaler, extra: dict | None = None
+) -> None:
+    torch.save(
+        {
+            "step": step,
+            "extra": extra or {},
+            "optimiser": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "batches": batches.state(),
+            "rng": rng_state(),
+            "scaler": scaler.state_dict() if scaler else None,
+        },
+        folder / TRAINER_STATE,
+    )
 
 
 def read_trainer_state(folder: Path) -> dict:
@@ -160,12 +176,15 @@ def resumed_schedule(saved: dict | None, wanted: dict, reschedule: bool) -> tupl
     changes = ", ".join(f"{key} {saved.get(key)} -> {wanted[key]}" for key in wanted if saved.get(key) != wanted[key])
     if reschedule:
         return wanted, f"resumed on this config's learning-rate schedule ({changes}), as --reschedule asks"
-    return saved, (f"resumed on the run's own learning-rate schedule; this config changes it ({changes}), "
-                   "which --reschedule would apply from the step reached")
+    return saved, (
+        f"resumed on the run's own learning-rate schedule; this config changes it ({changes}), "
+        "which --reschedule would apply from the step reached"
+    )
 
 
-def adamw(model: torch.nn.Module, learning_rate: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-8
-          ) -> torch.optim.AdamW:
+def adamw(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-8
+) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, decaying only weight matrices and convolution kernels: never
     biases, norm gains, the mask embedding, or a weight norm's magnitude (the usual convention)."""
     decay, keep = [], []

@@ -44,9 +44,14 @@ def read_transcripts(path: Path) -> dict[Path, str]:
     return transcripts
 
 
-def build_manifest(audio_dir: Path | None = None, transcripts: Path | list[Path] | None = None,
-                   min_seconds: float = 0.0, max_seconds: float = float("inf"), include: str | None = None,
-                   exclude: str | None = None) -> tuple[list[Entry], int]:
+def build_manifest(
+    audio_dir: Path | None = None,
+    transcripts: Path | list[Path] | None = None,
+    min_seconds: float = 0.0,
+    max_seconds: float = float("inf"),
+    include: str | None = None,
+    exclude: str | None = None,
+) -> tuple[list[Entry], int]:
     """Entries for every audio file under `audio_dir` and/or every row of `transcripts` (one TSV or
     several) whose path matches `include` and not `exclude` (regular expressions), with the transcript's
     text where there is one; and how many were left out for their duration."""
@@ -58,8 +63,12 @@ def build_manifest(audio_dir: Path | None = None, transcripts: Path | list[Path]
         files = sorted(path.resolve() for path in audio_dir.rglob("*") if path.suffix.lower() in AUDIO_SUFFIXES)
     else:
         files = list(texts)
-    files = [path for path in files if (include is None or re.search(include, path.as_posix()))
-             and (exclude is None or not re.search(exclude, path.as_posix()))]
+    files = [
+        path
+        for path in files
+        if (include is None or re.search(include, path.as_posix()))
+        and (exclude is None or not re.search(exclude, path.as_posix()))
+    ]
     entries, skipped = [], 0
     for path in files:
         if not path.is_file():
@@ -82,8 +91,10 @@ def write_manifest(entries: list[Entry], path: Path) -> None:
         for entry in entries:
             audio = Path(entry.audio).resolve()
             relative = os.path.relpath(audio, base)
-            record = {"audio": audio.as_posix() if relative.startswith("..") else Path(relative).as_posix(),
-                      "duration": entry.duration}
+            record = {
+                "audio": audio.as_posix() if relative.startswith("..") else Path(relative).as_posix(),
+                "duration": entry.duration,
+            }
             if entry.text is not None:
                 record["text"] = entry.text
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -108,8 +119,9 @@ def read_manifests(paths: str) -> list[Entry]:
     return [entry for path in paths.split(",") if path.strip() for entry in read_manifest(Path(path.strip()))]
 
 
-def split(entries: list[Entry], match: str | None = None, fraction: float = 0.0, seed: int = 0,
-          count: int | None = None) -> tuple[list[Entry], list[Entry]]:
+def split(
+    entries: list[Entry], match: str | None = None, fraction: float = 0.0, seed: int = 0, count: int | None = None
+) -> tuple[list[Entry], list[Entry]]:
     """(rest, chosen): `chosen` holds the entries whose path matches `match`, or else `count` of them
     (default: `fraction` of them) drawn at random within each transcript, so that every word or
     digit keeps its share; both keep the manifest's order."""
@@ -123,10 +135,13 @@ def split(entries: list[Entry], match: str | None = None, fraction: float = 0.0,
         # Each transcript's share, rounded so that the shares add up to `wanted` (largest remainders first).
         exact = {text: wanted * len(group) / len(entries) for text, group in by_text.items()}
         shares = {text: int(value) for text, value in exact.items()}
-        for text in sorted(exact, key=lambda text: shares[text] - exact[text])[:wanted - sum(shares.values())]:
+        for text in sorted(exact, key=lambda text: shares[text] - exact[text])[: wanted - sum(shares.values())]:
             shares[text] += 1
         generator = random.Random(seed)
         chosen = set()
         for text, group in by_text.items():
             chosen.update(id(entry) for entry in generator.sample(group, shares[text]))
-    return ([entry for entry in entries if id(entry) not in chosen], [entry for entry in entries if id(entry) in chosen])
+    return (
+        [entry for entry in entries if id(entry) not in chosen],
+        [entry for entry in entries if id(entry) in chosen],
+    )

@@ -15,5 +15,11 @@ def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float
         raise ValueError("every reference is empty after normalisation")
     words = jiwer.process_words(references, hypotheses)
     characters = jiwer.process_characters(references, hypotheses)
-    return {"wer": words.wer, "cer": characters.cer, "words": sum(len(r.split()) for r in references),
-            "substitutions": words.substitutions, "deletions": words.deletions, "insertions": words.insertions}
+    return {
+        "wer": words.wer,
+        "cer": characters.cer,
+        "words": sum(len(r.split()) for r in references),
+        "substitutions": words.substitutions,
+        "deletions": words.deletions,
+        "insertions": words.insertions,
+    }

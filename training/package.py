@@ -26,12 +26,28 @@ from safetensors import safe_open
 
 from .manifest import read_manifest
 
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "vocab.json", "tokenizer_config.json",
-                    "special_tokens_map.json", "preprocessor_config.json")
+CHECKPOINT_FILES = (
+    "config.json",
+    "model.safetensors",
+    "vocab.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+)
 
 
-def package(out: Path, checkpoint: Path, onnx: Path, lm: Path | None, config: Path, manifests: dict[str, Path],
-            results: dict[str, Path], commands: Path | None, card: Path, lexicon: tuple[str, ...] | None = None) -> dict:
+def package(
+    out: Path,
+    checkpoint: Path,
+    onnx: Path,
+    lm: Path | None,
+    config: Path,
+    manifests: dict[str, Path],
+    results: dict[str, Path],
+    commands: Path | None,
+    card: Path,
+    lexicon: tuple[str, ...] | None = None,
+) -> dict:
     """Write the folder `out` (replacing what it held); returns the provenance record. `lexicon`: the
     words to write to lexicon.txt (read before `out` is replaced, so it may come from there)."""
     source = _source(out)  # before `out` changes: the folder being written is no source of itself
@@ -58,8 +74,9 @@ def package(out: Path, checkpoint: Path, onnx: Path, lm: Path | None, config: Pa
         "metrics": {name: json.loads(path.read_text(encoding="utf-8")) for name, path in results.items()},
         "parameters": _parameters(out / "checkpoint" / "model.safetensors"),
     }
-    record["files"] = {path.relative_to(out).as_posix(): path.stat().st_size
-                       for path in sorted(out.rglob("*")) if path.is_file()}
+    record["files"] = {
+        path.relative_to(out).as_posix(): path.stat().st_size for path in sorted(out.rglob("*")) if path.is_file()
+    }
     (out / "provenance.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(_card(card.read_text(encoding="utf-8"), record), encoding="utf-8")
     return record
@@ -67,8 +84,12 @@ def package(out: Path, checkpoint: Path, onnx: Path, lm: Path | None, config: Pa
 
 def _describe(manifest: Path) -> dict:
     entries = read_manifest(manifest)
-    return {"manifest": manifest.as_posix(), "sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
-            "utterances": len(entries), "hours": round(sum(entry.duration for entry in entries) / 3600, 3)}
+    return {
+        "manifest": manifest.as_posix(),
+        "sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        "utterances": len(entries),
+        "hours": round(sum(entry.duration for entry in entries) / 3600, 3),
+    }
 
 
 def _parameters(weights: Path) -> int:
@@ -111,7 +132,12 @@ def _card(template: str, record: dict) -> str:
     data = ["| manifest | utterances | hours |", "|---|---:|---:|"]
     data += [f"| {name} | {item['utterances']} | {item['hours']:.2f} |" for name, item in record["data"].items()]
     size = sum(record["files"].values()) / 1e6
-    return template.format(results="\n".join(rows), data="\n".join(data), commit=record["commit"],
-                           created=record["created"], size_mb=f"{size:.1f}",
-                           parameters_m=f"{record['parameters'] / 1e6:.1f}",
-                           commands="\n".join(record["commands"]))
+    return template.format(
+        results="\n".join(rows),
+        data="\n".join(data),
+        commit=record["commit"],
+        created=record["created"],
+        size_mb=f"{size:.1f}",
+        parameters_m=f"{record['parameters'] / 1e6:.1f}",
+        commands="\n".join(record["commands"]),
+    )

@@ -17,9 +17,20 @@ from model.pytorch.wav2vec2 import Wav2Vec2ForPreTraining, init_weights
 from .audio_store import AudioStore
 from .batches import BatchStream
 from .config import PretrainConfig, feature_settings, model_config, save_config
-from .loop import (MetricsLog, Processes, adamw, autocast, gradient_sync, optimiser_step, prune_checkpoints,
-                   read_trainer_state, restore_trainer_state, resumed_schedule, save_trainer_state,
-                   warmup_then_linear_decay)
+from .loop import (
+    MetricsLog,
+    Processes,
+    adamw,
+    autocast,
+    gradient_sync,
+    optimiser_step,
+    prune_checkpoints,
+    read_trainer_state,
+    restore_trainer_state,
+    resumed_schedule,
+    save_trainer_state,
+    warmup_then_linear_decay,
+)
 from .manifest import read_manifest
 from .pretraining import PretrainingObjective, gumbel_temperature, scale_feature_encoder_gradients
 
@@ -47,23 +58,41 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
         raise ValueError(f"{config.manifest}: no audio of at least {config.min_sample_seconds} s")
     durations = [min(entry.duration, config.max_sample_seconds) for entry in entries]
     batches = BatchStream(durations, config.max_batch_seconds, config.seed, processes.rank, processes.world)
-    audio = AudioStore([entry.audio for entry in entries], [entry.duration for entry in entries], rate,
-                       config.preload_gb * 1e9, config.decode_workers)
+    audio = AudioStore(
+        [entry.audio for entry in entries],
+        [entry.duration for entry in entries],
+        rate,
+        config.preload_gb * 1e9,
+        config.decode_workers,
+    )
 
     model = init_weights(Wav2Vec2ForPreTraining(architecture), architecture).to(processes.device).train()
     if resume is not None:
         model.load_state_dict(load_checkpoint(resume).model.state_dict())
     scale_feature_encoder_gradients(model, config.feature_grad_mult)
     # LayerDrop skips random transformer layers, whose weights then get no gradient in that step.
-    forward = (DistributedDataParallel(model, find_unused_parameters=architecture.layerdrop > 0)
-               if processes.world > 1 else model)
-    objective = PretrainingObjective(model, config.mask_prob, config.mask_length, config.num_negatives,
-                                     config.logit_temperature, config.diversity_weight,
-                                     config.feature_penalty_weight, forward=forward,
-                                     mask_min_spans=config.mask_min_spans)
+    forward = (
+        DistributedDataParallel(model, find_unused_parameters=architecture.layerdrop > 0)
+        if processes.world > 1
+        else model
+    )
+    objective = PretrainingObjective(
+        model,
+        config.mask_prob,
+        config.mask_length,
+        config.num_negatives,
+        config.logit_temperature,
+        config.diversity_weight,
+        config.feature_penalty_weight,
+        forward=forward,
+        mask_min_spans=config.mask_min_spans,
+    )
 
-    schedule = {"learning_rate": config.learning_rate, "warmup_steps": config.warmup_steps,
-                "max_steps": config.max_steps}
+    schedule = {
+        "learning_rate": config.learning_rate,
+        "warmup_steps": config.warmup_steps,
+        "max_steps": config.max_steps,
+    }
     state = read_trainer_state(resume) if resume else None
     if state is not None:
         schedule, note = resumed_schedule(state["extra"].get("schedule"), schedule, reschedule)
@@ -71,7 +100,8 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
             print(note)
     optimiser = adamw(model, schedule["learning_rate"], config.weight_decay, eps=1e-6)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, warmup_then_linear_decay(schedule["warmup_steps"], schedule["max_steps"]))
+        optimiser, warmup_then_linear_decay(schedule["warmup_steps"], schedule["max_steps"])
+    )
     precision, scaler = autocast(config.precision, processes.device)
     step = 0
     if state is not None:
@@ -86,15 +116,24 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
     last = None
     audio_seconds, started = 0.0, time.perf_counter()
     while step < config.max_steps:
-        model.quantizer.temperature = gumbel_temperature(step, config.gumbel_start, config.gumbel_end,
-                                                         config.gumbel_decay)
-        totals = {"loss": 0.0, "contrastive": 0.0, "diversity": 0.0, "feature_penalty": 0.0, "accuracy": 0.0,
-                  "perplexity": 0.0}
+        model.quantizer.temperature = gumbel_temperature(
+            step, config.gumbel_start, config.gumbel_end, config.gumbel_decay
+        )
+        totals = {
+            "loss": 0.0,
+            "contrastive": 0.0,
+            "diversity": 0.0,
+            "feature_penalty": 0.0,
+            "accuracy": 0.0,
+            "perplexity": 0.0,
+        }
         for micro in range(config.accumulation):
             # Every random choice of this step derives from (seed, step, micro, rank): resuming replays it.
             generator = np.random.default_rng([config.seed, step, micro, processes.rank])
-            crops = [_crop(samples, int(config.max_sample_seconds * rate), generator)
-                     for samples in audio.batch(next(batches))]
+            crops = [
+                _crop(samples, int(config.max_sample_seconds * rate), generator)
+                for samples in audio.batch(next(batches))
+            ]
             audio_seconds += sum(len(samples) for samples in crops) / rate
             input_values, attention_mask = model_inputs(crops, features)
             inputs = torch.from_numpy(input_values).to(processes.device)
@@ -110,13 +149,21 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
         progress.update(1)
         if step % config.log_every == 0 or step == config.max_steps:
             elapsed = time.perf_counter() - started
-            record = {"step": step, **{key: round(processes.mean(value), 6) for key, value in totals.items()},
-                      "gradient_norm": round(gradient_norm, 4), "learning_rate": scheduler.get_last_lr()[0],
-                      "gumbel_temperature": round(model.quantizer.temperature, 5),
-                      "audio_seconds_per_second": round(processes.mean(audio_seconds / elapsed) * processes.world, 2)}
+            record = {
+                "step": step,
+                **{key: round(processes.mean(value), 6) for key, value in totals.items()},
+                "gradient_norm": round(gradient_norm, 4),
+                "learning_rate": scheduler.get_last_lr()[0],
+                "gumbel_temperature": round(model.quantizer.temperature, 5),
+                "audio_seconds_per_second": round(processes.mean(audio_seconds / elapsed) * processes.world, 2),
+            }
             log.write(record)
-            progress.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}",
-                                 ppl=f"{record['perplexity']:.1f}", audio_s_per_s=record["audio_seconds_per_second"])
+            progress.set_postfix(
+                loss=f"{record['loss']:.3f}",
+                acc=f"{record['accuracy']:.2f}",
+                ppl=f"{record['perplexity']:.1f}",
+                audio_s_per_s=record["audio_seconds_per_second"],
+            )
         if step % config.save_every == 0 or step == config.max_steps:
             last = output / f"checkpoint-{step}"
             if processes.main:
@@ -132,5 +179,4 @@ def _crop(samples: np.ndarray, most: int, generator: np.random.Generator) -> np.
     if len(samples) <= most:
         return samples
     start = int(generator.integers(0, len(samples) - most + 1))
-    return samples[start:start + most]
-
+    return samples[start : start + most]

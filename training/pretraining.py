@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from model.pytorch.wav2vec2 import Wav2Vec2ForPreTraining
 
 
-def span_mask(frame_lengths: list[int], frames: int, prob: float, span: int, generator: np.random.Generator,
-              min_spans: int = 2) -> np.ndarray:
+def span_mask(
+    frame_lengths: list[int], frames: int, prob: float, span: int, generator: np.random.Generator, min_spans: int = 2
+) -> np.ndarray:
     """(batch, frames) bool, True on masked frames. Each utterance gets round(prob * length / span)
     span starts (at least `min_spans`, randomly rounded), distinct and uniformly placed; spans may overlap."""
     mask = np.zeros((len(frame_lengths), frames), dtype=bool)
@@ -30,7 +31,7 @@ def span_mask(frame_lengths: list[int], frames: int, prob: float, span: int, gen
         count = max(min_spans, int(prob * length / span_here + generator.random()))
         count = min(count, starts_possible)
         for start in generator.choice(starts_possible, size=count, replace=False):
-            mask[row, start:start + span_here] = True
+            mask[row, start : start + span_here] = True
     return mask
 
 
@@ -52,7 +53,7 @@ def sample_negatives(mask: np.ndarray, count: int, generator: np.random.Generato
 
 def gumbel_temperature(step: int, start: float = 2.0, end: float = 0.5, decay: float = 0.999995) -> float:
     """The paper's schedule: from 2 down to 0.5 by a factor of 0.999995 per update."""
-    return max(start * decay ** step, end)
+    return max(start * decay**step, end)
 
 
 def scale_feature_encoder_gradients(model: Wav2Vec2ForPreTraining, factor: float) -> None:
@@ -75,9 +76,18 @@ class PretrainingLosses:
 
 
 class PretrainingObjective:
-    def __init__(self, model: Wav2Vec2ForPreTraining, mask_prob: float = 0.65, mask_length: int = 10,
-                 num_negatives: int = 100, temperature: float = 0.1, diversity_weight: float = 0.1,
-                 feature_penalty_weight: float = 10.0, forward=None, mask_min_spans: int = 2):
+    def __init__(
+        self,
+        model: Wav2Vec2ForPreTraining,
+        mask_prob: float = 0.65,
+        mask_length: int = 10,
+        num_negatives: int = 100,
+        temperature: float = 0.1,
+        diversity_weight: float = 0.1,
+        feature_penalty_weight: float = 10.0,
+        forward=None,
+        mask_min_spans: int = 2,
+    ):
         self.model = model
         self.forward = forward or model  # e.g. the DistributedDataParallel wrapper of `model`
         self.mask_prob, self.mask_length, self.mask_min_spans = mask_prob, mask_length, mask_min_spans
@@ -87,12 +97,16 @@ class PretrainingObjective:
         # The feature encoder returns (features, lengths); the penalty is on the features.
         model.wav2vec2.feature_extractor.register_forward_hook(lambda _, __, output: self._features.append(output[0]))
 
-    def __call__(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None,
-                 generator: np.random.Generator) -> PretrainingLosses:
+    def __call__(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, generator: np.random.Generator
+    ) -> PretrainingLosses:
         config = self.model.config
         frames = config.num_frames(input_values.shape[1])
-        sample_lengths = (attention_mask.sum(-1) if attention_mask is not None else
-                          torch.full((input_values.shape[0],), input_values.shape[1]))
+        sample_lengths = (
+            attention_mask.sum(-1)
+            if attention_mask is not None
+            else torch.full((input_values.shape[0],), input_values.shape[1])
+        )
         lengths = [config.num_frames(int(n)) for n in sample_lengths]
         mask = span_mask(lengths, frames, self.mask_prob, self.mask_length, generator, self.mask_min_spans)
         negatives = torch.from_numpy(sample_negatives(mask, self.num_negatives, generator))
@@ -119,5 +133,12 @@ class PretrainingObjective:
         penalty = features.float().pow(2).mean()
         loss = contrastive + self.diversity_weight * diversity + self.feature_penalty_weight * penalty
         accuracy = float((scores.argmax(dim=-1) == 0).float().mean())
-        return PretrainingLosses(loss, contrastive.detach(), diversity.detach(), penalty.detach(), accuracy,
-                                 float(out.codevector_perplexity.detach()), int(mask.sum()))
+        return PretrainingLosses(
+            loss,
+            contrastive.detach(),
+            diversity.detach(),
+            penalty.detach(),
+            accuracy,
+            float(out.codevector_perplexity.detach()),
+            int(mask.sum()),
+        )

@@ -49,8 +49,10 @@ def confidence_scores(vocab: CTCVocabulary, logits: np.ndarray, decoded: Decoded
     if not words:
         return {name: 0.0 for name in CONFIDENCES if name != "nbest" or decoded.alternatives}
     log_likelihood = text_log_likelihood(log_softmax(logits), vocab.encode(decoded.text), vocab.blank_id)
-    scores = {"posterior": math.exp(log_likelihood / len(words)),
-              "words": sum(word.confidence for word in decoded.words) / max(len(decoded.words), 1)}
+    scores = {
+        "posterior": math.exp(log_likelihood / len(words)),
+        "words": sum(word.confidence for word in decoded.words) / max(len(decoded.words), 1),
+    }
     if decoded.alternatives:
         best = decoded.alternatives[0].score
         scores["nbest"] = 1.0 / sum(math.exp(alternative.score - best) for alternative in decoded.alternatives)
@@ -66,8 +68,11 @@ class PseudoLabelTask(TranscribeTask):
         samples = state.recognizer.read(read_source(source))
         logits = state.logits([samples])[0]
         decoded, _ = state.decode(logits, self.options)
-        return {"text": decoded.text, "duration": round(len(samples) / state.recognizer.sampling_rate, 3),
-                **confidence_scores(state.recognizer.vocab, logits, decoded)}
+        return {
+            "text": decoded.text,
+            "duration": round(len(samples) / state.recognizer.sampling_rate, 3),
+            **confidence_scores(state.recognizer.vocab, logits, decoded),
+        }
 
     def settings(self) -> dict:
         return {**super().settings(), "task": "pseudo-label"}
@@ -83,12 +88,17 @@ def label(args, transcriber: Transcriber, real: list[Entry]) -> int:
     loaded: transcribe what the scores file lacks, then write the confident rows, after `real`, to --out."""
     scores = args.scores_out or args.out.with_name(args.out.stem + ".scores.jsonl")
     beam = dataclasses.replace(BeamOptions(args.beam_width), alternatives=MAX_ALTERNATIVES)  # for `nbest`
-    task = PseudoLabelTask(str(Path(args.model).resolve()) if Path(args.model).exists() else args.model,
-                           transcriber.lm and str(Path(transcriber.lm).resolve()), transcriber.lm_alpha,
-                           transcriber.lm_beta, transcriber.lexicon,
-                           # beam search over the LM when there is one; without, the best path (the n best of a
-                           # search with no LM add little and cost much)
-                           DecodeOptions(None if transcriber.lm else "greedy", beam), loader=load_recognizer)
+    task = PseudoLabelTask(
+        str(Path(args.model).resolve()) if Path(args.model).exists() else args.model,
+        transcriber.lm and str(Path(transcriber.lm).resolve()),
+        transcriber.lm_alpha,
+        transcriber.lm_beta,
+        transcriber.lexicon,
+        # beam search over the LM when there is one; without, the best path (the n best of a
+        # search with no LM add little and cost much)
+        DecodeOptions(None if transcriber.lm else "greedy", beam),
+        loader=load_recognizer,
+    )
     if args.ray:
         try:
             from cluster.ray_pool import RayPool  # only with --ray: Ray is an optional extra
@@ -104,12 +114,17 @@ def label(args, transcriber: Transcriber, real: list[Entry]) -> int:
     with open(scores, encoding="utf-8") as handle:
         rows = {row["audio"]: row for row in map(json.loads, handle)}
     ordered = [rows[item.key] for item in manifest_items(args.manifest) if item.key in rows]  # the manifest's order
-    kept = [Entry(args.manifest.parent / row["audio"], row["duration"], row["text"])
-            for row in confident(ordered, args.min_confidence, args.confidence)]
+    kept = [
+        Entry(args.manifest.parent / row["audio"], row["duration"], row["text"])
+        for row in confident(ordered, args.min_confidence, args.confidence)
+    ]
     write_manifest(real + kept, args.out)
     hours = sum(entry.duration for entry in kept) / 3600
     failed = sum("error" in row for row in ordered)
-    print(f"{args.out}: {len(kept)} of {len(ordered)} utterances kept ({hours:.2f} h) at {args.confidence} "
-          f"confidence >= {args.min_confidence}" + (f", with {len(real)} real labels" if real else "")
-          + (f"; {failed} could not be transcribed (see {scores})" if failed else ""))
+    print(
+        f"{args.out}: {len(kept)} of {len(ordered)} utterances kept ({hours:.2f} h) at {args.confidence} "
+        f"confidence >= {args.min_confidence}"
+        + (f", with {len(real)} real labels" if real else "")
+        + (f"; {failed} could not be transcribed (see {scores})" if failed else "")
+    )
     return 0

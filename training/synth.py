@@ -27,8 +27,18 @@ from .manifest import Entry, write_manifest
 
 RATE = 16000
 # Voices that ship with Debian's espeak-ng and flite packages (no extra voice data needed).
-DEFAULT_VOICES = ("espeak:en-us", "espeak:en-gb", "espeak:en-us+f2", "espeak:en-gb-scotland", "espeak:en-029+m3",
-                  "espeak:en-gb-x-rp+f4", "flite:slt", "flite:rms", "flite:awb", "flite:kal16")
+DEFAULT_VOICES = (
+    "espeak:en-us",
+    "espeak:en-gb",
+    "espeak:en-us+f2",
+    "espeak:en-gb-scotland",
+    "espeak:en-029+m3",
+    "espeak:en-gb-x-rp+f4",
+    "flite:slt",
+    "flite:rms",
+    "flite:awb",
+    "flite:kal16",
+)
 ENGINES = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave"}  # engine -> the program it runs
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -42,8 +52,10 @@ class Voice:
     def parse(cls, text: str) -> Voice:
         engine, _, name = text.partition(":")
         if engine not in ENGINES or not name:
-            raise ValueError(f"voice {text!r}: expected espeak:NAME, flite:NAME or festival:NAME, e.g. espeak:en-us, "
-                             "flite:slt or festival:kal_diphone (or `english` for every English voice installed)")
+            raise ValueError(
+                f"voice {text!r}: expected espeak:NAME, flite:NAME or festival:NAME, e.g. espeak:en-us, "
+                "flite:slt or festival:kal_diphone (or `english` for every English voice installed)"
+            )
         return cls(engine, name)
 
     @property
@@ -54,13 +66,43 @@ class Voice:
         """speed: 1.0 is the voice's normal rate; pitch: 1.0 its normal pitch (Festival keeps its own)."""
         if self.engine == "espeak":
             # -s words per minute (default 175); -p pitch 0-99 (default 50).
-            return ["espeak-ng", "-v", self.name, "-s", str(round(175 * speed)),
-                    "-p", str(max(0, min(99, round(50 * pitch)))), "-w", str(out), "-f", str(text_file)]
+            return [
+                "espeak-ng",
+                "-v",
+                self.name,
+                "-s",
+                str(round(175 * speed)),
+                "-p",
+                str(max(0, min(99, round(50 * pitch)))),
+                "-w",
+                str(out),
+                "-f",
+                str(text_file),
+            ]
         if self.engine == "flite":
-            return ["flite", "-voice", self.name, "--setf", f"duration_stretch={1 / speed:.3f}",
-                    "--setf", f"int_f0_target_mean={round(100 * pitch)}", "-f", str(text_file), "-o", str(out)]
-        return ["text2wave", "-eval", f"(voice_{self.name})", "-eval", f"(Parameter.set 'Duration_Stretch {1 / speed:.3f})",
-                "-o", str(out), str(text_file)]
+            return [
+                "flite",
+                "-voice",
+                self.name,
+                "--setf",
+                f"duration_stretch={1 / speed:.3f}",
+                "--setf",
+                f"int_f0_target_mean={round(100 * pitch)}",
+                "-f",
+                str(text_file),
+                "-o",
+                str(out),
+            ]
+        return [
+            "text2wave",
+            "-eval",
+            f"(voice_{self.name})",
+            "-eval",
+            f"(Parameter.set 'Duration_Stretch {1 / speed:.3f})",
+            "-o",
+            str(out),
+            str(text_file),
+        ]
 
 
 def english_voices() -> list[Voice]:
@@ -68,18 +110,28 @@ def english_voices() -> list[Voice]:
     (MBROLA voices left out: their data is not packaged), flite's voices, Festival's English voices."""
     voices = []
     if shutil.which("espeak-ng"):
-        languages = sorted({columns[1] for columns in _espeak_listing("--voices=en")
-                            if columns[1].startswith("en") and not columns[4].startswith("mb/")})
+        languages = sorted(
+            {
+                columns[1]
+                for columns in _espeak_listing("--voices=en")
+                if columns[1].startswith("en") and not columns[4].startswith("mb/")
+            }
+        )
         variants = sorted({columns[4].rsplit("/", 1)[-1] for columns in _espeak_listing("--voices=variant")})
-        voices += [Voice("espeak", f"{language}{'+' + variant if variant else ''}")
-                   for language in languages for variant in ["", *variants]]
+        voices += [
+            Voice("espeak", f"{language}{'+' + variant if variant else ''}")
+            for language in languages
+            for variant in ["", *variants]
+        ]
     if shutil.which("flite"):
         voices += [Voice("flite", name) for name in sorted(_flite_voices())]
     if shutil.which("text2wave"):
         voices += [Voice("festival", name) for name in sorted(_festival_voices())]
     if not voices:
-        raise RuntimeError("no speech synthesizer installed (Debian/Ubuntu: apt-get install espeak-ng flite "
-                           "festival festvox-kallpc16k festvox-us-slt-hts)")
+        raise RuntimeError(
+            "no speech synthesizer installed (Debian/Ubuntu: apt-get install espeak-ng flite "
+            "festival festvox-kallpc16k festvox-us-slt-hts)"
+        )
     return voices
 
 
@@ -96,8 +148,9 @@ def parse_voices(text: str) -> list[Voice]:
     return voices
 
 
-def digit_strings(count: int, min_digits: int, max_digits: int, oh_fraction: float, seed: int,
-                  zero_fraction: float | None = None) -> list[str]:
+def digit_strings(
+    count: int, min_digits: int, max_digits: int, oh_fraction: float, seed: int, zero_fraction: float | None = None
+) -> list[str]:
     """`count` random digit strings of min..max digits; each zero is said "oh" with probability `oh_fraction`.
     Each digit is a zero with probability `zero_fraction` (the rest alike), or all ten alike when it is None."""
     generator = random.Random(seed)
@@ -110,8 +163,9 @@ def digit_strings(count: int, min_digits: int, max_digits: int, oh_fraction: flo
     strings = []
     for _ in range(count):
         digits = [draw() for _ in range(generator.randint(min_digits, max_digits))]
-        strings.append(" ".join("oh" if digit == 0 and generator.random() < oh_fraction else DIGITS[digit]
-                                for digit in digits))
+        strings.append(
+            " ".join("oh" if digit == 0 and generator.random() < oh_fraction else DIGITS[digit] for digit in digits)
+        )
     return strings
 
 
@@ -135,12 +189,16 @@ def check_voices(voices: list[Voice]) -> None:
         if voice.engine == "flite" and Path(voice.name).is_file():
             continue  # a .flitevox file
         if voice.engine != "espeak" and voice.name not in known[voice.engine]:
-            raise ValueError(f"{voice.engine} has no voice {voice.name!r}; it has: "
-                             f"{', '.join(sorted(known[voice.engine])) or 'none'}")
+            raise ValueError(
+                f"{voice.engine} has no voice {voice.name!r}; it has: "
+                f"{', '.join(sorted(known[voice.engine])) or 'none'}"
+            )
         if name not in known[voice.engine] or (variant and variant not in variants):
             english = sorted(name for name in known["espeak"] if name.lower().startswith("en"))
-            raise ValueError(f"espeak-ng has no voice {voice.name!r}; its English ones: {', '.join(english)} "
-                             "(`espeak-ng --voices` lists all; variants after '+', e.g. en-us+f2)")
+            raise ValueError(
+                f"espeak-ng has no voice {voice.name!r}; its English ones: {', '.join(english)} "
+                "(`espeak-ng --voices` lists all; variants after '+', e.g. en-us+f2)"
+            )
 
 
 def _espeak_listing(option: str) -> list[list[str]]:
@@ -151,7 +209,9 @@ def _espeak_listing(option: str) -> list[list[str]]:
 
 def _espeak_names(option: str) -> set[str]:
     """Languages, voice names and voice files of `espeak-ng --voices` (or of its variants)."""
-    return {name for columns in _espeak_listing(option) for name in (columns[1], columns[3], columns[4].rsplit("/", 1)[-1])}
+    return {
+        name for columns in _espeak_listing(option) for name in (columns[1], columns[3], columns[4].rsplit("/", 1)[-1])
+    }
 
 
 def _flite_voices() -> set[str]:
@@ -165,8 +225,9 @@ def _festival_voices() -> set[str]:
     return set(listing.replace("(", " ").replace(")", " ").split())
 
 
-def pick_sentences(path: Path, count: int, min_words: int, max_words: int, seed: int,
-                   without: set[str] = frozenset()) -> list[str]:
+def pick_sentences(
+    path: Path, count: int, min_words: int, max_words: int, seed: int, without: set[str] = frozenset()
+) -> list[str]:
     """`count` lines of a text file (.gz read as gzip) with min..max words and none of the words `without`,
     drawn uniformly (reservoir sampling)."""
     generator = random.Random(seed)
@@ -186,15 +247,24 @@ def pick_sentences(path: Path, count: int, min_words: int, max_words: int, seed:
                 if slot < count:
                     chosen[slot] = " ".join(words)
     if not chosen:
-        raise ValueError(f"{path}: no line of {min_words}-{max_words} words"
-                         + (f" without {', '.join(sorted(without))}" if without else ""))
+        raise ValueError(
+            f"{path}: no line of {min_words}-{max_words} words"
+            + (f" without {', '.join(sorted(without))}" if without else "")
+        )
     generator.shuffle(chosen)
     return chosen
 
 
-def synthesize(sentences: list[str], out: Path, count: int, voices: list[Voice],
-               speed_range: tuple[float, float] = (0.8, 1.2), pitch_range: tuple[float, float] = (0.7, 1.3),
-               seed: int = 0, workers: int = 4) -> list[Entry]:
+def synthesize(
+    sentences: list[str],
+    out: Path,
+    count: int,
+    voices: list[Voice],
+    speed_range: tuple[float, float] = (0.8, 1.2),
+    pitch_range: tuple[float, float] = (0.7, 1.3),
+    seed: int = 0,
+    workers: int = 4,
+) -> list[Entry]:
     """Write `count` utterances of `sentences` (in turn) and `out/manifest.jsonl`; returns the manifest's entries.
     Each utterance's voice is drawn at random, each engine as often as the others (espeak-ng alone has
     hundreds of voice-variant pairs, flite and Festival a few voices each)."""
@@ -202,8 +272,16 @@ def synthesize(sentences: list[str], out: Path, count: int, voices: list[Voice],
     generator = random.Random(seed)
     by_engine = [[voice for voice in voices if voice.engine == engine] for engine in ENGINES]
     by_engine = [group for group in by_engine if group]
-    jobs = [(index, sentences[index % len(sentences)], generator.choice(by_engine[index % len(by_engine)]),
-             generator.uniform(*speed_range), generator.uniform(*pitch_range)) for index in range(count)]
+    jobs = [
+        (
+            index,
+            sentences[index % len(sentences)],
+            generator.choice(by_engine[index % len(by_engine)]),
+            generator.uniform(*speed_range),
+            generator.uniform(*pitch_range),
+        )
+        for index in range(count)
+    ]
     (out / "audio").mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(workers) as pool:  # each job is its own synthesizer process
         entries = list(pool.map(lambda job: _speak(out, *job), jobs))
@@ -216,11 +294,14 @@ def _speak(out: Path, index: int, text: str, voice: Voice, speed: float, pitch: 
     with tempfile.TemporaryDirectory() as scratch:
         raw, text_file = Path(scratch) / "raw.wav", Path(scratch) / "text.txt"
         text_file.write_text(text + "\n", encoding="utf-8")
-        result = subprocess.run(voice.command(text_file, raw, speed, pitch), capture_output=True, text=True,
-                                timeout=120)
+        result = subprocess.run(
+            voice.command(text_file, raw, speed, pitch), capture_output=True, text=True, timeout=120
+        )
         if result.returncode != 0 or not raw.is_file():
-            raise RuntimeError(f"{voice.program} ({voice.engine}:{voice.name}) failed on {text!r}: "
-                               f"{result.stderr.strip() or result.returncode}")
+            raise RuntimeError(
+                f"{voice.program} ({voice.engine}:{voice.name}) failed on {text!r}: "
+                f"{result.stderr.strip() or result.returncode}"
+            )
         samples = load_audio(raw, RATE)  # espeak-ng speaks at 22.05 kHz, flite at 8 or 16, Festival at 16 or 32
     soundfile.write(target, samples, RATE, subtype="PCM_16")
     return Entry(target, round(len(samples) / RATE, 3), text)

@@ -55,8 +55,14 @@ def sample_negatives(batch: int, frames: int, num: int, cross: int, generator: n
     return torch.from_numpy(np.concatenate(parts, axis=-1))
 
 
-def contrastive_loss(predictions: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor, offset: int,
-                     infonce: bool, balanced_classes: bool = False) -> tuple[torch.Tensor, int, float]:
+def contrastive_loss(
+    predictions: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    offset: int,
+    infonce: bool,
+    balanced_classes: bool = False,
+) -> tuple[torch.Tensor, int, float]:
     """predictions: (batch, dim, frames, steps), step k predicting frame t + offset + k from c_t;
     targets: (batch, frames, dim); negatives: (batch, frames, distractors) indices into the flattened
     targets, the distractors of each target frame. Returns (loss summed over predictions, number of
@@ -69,7 +75,7 @@ def contrastive_loss(predictions: torch.Tensor, targets: torch.Tensor, negatives
         ahead = offset + step
         if ahead >= frames:
             break
-        predicted = predictions[:, :, :frames - ahead, step].float()  # (batch, dim, frames - ahead)
+        predicted = predictions[:, :, : frames - ahead, step].float()  # (batch, dim, frames - ahead)
         scores = torch.einsum("bdt,btnd->btn", predicted, candidates[:, ahead:])
         scores = scores.reshape(-1, scores.shape[-1])
         if infonce:
@@ -96,27 +102,37 @@ class Wav2VecObjective:
     def __init__(self, model: Wav2VecModel, penalty_weight: float = 1.0):
         config = model.config
         if config.project_features != "none":
-            raise ValueError("training with project_features (targets through the context network) is not "
-                             "supported; use project_features: none")
+            raise ValueError(
+                "training with project_features (targets through the context network) is not "
+                "supported; use project_features: none"
+            )
         if config.sample_distance is not None:
             raise ValueError("sample_distance is not supported: negatives come from the whole utterance")
         self.model, self.penalty_weight = model, penalty_weight
         self.prediction_dropout = torch.nn.Dropout(config.dropout)
 
-    def __call__(self, samples: torch.Tensor, generator: np.random.Generator | None = None,
-                 negatives: torch.Tensor | None = None) -> Wav2VecLoss:
+    def __call__(
+        self, samples: torch.Tensor, generator: np.random.Generator | None = None, negatives: torch.Tensor | None = None
+    ) -> Wav2VecLoss:
         """Negatives are drawn from `generator`, or given: (batch, frames, distractors) flat indices."""
         config = self.model.config
         output = self.model(samples)
         targets = self.model.targets(output)
         batch, frames, _ = targets.shape
         if negatives is None:
-            negatives = sample_negatives(batch, frames, config.num_negatives, config.cross_sample_negatives,
-                                         generator or np.random.default_rng())
+            negatives = sample_negatives(
+                batch, frames, config.num_negatives, config.cross_sample_negatives, generator or np.random.default_rng()
+            )
         self.prediction_dropout.train(self.model.training)
         predictions = self.prediction_dropout(self.model.predictions(output.c))
-        total, count, accuracy = contrastive_loss(predictions, targets, negatives.to(targets.device),
-                                                  config.prediction_offset, config.infonce, config.balanced_classes)
+        total, count, accuracy = contrastive_loss(
+            predictions,
+            targets,
+            negatives.to(targets.device),
+            config.prediction_offset,
+            config.infonce,
+            config.balanced_classes,
+        )
         contrastive = total / count
         penalty = contrastive.new_zeros(())
         perplexity = 0.0

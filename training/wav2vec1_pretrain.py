@@ -38,14 +38,18 @@ def wav2vec1_config(config: PretrainConfig) -> Wav2VecConfig:
     known = {item.name for item in dataclasses.fields(Wav2VecConfig)}
     unknown = sorted(set(config.model) - known)
     if unknown:
-        raise ValueError(f"unknown model settings for objective {config.objective}: {', '.join(unknown)} "
-                         "(wav2vec and vq-wav2vec take fairseq's wav2vec options; no presets)")
+        raise ValueError(
+            f"unknown model settings for objective {config.objective}: {', '.join(unknown)} "
+            "(wav2vec and vq-wav2vec take fairseq's wav2vec options; no presets)"
+        )
     architecture = Wav2VecConfig(**config.model)
     if config.objective == "vq-wav2vec" and architecture.vq_type == "none":
         raise ValueError("objective vq-wav2vec needs a quantizer: set model.vq_type to gumbel or kmeans")
     if config.objective == "wav2vec" and architecture.vq_type != "none":
-        raise ValueError(f"objective wav2vec trains without a quantizer, but model.vq_type is "
-                         f"{architecture.vq_type!r}: use objective vq-wav2vec")
+        raise ValueError(
+            f"objective wav2vec trains without a quantizer, but model.vq_type is "
+            f"{architecture.vq_type!r}: use objective vq-wav2vec"
+        )
     return architecture
 
 
@@ -54,8 +58,10 @@ def check_objective(config: PretrainConfig) -> None:
     if config.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {config.objective!r}; choose wav2vec2, {', '.join(OBJECTIVES)}")
     if config.features:
-        raise ValueError(f"objective {config.objective} takes its audio settings from the model section "
-                         "(sample_rate, normalize), not from features")
+        raise ValueError(
+            f"objective {config.objective} takes its audio settings from the model section "
+            "(sample_rate, normalize), not from features"
+        )
     try:
         wav2vec1_config(config)
     except (TypeError, SyntaxError) as error:
@@ -64,7 +70,7 @@ def check_objective(config: PretrainConfig) -> None:
 
 def gumbel_temperature(config: Wav2VecConfig, step: int) -> float:
     start, end, decay = config.vq_temp
-    return max(start * decay ** step, end)
+    return max(start * decay**step, end)
 
 
 def pretrain_wav2vec1(config: PretrainConfig, resume: Path | None = None) -> Path:
@@ -78,15 +84,22 @@ def pretrain_wav2vec1(config: PretrainConfig, resume: Path | None = None) -> Pat
     entries = [entry for entry in read_manifest(Path(config.manifest)) if entry.duration >= config.min_sample_seconds]
     if not entries:
         raise ValueError(f"{config.manifest}: no audio of at least {config.min_sample_seconds} s")
-    batches = BatchStream([min(entry.duration, config.max_sample_seconds) for entry in entries],
-                          config.max_batch_seconds, config.seed)
-    audio = AudioStore([entry.audio for entry in entries], [entry.duration for entry in entries], rate,
-                       config.preload_gb * 1e9, config.decode_workers)
+    batches = BatchStream(
+        [min(entry.duration, config.max_sample_seconds) for entry in entries], config.max_batch_seconds, config.seed
+    )
+    audio = AudioStore(
+        [entry.audio for entry in entries],
+        [entry.duration for entry in entries],
+        rate,
+        config.preload_gb * 1e9,
+        config.decode_workers,
+    )
     model = Wav2VecModel(architecture).to(device).train()  # each module's own initialisation, as the reference's
     objective = Wav2VecObjective(model, config.vq_loss_weight)
     optimiser = adamw(model, config.learning_rate, config.weight_decay, eps=1e-6)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_then_linear_decay(config.warmup_steps,
-                                                                                      config.max_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, warmup_then_linear_decay(config.warmup_steps, config.max_steps)
+    )
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     save_config(config, output / "training_config.json")
@@ -111,17 +124,23 @@ def pretrain_wav2vec1(config: PretrainConfig, resume: Path | None = None) -> Pat
         step += 1
         progress.update(1)
         if step % config.log_every == 0 or step == config.max_steps:
-            record = {"step": step, "loss": round(float(result.loss.detach()), 6),
-                      "contrastive": round(float(result.contrastive.detach()), 6),
-                      "penalty": round(float(result.penalty.detach()), 6), "accuracy": round(result.accuracy, 4),
-                      "code_perplexity": round(result.code_perplexity, 3), "gradient_norm": round(gradient_norm, 4),
-                      "learning_rate": scheduler.get_last_lr()[0],
-                      "audio_seconds_per_second": round(audio_seconds / (time.perf_counter() - started), 2)}
+            record = {
+                "step": step,
+                "loss": round(float(result.loss.detach()), 6),
+                "contrastive": round(float(result.contrastive.detach()), 6),
+                "penalty": round(float(result.penalty.detach()), 6),
+                "accuracy": round(result.accuracy, 4),
+                "code_perplexity": round(result.code_perplexity, 3),
+                "gradient_norm": round(gradient_norm, 4),
+                "learning_rate": scheduler.get_last_lr()[0],
+                "audio_seconds_per_second": round(audio_seconds / (time.perf_counter() - started), 2),
+            }
             if architecture.vq_type == "gumbel":
                 record["gumbel_temperature"] = round(model.quantizer.temperature, 5)
             log.write(record)
-            progress.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}",
-                                 ppl=f"{record['code_perplexity']:.1f}")
+            progress.set_postfix(
+                loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}", ppl=f"{record['code_perplexity']:.1f}"
+            )
         if step % config.save_every == 0 or step == config.max_steps:
             last = output / f"checkpoint-{step}"
             save_wav2vec1_checkpoint(model, last / CHECKPOINT_FILE, {"num_updates": step})
@@ -135,4 +154,4 @@ def _equal_crops(utterances: list[np.ndarray], most: int, generator: np.random.G
     """(batch, samples): each utterance cropped at a random start to the batch's shortest (at most `most`)."""
     length = min(min(len(samples) for samples in utterances), most)
     starts = [int(generator.integers(0, len(samples) - length + 1)) for samples in utterances]
-    return np.stack([samples[start:start + length] for samples, start in zip(utterances, starts)]).astype(np.float32)
+    return np.stack([samples[start : start + length] for samples, start in zip(utterances, starts)]).astype(np.float32)

@@ -18,5 +18,16 @@ from .pool import InProcess, LocalPool
 from .run import Summary, run_bulk
 from .task import Task, TranscribeTask
 
-__all__ = ["InProcess", "Inputs", "Item", "Journal", "LocalPool", "Summary", "Task", "TranscribeTask", "folder_items",
-           "manifest_items", "run_bulk"]
+__all__ = [
+    "InProcess",
+    "Inputs",
+    "Item",
+    "Journal",
+    "LocalPool",
+    "Summary",
+    "Task",
+    "TranscribeTask",
+    "folder_items",
+    "manifest_items",
+    "run_bulk",
+]

@@ -25,33 +25,56 @@ from .task import TranscribeTask
 
 def add_arguments(transcribe: argparse.ArgumentParser) -> None:
     many = transcribe.add_argument_group(
-        "many files", "any of these, or a folder among the audio, runs the bulk path: workers, a progress bar on "
-                      "standard error, and with --out a resumable output")
-    many.add_argument("--manifest", type=Path, metavar="IN",
-                      help="a JSONL manifest to transcribe instead of AUDIO: one object per line with 'audio' (a "
-                           "path relative to the manifest, an absolute path, or an http(s) URL); its other "
-                           "fields are copied to the output ('text' as 'reference')")
-    many.add_argument("--out", type=Path, metavar="OUT.jsonl",
-                      help="write one JSON line per input (its fields, then text, confidence, duration, decoder, "
-                           "words with --word-timestamps; or error) instead of printing; rerunning the same "
-                           "command skips the inputs already there, so an interrupted run continues")
-    many.add_argument("--output-dir", type=Path, metavar="DIR",
-                      help="also write each transcript to DIR/<audio's name>.<format> (folders: their layout kept)")
-    many.add_argument("--format", choices=FORMATS,
-                      help="with --output-dir: plain text, JSON, or SRT / WebVTT subtitles (default txt)")
-    many.add_argument("--workers", type=int, metavar="N",
-                      help="worker processes, each loading the model once, the cores shared out between them "
-                           "(default 1: this process, every core); with --ray, workers on the cluster (default: "
-                           "one per CPU of the cluster)")
-    many.add_argument("--ray", metavar="ADDRESS",
-                      help="run the workers on a Ray cluster: 'auto' (this machine's), or HOST:PORT of its head "
-                           "(needs the [ray] extra; every node must see the model and audio paths, or use URLs)")
+        "many files",
+        "any of these, or a folder among the audio, runs the bulk path: workers, a progress bar on "
+        "standard error, and with --out a resumable output",
+    )
+    many.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="IN",
+        help="a JSONL manifest to transcribe instead of AUDIO: one object per line with 'audio' (a "
+        "path relative to the manifest, an absolute path, or an http(s) URL); its other "
+        "fields are copied to the output ('text' as 'reference')",
+    )
+    many.add_argument(
+        "--out",
+        type=Path,
+        metavar="OUT.jsonl",
+        help="write one JSON line per input (its fields, then text, confidence, duration, decoder, "
+        "words with --word-timestamps; or error) instead of printing; rerunning the same "
+        "command skips the inputs already there, so an interrupted run continues",
+    )
+    many.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="also write each transcript to DIR/<audio's name>.<format> (folders: their layout kept)",
+    )
+    many.add_argument(
+        "--format", choices=FORMATS, help="with --output-dir: plain text, JSON, or SRT / WebVTT subtitles (default txt)"
+    )
+    many.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes, each loading the model once, the cores shared out between them "
+        "(default 1: this process, every core); with --ray, workers on the cluster (default: "
+        "one per CPU of the cluster)",
+    )
+    many.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the workers on a Ray cluster: 'auto' (this machine's), or HOST:PORT of its head "
+        "(needs the [ray] extra; every node must see the model and audio paths, or use URLs)",
+    )
 
 
 def requested(args: argparse.Namespace) -> bool:
     """Whether the command takes the bulk path."""
-    return (any(getattr(args, name) is not None for name in ("manifest", "out", "output_dir", "format", "workers", "ray"))
-            or any(not is_url(audio) and Path(audio).is_dir() for audio in args.audio))
+    return any(
+        getattr(args, name) is not None for name in ("manifest", "out", "output_dir", "format", "workers", "ray")
+    ) or any(not is_url(audio) and Path(audio).is_dir() for audio in args.audio)
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -74,8 +97,13 @@ def model_reference(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def run(args: argparse.Namespace, transcriber: Transcriber, options: DecodeOptions,
-        loader: Callable[[str], Recognizer], cluster: Backend | None = None) -> int:
+def run(
+    args: argparse.Namespace,
+    transcriber: Transcriber,
+    options: DecodeOptions,
+    loader: Callable[[str], Recognizer],
+    cluster: Backend | None = None,
+) -> int:
     """The bulk run of a parsed `transcribe` command. `transcriber`: the model the driver loaded to check
     the options (reused when the work stays in this process); `loader`: how workers load a model with no
     ONNX export; `cluster`: the Ray backend, when `--ray` was given."""
@@ -85,10 +113,17 @@ def run(args: argparse.Namespace, transcriber: Transcriber, options: DecodeOptio
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    task = TranscribeTask(model_reference(args.model), transcriber.lm and str(Path(transcriber.lm).resolve()),
-                          transcriber.lm_alpha, transcriber.lm_beta, transcriber.lexicon, options,
-                          word_timestamps=args.word_timestamps or (args.output_dir is not None and format in NEEDS_WORDS),
-                          alternatives=bool(args.alternatives), loader=loader)
+    task = TranscribeTask(
+        model_reference(args.model),
+        transcriber.lm and str(Path(transcriber.lm).resolve()),
+        transcriber.lm_alpha,
+        transcriber.lm_beta,
+        transcriber.lexicon,
+        options,
+        word_timestamps=args.word_timestamps or (args.output_dir is not None and format in NEEDS_WORDS),
+        alternatives=bool(args.alternatives),
+        loader=loader,
+    )
     if cluster is not None:
         backend = cluster
     elif (args.workers or 1) > 1:
@@ -117,13 +152,21 @@ def run(args: argparse.Namespace, transcriber: Transcriber, options: DecodeOptio
 
 def _printer(as_json: bool, word_timestamps: bool) -> Callable[[dict], None]:
     """Print each line as the command prints single files: '<audio>\\t<text>' (and word lines), or JSON."""
+
     def emit(line: dict) -> None:
         if "error" in line:
             print(f"error: {line['error']}", file=sys.stderr)
         elif as_json:
             print(json.dumps(line, ensure_ascii=False), flush=True)
         else:
-            words = [f"\t{w['start']:.3f}\t{w['end']:.3f}\t{w['word']}\t{w['confidence']:.4f}"
-                     for w in line.get("words", [])] if word_timestamps else []
+            words = (
+                [
+                    f"\t{w['start']:.3f}\t{w['end']:.3f}\t{w['word']}\t{w['confidence']:.4f}"
+                    for w in line.get("words", [])
+                ]
+                if word_timestamps
+                else []
+            )
             print("\n".join([f"{line['audio']}\t{line['text']}", *words]), flush=True)
+
     return emit

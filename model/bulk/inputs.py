@@ -33,6 +33,7 @@ def is_url(text: str) -> bool:
 @dataclass
 class Scan:
     """What a first pass over the inputs found, before any work: totals for the progress bar."""
+
     items: int = 0  # distinct inputs
     seconds: float = 0.0  # audio, summed over the inputs whose duration is known
     unknown: int = 0  # inputs without a duration
@@ -102,8 +103,10 @@ def manifest_items(path: Path) -> Iterator[Item]:
                 duration = record.get("duration")
                 duration = float(duration) if duration is not None else None
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                raise ValueError(f"{path}: line {number} is not a manifest entry with an 'audio' path "
-                                 f"({type(error).__name__}: {error})") from None
+                raise ValueError(
+                    f"{path}: line {number} is not a manifest entry with an 'audio' path "
+                    f"({type(error).__name__}: {error})"
+                ) from None
             source = audio if is_url(audio) else str(base / audio)  # `base / absolute` is the absolute path
             yield Item(audio, source, record, duration, output_name(audio))
 
@@ -114,13 +117,20 @@ def folder_items(paths: list[str]) -> Iterator[Item]:
     for given in paths:
         path = Path(given)
         if is_url(given) or not path.is_dir():
-            yield Item(given, given if is_url(given) else str(path.resolve()), {"audio": given}, None,
-                       output_name(given if is_url(given) else path.name))
+            yield Item(
+                given,
+                given if is_url(given) else str(path.resolve()),
+                {"audio": given},
+                None,
+                output_name(given if is_url(given) else path.name),
+            )
             continue
-        for found in sorted(found for found in path.rglob("*")
-                            if found.suffix.lower() in AUDIO_SUFFIXES and found.is_file()):
-            yield Item(str(found), str(found.resolve()), {"audio": str(found)}, None,
-                       found.relative_to(path).as_posix())
+        for found in sorted(
+            found for found in path.rglob("*") if found.suffix.lower() in AUDIO_SUFFIXES and found.is_file()
+        ):
+            yield Item(
+                str(found), str(found.resolve()), {"audio": str(found)}, None, found.relative_to(path).as_posix()
+            )
 
 
 def output_name(audio: str) -> str:

@@ -49,8 +49,9 @@ class Journal:
                 fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 self._handle.close()
-                raise JournalError(f"{self.path} is being written by another run; wait for it or choose "
-                                   "another output file") from None
+                raise JournalError(
+                    f"{self.path} is being written by another run; wait for it or choose another output file"
+                ) from None
         self._check_settings()
         self._read_back()
         return self
@@ -83,8 +84,10 @@ class Journal:
             found = json.loads(self.settings_path.read_text())
             if found != wanted:
                 changed = sorted(key for key in set(found) | set(wanted) if found.get(key) != wanted.get(key))
-                raise JournalError(f"{self.path} was written with other settings ({', '.join(changed)} differ: see "
-                                   f"{self.settings_path.name}); rerun with those, or write to another file")
+                raise JournalError(
+                    f"{self.path} was written with other settings ({', '.join(changed)} differ: see "
+                    f"{self.settings_path.name}); rerun with those, or write to another file"
+                )
         self.settings_path.write_text(json.dumps(wanted, indent=2) + "\n")
 
     def _read_back(self) -> None:
@@ -101,8 +104,10 @@ class Journal:
             try:
                 self.done.add(json.loads(line)["audio"])
             except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise JournalError(f"{self.path}: line {number} is not a result line ({error}); it is not an "
-                                   "output of this command, or was damaged: move it aside") from None
+                raise JournalError(
+                    f"{self.path}: line {number} is not a result line ({error}); it is not an "
+                    "output of this command, or was damaged: move it aside"
+                ) from None
             self.lines_before += 1
         handle.truncate(kept)
         handle.seek(0, os.SEEK_END)

@@ -52,7 +52,7 @@ class Backend(ABC):
     def describe(self) -> str:
         return f"{self.workers} worker(s) x {self.threads or 'all'} thread(s)"
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a backend with nothing to stop need not say so
         """Stop the workers (after the last result, or on interruption)."""
 
 
@@ -99,8 +99,9 @@ class LocalPool(Backend):
 
     def _start(self, task: Task) -> ProcessPoolExecutor:
         # spawn, not fork: the driver may hold inference threads, which a forked child would inherit broken.
-        return ProcessPoolExecutor(self.workers, multiprocessing.get_context("spawn"), initializer=_start_worker,
-                                   initargs=(task, self.threads))
+        return ProcessPoolExecutor(
+            self.workers, multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(task, self.threads)
+        )
 
     def results(self, task: Task, items: Iterable[Item]) -> Iterator[tuple[Item, dict]]:
         pending = iter(items)
@@ -127,8 +128,10 @@ class LocalPool(Backend):
                 except BrokenProcessPool:
                     broken = True
                     if attempts[item.key] >= MAX_ATTEMPTS:
-                        yield item, {"error": f"the worker process died while transcribing this input, "
-                                              f"{MAX_ATTEMPTS} times"}
+                        yield (
+                            item,
+                            {"error": f"the worker process died while transcribing this input, {MAX_ATTEMPTS} times"},
+                        )
                     else:
                         retry.append(item)
                     continue
@@ -143,8 +146,10 @@ class LocalPool(Backend):
                 running.clear()
                 broken_without_result += 1
                 if broken_without_result >= MAX_ATTEMPTS:
-                    raise RuntimeError(f"the worker processes died {MAX_ATTEMPTS} times in a row without a result "
-                                       "(out of memory? the model failing to load?)")
+                    raise RuntimeError(
+                        f"the worker processes died {MAX_ATTEMPTS} times in a row without a result "
+                        "(out of memory? the model failing to load?)"
+                    )
                 self.lost += 1
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._start(task)

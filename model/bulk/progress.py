@@ -48,9 +48,12 @@ class Progress:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         finished = self.before + self.done
         files_rate, audio_rate = self.done / elapsed, self.seconds / elapsed
-        parts = [f"{finished}/{self.total} files ({100 * finished / max(self.total, 1):.0f}%)",
-                 f"{files_rate:.1f} files/s", f"{audio_rate / 3600:.4f} audio-h/s ({audio_rate:.0f}x real time)",
-                 f"{self.seconds / 3600:.3f} audio-h"]
+        parts = [
+            f"{finished}/{self.total} files ({100 * finished / max(self.total, 1):.0f}%)",
+            f"{files_rate:.1f} files/s",
+            f"{audio_rate / 3600:.4f} audio-h/s ({audio_rate:.0f}x real time)",
+            f"{self.seconds / 3600:.3f} audio-h",
+        ]
         left = self.total - finished
         if left and files_rate > 0:
             parts.append(f"ETA {clock(left / files_rate)}")

@@ -40,9 +40,11 @@ class Summary:
 
     def line(self) -> str:
         rate = self.done / self.elapsed if self.elapsed else 0.0
-        text = (f"{self.done} transcribed ({self.errors} errors), {self.before} already done, of {self.total} "
-                f"inputs; {self.seconds / 3600:.3f} audio-h in {clock(self.elapsed)} ({rate:.1f} files/s, "
-                f"{self.seconds / max(self.elapsed, 1e-9):.0f}x real time)")
+        text = (
+            f"{self.done} transcribed ({self.errors} errors), {self.before} already done, of {self.total} "
+            f"inputs; {self.seconds / 3600:.3f} audio-h in {clock(self.elapsed)} ({rate:.1f} files/s, "
+            f"{self.seconds / max(self.elapsed, 1e-9):.0f}x real time)"
+        )
         if self.repeated:
             text += f"; {self.repeated} listed again (done once)"
         if self.lost:
@@ -63,9 +65,16 @@ def output_line(item: Item, fields: dict) -> dict:
     return line
 
 
-def run_bulk(inputs: Inputs, task: Task, backend: Backend, journal: Journal | None = None,
-             emit: Callable[[dict], None] | None = None, output_dir: Path | None = None, format: str = "txt",
-             progress: Progress | bool | None = None) -> Summary:
+def run_bulk(
+    inputs: Inputs,
+    task: Task,
+    backend: Backend,
+    journal: Journal | None = None,
+    emit: Callable[[dict], None] | None = None,
+    output_dir: Path | None = None,
+    format: str = "txt",
+    progress: Progress | bool | None = None,
+) -> Summary:
     """Run `task` over every input not in `journal` yet (all of them without one), each result appended
     to the journal, written to `output_dir` in `format` and passed to `emit`. `progress`: a Progress, or
     whether to show one on standard error (None: redrawn on a terminal, a line now and then elsewhere;

@@ -89,23 +89,30 @@ def export_folder(reference: str | Path) -> Path | None:
     return folder if (folder / MODEL_FILE).is_file() else None
 
 
-def load_bulk_recognizer(reference: str | Path, threads: int = 0,
-                         loader: Callable[[str], Recognizer] | None = None) -> Recognizer:
+def load_bulk_recognizer(
+    reference: str | Path, threads: int = 0, loader: Callable[[str], Recognizer] | None = None
+) -> Recognizer:
     """The recognizer bulk workers run: the model's ONNX export when it has one (the server's engine,
     no torch, `threads` intra-op threads), else what `loader` makes of the reference (PyTorch)."""
     folder = export_folder(reference)
     if folder is not None:
         return OnnxRecognizer(folder, threads=threads)
     if loader is None:
-        raise ValueError(f"model '{reference}' has no ONNX export (model.onnx): export it with `python -m export "
-                         "onnx`, or install torch to run its checkpoint")
+        raise ValueError(
+            f"model '{reference}' has no ONNX export (model.onnx): export it with `python -m export "
+            "onnx`, or install torch to run its checkpoint"
+        )
     return loader(str(reference))
 
 
 def transcript_fields(result: Transcript, word_timestamps: bool = False, alternatives: bool = False) -> dict:
     """A transcript as the JSON output's fields (the CLI's `--json` lines and bulk output lines)."""
-    fields = {"text": result.text, "confidence": round(result.confidence, 4), "duration": result.duration,
-              "decoder": result.decoder}
+    fields = {
+        "text": result.text,
+        "confidence": round(result.confidence, 4),
+        "duration": result.duration,
+        "decoder": result.decoder,
+    }
     if word_timestamps:
         fields["words"] = [asdict(word) for word in result.words]
     if alternatives:
@@ -129,21 +136,34 @@ class TranscribeTask(Task):
 
     def load(self, threads: int) -> Transcriber:
         limit_threads(threads)
-        transcriber = Transcriber(load_bulk_recognizer(self.model, threads, self.loader), self.lm, self.lm_alpha,
-                                  self.lm_beta, lexicon=self.lexicon)
+        transcriber = Transcriber(
+            load_bulk_recognizer(self.model, threads, self.loader),
+            self.lm,
+            self.lm_alpha,
+            self.lm_beta,
+            lexicon=self.lexicon,
+        )
         if choose_decoder(self.options, self.lm is not None) == "beam":
             transcriber.beam_search()  # the language model loads now, once, not on the first input
         return transcriber
 
     def run(self, state: Transcriber, source: str) -> dict:
-        return transcript_fields(state.transcribe_file(read_source(source), self.options), self.word_timestamps,
-                                 self.alternatives)
+        return transcript_fields(
+            state.transcribe_file(read_source(source), self.options), self.word_timestamps, self.alternatives
+        )
 
     def settings(self) -> dict:
         lexicon = None
         if self.lexicon is not None:  # a digest: a lexicon may hold a million words
             lexicon = hashlib.sha256("\n".join(self.lexicon).encode()).hexdigest()[:16]
-        return {"task": "transcribe", "model": self.model, "lm": self.lm and str(self.lm),
-                "lm_alpha": self.lm_alpha, "lm_beta": self.lm_beta, "lexicon": lexicon,
-                "options": asdict(self.options), "word_timestamps": self.word_timestamps,
-                "alternatives": self.alternatives}
+        return {
+            "task": "transcribe",
+            "model": self.model,
+            "lm": self.lm and str(self.lm),
+            "lm_alpha": self.lm_alpha,
+            "lm_beta": self.lm_beta,
+            "lexicon": lexicon,
+            "options": asdict(self.options),
+            "word_timestamps": self.word_timestamps,
+            "alternatives": self.alternatives,
+        }

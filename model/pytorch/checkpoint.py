@@ -20,8 +20,14 @@ from ..package import package_checkpoint
 from .checkpoint_types import WEIGHT_NORM_KEYS, Checkpoint, CheckpointError, build_checkpoint
 from .wav2vec2 import Wav2Vec2ForCTC
 
-__all__ = ["Checkpoint", "CheckpointError", "build_checkpoint", "load_checkpoint", "load_ctc_checkpoint",
-           "load_hf_folder"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "build_checkpoint",
+    "load_checkpoint",
+    "load_ctc_checkpoint",
+    "load_hf_folder",
+]
 
 
 def load_checkpoint(reference: str | Path, dictionary: str | Path | None = None) -> Checkpoint:
@@ -42,8 +48,10 @@ def load_ctc_checkpoint(reference: str | Path) -> Checkpoint:
     """Like `load_checkpoint`, for transcription: refuses checkpoints without a CTC head and vocabulary."""
     checkpoint = load_checkpoint(reference)
     if not isinstance(checkpoint.model, Wav2Vec2ForCTC):
-        raise CheckpointError(f"'{reference}' has no CTC head (it is a {checkpoint.architecture} checkpoint); "
-                              "fine-tune it before transcribing with it")
+        raise CheckpointError(
+            f"'{reference}' has no CTC head (it is a {checkpoint.architecture} checkpoint); "
+            "fine-tune it before transcribing with it"
+        )
     if checkpoint.vocab is None:
         raise CheckpointError(f"'{reference}' has a CTC head but no vocab.json")
     return checkpoint

@@ -45,8 +45,10 @@ class Checkpoint:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.config.to_json_file(folder / "config.json", self.architecture)
-        state = {_legacy_weight_norm_key(key): tensor.detach().contiguous().cpu()
-                 for key, tensor in self.model.state_dict().items()}
+        state = {
+            _legacy_weight_norm_key(key): tensor.detach().contiguous().cpu()
+            for key, tensor in self.model.state_dict().items()
+        }
         save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
         self.features.save(folder)
         if self.vocab is not None:
@@ -54,8 +56,13 @@ class Checkpoint:
         return folder
 
 
-def build_checkpoint(config: Wav2Vec2Config, state: dict[str, torch.Tensor], features: FeatureSettings,
-                     vocab: CTCVocabulary | None, source: str) -> Checkpoint:
+def build_checkpoint(
+    config: Wav2Vec2Config,
+    state: dict[str, torch.Tensor],
+    features: FeatureSettings,
+    vocab: CTCVocabulary | None,
+    source: str,
+) -> Checkpoint:
     """Pick the model class the weights describe, and load them strictly."""
     if "lm_head.weight" in state:
         config.vocab_size = state["lm_head.weight"].shape[0]
@@ -65,8 +72,11 @@ def build_checkpoint(config: Wav2Vec2Config, state: dict[str, torch.Tensor], fea
         model = Wav2Vec2ForPreTraining(config)
     else:
         model = Wav2Vec2Model(config)
-        state = {key.removeprefix("wav2vec2."): value for key, value in state.items()
-                 if not key.startswith(_PRETRAINING_PREFIXES)}
+        state = {
+            key.removeprefix("wav2vec2."): value
+            for key, value in state.items()
+            if not key.startswith(_PRETRAINING_PREFIXES)
+        }
     expected = model.state_dict()
     # The mask embedding only matters for training; transformers tolerates it missing or extra too.
     optional = {key for key in set(expected) ^ set(state) if key.endswith("masked_spec_embed")}
@@ -74,17 +84,21 @@ def build_checkpoint(config: Wav2Vec2Config, state: dict[str, torch.Tensor], fea
     unexpected = sorted(set(state) - set(expected) - optional)
     state = {key: value for key, value in state.items() if key in expected}
     if missing or unexpected:
-        raise CheckpointError(f"the weights in '{source}' do not match its config: "
-                              f"missing {_few(missing)}; unexpected {_few(unexpected)}")
+        raise CheckpointError(
+            f"the weights in '{source}' do not match its config: missing {_few(missing)}; unexpected {_few(unexpected)}"
+        )
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
-            raise CheckpointError(f"the weights in '{source}' do not match its config: {key} has shape "
-                                  f"{tuple(tensor.shape)}, the config implies {tuple(expected[key].shape)}")
+            raise CheckpointError(
+                f"the weights in '{source}' do not match its config: {key} has shape "
+                f"{tuple(tensor.shape)}, the config implies {tuple(expected[key].shape)}"
+            )
     model.load_state_dict({key: tensor.float() for key, tensor in state.items()}, strict=False)
     model.eval()
     if vocab is not None and len(vocab) > config.vocab_size:
-        raise CheckpointError(f"'{source}': vocab.json has {len(vocab)} tokens but the CTC head only "
-                              f"{config.vocab_size} outputs")
+        raise CheckpointError(
+            f"'{source}': vocab.json has {len(vocab)} tokens but the CTC head only {config.vocab_size} outputs"
+        )
     return Checkpoint(model, config, features, vocab)
 
 

@@ -24,8 +24,10 @@ _KEY_MAP = [
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"wav2vec2.feature_extractor.conv_layers.\1.conv.\2"),
     # Group-norm family: GroupNorm is module 2 of the first layer; layer-norm family: LayerNorm inside a
     # transpose wrapper, module 2.1 of every layer.
-    (r"feature_extractor\.conv_layers\.(\d+)\.2\.(?:1\.)?(weight|bias)",
-     r"wav2vec2.feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (
+        r"feature_extractor\.conv_layers\.(\d+)\.2\.(?:1\.)?(weight|bias)",
+        r"wav2vec2.feature_extractor.conv_layers.\1.layer_norm.\2",
+    ),
     (r"layer_norm\.(weight|bias)", r"wav2vec2.feature_projection.layer_norm.\1"),
     (r"post_extract_proj\.(weight|bias)", r"wav2vec2.feature_projection.projection.\1"),
     (r"mask_emb", r"wav2vec2.masked_spec_embed"),
@@ -33,8 +35,10 @@ _KEY_MAP = [
     (r"encoder\.pos_conv\.0\.weight_v", r"wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
     (r"encoder\.pos_conv\.0\.bias", r"wav2vec2.encoder.pos_conv_embed.conv.bias"),
     (r"encoder\.layer_norm\.(weight|bias)", r"wav2vec2.encoder.layer_norm.\1"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)",
-     r"wav2vec2.encoder.layers.\1.attention.\2_proj.\3"),
+    (
+        r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)",
+        r"wav2vec2.encoder.layers.\1.attention.\2_proj.\3",
+    ),
     (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", r"wav2vec2.encoder.layers.\1.layer_norm.\2"),
     (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)", r"wav2vec2.encoder.layers.\1.feed_forward.intermediate_dense.\2"),
     (r"encoder\.layers\.(\d+)\.fc2\.(weight|bias)", r"wav2vec2.encoder.layers.\1.feed_forward.output_dense.\2"),
@@ -52,14 +56,18 @@ def load_fairseq_checkpoint(path: Path, dictionary: str | Path | None = None) ->
     saved = _read(path)
     model_cfg, task_cfg = _configs(saved, path)
     if (model_cfg.get("_name") or model_cfg.get("arch")) == "wav2vec":  # wav2vec (1.0) and vq-wav2vec
-        raise CheckpointError(f"'{path}' is a wav2vec (1.0) / vq-wav2vec checkpoint, not wav2vec 2.0: it has no "
-                              "CTC head to transcribe with; `python -m model features` reads its representations")
+        raise CheckpointError(
+            f"'{path}' is a wav2vec (1.0) / vq-wav2vec checkpoint, not wav2vec 2.0: it has no "
+            "CTC head to transcribe with; `python -m model features` reads its representations"
+        )
     finetuned = "w2v_encoder.proj.weight" in saved["model"]
     if finetuned:
         pretrained = _as_dict(model_cfg.get("w2v_args"))
         if not pretrained:
-            raise CheckpointError(f"'{path}' is a fine-tuned fairseq checkpoint without the pretraining config "
-                                  "(w2v_args); it cannot be rebuilt")
+            raise CheckpointError(
+                f"'{path}' is a fine-tuned fairseq checkpoint without the pretraining config "
+                "(w2v_args); it cannot be rebuilt"
+            )
         architecture = _as_dict(pretrained.get("model", pretrained))
     else:
         architecture = model_cfg
@@ -103,8 +111,10 @@ def _configs(saved: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[st
 
 def _to_config(arch: dict[str, Any], fine_tuning: dict[str, Any] | None) -> Wav2Vec2Config:
     if arch.get("quantize_input") or arch.get("quantize_targets") is False:
-        raise CheckpointError("fairseq wav2vec 2.0 variants with quantized inputs or unquantized targets "
-                              "have no Hugging Face equivalent and are not supported")
+        raise CheckpointError(
+            "fairseq wav2vec 2.0 variants with quantized inputs or unquantized targets "
+            "have no Hugging Face equivalent and are not supported"
+        )
     if int(arch.get("pos_conv_depth", 1)) != 1:
         raise CheckpointError("fairseq models with a multi-layer positional convolution are not supported")
     layers = _literal(arch.get("conv_feature_layers", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"))
@@ -133,13 +143,17 @@ def _to_config(arch: dict[str, Any], fine_tuning: dict[str, Any] | None) -> Wav2
     }
     # Dropout and masking: the fine-tuning run's values where there is one.
     options = fine_tuning or arch
-    for ours, theirs, default in (("hidden_dropout", "dropout", 0.1), ("attention_dropout", "attention_dropout", 0.1),
-                                  ("activation_dropout", "activation_dropout", 0.0),
-                                  ("feat_proj_dropout", "dropout_input", 0.0),
-                                  ("layerdrop", "layerdrop" if fine_tuning else "encoder_layerdrop", 0.0),
-                                  ("mask_time_prob", "mask_prob", 0.65), ("mask_time_length", "mask_length", 10),
-                                  ("mask_feature_prob", "mask_channel_prob", 0.0),
-                                  ("mask_feature_length", "mask_channel_length", 10)):
+    for ours, theirs, default in (
+        ("hidden_dropout", "dropout", 0.1),
+        ("attention_dropout", "attention_dropout", 0.1),
+        ("activation_dropout", "activation_dropout", 0.0),
+        ("feat_proj_dropout", "dropout_input", 0.0),
+        ("layerdrop", "layerdrop" if fine_tuning else "encoder_layerdrop", 0.0),
+        ("mask_time_prob", "mask_prob", 0.65),
+        ("mask_time_length", "mask_length", 10),
+        ("mask_feature_prob", "mask_channel_prob", 0.0),
+        ("mask_feature_length", "mask_channel_length", 10),
+    ):
         values[ours] = options.get(theirs, default)
     values["feat_quantizer_dropout"] = arch.get("dropout_features", 0.0)
     if fine_tuning:
@@ -186,10 +200,14 @@ def _rename(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tenso
 def _dictionary(path: Path, dictionary: str | Path | None, outputs: int) -> CTCVocabulary:
     dictionary = Path(dictionary) if dictionary else path.with_name("dict.ltr.txt")
     if not dictionary.is_file():
-        raise CheckpointError(f"'{path}' is a fine-tuned fairseq checkpoint; its dictionary (dict.ltr.txt) "
-                              f"was not found at '{dictionary}'")
+        raise CheckpointError(
+            f"'{path}' is a fine-tuned fairseq checkpoint; its dictionary (dict.ltr.txt) "
+            f"was not found at '{dictionary}'"
+        )
     vocab = CTCVocabulary.from_fairseq_dictionary(dictionary)
     if len(vocab) != outputs:
-        raise CheckpointError(f"'{dictionary}' has {len(vocab)} symbols with fairseq's four specials, but the "
-                              f"checkpoint's CTC head has {outputs} outputs")
+        raise CheckpointError(
+            f"'{dictionary}' has {len(vocab)} symbols with fairseq's four specials, but the "
+            f"checkpoint's CTC head has {outputs} outputs"
+        )
     return vocab

@@ -38,8 +38,9 @@ class ConvLayer(nn.Module):
     x: (batch, in_channels, samples) -> (batch, out_channels, samples')
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool, norm: str | None,
-                 act: str):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool, norm: str | None, act: str
+    ):
         super().__init__()
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
         if norm == "group":  # one group per channel: normalises each channel over time
@@ -50,8 +51,7 @@ class ConvLayer(nn.Module):
             self.layer_norm = None
         self.activation = activation(act)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """lengths: (batch,) real input steps per row, or None. Given, the group norm's statistics
         ignore the padding, so right-padding a batch does not change any row's real output steps."""
         kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
@@ -132,18 +132,22 @@ class FeatureEncoder(nn.Module):
         super().__init__()
         layers = []
         in_channels = 1
-        for index, (channels, kernel, stride) in enumerate(zip(config.conv_dim, config.conv_kernel, config.conv_stride)):
+        for index, (channels, kernel, stride) in enumerate(
+            zip(config.conv_dim, config.conv_kernel, config.conv_stride)
+        ):
             if config.feat_extract_norm == "layer":
                 norm = "layer"
             else:
                 norm = "group" if index == 0 else None
-            layers.append(ConvLayer(in_channels, channels, kernel, stride, config.conv_bias, norm,
-                                    config.feat_extract_activation))
+            layers.append(
+                ConvLayer(in_channels, channels, kernel, stride, config.conv_bias, norm, config.feat_extract_activation)
+            )
             in_channels = channels
         self.conv_layers = nn.ModuleList(layers)
 
-    def forward(self, samples: torch.Tensor, lengths: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, samples: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """samples: (batch, samples); lengths: (batch,) real samples per row, or None (no padding).
         Returns (features (batch, frames, conv_dim[-1]), real frames per row or None). With lengths,
         normalisation statistics cover each row's real samples only."""
@@ -180,8 +184,13 @@ class ConvolutionalPositionalEmbedding(nn.Module):
     def __init__(self, config: Wav2Vec2Config):
         super().__init__()
         width = config.num_conv_pos_embeddings
-        conv = nn.Conv1d(config.hidden_size, config.hidden_size, kernel_size=width, padding=width // 2,
-                         groups=config.num_conv_pos_embedding_groups)
+        conv = nn.Conv1d(
+            config.hidden_size,
+            config.hidden_size,
+            kernel_size=width,
+            padding=width // 2,
+            groups=config.num_conv_pos_embedding_groups,
+        )
         self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
         # "same" padding with an even kernel yields one frame too many.
         self.trim_last_frame = width % 2 == 0
@@ -213,8 +222,13 @@ class SelfAttention(nn.Module):
             return projection(x).view(batch, frames, self.num_heads, -1).transpose(1, 2)
 
         key_mask = None if frame_mask is None else frame_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(heads(self.q_proj), heads(self.k_proj), heads(self.v_proj),
-                                           attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            heads(self.q_proj),
+            heads(self.k_proj),
+            heads(self.v_proj),
+            attn_mask=key_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         return self.out_proj(y.transpose(1, 2).reshape(batch, frames, hidden))
 
 
@@ -298,12 +312,14 @@ class GumbelVectorQuantizer(nn.Module):
         self.num_groups = config.num_codevector_groups
         self.num_vars = config.num_codevectors_per_group
         self.codevectors = nn.Parameter(
-            torch.empty(1, self.num_groups * self.num_vars, config.codevector_dim // self.num_groups))
+            torch.empty(1, self.num_groups * self.num_vars, config.codevector_dim // self.num_groups)
+        )
         self.weight_proj = nn.Linear(config.conv_dim[-1], self.num_groups * self.num_vars)
         self.temperature = 2.0  # annealed by the trainer
 
-    def forward(self, features: torch.Tensor, frame_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (codewords, perplexity): perplexity sums, over codebooks, exp(entropy) of the
         average codeword distribution over the frames in `frame_mask` (all frames if None)."""
         batch, frames, _ = features.shape

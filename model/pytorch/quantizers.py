@@ -56,8 +56,16 @@ class GumbelQuantizer(nn.Module):
     """Codeword choice by logits: argmax at inference; straight-through Gumbel-softmax samples with
     temperature `temperature` (annealed by the trainer) while training."""
 
-    def __init__(self, dim: int, codewords: int, groups: int, vq_dim: int, combine_groups: bool, depth: int,
-                 activation: nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        codewords: int,
+        groups: int,
+        vq_dim: int,
+        combine_groups: bool,
+        depth: int,
+        activation: nn.Module,
+    ):
         super().__init__()
         if vq_dim % groups:
             raise ValueError(f"the quantized dimension {vq_dim} must be divisible by the {groups} groups")
@@ -88,8 +96,13 @@ class GumbelQuantizer(nn.Module):
         codebook = codebook.view(self.groups, self.codewords, -1)
         # (frames, groups, codewords) x (groups, codewords, dim) -> each group's (soft) pick.
         vectors = (choice.unsqueeze(-1) * codebook).sum(dim=-2).reshape(batch, steps, -1)
-        return Quantized(vectors, codes.view(batch, steps, self.groups), perplexity(histogram),
-                         self.groups * self.codewords - prob_perplexity, prob_perplexity)
+        return Quantized(
+            vectors,
+            codes.view(batch, steps, self.groups),
+            perplexity(histogram),
+            self.groups * self.codewords - prob_perplexity,
+            prob_perplexity,
+        )
 
 
 class KmeansProjection(nn.Module):
@@ -117,8 +130,10 @@ class KmeansQuantizer(nn.Module):
     def __init__(self, dim: int, codewords: int, groups: int, vq_dim: int, combine_groups: bool, gamma: float):
         super().__init__()
         if vq_dim != dim or dim % groups:
-            raise ValueError(f"the k-means quantizer needs vq_dim equal to the encoder's dimension ({dim}, "
-                             f"got {vq_dim}) and divisible by the {groups} groups")
+            raise ValueError(
+                f"the k-means quantizer needs vq_dim equal to the encoder's dimension ({dim}, "
+                f"got {vq_dim}) and divisible by the {groups} groups"
+            )
         self.codewords, self.groups, self.combine_groups, self.gamma = codewords, groups, combine_groups, gamma
         # (codewords, codebooks, dim / groups), small random values as the reference starts from.
         self.codebook = nn.Parameter(0.01 * torch.randn(codewords, 1 if combine_groups else groups, dim // groups))
@@ -131,14 +146,17 @@ class KmeansQuantizer(nn.Module):
         codebook = self.codebook.expand(self.codewords, self.groups, -1).transpose(0, 1)  # (groups, codewords, d)
         with torch.no_grad():
             # Distances as differences, not the expanded square, so near-ties fall as the reference's do.
-            codes = torch.cat([(chunk - codebook).norm(dim=-1).argmin(dim=-1)
-                               for chunk in parts.split(self.CHUNK)]) if len(parts) else parts.new_zeros(
-                (0, self.groups), dtype=torch.long)
+            codes = (
+                torch.cat([(chunk - codebook).norm(dim=-1).argmin(dim=-1) for chunk in parts.split(self.CHUNK)])
+                if len(parts)
+                else parts.new_zeros((0, self.groups), dtype=torch.long)
+            )
         picked = codebook[torch.arange(self.groups, device=codes.device), codes]  # (frames, groups, d)
         picked = picked.reshape(batch, steps, dim)
         vectors = projected + (picked - projected).detach()  # value: the codewords; gradient: the projection
         histogram = F.one_hot(codes, self.codewords).float().mean(dim=0)
         # Codebook loss pulls codewords to frames; commitment (x gamma) pulls frames to their codewords.
         penalty = F.mse_loss(picked.float(), projected.detach().float()) + self.gamma * F.mse_loss(
-            projected.float(), picked.detach().float())
+            projected.float(), picked.detach().float()
+        )
         return Quantized(vectors, codes.view(batch, steps, self.groups), perplexity(histogram), penalty)

@@ -22,16 +22,23 @@ class TorchRecognizer(Recognizer):
     mode here and goes back to its mode afterwards.
     """
 
-    def __init__(self, model: Wav2Vec2ForCTC, features: FeatureSettings, vocab: CTCVocabulary,
-                 device: torch.device | str = "cpu", padding_exact: bool = True):
+    def __init__(
+        self,
+        model: Wav2Vec2ForCTC,
+        features: FeatureSettings,
+        vocab: CTCVocabulary,
+        device: torch.device | str = "cpu",
+        padding_exact: bool = True,
+    ):
         self.model, self.features, self.vocab = model, features, vocab
         self.config: Wav2Vec2Config = model.config
         self.device = torch.device(device)
         self._padding_exact = padding_exact
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, device: torch.device | str = "cpu",
-                        padding_exact: bool = True) -> TorchRecognizer:
+    def from_checkpoint(
+        cls, checkpoint: Checkpoint, device: torch.device | str = "cpu", padding_exact: bool = True
+    ) -> TorchRecognizer:
         if not isinstance(checkpoint.model, Wav2Vec2ForCTC) or checkpoint.vocab is None:
             raise ValueError("a recognizer needs a CTC checkpoint with a vocabulary")
         return cls(checkpoint.model.to(device), checkpoint.features, checkpoint.vocab, device, padding_exact)
@@ -50,4 +57,4 @@ class TorchRecognizer(Recognizer):
                 logits = self.model(torch.from_numpy(input_values).to(self.device), mask).float().cpu().numpy()
         finally:
             self.model.train(training)
-        return [row[:self.config.num_frames(len(samples))] for row, samples in zip(logits, utterances)]
+        return [row[: self.config.num_frames(len(samples))] for row, samples in zip(logits, utterances)]

@@ -125,6 +125,8 @@ def load_representations(reference: str | Path, device: str = "cpu") -> Represen
         return Wav2VecRepresentations(load_wav2vec1_checkpoint(path), device)
     weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
     if path.is_dir() and (path / "model.onnx").is_file() and not any((path / name).is_file() for name in weights):
-        raise CheckpointError(f"'{reference}' is an exported ONNX folder: it computes only the CTC output; give "
-                              "the PyTorch checkpoint it was exported from")
+        raise CheckpointError(
+            f"'{reference}' is an exported ONNX folder: it computes only the CTC output; give "
+            "the PyTorch checkpoint it was exported from"
+        )
     return Wav2Vec2Representations(load_checkpoint(reference), device)

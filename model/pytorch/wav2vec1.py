@@ -72,8 +72,11 @@ class Wav2VecConfig:
     def __post_init__(self) -> None:
         for name in ("conv_feature_layers", "conv_aggregator_layers"):
             value = getattr(self, name)
-            setattr(self, name, [tuple(int(x) for x in layer) for layer in (_layers(value) if isinstance(value, str)
-                                                                             else value)])
+            setattr(
+                self,
+                name,
+                [tuple(int(x) for x in layer) for layer in (_layers(value) if isinstance(value, str) else value)],
+            )
         if isinstance(self.vq_temp, str):
             self.vq_temp = ast.literal_eval(self.vq_temp)
         self.vq_temp = tuple(float(t) for t in self.vq_temp)
@@ -144,15 +147,22 @@ def _layers(text: str) -> Layers:
 
 def check_supported(config: Wav2VecConfig) -> None:
     """ValueError naming the option, for architectures this implementation does not build."""
-    choices = {"aggregator": ("cnn", "gru"), "activation": ("relu", "gelu"), "vq_type": ("none", "gumbel", "kmeans"),
-               "project_features": ("none", "same", "new")}
+    choices = {
+        "aggregator": ("cnn", "gru"),
+        "activation": ("relu", "gelu"),
+        "vq_type": ("none", "gumbel", "kmeans"),
+        "project_features": ("none", "same", "new"),
+    }
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
-            raise ValueError(f"wav2vec option {name}={getattr(config, name)!r} is not supported "
-                             f"(supported: {', '.join(allowed)})")
+            raise ValueError(
+                f"wav2vec option {name}={getattr(config, name)!r} is not supported (supported: {', '.join(allowed)})"
+            )
     if config.aggregator == "cnn" and any(stride != 1 for _, _, stride in config.conv_aggregator_layers):
-        raise ValueError("wav2vec context convolutions with a stride other than 1 are not supported: the "
-                         "context network keeps one vector per encoder frame")
+        raise ValueError(
+            "wav2vec context convolutions with a stride other than 1 are not supported: the "
+            "context network keeps one vector per encoder frame"
+        )
     if config.offset != "auto" and not str(config.offset).lstrip("-").isdigit():
         raise ValueError(f"wav2vec option offset={config.offset!r}: expected 'auto' or a whole number of frames")
 
@@ -183,8 +193,10 @@ class FeatureEncoder(nn.Module):
     def __init__(self, config: Wav2VecConfig):
         super().__init__()
         inputs = [1] + [dim for dim, _, _ in config.conv_feature_layers[:-1]]
-        self.layers = nn.ModuleList(EncoderLayer(n_in, dim, kernel, stride, config)
-                                    for n_in, (dim, kernel, stride) in zip(inputs, config.conv_feature_layers))
+        self.layers = nn.ModuleList(
+            EncoderLayer(n_in, dim, kernel, stride, config)
+            for n_in, (dim, kernel, stride) in zip(inputs, config.conv_feature_layers)
+        )
         self.skip_connections = config.skip_connections_feat
         self.residual_scale = math.sqrt(config.residual_scale)
         self.log_compression = config.log_compression
@@ -196,7 +208,7 @@ class FeatureEncoder(nn.Module):
             if self.skip_connections and x.shape[1] == residual.shape[1]:
                 # A strided layer shortens time: the skip takes every (ratio)-th input step.
                 frames = x.shape[2]
-                x = (x + residual[..., ::residual.shape[2] // frames][..., :frames]) * self.residual_scale
+                x = (x + residual[..., :: residual.shape[2] // frames][..., :frames]) * self.residual_scale
         return (x.abs() + 1).log() if self.log_compression else x  # log(1 + |z|), rounded as the reference
 
 
@@ -227,12 +239,18 @@ class ConvContextNetwork(nn.Module):
     def __init__(self, config: Wav2VecConfig):
         super().__init__()
         inputs = [config.encoder_dim] + [dim for dim, _, _ in config.conv_aggregator_layers[:-1]]
-        self.layers = nn.ModuleList(ContextLayer(n_in, dim, kernel, config)
-                                    for n_in, (dim, kernel, _) in zip(inputs, config.conv_aggregator_layers))
+        self.layers = nn.ModuleList(
+            ContextLayer(n_in, dim, kernel, config)
+            for n_in, (dim, kernel, _) in zip(inputs, config.conv_aggregator_layers)
+        )
         self.skip_connections = config.skip_connections_agg
-        self.skips = nn.ModuleDict({str(i): nn.Conv1d(n_in, dim, 1, bias=False) for i, (n_in, (dim, _, _)) in
-                                    enumerate(zip(inputs, config.conv_aggregator_layers))
-                                    if n_in != dim and self.skip_connections})
+        self.skips = nn.ModuleDict(
+            {
+                str(i): nn.Conv1d(n_in, dim, 1, bias=False)
+                for i, (n_in, (dim, _, _)) in enumerate(zip(inputs, config.conv_aggregator_layers))
+                if n_in != dim and self.skip_connections
+            }
+        )
         self.residual_scale = math.sqrt(config.residual_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -281,11 +299,19 @@ class Wav2VecModel(nn.Module):
         dim = config.encoder_dim
         vq_dim = config.vq_dim or dim
         if config.vq_type == "gumbel":
-            self.quantizer = GumbelQuantizer(dim, config.vq_vars, config.vq_groups, vq_dim, config.combine_groups,
-                                             config.vq_depth, _activation(config.activation))
+            self.quantizer = GumbelQuantizer(
+                dim,
+                config.vq_vars,
+                config.vq_groups,
+                vq_dim,
+                config.combine_groups,
+                config.vq_depth,
+                _activation(config.activation),
+            )
         elif config.vq_type == "kmeans":
-            self.quantizer = KmeansQuantizer(dim, config.vq_vars, config.vq_groups, vq_dim, config.combine_groups,
-                                             config.vq_gamma)
+            self.quantizer = KmeansQuantizer(
+                dim, config.vq_vars, config.vq_groups, vq_dim, config.combine_groups, config.vq_gamma
+            )
         else:
             self.quantizer = None
         self.aggregator = GruContextNetwork(config) if config.aggregator == "gru" else ConvContextNetwork(config)

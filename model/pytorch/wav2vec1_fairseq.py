@@ -58,8 +58,10 @@ def load_wav2vec1_checkpoint(path: str | Path) -> Wav2VecCheckpoint:
     path = Path(path)
     saved = _read(path)
     if fairseq_architecture(saved) != ARCHITECTURE:
-        raise CheckpointError(f"'{path}' is not a wav2vec (1.0) / vq-wav2vec checkpoint: it records the "
-                              f"{fairseq_architecture(saved)!r} architecture")
+        raise CheckpointError(
+            f"'{path}' is not a wav2vec (1.0) / vq-wav2vec checkpoint: it records the "
+            f"{fairseq_architecture(saved)!r} architecture"
+        )
     model_cfg, task_cfg = _configs(saved, path)
     criterion = _as_dict(_as_dict(saved["cfg"]).get("criterion")) if saved.get("cfg") else model_cfg
     try:
@@ -72,12 +74,16 @@ def load_wav2vec1_checkpoint(path: str | Path) -> Wav2VecCheckpoint:
     return Wav2VecCheckpoint(model.eval(), config, str(path))
 
 
-def config_from_fairseq(model_cfg: dict[str, Any], task_cfg: dict[str, Any],
-                        criterion_cfg: dict[str, Any] | None = None) -> Wav2VecConfig:
+def config_from_fairseq(
+    model_cfg: dict[str, Any], task_cfg: dict[str, Any], criterion_cfg: dict[str, Any] | None = None
+) -> Wav2VecConfig:
     """Our config from fairseq's model, task and criterion options (a flat namespace gives all three)."""
     known = {item.name for item in dataclasses.fields(Wav2VecConfig)} - {"sample_rate", "normalize", "infonce"}
-    values = {key: value for key, value in model_cfg.items() if key in known and value is not None
-              and not _interpolation(value)}
+    values = {
+        key: value
+        for key, value in model_cfg.items()
+        if key in known and value is not None and not _interpolation(value)
+    }
     if "infonce" in (criterion_cfg or {}) and not _interpolation(criterion_cfg["infonce"]):
         values["infonce"] = bool(criterion_cfg["infonce"])
     values["sample_rate"] = int(task_cfg.get("sample_rate", 16000))
@@ -120,8 +126,9 @@ def fairseq_names(config: Wav2VecConfig) -> dict[str, str]:
             for p in ("weight", "bias"):
                 names[f"quantizer.logits.hidden.{j}.{p}"] = f"vector_quantizer.weight_proj.{j}.0.{p}"
         for p in ("weight", "bias"):
-            names[f"quantizer.logits.output.{p}"] = (f"vector_quantizer.weight_proj.{depth - 1}.{p}" if depth > 1
-                                                     else f"vector_quantizer.weight_proj.{p}")
+            names[f"quantizer.logits.output.{p}"] = (
+                f"vector_quantizer.weight_proj.{depth - 1}.{p}" if depth > 1 else f"vector_quantizer.weight_proj.{p}"
+            )
     elif config.vq_type == "kmeans":
         names["quantizer.codebook"] = "vector_quantizer.embedding"
         names["quantizer.projection.conv.weight"] = "vector_quantizer.projection.0.weight"
@@ -132,8 +139,7 @@ def fairseq_names(config: Wav2VecConfig) -> dict[str, str]:
     return names
 
 
-def _from_fairseq_names(state: dict[str, torch.Tensor], model: Wav2VecModel, source: str
-                        ) -> dict[str, torch.Tensor]:
+def _from_fairseq_names(state: dict[str, torch.Tensor], model: Wav2VecModel, source: str) -> dict[str, torch.Tensor]:
     config = model.config
     theirs_to_ours = {theirs: ours for ours, theirs in fairseq_names(config).items()}
     # project_features="new" trains a second context network for the targets; features never use it.
@@ -141,15 +147,19 @@ def _from_fairseq_names(state: dict[str, torch.Tensor], model: Wav2VecModel, sou
     missing = sorted(set(theirs_to_ours) - set(state))
     unexpected = sorted(set(state) - set(theirs_to_ours))
     if missing or unexpected:
-        raise CheckpointError(f"the weights in '{source}' do not match its wav2vec options: missing "
-                              f"{_few(missing)}; unexpected {_few(unexpected)}")
+        raise CheckpointError(
+            f"the weights in '{source}' do not match its wav2vec options: missing "
+            f"{_few(missing)}; unexpected {_few(unexpected)}"
+        )
     renamed = {theirs_to_ours[key]: tensor for key, tensor in state.items()}
     shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     for key, tensor in renamed.items():
         if tuple(tensor.shape) != shapes[key]:
-            raise CheckpointError(f"the weights in '{source}' do not match its wav2vec options: "
-                                  f"{fairseq_names(config)[key]} has shape {tuple(tensor.shape)}, the options "
-                                  f"imply {shapes[key]}")
+            raise CheckpointError(
+                f"the weights in '{source}' do not match its wav2vec options: "
+                f"{fairseq_names(config)[key]} has shape {tuple(tensor.shape)}, the options "
+                f"imply {shapes[key]}"
+            )
     return renamed
 
 
@@ -161,8 +171,11 @@ def save_wav2vec1_checkpoint(model: Wav2VecModel, path: str | Path, extra: dict[
     values = model.config.to_dict()
     task = {"_name": _AUDIO_TASK, "sample_rate": values.pop("sample_rate"), "normalize": values.pop("normalize")}
     infonce = values["infonce"]
-    cfg = {"model": {"_name": ARCHITECTURE, **values}, "task": task,
-           "criterion": {"_name": "wav2vec", "infonce": infonce}}
+    cfg = {
+        "model": {"_name": ARCHITECTURE, **values},
+        "task": task,
+        "criterion": {"_name": "wav2vec", "infonce": infonce},
+    }
     names = fairseq_names(model.config)
     state = {names[key]: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
     torch.save({"cfg": cfg, "model": state, **(extra or {})}, path)

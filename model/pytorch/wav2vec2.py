@@ -13,8 +13,14 @@ import torch
 from torch import nn
 
 from ..config import Wav2Vec2Config
-from .modules import (ConvLayer, ConvolutionalPositionalEmbedding, Encoder, FeatureEncoder, FeatureProjection,
-                      GumbelVectorQuantizer)
+from .modules import (
+    ConvLayer,
+    ConvolutionalPositionalEmbedding,
+    Encoder,
+    FeatureEncoder,
+    FeatureProjection,
+    GumbelVectorQuantizer,
+)
 
 
 @dataclass
@@ -26,7 +32,9 @@ class Wav2Vec2Output:
 
 def check_supported(config: Wav2Vec2Config) -> None:
     if config.add_adapter or config.adapter_attn_dim:
-        raise ValueError("wav2vec 2.0 models with adapters (add_adapter / adapter_attn_dim, e.g. MMS) are not supported")
+        raise ValueError(
+            "wav2vec 2.0 models with adapters (add_adapter / adapter_attn_dim, e.g. MMS) are not supported"
+        )
 
 
 class Wav2Vec2Model(nn.Module):
@@ -45,9 +53,13 @@ class Wav2Vec2Model(nn.Module):
             self.masked_spec_embed = None
         self.encoder = Encoder(config)
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                mask_time_indices: torch.Tensor | None = None,
-                mask_feature_indices: torch.Tensor | None = None) -> Wav2Vec2Output:
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        mask_feature_indices: torch.Tensor | None = None,
+    ) -> Wav2Vec2Output:
         """input_values: (batch, samples); attention_mask: (batch, samples), 1 on real samples (right
         padding); mask_time_indices: (batch, frames) bool, frames to replace by the mask embedding;
         mask_feature_indices: (batch, hidden) bool, channels to zero in every frame (fine-tuning's
@@ -81,9 +93,13 @@ class Wav2Vec2ForCTC(nn.Module):
         self.dropout = nn.Dropout(config.final_dropout)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                mask_time_indices: torch.Tensor | None = None,
-                mask_feature_indices: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        mask_feature_indices: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         hidden = self.wav2vec2(input_values, attention_mask, mask_time_indices, mask_feature_indices).hidden_states
         return self.lm_head(self.dropout(hidden))
 
@@ -108,13 +124,18 @@ class Wav2Vec2ForPreTraining(nn.Module):
         self.project_hid = nn.Linear(config.hidden_size, config.proj_codevector_dim)
         self.project_q = nn.Linear(config.codevector_dim, config.proj_codevector_dim)
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                mask_time_indices: torch.Tensor | None = None) -> PretrainingOutput:
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+    ) -> PretrainingOutput:
         out = self.wav2vec2(input_values, attention_mask, mask_time_indices)
         # Targets come from the unmasked features; the context network saw the masked ones.
         quantized, perplexity = self.quantizer(self.dropout_features(out.extract_features), mask_time_indices)
-        return PretrainingOutput(self.project_hid(out.hidden_states), self.project_q(quantized), perplexity,
-                                 out.frame_mask)
+        return PretrainingOutput(
+            self.project_hid(out.hidden_states), self.project_q(quantized), perplexity, out.frame_mask
+        )
 
 
 def init_weights(model: nn.Module, config: Wav2Vec2Config) -> nn.Module:
@@ -139,8 +160,12 @@ def init_weights(model: nn.Module, config: Wav2Vec2Config) -> nn.Module:
             nn.init.uniform_(module.codevectors)
         elif isinstance(module, ConvolutionalPositionalEmbedding):
             conv = module.conv
-            weight = torch.empty_like(conv.weight).normal_(0.0, math.sqrt(4.0 / (conv.kernel_size[0] * conv.in_channels)))
-            conv.parametrizations.weight.original0.data.copy_(torch.linalg.vector_norm(weight, dim=(0, 1), keepdim=True))
+            weight = torch.empty_like(conv.weight).normal_(
+                0.0, math.sqrt(4.0 / (conv.kernel_size[0] * conv.in_channels))
+            )
+            conv.parametrizations.weight.original0.data.copy_(
+                torch.linalg.vector_norm(weight, dim=(0, 1), keepdim=True)
+            )
             conv.parametrizations.weight.original1.data.copy_(weight)
             nn.init.zeros_(conv.bias)
     return model

@@ -16,9 +16,17 @@ from model.pytorch.wav2vec2 import Wav2Vec2ForCTC, init_weights
 TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
 
 torch.manual_seed(0)
-config = Wav2Vec2Config(vocab_size=len(TOKENS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, conv_dim=[16] * 7, num_conv_pos_embeddings=16,
-                        num_conv_pos_embedding_groups=4, conv_bias=False)
+config = Wav2Vec2Config(
+    vocab_size=len(TOKENS),
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=48,
+    conv_dim=[16] * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    conv_bias=False,
+)
 model = init_weights(Wav2Vec2ForCTC(config), config).eval()
 with torch.no_grad():
     model.lm_head.weight.mul_(40.0)  # sharper random logits: greedy paths emit many characters

@@ -12,18 +12,32 @@ from .decoding import decode_options, load_transcriber
 
 def add_parser(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="WER and CER of a CTC model on a labelled manifest")
-    evaluate.add_argument("--model", required=True, help="a model folder that ships, Hugging Face folder or Hub id, "
-                                                        "fairseq checkpoint, or an exported ONNX folder")
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        help="a model folder that ships, Hugging Face folder or Hub id, fairseq checkpoint, or an exported ONNX folder",
+    )
     evaluate.add_argument("--manifest", type=Path, required=True)
-    evaluate.add_argument("--lm", type=Path, help="KenLM model (ARPA or binary): also score beam search with it "
-                                                  "(default: a model folder's lm.arpa)")
-    evaluate.add_argument("--no-lm", action="store_true", help="not even the model folder's language model: greedy only")
-    evaluate.add_argument("--lexicon", type=Path, help="the words beam search may write, one per line (default: a "
-                                                       "model folder's lexicon.txt)")
+    evaluate.add_argument(
+        "--lm",
+        type=Path,
+        help="KenLM model (ARPA or binary): also score beam search with it (default: a model folder's lm.arpa)",
+    )
+    evaluate.add_argument(
+        "--no-lm", action="store_true", help="not even the model folder's language model: greedy only"
+    )
+    evaluate.add_argument(
+        "--lexicon",
+        type=Path,
+        help="the words beam search may write, one per line (default: a model folder's lexicon.txt)",
+    )
     evaluate.add_argument("--no-lexicon", action="store_true", help="beam search over any spelling")
-    evaluate.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
-                          help="report the share of transcripts less confident than this, of all and of the "
-                               "correct ones (%(default)s)")
+    evaluate.add_argument(
+        "--min-confidence",
+        type=float,
+        default=MIN_CONFIDENCE,
+        help="report the share of transcripts less confident than this, of all and of the correct ones (%(default)s)",
+    )
     decode_options(evaluate)
     evaluate.add_argument("--details", type=Path, help="write each utterance's reference and hypotheses (JSONL)")
     evaluate.set_defaults(run=run)
@@ -42,8 +56,7 @@ def run(args) -> int:
         raise ValueError("--min-confidence is a probability, 0 to 1")
     args.lm, lexicon = model_decoding(args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon)
     with load_transcriber(args, lexicon) as transcriber:
-        report = evaluate(transcriber, read_manifest(args.manifest), BeamOptions(args.beam_width),
-                          args.min_confidence)
+        report = evaluate(transcriber, read_manifest(args.manifest), BeamOptions(args.beam_width), args.min_confidence)
     details = report.pop("details")
     if args.details:
         args.details.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in details))

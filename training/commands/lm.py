@@ -7,8 +7,13 @@ from pathlib import Path
 
 def add_parser(commands) -> None:
     lm = commands.add_parser("lm", help="a bigram language model (ARPA) of a manifest's transcripts, for beam search")
-    lm.add_argument("--manifest", type=Path, required=True, action="append",
-                    help="labelled manifest(s) whose texts the model learns")
+    lm.add_argument(
+        "--manifest",
+        type=Path,
+        required=True,
+        action="append",
+        help="labelled manifest(s) whose texts the model learns",
+    )
     lm.add_argument("--out", type=Path, required=True, help="ARPA file to write")
     lm.set_defaults(run=run)
 

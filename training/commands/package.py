@@ -6,24 +6,42 @@ from pathlib import Path
 
 
 def add_parser(commands) -> None:
-    pack = commands.add_parser("package", help="a model folder that ships: checkpoint, ONNX export, LM, "
-                                               "provenance and model card")
+    pack = commands.add_parser(
+        "package", help="a model folder that ships: checkpoint, ONNX export, LM, provenance and model card"
+    )
     pack.add_argument("--out", type=Path, required=True, help="the folder to write (replaced)")
     pack.add_argument("--checkpoint", type=Path, required=True, help="the fine-tuned checkpoint folder")
     pack.add_argument("--onnx", type=Path, required=True, help="its export (python -m export onnx)")
     pack.add_argument("--lm", type=Path, help="the language model beam search uses with it (ARPA)")
-    pack.add_argument("--lexicon", type=Path,
-                      help="a file of the words the model knows, one per line (e.g. the folder's own lexicon.txt, "
-                           "kept across a rebuild): written as lexicon.txt, and beam search stays within them")
+    pack.add_argument(
+        "--lexicon",
+        type=Path,
+        help="a file of the words the model knows, one per line (e.g. the folder's own lexicon.txt, "
+        "kept across a rebuild): written as lexicon.txt, and beam search stays within them",
+    )
     pack.add_argument("--config", type=Path, required=True, help="the fine-tuning config it was trained with")
-    pack.add_argument("--data", action="append", default=[], metavar="NAME=MANIFEST",
-                      help="a manifest it was trained or evaluated on (hashed into the provenance); repeatable")
-    pack.add_argument("--results", action="append", default=[], metavar="NAME=JSON",
-                      help="`python -m training evaluate` output on one evaluation set; repeatable")
+    pack.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="NAME=MANIFEST",
+        help="a manifest it was trained or evaluated on (hashed into the provenance); repeatable",
+    )
+    pack.add_argument(
+        "--results",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="`python -m training evaluate` output on one evaluation set; repeatable",
+    )
     pack.add_argument("--commands", type=Path, help="a text file of the commands that made it, one per line")
-    pack.add_argument("--card", type=Path, required=True,
-                      help="the model card's template (Markdown; {results}, {data}, {commands}, {commit}, "
-                           "{created}, {size_mb}, {parameters_m} are filled in)")
+    pack.add_argument(
+        "--card",
+        type=Path,
+        required=True,
+        help="the model card's template (Markdown; {results}, {data}, {commands}, {commit}, "
+        "{created}, {size_mb}, {parameters_m} are filled in)",
+    )
     pack.set_defaults(run=run)
 
 
@@ -43,8 +61,18 @@ def run(args) -> int:
         if not folder.is_dir():
             raise ValueError(f"{flag} {folder}: not a folder")
     lexicon = _lexicon_words(args.lexicon, args.checkpoint) if args.lexicon else None
-    record = package(args.out, args.checkpoint, args.onnx, args.lm, args.config, pairs(args.data, "--data"),
-                     pairs(args.results, "--results"), args.commands, args.card, lexicon)
+    record = package(
+        args.out,
+        args.checkpoint,
+        args.onnx,
+        args.lm,
+        args.config,
+        pairs(args.data, "--data"),
+        pairs(args.results, "--results"),
+        args.commands,
+        args.card,
+        lexicon,
+    )
     print(f"{args.out}: {len(record['files'])} files, {sum(record['files'].values()) / 1e6:.1f} MB")
     return 0
 

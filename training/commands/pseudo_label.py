@@ -10,22 +10,33 @@ from .decoding import decode_options, load_transcriber
 
 def add_parser(commands) -> None:
     label = commands.add_parser("pseudo-label", help="transcribe unlabeled audio; keep confident transcripts as labels")
-    label.add_argument("--model", required=True, help="a fine-tuned CTC model (folder, Hub id or fairseq checkpoint, "
-                                                     "or an exported ONNX folder)")
+    label.add_argument(
+        "--model",
+        required=True,
+        help="a fine-tuned CTC model (folder, Hub id or fairseq checkpoint, or an exported ONNX folder)",
+    )
     label.add_argument("--manifest", type=Path, required=True, help="the unlabeled audio (any text in it is ignored)")
     label.add_argument("--out", type=Path, required=True, help="labelled manifest to write")
     label.add_argument("--lm", type=Path, help="KenLM model: beam search with it (else greedy)")
     decode_options(label)
-    label.add_argument("--confidence", choices=CONFIDENCES, default="posterior",
-                       help="which confidence --min-confidence applies to: the CTC probability of the text per "
-                            "word (default), the best transcript's share of the beam's n best (needs --lm), or "
-                            "the mean best-token probability of its words")
-    label.add_argument("--min-confidence", type=float, default=0.9,
-                       help="keep utterances whose confidence is at least this (0-1)")
-    label.add_argument("--scores-out", type=Path,
-                       help="where every utterance's transcript and confidences go (JSONL; with the manifest's own "
-                            "text as 'reference' when it has one; for `training/recipes/confidence_curve.py`); a "
-                            "rerun continues it, and --out is rewritten from it (default: <out>.scores.jsonl)")
+    label.add_argument(
+        "--confidence",
+        choices=CONFIDENCES,
+        default="posterior",
+        help="which confidence --min-confidence applies to: the CTC probability of the text per "
+        "word (default), the best transcript's share of the beam's n best (needs --lm), or "
+        "the mean best-token probability of its words",
+    )
+    label.add_argument(
+        "--min-confidence", type=float, default=0.9, help="keep utterances whose confidence is at least this (0-1)"
+    )
+    label.add_argument(
+        "--scores-out",
+        type=Path,
+        help="where every utterance's transcript and confidences go (JSONL; with the manifest's own "
+        "text as 'reference' when it has one; for `training/recipes/confidence_curve.py`); a "
+        "rerun continues it, and --out is rewritten from it (default: <out>.scores.jsonl)",
+    )
     label.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1), or Ray workers")
     label.add_argument("--ray", metavar="ADDRESS", help="label on a Ray cluster ('auto' or HOST:PORT; the [ray] extra)")
     label.add_argument("--labelled", type=Path, help="a manifest of real labels to include in --out as well")

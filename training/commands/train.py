@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RESCHEDULE = ("with --resume: follow this config's learning-rate schedule from the step reached (say, after "
-              "raising max_steps), instead of the run's own")
+RESCHEDULE = (
+    "with --resume: follow this config's learning-rate schedule from the step reached (say, after "
+    "raising max_steps), instead of the run's own"
+)
 
 
 def add_parser(commands) -> None:
@@ -19,7 +21,9 @@ def add_parser(commands) -> None:
     finetune.add_argument("--config", type=Path, help="YAML or JSON config (examples in training/configs/)")
     finetune.add_argument("--resume", type=Path, help="a checkpoint folder of this run to continue from")
     finetune.add_argument("--reschedule", action="store_true", help=RESCHEDULE)
-    finetune.add_argument("overrides", nargs="*", help="key=value settings over the config, e.g. init=runs/pt/checkpoint-9")
+    finetune.add_argument(
+        "overrides", nargs="*", help="key=value settings over the config, e.g. init=runs/pt/checkpoint-9"
+    )
     pretrain.set_defaults(run=run)
     finetune.set_defaults(run=run)
 
@@ -37,8 +41,11 @@ def run(args) -> int:
         from ..finetune import finetune as train
 
         config = load_config(FinetuneConfig, args.config, args.overrides)
-        missing = "" if config.train_manifest else ("no training data: set train_manifest in the config or as "
-                                                    "train_manifest=PATH")
+        missing = (
+            ""
+            if config.train_manifest
+            else ("no training data: set train_manifest in the config or as train_manifest=PATH")
+        )
     if missing:
         raise ValueError(missing)
     print(f"saved {train(config, args.resume, args.reschedule)}")

@@ -36,8 +36,7 @@ def average_precision(scores: list[float], right: list[bool]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scores", type=Path)
-    parser.add_argument("--thresholds", type=float, nargs="+",
-                        default=[0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99])
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.scores.read_text().splitlines() if line.strip()]
     rows = [row for row in rows if "reference" in row]
@@ -46,8 +45,11 @@ def main() -> int:
         return 1
     right = [normalize_text(row["text"]) == normalize_text(row["reference"]) for row in rows]
     print(f"{len(rows)} transcripts, {sum(right)} right ({sum(right) / len(rows):.1%})\n")
-    print("| confidence | average precision | " + " | ".join(f">= {t:g}: kept, precision, recall"
-                                                          for t in args.thresholds) + " |")
+    print(
+        "| confidence | average precision | "
+        + " | ".join(f">= {t:g}: kept, precision, recall" for t in args.thresholds)
+        + " |"
+    )
     print("|---|---:|" + "---:|" * len(args.thresholds))
     for name in CONFIDENCES:
         if not all(name in row for row in rows):

@@ -1,13 +1,13 @@
 """Data for the digits recipe beyond FSDD (run by digits-model.sh):
 
-  python training/recipes/digits_multi.py split DIGITS_MULTI OUT [--dev-fraction 0.2] [--seed 7]
-      digits-multi (real recordings of many speakers) split by speaker: OUT/train.jsonl, OUT/dev.jsonl
-      (whole speakers, about dev-fraction of each source's), OUT/dev-SOURCE.jsonl and
-      OUT/train-words.jsonl (the isolated words of the training speakers, to join into strings). The
-      transcripts are the spoken form: AN4's "oh" stays "oh" (manifest.tsv writes it "zero").
-  python training/recipes/digits_multi.py noise OUT [--count 600] [--seed 8]
-      OUT/manifest.jsonl: clips with nothing to transcribe (an empty text): coloured noise, mains hum,
-      clicks, and music-like tones, 0.5-6 s at random levels.
+python training/recipes/digits_multi.py split DIGITS_MULTI OUT [--dev-fraction 0.2] [--seed 7]
+    digits-multi (real recordings of many speakers) split by speaker: OUT/train.jsonl, OUT/dev.jsonl
+    (whole speakers, about dev-fraction of each source's), OUT/dev-SOURCE.jsonl and
+    OUT/train-words.jsonl (the isolated words of the training speakers, to join into strings). The
+    transcripts are the spoken form: AN4's "oh" stays "oh" (manifest.tsv writes it "zero").
+python training/recipes/digits_multi.py noise OUT [--count 600] [--seed 8]
+    OUT/manifest.jsonl: clips with nothing to transcribe (an empty text): coloured noise, mains hum,
+    clicks, and music-like tones, 0.5-6 s at random levels.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ def split(data: Path, out: Path, dev_fraction: float, seed: int) -> None:
     with open(data / "manifest.tsv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     with open(data / "provenance.tsv", newline="", encoding="utf-8") as handle:
-        spoken = {row["audio"]: row["orig_text"].lower() for row in csv.DictReader(handle, delimiter="\t",
-                                                                                   quoting=csv.QUOTE_NONE)}
+        spoken = {
+            row["audio"]: row["orig_text"].lower()
+            for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        }
     speakers: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         speakers[row["source"]].add(row["speaker"])
@@ -72,7 +74,7 @@ def noise(out: Path, count: int, seed: int) -> None:
         if kind == "clicks":
             samples = 0.02 * make_noise("pink", length, RATE, generator)
             for at in generator.integers(0, length, size=int(generator.integers(2, 20))):
-                samples[at:at + 80] += generator.uniform(-1, 1) * np.exp(-np.arange(len(samples[at:at + 80])) / 10)
+                samples[at : at + 80] += generator.uniform(-1, 1) * np.exp(-np.arange(len(samples[at : at + 80])) / 10)
         elif kind == "tones":
             samples = _tones(length, generator)
         else:
@@ -95,7 +97,7 @@ def _tones(length: int, generator: np.random.Generator) -> np.ndarray:
         time = np.arange(min(note, length - at)) / RATE
         pitch = 110 * 2 ** (generator.integers(0, 36) / 12)
         envelope = np.exp(-time * generator.uniform(1, 8))
-        samples[at:at + len(time)] = sum(np.sin(2 * np.pi * pitch * k * time) / k for k in range(1, 5)) * envelope
+        samples[at : at + len(time)] = sum(np.sin(2 * np.pi * pitch * k * time) / k for k in range(1, 5)) * envelope
         at += note
     return samples
 

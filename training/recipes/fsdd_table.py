@@ -1,6 +1,6 @@
 """Prints the FSDD results of `training/recipes/fsdd-results.sh` as a Markdown table.
 
-    python training/recipes/fsdd_table.py [results folder (runs/fsdd-results)]
+python training/recipes/fsdd_table.py [results folder (runs/fsdd-results)]
 """
 
 from __future__ import annotations
@@ -9,11 +9,14 @@ import json
 import sys
 from pathlib import Path
 
-ROWS = {"full": "all training labels (2640)", "10pct": "10% of the labels (270)",
-        "10pct-pretrained": "10% of the labels, pretrained", "10pct-pretrained-frozen":
-        "10% of the labels, pretrained, feature encoder frozen",
-        "selftrain": "10% of the labels + self-training", "selftrain-pretrained":
-        "10% of the labels, pretrained + self-training"}
+ROWS = {
+    "full": "all training labels (2640)",
+    "10pct": "10% of the labels (270)",
+    "10pct-pretrained": "10% of the labels, pretrained",
+    "10pct-pretrained-frozen": "10% of the labels, pretrained, feature encoder frozen",
+    "selftrain": "10% of the labels + self-training",
+    "selftrain-pretrained": "10% of the labels, pretrained + self-training",
+}
 
 
 def group(name: str) -> tuple[int, str]:
@@ -44,8 +47,10 @@ def main() -> None:
             label = ROWS.get(name, name)
         print(f"| {label} | {records[-1]['step']} ({best}) | {minutes:.1f} | {greedy:.2%} | {beam:.2%} |")
     for kind, results in folds.items():
-        print(f"| leave one speaker out, {kind}, mean of {len(results)} | | | "
-              f"{sum(g for g, _ in results) / len(results):.2%} | {sum(b for _, b in results) / len(results):.2%} |")
+        print(
+            f"| leave one speaker out, {kind}, mean of {len(results)} | | | "
+            f"{sum(g for g, _ in results) / len(results):.2%} | {sum(b for _, b in results) / len(results):.2%} |"
+        )
 
 
 if __name__ == "__main__":

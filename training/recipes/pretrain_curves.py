@@ -20,8 +20,9 @@ def windows(records: list[dict], size: int) -> list[tuple[int, dict[str, float]]
     for record in records:
         group.append(record)
         if record["step"] % size == 0 or record is records[-1]:
-            means = {key: sum(item[key] for item in group) / len(group)
-                     for key in ("contrastive", "accuracy", "perplexity")}
+            means = {
+                key: sum(item[key] for item in group) / len(group) for key in ("contrastive", "accuracy", "perplexity")
+            }
             out.append((record["step"], means))
             group = []
     return out

@@ -44,8 +44,10 @@ def main() -> int:
         rates = error_rates(references, texts)
         results.append((rates["wer"], alpha, beta, rates))
     for wer, alpha, beta, rates in sorted(results, key=lambda row: row[0]):
-        print(f"alpha {alpha:<5} beta {beta:<5} WER {100 * wer:6.2f}%  S {rates['substitutions']:3d} "
-              f"D {rates['deletions']:3d} I {rates['insertions']:3d}  ({rates['words']} words)")
+        print(
+            f"alpha {alpha:<5} beta {beta:<5} WER {100 * wer:6.2f}%  S {rates['substitutions']:3d} "
+            f"D {rates['deletions']:3d} I {rates['insertions']:3d}  ({rates['words']} words)"
+        )
     return 0
 
 
