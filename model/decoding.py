@@ -24,6 +24,7 @@ import numpy as np
 from .ctc import CTCVocabulary, best_alignment
 from .lexicon import LexiconSearch
 from .phrases import MAX_PHRASES, PhraseError, PhraseGrammar, normalise_phrases
+from .quiet import quiet_lm_loading
 
 # The decode defaults, for every caller.
 BEAM_WIDTH = 100  # beams kept at each frame
@@ -250,19 +251,20 @@ class BeamSearchDecoder:
         self.vocab = vocab
         self._lexicon = None
         try:
-            from pyctcdecode import Alphabet, build_ctcdecoder  # CTC beam search with KenLM scoring and hotwords
+            with quiet_lm_loading(lm):  # KenLM's and pyctcdecode's start-up chatter: one line instead
+                from pyctcdecode import Alphabet, build_ctcdecoder  # CTC beam search with KenLM scoring and hotwords
 
-            self._decoder = build_ctcdecoder(
-                labels(vocab), kenlm_model_path=str(lm) if lm else None, alpha=alpha, beta=beta
-            )
-            self._alphabet = Alphabet.build_alphabet(labels(vocab))  # for searches restricted to phrases
-            if lexicon is not None:
-                if vocab.word_delimiter_token not in vocab.ids:
-                    raise DecoderStartError("a lexicon needs a model with a word delimiter token")
-                spellings = {word: [vocab.ids[char] for char in word] for word in check_lexicon(vocab, lexicon)}
-                self._lexicon = LexiconSearch(
-                    spellings, len(vocab), vocab.blank_id, vocab.ids[vocab.word_delimiter_token], lm, alpha, beta
+                self._decoder = build_ctcdecoder(
+                    labels(vocab), kenlm_model_path=str(lm) if lm else None, alpha=alpha, beta=beta
                 )
+                self._alphabet = Alphabet.build_alphabet(labels(vocab))  # for searches restricted to phrases
+                if lexicon is not None:
+                    if vocab.word_delimiter_token not in vocab.ids:
+                        raise DecoderStartError("a lexicon needs a model with a word delimiter token")
+                    spellings = {word: [vocab.ids[char] for char in word] for word in check_lexicon(vocab, lexicon)}
+                    self._lexicon = LexiconSearch(
+                        spellings, len(vocab), vocab.blank_id, vocab.ids[vocab.word_delimiter_token], lm, alpha, beta
+                    )
         except Exception as error:  # pyctcdecode and KenLM raise many kinds; all mean "cannot decode with this"
             raise DecoderStartError(one_line(error)) from None
 

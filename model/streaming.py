@@ -245,7 +245,7 @@ class Stream:
         self.partial: asyncio.Task | None = None  # at most one partial in flight: a busy server skips, never queues
         self.pauses = PauseDetector(self.rate, options.vad_aggressiveness)
         self.speech_announced = False
-        self.finals = 0  # sent so far
+        self.finals = 0  # answers sent so far: finals, and segments reported failed
 
     @property
     def max_samples(self) -> float:
@@ -352,6 +352,7 @@ class Stream:
             heard = await self.recognizer.final(segment)
         except SegmentFailed as failure:
             await self.events.failed(failure.cause)
+            self.finals += 1  # an answer all the same: the client waited for it (not idleness)
             return
         words = [
             {

@@ -248,13 +248,13 @@ async def realtime(
     await refuse(websocket, refusal, refusal_event)
 
 
-async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limits: SessionLimits) -> None:
+async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limits: SessionLimits) -> Ending | None:
     settings = server.settings
     session = Session(pipeline.name)
     events = RealtimeEvents(websocket, session)
     stream = Stream(
         events,
-        PipelineRecognizer(pipeline, session.decode_options()),
+        PipelineRecognizer(pipeline, session.decode_options(), "realtime", server.metrics),
         session.stream_options(settings.stream_max_seconds),
     )
     await events.send({"type": "session.created", "session": session.describe()})
@@ -264,7 +264,7 @@ async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limit
                 message = await limits.receive(websocket)
             except Ending as ending:
                 await _wind_down(ending, events, stream, settings.shutdown_grace_seconds)
-                return
+                return ending
             event_id = None
             try:
                 if message.get("text") is None:
@@ -314,7 +314,8 @@ async def _handle(
             raise EventError("invalid_value", error.message, "session") from None
         try:
             stream.reconfigure(
-                session.stream_options(server.settings.stream_max_seconds), PipelineRecognizer(pipeline, options)
+                session.stream_options(server.settings.stream_max_seconds),
+                PipelineRecognizer(pipeline, options, "realtime", server.metrics),
             )
         except ValueError as error:
             raise EventError("invalid_value", str(error), "session.audio.input.transcription.model") from None
@@ -329,6 +330,7 @@ async def _handle(
         samples = session.decode(audio)
         if len(samples):
             limits.heard_audio()
+            server.metrics.stream_audio("realtime", stream.recognizer.name, len(samples) / session.rate)
         await stream.add_samples(samples)
     elif kind == "input_audio_buffer.commit":
         held = stream.held_seconds

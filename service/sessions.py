@@ -32,11 +32,13 @@ from model.streaming import Heard, SegmentFailed, SegmentReason, Stream, StreamT
 
 from .errors import Busy, ServiceError
 from .http_errors import Refusal, refusal_of, refuse, stream_error
+from .metrics import close_reason
 from .options import DecodeRequest
 from .pipeline import Pipeline
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from .metrics import Metrics
     from .server import Server
 
 log = logging.getLogger("service")
@@ -147,22 +149,31 @@ class SessionLimits:
 class PipelineRecognizer:
     """A served model as the streaming engine's `model.streaming.Recognizer`, decoding with `options`."""
 
-    def __init__(self, pipeline: Pipeline, options: DecodeRequest):
+    def __init__(
+        self, pipeline: Pipeline, options: DecodeRequest, protocol: str = "stream", metrics: Metrics | None = None
+    ):
         self.pipeline, self.options = pipeline, options
         self.name, self.rate = pipeline.name, pipeline.rate
         self.min_samples = pipeline.engine.config.receptive_field
+        self.protocol, self.metrics = protocol, metrics  # partial and final latencies go to `metrics`
 
     async def partial(self, window: np.ndarray) -> Heard | None:
+        started = time.perf_counter()
         try:
             logits, _ = await self.pipeline.logits(window)
         except Busy:  # the inference queue is full: this partial is skipped
             return None
         decoded = await self.pipeline.decode(logits, "greedy", self.options)
+        if self.metrics is not None:
+            self.metrics.stream_partial(self.protocol, self.name, time.perf_counter() - started)
         return Heard(decoded.text, [asdict(word) for word in decoded.words])
 
     async def final(self, segment: np.ndarray) -> Heard:
+        started = time.perf_counter()
         try:
             result = await self.pipeline.transcribe(segment, self.options)
+            if self.metrics is not None:
+                self.metrics.stream_final(self.protocol, self.name, time.perf_counter() - started)
         except ServiceError as error:
             if error.code in ("silent_audio", "audio_too_short"):  # a pause, a click: an empty final
                 return Heard("", [], 0.0, [] if self.options.alternatives else None)
@@ -190,14 +201,17 @@ def session_refusal(error: Exception, noun: str) -> Refusal:
 async def serve_in_slot(
     websocket: WebSocket,
     server: Server,
-    serve: Callable[[], Awaitable[None]],
+    serve: Callable[[], Awaitable[Ending | None]],
     noun: str,
     words: Callable[[Refusal], dict] = stream_error,
 ) -> None:
     """Run `serve` in one of the server's `max_streams` slots (refused with 1013 when none is free),
-    and end the session with whatever stopped it, told in the protocol's `words`."""
+    and end the session with whatever stopped it, told in the protocol's `words`. `serve` returns the
+    Ending it wound down on, if any; every session is counted under its close reason."""
+    protocol = "stream" if noun == "stream" else "realtime"
     limit = server.settings.max_streams
     if server.streams >= limit:
+        server.metrics.stream_closed(protocol, close_reason(1013, "too_many_streams"))
         await refuse(
             websocket,
             Refusal(
@@ -211,15 +225,21 @@ async def serve_in_slot(
         return
     server.streams += 1
     server.metrics.active_streams.inc()
+    code, error_code = None, None  # None: the client ended the session
     try:
-        await serve()
+        ending = await serve()
+        if ending is not None:
+            code, error_code = ending.code, ending.error
     except WebSocketDisconnect:
         pass
     except Exception as error:
-        await refuse(websocket, session_refusal(error, noun), words)
+        refusal = session_refusal(error, noun)
+        code, error_code = refusal.close_code, refusal.code
+        await refuse(websocket, refusal, words)
     finally:
         server.streams -= 1
         server.metrics.active_streams.dec()
+        server.metrics.stream_closed(protocol, close_reason(code, error_code))
 
 
 async def wind_down(stream: Stream, seconds: float | None, reason: SegmentReason = "eof") -> None:

@@ -171,7 +171,9 @@ async def _authorised_stream(websocket: WebSocket, server: Server, limits: Sessi
     await serve_in_slot(websocket, server, lambda: _serve(websocket, server, limits, first), "stream")
 
 
-async def _serve(websocket: WebSocket, server: Server, limits: SessionLimits, first: dict | None = None) -> None:
+async def _serve(
+    websocket: WebSocket, server: Server, limits: SessionLimits, first: dict | None = None
+) -> Ending | None:
     settings = server.settings
     if first is None:
         first = await limits.receive(websocket)
@@ -199,7 +201,7 @@ async def _serve(websocket: WebSocket, server: Server, limits: SessionLimits, fi
         raise Closed(1007, f"bad config: {error.message}") from None
     stream = Stream(
         StreamMessages(websocket),
-        PipelineRecognizer(pipeline, config),
+        PipelineRecognizer(pipeline, config, "stream", server.metrics),
         config.stream_options(settings.stream_max_seconds),
     )
     try:
@@ -210,12 +212,14 @@ async def _serve(websocket: WebSocket, server: Server, limits: SessionLimits, fi
                 await websocket.send_json({"type": "closing", "reason": ending.error, "message": ending.message})
                 await wind_down(stream, settings.shutdown_grace_seconds if ending.code == 1001 else None)
                 await websocket.close(ending.code, reason=ending.message[:120])
-                return
+                return ending
             finals = stream.finals
             if message.get("bytes") is not None:
                 if message["bytes"]:
                     limits.heard_audio()
-                await stream.add_samples(decode_audio(message["bytes"], config.encoding))
+                samples = decode_audio(message["bytes"], config.encoding)
+                server.metrics.stream_audio("stream", pipeline.name, len(samples) / config.sample_rate)
+                await stream.add_samples(samples)
                 if stream.finals != finals:  # the client waited for it: that was not idleness
                     limits.heard_audio()
                 continue

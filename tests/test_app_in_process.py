@@ -5,6 +5,7 @@ work offline."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -126,3 +127,50 @@ def test_an_unknown_asset_is_a_404(client):
     assert answer.status_code == 404
     answer = client.get("/docs/assets/nothing.js")
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+def metric(client, name: str, **labels) -> float:
+    """One sample's value on /metrics, found by its labels in any order (0 when not there yet)."""
+    for line in client.get("/metrics").text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        series, _, given = sample.partition("{")
+        if series == name and dict(re.findall(r'(\w+)="([^"]*)"', given)) == labels:
+            return float(value)
+    return 0.0
+
+
+def test_sessions_of_both_protocols_are_counted_in_the_metrics(client):
+    samples, rate = soundfile.read(EXAMPLE, dtype="int16")
+    seconds = len(samples) / rate
+    streamed = metric(client, "asr_audio_seconds_total", endpoint="/v1/stream", model="digits")
+    closed = metric(client, "asr_stream_sessions_total", protocol="stream", reason="client_closed")
+    finals = metric(client, "asr_stream_final_latency_seconds_count", protocol="stream", model="digits")
+    with client.websocket_connect("/v1/stream") as socket:
+        socket.send_text(json.dumps({"sample_rate": rate, "encoding": "pcm_s16le", "endpointing": False}))
+        socket.send_bytes(samples.tobytes())
+        socket.send_text(json.dumps({"type": "eof"}))
+        while json.loads(socket.receive_text())["type"] != "final":
+            pass
+    assert metric(client, "asr_audio_seconds_total", endpoint="/v1/stream", model="digits") == pytest.approx(
+        streamed + seconds, abs=1e-3
+    )
+    assert metric(client, "asr_stream_sessions_total", protocol="stream", reason="client_closed") == closed + 1
+    assert metric(client, "asr_stream_final_latency_seconds_count", protocol="stream", model="digits") == finals + 1
+
+    ended = metric(client, "asr_stream_sessions_total", protocol="realtime", reason="client_closed")
+    heard = metric(client, "asr_audio_seconds_total", endpoint="/v1/realtime", model="digits")
+    audio24k = np.interp(np.arange(0, len(samples), rate / 24000), np.arange(len(samples)), samples).astype(np.int16)
+    with client.websocket_connect("/v1/realtime?intent=transcription") as socket:
+        socket.send_text(
+            json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(audio24k.tobytes()).decode()})
+        )
+        socket.send_text(json.dumps({"type": "input_audio_buffer.commit"}))
+        while not json.loads(socket.receive_text())["type"].endswith("transcription.completed"):
+            pass
+    assert metric(client, "asr_audio_seconds_total", endpoint="/v1/realtime", model="digits") == pytest.approx(
+        heard + len(audio24k) / 24000, abs=1e-3
+    )
+    deadline = time.monotonic() + 30  # the session's handler ends just after the client's close
+    while metric(client, "asr_stream_sessions_total", protocol="realtime", reason="client_closed") != ended + 1:
+        assert time.monotonic() < deadline, "the realtime session was not counted as closed by its client"
+        time.sleep(0.05)
