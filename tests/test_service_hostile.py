@@ -498,6 +498,11 @@ def test_a_client_that_half_closes_is_counted_disconnected_with_an_access_line(s
             connection.sendall(request)
             connection.shutdown(socket.SHUT_WR)  # the request is whole; nothing more will come
             received = connection.recv(65536)
+        if received and endpoint == "/health":
+            # A race, not a fault: a request this quick may be answered before uvicorn reads the
+            # half-close; then the client got its whole answer and nothing is "disconnected".
+            assert received.startswith(b"HTTP/1.1 200"), received[:100]
+            continue
         deadline = time.monotonic() + HANG_SECONDS
         while metric(server, "asr_requests_total", endpoint=endpoint, status="disconnected") == before:
             assert time.monotonic() < deadline, f"{endpoint}: {received[:100]!r}, not counted as disconnected"
