@@ -307,8 +307,9 @@ def test_bad_alternatives_are_a_422(server, fields, words):
 
 def test_openai_verbose_json_keeps_its_shape(server):
     verbose = post(server, EXAMPLE, "/v1/audio/transcriptions", response_format="verbose_json").json()
-    assert set(verbose) == {"task", "language", "duration", "text", "segments", "confidence"}
+    assert set(verbose) == {"task", "language", "duration", "text", "segments", "confidence", "usage"}
     assert 0 <= verbose["confidence"] <= 1
+    assert verbose["usage"] == {"type": "duration", "seconds": verbose["duration"]}
     refused = post(server, EXAMPLE, "/v1/audio/transcriptions", response_format="verbose_json", alternatives="3")
     assert refused.status_code == 422 and "POST /transcribe" in refused.json()["error"]["message"]
 

@@ -15,6 +15,7 @@ import pytest
 from digit_strings import read_lines
 from test_bulk import (
     ENV,
+    folder,  # noqa: F401 - a fixture, imported so that pytest finds it
     labelled_manifest,
     pseudo_label,
     start,

@@ -58,6 +58,8 @@ def localise(text: str, server, hf_ctc_folder, exported_folder) -> str:
         ("speech.wav", str(SPEECH_WAV)),
         ("speech.flac", flac),
         ("speech.raw", str(SPEECH_RAW)),
+        ("vq-wav2vec.pt", str(REPO / "tests" / "fixtures" / "wav2vec1" / "vq-wav2vec-gumbel.args.pt")),
+        ("a.flac", str(REPO / "tests" / "fixtures" / "wav2vec1" / "clip.flac")),
     ):
         text = text.replace(name, value)
     return text
@@ -71,8 +73,17 @@ def python_blocks() -> list[tuple[str, str]]:
     ]
 
 
+# The balancer of several replicas (docs/scaling-out.md) needs Docker: tests/test_replicas.py runs it.
+NEEDS_COMPOSE = "http://localhost:8080"
+
+
 def curl_commands() -> list[tuple[str, str]]:
-    return [(name, line) for name, text in DOCUMENTS.items() for line in text.splitlines() if line.startswith("curl ")]
+    return [
+        (name, line)
+        for name, text in DOCUMENTS.items()
+        for line in text.splitlines()
+        if line.startswith("curl ") and NEEDS_COMPOSE not in line
+    ]
 
 
 @pytest.mark.fast
