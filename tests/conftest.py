@@ -284,8 +284,13 @@ def metric(server, name: str, **labels) -> float:
     model), 0 when there is none."""
     import httpx
 
+    return metric_in(httpx.get(server.url + "/metrics").text, name, **labels)
+
+
+def metric_in(exposition: str, name: str, **labels) -> float:
+    """`metric`, read from the text of a /metrics answer already fetched."""
     total = 0.0
-    for line in httpx.get(server.url + "/metrics").text.splitlines():
+    for line in exposition.splitlines():
         series, _, value = line.rpartition(" ")
         if series.split("{")[0] == name and all(f'{key}="{wanted}"' in series for key, wanted in labels.items()):
             total += float(value)

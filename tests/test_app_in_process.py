@@ -20,7 +20,7 @@ from model.package import DEFAULT_MODEL
 from service.app import create_app
 from service.settings import Settings
 
-from conftest import REPO
+from conftest import REPO, metric_in
 
 pytestmark = pytest.mark.fast
 
@@ -130,13 +130,7 @@ def test_an_unknown_asset_is_a_404(client):
 
 
 def metric(client, name: str, **labels) -> float:
-    """One sample's value on /metrics, found by its labels in any order (0 when not there yet)."""
-    for line in client.get("/metrics").text.splitlines():
-        sample, _, value = line.rpartition(" ")
-        series, _, given = sample.partition("{")
-        if series == name and dict(re.findall(r'(\w+)="([^"]*)"', given)) == labels:
-            return float(value)
-    return 0.0
+    return metric_in(client.get("/metrics").text, name, **labels)
 
 
 def test_sessions_of_both_protocols_are_counted_in_the_metrics(client):
