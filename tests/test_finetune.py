@@ -1052,7 +1052,7 @@ def test_empty_transcripts_train_as_audio_with_nothing_to_say(tmp_path):
     without text (unlabelled) are not."""
     from model.config import Wav2Vec2Config
     from model.ctc import CTCVocabulary
-    from training.finetune import _examples
+    from training.ctc_model import examples as usable_examples
 
     vocab = CTCVocabulary.from_texts(["one two"])
     entries = [
@@ -1060,6 +1060,6 @@ def test_empty_transcripts_train_as_audio_with_nothing_to_say(tmp_path):
         Entry(tmp_path / "b.wav", 1.0, "one"),
         Entry(tmp_path / "c.wav", 1.0, None),
     ]
-    examples = _examples(entries, vocab, Wav2Vec2Config(), 16000, 30.0, report=False)
+    examples = usable_examples(entries, vocab, Wav2Vec2Config(), 16000, 30.0, report=False)
     assert [(example.text, example.targets) for example in examples][0] == ("", [])
     assert len(examples) == 2
