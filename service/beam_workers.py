@@ -5,7 +5,8 @@ is the server's implementation of the pipeline's `decode` seam for beam search.
 Beam search runs in `decode_workers` processes, one search at a time each, behind a bounded
 queue. A search waits at most `decode_timeout_seconds` for a worker and runs at most as long:
 a worker still searching then is killed and restarted, as is one that dies (killed, out of
-memory); either way only the search it held fails.
+memory); a search whose worker died is sent once more to its replacement, one that outlives its
+deadline fails.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import wait
 
@@ -33,6 +35,10 @@ RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)  # between failed restarts of a work
 
 class DecoderUnavailable(Exception):
     """A beam search could not be done now: queue full, no worker free in time, or worker died. Retry."""
+
+
+class _WorkerDied(Exception):
+    """The worker process stopped while it held a search."""
 
 
 class SearchTooLong(Exception):
@@ -112,32 +118,49 @@ class DecodeWorker:
             self.on_restart()
 
     def search(self, job: tuple, timeout: float) -> Decoded:
-        """Run one search; DecoderUnavailable if the process dies, SearchTooLong if the search outlives
-        `timeout` (its worker is then restarted)."""
+        """Run one search; SearchTooLong if it outlives `timeout` (its worker is then restarted). A
+        worker that dies during the search (killed, out of memory) is restarted and the search sent
+        once more within what is left of `timeout`; DecoderUnavailable if it dies again."""
+        deadline = time.monotonic() + timeout
         with self.lock:
-            if not self.alive:  # died while idle: this search need not fail for it
+            try:
+                return self._search_once(job, timeout, timeout)
+            except _WorkerDied as died:
+                log.warning("%s; searching again on its replacement", died)
                 self._replace()
             try:
-                self.connection.send(job)
-            except OSError:  # died between that check and the send (a broken pipe): it never had this job
-                self.process.join()
-                self._replace()
-                self.connection.send(job)
-            if not wait([self.connection, self.process.sentinel], timeout):
-                self.kill()
-                raise SearchTooLong(
-                    f"beam search took longer than this server's limit of {timeout:g} s, and "
-                    "would again; ask for decoder=greedy, a smaller beam_width, fewer hotwords, or "
-                    "send shorter audio"
-                )
-            try:
-                kind, value = self.connection.recv()
-            except (EOFError, OSError):
-                self.process.join()
+                return self._search_once(job, max(0.0, deadline - time.monotonic()), timeout)
+            except _WorkerDied as died:
+                raise DecoderUnavailable(f"{died} during this request, twice; it is being restarted") from None
+            except SearchTooLong:  # the time left after the first worker died was too short: not the search's fault
                 raise DecoderUnavailable(
-                    f"the beam-search worker stopped (exit code {self.process.exitcode}) "
-                    "during this request; it is being restarted"
+                    "the beam-search worker stopped during this request and its replacement could not "
+                    f"finish within the {timeout:g} s limit; it is being restarted"
                 ) from None
+
+    def _search_once(self, job: tuple, seconds: float, limit: float) -> Decoded:
+        """One try of `search` (lock held) given `seconds` of the `limit`; _WorkerDied if the process
+        stops before answering."""
+        if not self.alive:  # died while idle: this search need not fail for it
+            self._replace()
+        try:
+            self.connection.send(job)
+        except OSError:  # died between that check and the send (a broken pipe): it never had this job
+            self.process.join()
+            self._replace()
+            self.connection.send(job)
+        if not wait([self.connection, self.process.sentinel], seconds):
+            self.kill()
+            raise SearchTooLong(
+                f"beam search took longer than this server's limit of {limit:g} s, and "
+                "would again; ask for decoder=greedy, a smaller beam_width, fewer hotwords, or "
+                "send shorter audio"
+            )
+        try:
+            kind, value = self.connection.recv()
+        except (EOFError, OSError):
+            self.process.join()
+            raise _WorkerDied(f"the beam-search worker stopped (exit code {self.process.exitcode})") from None
         if kind != "ok":
             raise RuntimeError(value)
         return value

@@ -177,10 +177,10 @@ def test_health_answers_while_large_audio_decodes(server):
     assert len(latencies) > 5 and max(latencies) < 1.0, f"/health took up to {max(latencies):.2f} s"
 
 
-# -- 2. a killed beam-search worker costs only the request it held -------------------------------------
+# -- 2. a killed beam-search worker is replaced; the search it held runs again on the new one -----------
 
 
-def test_killed_beam_worker_is_replaced_and_costs_at_most_its_request(beam_server):
+def test_killed_beam_worker_is_replaced_and_its_search_runs_again(beam_server):
     body, statuses, stop = wav(SPEECH), [], threading.Event()
 
     def client():
@@ -199,11 +199,7 @@ def test_killed_beam_worker_is_replaced_and_costs_at_most_its_request(beam_serve
         time.sleep(4.0)
         stop.set()
     codes = [status for _, status, _, _ in statuses]
-    assert set(codes) <= {200, 503}, codes
-    failed = [(retry, body) for _, status, retry, body in statuses if status == 503]
-    assert len(failed) <= 1, failed  # the one search the killed worker held, at most
-    for retry_after, error in failed:
-        assert retry_after and "worker" in error["error"]["message"]
+    assert set(codes) == {200}, [body for _, status, _, body in statuses if status != 200]
     assert sum(1 for at, status, _, _ in statuses if at > killed_at + 2 and status == 200) >= 4
     assert metric(beam_server, "asr_decode_worker_restarts_total") >= 1
     assert "Traceback" not in beam_server.log_tail()
