@@ -58,7 +58,7 @@ lint: setup-dev
 
 test: test-fast lint
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -m "not fast"
+	$(BIN)/python -m pytest -q -m "not fast" --durations=15
 
 # The shipped default model, models/digits/, remade from ../shared/data by our own commands (about
 # 2 h 20 min on 2 cores; needs espeak-ng, flite and Festival for the synthetic voices).
