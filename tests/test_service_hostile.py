@@ -23,22 +23,16 @@ import websockets
 
 from model.audio import load_audio
 
-from conftest import HANG_SECONDS, REALSPEECH, metric, run_server
+from conftest import HANG_SECONDS, REPO, metric, run_server
 
 # One tiny model family is enough: these are the server's faults, not the model's. Tests of the
 # default model's memory take no family.
 tiny = pytest.mark.parametrize("family", ["base"], indirect=True)
 
-SPEECH = load_audio(
-    REALSPEECH
-    / "audio"
-    / "pocketsphinx"
-    / "test"
-    / "data"
-    / "librivox"
-    / "sense_and_sensibility_01_austen_64kb-0880.wav",
-    16000,
-)
+# The server's faults need speech, not any particular speech: the example the repository ships (2.5 s)
+# serves every clone, with ../shared or without.
+EXAMPLE = REPO / "examples" / "four-one-five-zero-two.wav"
+SPEECH = load_audio(EXAMPLE, 16000)
 
 
 def wav(samples: np.ndarray, rate: int = 16000) -> bytes:
@@ -309,19 +303,7 @@ def test_a_session_past_its_maximum_duration_gets_its_final_and_a_close(server):
 @tiny
 def test_sigterm_lets_open_streams_finish_and_answers_keep_alive_requests(exported_folder, tmp_path):
     pcm16 = (SPEECH[: 16000 * 3] * 32767).astype("<i2")
-    realtime_pcm = (
-        load_audio(
-            REALSPEECH
-            / "audio"
-            / "pocketsphinx"
-            / "test"
-            / "data"
-            / "librivox"
-            / "sense_and_sensibility_01_austen_64kb-0880.wav",
-            24000,
-        )[: 24000 * 3]
-        * 32767
-    )
+    realtime_pcm = load_audio(EXAMPLE, 24000) * 32767
     realtime_audio = base64.b64encode(realtime_pcm.astype("<i2").tobytes()).decode()
 
     async def stream(server, sent: asyncio.Event) -> tuple[list[dict], int]:
