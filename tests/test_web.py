@@ -156,6 +156,7 @@ def test_microphone_and_file_give_the_servers_transcript(digit_recording, tmp_pa
             assert len(segments) == len(DIGITS), "each pause ends a segment"
             times = [segment.find_element("class name", "time").text for segment in segments]
             assert times == sorted(times) and all("–" in time for time in times)
+
             # Start again (the fake microphone plays its file again): the transcript stays, and what
             # comes is added after it, its times after the first session's audio.
             # Stop once a new final shows: on a loaded machine the replayed file's first digit may
