@@ -1,11 +1,17 @@
-"""Beam search within a model's words: a lexicon (the words the transcript may hold, each spelt with
-the model's tokens) searched by flashlight-text's `LexiconDecoder`, the search torchaudio's
-`ctc_decoder` wraps, scored with the same KenLM model and weights as pyctcdecode's lexicon-free search.
+"""flashlight-text's C++ CTC beam searches (the ones torchaudio's `ctc_decoder` wraps), without torch.
 
-A model that knows a few words decodes better within them: every beam spells a word of the lexicon,
-so a misspelling ("fovur") or two words run together ("sevetwo") cannot come out. A model folder
-declares its lexicon in `lexicon.txt` (`model.package`): one word per line. Imports no torch and
-nothing of the model; flashlight-text is imported when a search is built.
+`LexiconSearch`: within a lexicon (the words the transcript may hold, each spelt with the model's
+tokens), scored with the same KenLM model and weights as pyctcdecode's search. A model that knows a
+few words decodes better within them: every beam spells a word of the lexicon, so a misspelling
+("fovur") or two words run together ("sevetwo") cannot come out. A model folder declares its lexicon
+in `lexicon.txt` (`model.package`): one word per line; without one, a word language model's own
+words are the lexicon (`arpa_words`). An entry may also be a phrase of several words (a request's
+`phrases`): its spelling then holds the word delimiter between them.
+
+`LexiconFreeSearch`: any spelling, scored by the acoustic model alone: flashlight's lexicon-free
+search scores a language model token by token, so a word model cannot drive it.
+
+Imports no torch and nothing of the model; flashlight-text is imported when a search is built.
 """
 
 from __future__ import annotations
@@ -37,11 +43,43 @@ def read_lexicon(path: str | Path) -> tuple[str, ...]:
     return words
 
 
+# A KenLM binary file starts with this; its words cannot be listed without KenLM's C++ API.
+KENLM_BINARY_MAGIC = b"mmap lm "
+SENTENCE_MARKS = ("<s>", "</s>", "<unk>")
+
+
+def arpa_words(path: str | Path) -> tuple[str, ...] | None:
+    """The words of an ARPA language model (its 1-grams, less <s>, </s> and <unk>), in file order;
+    None for a KenLM binary file. LexiconError if the file is neither."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(len(KENLM_BINARY_MAGIC)) == KENLM_BINARY_MAGIC:
+                return None
+        words, in_unigrams = [], False
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                line = line.strip()
+                if line == "\\1-grams:":
+                    in_unigrams = True
+                elif in_unigrams and line.startswith("\\"):
+                    break
+                elif in_unigrams and line:
+                    fields = line.split()
+                    if len(fields) > 1 and fields[1] not in SENTENCE_MARKS:
+                        words.append(fields[1])
+    except (OSError, UnicodeDecodeError) as error:
+        raise LexiconError(f"language model {path}: {error}") from None
+    if not in_unigrams:
+        raise LexiconError(f"language model {path} is neither an ARPA file (no \\1-grams: section) nor KenLM binary")
+    return tuple(words)
+
+
 class LexiconSearch:
     """flashlight-text's lexicon-constrained CTC beam search over one lexicon and language model
-    (loaded once). `spellings`: each word's token ids, without the word delimiter. `lm`: a KenLM model
-    (ARPA or binary), or None to let the acoustic model alone choose among the words. `alpha` weighs
-    the language model's natural-log score and `beta` is added per word, as in pyctcdecode."""
+    (loaded once). `spellings`: each entry's token ids, without a final word delimiter, by the
+    entry's name in the language model (its letter case may differ from the model's). `lm`: a KenLM
+    model (ARPA or binary), or None to let the acoustic model alone choose among the entries. `alpha`
+    weighs the language model's natural-log score and `beta` is added per entry, as in pyctcdecode."""
 
     def __init__(
         self,
@@ -90,7 +128,34 @@ class LexiconSearch:
         decoder = LexiconDecoder(
             options, self.trie, self.lm, self.delimiter, self.blank, self.words.get_index("<unk>"), [], False
         )
-        emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
-        results = decoder.decode(emissions.ctypes.data, len(emissions), emissions.shape[1])
-        # Each path has one token before the first frame and one after the last: the search's start and end.
-        return [(np.asarray(result.tokens[1:-1], dtype=np.int64), float(result.score)) for result in results]
+        return _results(decoder, log_probs)
+
+
+class LexiconFreeSearch:
+    """flashlight-text's lexicon-free CTC beam search, with no language model: any spelling, the
+    acoustic model alone ranking the beams (the n best, timed by their token paths)."""
+
+    def __init__(self, vocab_size: int, blank: int, delimiter: int):
+        from flashlight.lib.text.decoder import ZeroLM  # lexicon-free beam search
+
+        self.lm = ZeroLM()
+        self.vocab_size, self.blank, self.delimiter = vocab_size, blank, delimiter
+
+    def search(self, log_probs: np.ndarray, beam_width: int) -> list[tuple[np.ndarray, float]]:
+        """As `LexiconSearch.search`. log_probs: (frames, vocab) log-softmax output."""
+        from flashlight.lib.text.decoder import CriterionType, LexiconFreeDecoder, LexiconFreeDecoderOptions
+
+        options = LexiconFreeDecoderOptions(
+            beam_width, self.vocab_size, BEAM_THRESHOLD, 0.0, 0.0, False, CriterionType.CTC
+        )
+        decoder = LexiconFreeDecoder(options, self.lm, self.delimiter, self.blank, [])
+        return _results(decoder, log_probs)
+
+
+def _results(decoder, log_probs: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """A flashlight decoder's final beams on `log_probs`, best first: (token path, score)."""
+    emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
+    results = decoder.decode(emissions.ctypes.data, len(emissions), emissions.shape[1])
+    # Each path has one token before the first frame and one after the last: the search's start and end.
+    beams = [(np.asarray(result.tokens[1:-1], dtype=np.int64), float(result.score)) for result in results]
+    return sorted(beams, key=lambda beam: -beam[1])

@@ -71,8 +71,9 @@ def choose_decoder(options: DecodeOptions, has_lm: bool) -> Decoder:
 
 
 class OptionError(ValueError):
-    """Options that cannot be used: out of range, beam-search options with greedy decoding, phrases
-    the model cannot write. `field` names the option; `unwritable`: phrases the model cannot spell."""
+    """Options that cannot be used: out of range, beam-search options with greedy decoding, hotwords
+    with flashlight's search, phrases the model cannot write. `field` names the option;
+    `unwritable`: phrases the model cannot spell."""
 
     def __init__(self, field_name: str, message: str, unwritable: bool = False):
         super().__init__(message)
@@ -82,7 +83,8 @@ class OptionError(ValueError):
 
 def check_options(options: DecodeOptions, vocab: CTCVocabulary, has_lm: bool) -> None:
     """What the fields' own limits cannot say, for this model: beam-search options with greedy
-    decoding (they would be ignored), and phrases it cannot write. OptionError if any."""
+    decoding (they would be ignored), hotwords with flashlight's search (it has none), and phrases
+    it cannot write. OptionError if any."""
     check_limits(options)
     if choose_decoder(options, has_lm) == "greedy":
         for name in ("hotwords", "alternatives", "phrases"):
@@ -92,6 +94,17 @@ def check_options(options: DecodeOptions, vocab: CTCVocabulary, has_lm: bool) ->
                     f"{name} need beam search; greedy decoding gives one transcript of any "
                     "words (leave decoder out, or set decoder=beam)",
                 )
+        if options.beam.beam_search != "auto":
+            raise OptionError(
+                "beam_search",
+                f"beam_search={options.beam.beam_search} needs beam search; greedy decoding runs none "
+                "(leave decoder out, or set decoder=beam)",
+            )
+    if options.beam.beam_search == "flashlight" and options.beam.hotwords:
+        raise OptionError(
+            "hotwords",
+            "hotwords need beam_search=pyctcdecode (or auto): flashlight's search has no hotwords",
+        )
     if options.beam.phrases is not None:
         try:
             check_phrases(vocab, options.beam.phrases)
