@@ -401,8 +401,8 @@ class BeamSearchDecoder:
         self.check(options)
         search = self._flashlight if options.phrases is None else self._phrase_search(options.phrases)
         beams = [
-            (path_words(self.vocab, path, log_probs, frame_seconds), score)
-            for path, score in search.search(log_probs, options.width)
+            (path_words(self.vocab, beam.path, log_probs, frame_seconds)[: beam.words], beam.score)
+            for beam in search.search(log_probs, options.width)
         ]
         if not beams:
             return Decoded("", [], search="flashlight")

@@ -18,12 +18,28 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 # Beams more than this far below the best (natural log) are dropped: torchaudio's default. On the digits
-# model, 50 gives the same words at three to eight times the search time.
+# model, 50 gives the same words at three to eight times the search time; 10 to 15 (pyctcdecode prunes
+# at 10) are faster but lost 1-2 of FSDD's 300 digits.
 BEAM_THRESHOLD = 25.0
+# Only a frame's likeliest tokens extend a beam (torchaudio's default: every token). On a 30k-word LM
+# (bench/decoders.py) every token costs 2-3x the time at beam 100 for the same words; on the digits
+# model, 8 gives the same words on FSDD and one word more wrong of digits-multi's 1,200; 4 loses more.
+TOKENS_PER_FRAME = 8
+
+
+class Beam(NamedTuple):
+    """One of a search's final beams."""
+
+    path: np.ndarray  # a token id per frame, blanks and word delimiters included
+    score: float  # acoustic + weighted LM + word bonus (natural log); higher is better
+    # Words the beam completed (lexicon search): its path may end inside a word the audio cut short,
+    # which is no word of the lexicon. None: lexicon-free, every word on the path counts.
+    words: int | None = None
 
 
 class LexiconError(ValueError):
@@ -91,11 +107,13 @@ class LexiconSearch:
         alpha: float,
         beta: float,
     ):
-        from flashlight.lib.text.decoder import KenLM, SmearingMode, Trie, ZeroLM  # lexicon beam search
+        from flashlight.lib.text.decoder import SmearingMode, Trie, ZeroLM  # lexicon beam search
+        from flashlight.lib.text.decoder.kenlm import KenLM
         from flashlight.lib.text.dictionary import Dictionary
 
         self.words = Dictionary()
-        for word in [*spellings, "<unk>"]:
+        self.entries = [*spellings, "<unk>"]
+        for word in self.entries:
             self.words.add_entry(word)
         self.words.set_default_index(self.words.get_index("<unk>"))
         self.lm = KenLM(str(lm), self.words) if lm else ZeroLM()
@@ -109,14 +127,13 @@ class LexiconSearch:
         # KenLM scores in log10; pyctcdecode's alpha weighs natural logs.
         self.lm_weight, self.word_score = alpha * math.log(10), beta
 
-    def search(self, log_probs: np.ndarray, beam_width: int) -> list[tuple[np.ndarray, float]]:
-        """The final beams, best first: each one's path (a token id per frame, blanks and word
-        delimiters included) and score. log_probs: (frames, vocab) log-softmax output."""
+    def search(self, log_probs: np.ndarray, beam_width: int) -> list[Beam]:
+        """The final beams, best first. log_probs: (frames, vocab) log-softmax output."""
         from flashlight.lib.text.decoder import CriterionType, LexiconDecoder, LexiconDecoderOptions
 
         options = LexiconDecoderOptions(
             beam_width,
-            self.vocab_size,
+            min(TOKENS_PER_FRAME, self.vocab_size),
             BEAM_THRESHOLD,
             self.lm_weight,
             self.word_score,
@@ -128,7 +145,7 @@ class LexiconSearch:
         decoder = LexiconDecoder(
             options, self.trie, self.lm, self.delimiter, self.blank, self.words.get_index("<unk>"), [], False
         )
-        return _results(decoder, log_probs)
+        return _results(decoder, log_probs, self.entries[:-1])
 
 
 class LexiconFreeSearch:
@@ -141,21 +158,28 @@ class LexiconFreeSearch:
         self.lm = ZeroLM()
         self.vocab_size, self.blank, self.delimiter = vocab_size, blank, delimiter
 
-    def search(self, log_probs: np.ndarray, beam_width: int) -> list[tuple[np.ndarray, float]]:
+    def search(self, log_probs: np.ndarray, beam_width: int) -> list[Beam]:
         """As `LexiconSearch.search`. log_probs: (frames, vocab) log-softmax output."""
         from flashlight.lib.text.decoder import CriterionType, LexiconFreeDecoder, LexiconFreeDecoderOptions
 
         options = LexiconFreeDecoderOptions(
-            beam_width, self.vocab_size, BEAM_THRESHOLD, 0.0, 0.0, False, CriterionType.CTC
+            beam_width, min(TOKENS_PER_FRAME, self.vocab_size), BEAM_THRESHOLD, 0.0, 0.0, False, CriterionType.CTC
         )
         decoder = LexiconFreeDecoder(options, self.lm, self.delimiter, self.blank, [])
         return _results(decoder, log_probs)
 
 
-def _results(decoder, log_probs: np.ndarray) -> list[tuple[np.ndarray, float]]:
-    """A flashlight decoder's final beams on `log_probs`, best first: (token path, score)."""
+def _results(decoder, log_probs: np.ndarray, entries: list[str] | None = None) -> list[Beam]:
+    """A flashlight decoder's final beams on `log_probs`, best first. `entries`: the lexicon's
+    entries by index, to count the words each beam completed."""
     emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
     results = decoder.decode(emissions.ctypes.data, len(emissions), emissions.shape[1])
-    # Each path has one token before the first frame and one after the last: the search's start and end.
-    beams = [(np.asarray(result.tokens[1:-1], dtype=np.int64), float(result.score)) for result in results]
-    return sorted(beams, key=lambda beam: -beam[1])
+    beams = []
+    for result in results:
+        # Each path has one token before the first frame and one after the last: the search's start and end.
+        path = np.asarray(result.tokens[1:-1], dtype=np.int64)
+        words = None
+        if entries is not None:  # an entry (a phrase) may hold several words
+            words = sum(len(entries[index].split()) for index in result.words if 0 <= index < len(entries))
+        beams.append(Beam(path, float(result.score), words))
+    return sorted(beams, key=lambda beam: -beam.score)

@@ -193,7 +193,7 @@ class TranscribeResponse(BaseModel):
     model: str
     decoder: str
     beam_search: str | None = Field(
-        None, description="the beam search that ran: pyctcdecode or flashlight (null with greedy decoding)"
+        None, description="the beam search that ran: pyctcdecode or flashlight (absent with greedy decoding)"
     )
     timings: TimingsOut
     alternatives: list[AlternativeOut] | None = Field(
