@@ -118,6 +118,7 @@ class LexiconSearch:
         self.words.set_default_index(self.words.get_index("<unk>"))
         self.lm = KenLM(str(lm), self.words) if lm else ZeroLM()
         self.trie = Trie(vocab_size, delimiter)
+        self.spelt = {tuple(ids) for ids in spellings.values()}
         start = self.lm.start(False)
         for word, ids in spellings.items():
             index = self.words.get_index(word)
@@ -145,7 +146,25 @@ class LexiconSearch:
         decoder = LexiconDecoder(
             options, self.trie, self.lm, self.delimiter, self.blank, self.words.get_index("<unk>"), [], False
         )
-        return _results(decoder, log_probs, self.entries[:-1])
+        return _results(decoder, log_probs, self.completed)
+
+    def completed(self, emitted: list[int], path: np.ndarray) -> int:
+        """How many words of `path` make whole entries. `emitted`: the entry indices the search
+        emitted (-1 elsewhere). An entry is emitted at the word delimiter after it, so a path that
+        ends on a whole entry with no delimiter after it ("zero" at the end of the audio) has one
+        entry more; one that ends inside an entry ("seve" of "seven") has a fragment that is none."""
+        entries = [self.entries[index] for index in emitted if 0 <= index < len(self.entries) - 1]
+        count = sum(len(entry.split()) for entry in entries)  # an entry (a phrase) may hold several words
+        collapsed = [int(token) for index, token in enumerate(path) if index == 0 or token != path[index - 1]]
+        spelt: list[list[int]] = [[]]
+        for token in collapsed:
+            if token == self.delimiter:
+                spelt.append([])
+            elif token != self.blank:
+                spelt[-1].append(token)
+        rest = [word for word in spelt if word][count:]
+        joined = [token for word in rest for token in [self.delimiter, *word]][1:]
+        return count + len(rest) if rest and tuple(joined) in self.spelt else count
 
 
 class LexiconFreeSearch:
@@ -169,17 +188,15 @@ class LexiconFreeSearch:
         return _results(decoder, log_probs)
 
 
-def _results(decoder, log_probs: np.ndarray, entries: list[str] | None = None) -> list[Beam]:
-    """A flashlight decoder's final beams on `log_probs`, best first. `entries`: the lexicon's
-    entries by index, to count the words each beam completed."""
+def _results(decoder, log_probs: np.ndarray, completed=None) -> list[Beam]:
+    """A flashlight decoder's final beams on `log_probs`, best first. `completed(emitted, path)`: the
+    words of a beam's path that make whole lexicon entries (None: lexicon-free, every word counts)."""
     emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
     results = decoder.decode(emissions.ctypes.data, len(emissions), emissions.shape[1])
     beams = []
     for result in results:
         # Each path has one token before the first frame and one after the last: the search's start and end.
         path = np.asarray(result.tokens[1:-1], dtype=np.int64)
-        words = None
-        if entries is not None:  # an entry (a phrase) may hold several words
-            words = sum(len(entries[index].split()) for index in result.words if 0 <= index < len(entries))
+        words = None if completed is None else completed(list(result.words), path)
         beams.append(Beam(path, float(result.score), words))
     return sorted(beams, key=lambda beam: -beam.score)
