@@ -34,7 +34,7 @@ class DecodeOptions:
         default=None,
         metadata={
             "help": "greedy or beam; default: beam search when the model has a language model or a beam-search "
-            "option (beam width, hotwords, alternatives, phrases) is given, else greedy",
+            "option (beam width, hotwords, alternatives, phrases, beam search) is given, else greedy",
             "choices": DECODERS,
         },
     )
@@ -244,7 +244,10 @@ def add_language_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="a file of the words beam search may write, one per line (default: a model folder's lexicon.txt)",
     )
     parser.add_argument(
-        "--no-lexicon", action="store_true", help="beam search over any spelling, not only the lexicon's words"
+        "--no-lexicon",
+        action="store_true",
+        help="no lexicon, not even the model folder's: beam search within the language model's words "
+        "(flashlight), or over any spelling with --beam-search pyctcdecode",
     )
     parser.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
     parser.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")
