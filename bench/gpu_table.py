@@ -102,12 +102,16 @@ def decoder_rows(folder: Path, logits: np.ndarray, frame_seconds: float, repeats
     if resources:
         lm, lexicon_file = resources[0] / "lm.arpa", resources[0] / "lexicon.txt"
         free = BeamSearchDecoder(vocab, lm)
-        decoders.append(("beam, pyctcdecode (lexicon-free)", lambda: free.decode(logits, frame_seconds, BeamOptions())))
+        pyctcdecode = BeamOptions(beam_search="pyctcdecode")
+        decoders.append(("beam, pyctcdecode (lexicon-free)", lambda: free.decode(logits, frame_seconds, pyctcdecode)))
         if lexicon_file.is_file():
             words = tuple(line.split()[0] for line in lexicon_file.read_text().splitlines() if line.strip())
             lexical = BeamSearchDecoder(vocab, lm, lexicon=words)
             decoders.append(
-                ("beam, flashlight (lexicon)", lambda: lexical.decode(logits, frame_seconds, BeamOptions()))
+                (
+                    "beam, flashlight (lexicon)",
+                    lambda: lexical.decode(logits, frame_seconds, BeamOptions(beam_search="flashlight")),
+                )
             )
     else:
         print(f"note: no lm.arpa in {folder} or its parent: beam search rows left out", file=sys.stderr)

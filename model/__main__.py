@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         transcriber = Transcriber(recognizer, lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
         check_options(options, transcriber.recognizer.vocab, lm is not None)  # OptionError: a ValueError
         if choose_decoder(options, lm is not None) == "beam":
-            transcriber.beam_search()  # a language model KenLM refuses fails here, once, not on every file
+            # A language model KenLM refuses, or a search that cannot run, fails here, once, not on every file.
+            transcriber.beam_search().check(options.beam)
         cluster = _ray_backend(args.ray, args.workers) if many and args.ray else None
     except (ModelNotFoundError, OSError, ValueError, ImportError) as error:  # CheckpointError: a ValueError
         print(f"error: {error}", file=sys.stderr)

@@ -6,10 +6,13 @@ there (for greedy decoding, the best token). A word that beam search or a lexico
 that says something else scores low, and so does the transcript: its confidence is its weakest
 word's (0 with no word). Words below `min_confidence` are marked `low_confidence`. Beam search can
 also give the n best transcripts with their scores, and keep its output to a list of phrases
-(`model.phrases`), or to a lexicon of words (`model.lexicon`: a model folder's own, the default
-search when it has one). Every caller (the CLI, evaluation, pseudo-labelling, the server's worker
-processes) decodes here, with the decode defaults below. Imports no torch; beam search needs
-pyctcdecode and kenlm (and flashlight-text with a lexicon), imported when built.
+(`model.phrases`), or to a lexicon of words (`model.lexicon`: a model folder's own, or its word
+language model's words). Two beam searches do it: pyctcdecode's (Python; hotwords, any spelling)
+and flashlight-text's (C++; within a lexicon, or lexicon-free without a language model), chosen
+per search by `choose_search`'s rule or by `BeamOptions.beam_search`. Every caller (the CLI,
+evaluation, pseudo-labelling, the server's worker processes) decodes here, with the decode
+defaults below. Imports no torch; beam search needs pyctcdecode, kenlm and flashlight-text,
+imported when built.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from .ctc import CTCVocabulary, best_alignment
-from .lexicon import LexiconSearch
-from .phrases import MAX_PHRASES, PhraseError, PhraseGrammar, normalise_phrases
+from .lexicon import LexiconFreeSearch, LexiconSearch, arpa_words
+from .phrases import MAX_PHRASES, PhraseError, PhraseGrammar, in_alphabet_case, normalise_phrases
 from .quiet import quiet_lm_loading
 
 # The decode defaults, for every caller.
@@ -57,6 +61,7 @@ class Decoded:
     text: str
     words: list[Word]
     alternatives: list[Alternative] = field(default_factory=list)  # best first; the first one's text is `text`
+    search: Search | None = None  # the beam search that ran ("pyctcdecode", "flashlight"); None: greedy
 
     @property
     def confidence(self) -> float:
@@ -70,6 +75,11 @@ class Decoded:
             word.low_confidence = word.confidence < min_confidence
         return self
 
+
+# The beam searches: pyctcdecode (Python, with KenLM's Python module: hotwords, any spelling) and
+# flashlight-text (C++: within a lexicon, or lexicon-free without a language model; no hotwords).
+Search = Literal["pyctcdecode", "flashlight"]
+SEARCHES = ("auto", "pyctcdecode", "flashlight")  # "auto": `choose_search`'s rule
 
 MAX_BEAM_WIDTH = 1024  # the widest search anyone may ask for; a server may set a lower limit
 MAX_HOTWORDS = 100  # hotwords in one search
@@ -121,6 +131,18 @@ class BeamOptions:
         },
     )
 
+    # Which beam search runs; "auto": `choose_search`'s rule.
+    beam_search: Literal["auto", "pyctcdecode", "flashlight"] = field(
+        default="auto",
+        metadata={
+            "help": "beam search only: pyctcdecode (hotwords; any spelling), flashlight (C++, several times "
+            "faster; within the model's lexicon or its language model's words; no hotwords) or auto (default: "
+            "flashlight when the model has a lexicon or a word language model, unless hotwords or phrases are "
+            "asked)",
+            "choices": SEARCHES,
+        },
+    )
+
     @property
     def width(self) -> int:
         return self.beam_width or BEAM_WIDTH
@@ -128,7 +150,25 @@ class BeamOptions:
     @property
     def given(self) -> bool:
         """Whether any option only beam search uses was asked for (the hotword weight alone is not)."""
-        return self.beam_width is not None or bool(self.hotwords) or bool(self.alternatives) or self.phrases is not None
+        return (
+            self.beam_width is not None
+            or bool(self.hotwords)
+            or bool(self.alternatives)
+            or self.phrases is not None
+            or self.beam_search != "auto"
+        )
+
+
+def choose_search(options: BeamOptions, has_words: bool) -> Search:
+    """The one rule for which beam search runs: the one asked for; else pyctcdecode when hotwords
+    (flashlight has none) or phrases are asked, or when the decoder has no words to search within
+    (`has_words`: no lexicon and no word language model in ARPA form); else flashlight, which on a
+    30k-word language model is 5-7x faster at fewer errors (docs/decoding.md)."""
+    if options.beam_search != "auto":
+        return options.beam_search
+    if options.hotwords or options.phrases is not None or not has_words:
+        return "pyctcdecode"
+    return "flashlight"
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -235,10 +275,16 @@ def one_line(error: BaseException) -> str:
     return reason.group(1) if reason else text or type(error).__name__
 
 
+class SearchUnavailable(ValueError):
+    """The beam search asked for cannot run here: flashlight with hotwords, or with a KenLM binary
+    language model and no lexicon (its words cannot be listed)."""
+
+
 class BeamSearchDecoder:
-    """CTC beam search scored with a KenLM model when given, loaded once: within `lexicon`'s words when
-    given (flashlight-text, `model.lexicon`), else lexicon-free (pyctcdecode, which also takes hotwords
-    and phrases)."""
+    """CTC beam search scored with a KenLM model when given, loaded once, by two searches: pyctcdecode
+    (lexicon-free; hotwords and phrases) and flashlight-text (`model.lexicon`: within `lexicon`'s
+    words when given, else within the language model's words, else lexicon-free with no language
+    model). Each `decode` runs the one `choose_search` picks."""
 
     def __init__(
         self,
@@ -249,7 +295,7 @@ class BeamSearchDecoder:
         lexicon: tuple[str, ...] | None = None,
     ):
         self.vocab = vocab
-        self._lexicon = None
+        self._no_flashlight = ""  # why flashlight cannot search here, when it cannot
         try:
             with quiet_lm_loading(lm):  # KenLM's and pyctcdecode's start-up chatter: one line instead
                 from pyctcdecode import Alphabet, build_ctcdecoder  # CTC beam search with KenLM scoring and hotwords
@@ -258,23 +304,75 @@ class BeamSearchDecoder:
                     labels(vocab), kenlm_model_path=str(lm) if lm else None, alpha=alpha, beta=beta
                 )
                 self._alphabet = Alphabet.build_alphabet(labels(vocab))  # for searches restricted to phrases
-                if lexicon is not None:
-                    if vocab.word_delimiter_token not in vocab.ids:
-                        raise DecoderStartError("a lexicon needs a model with a word delimiter token")
-                    spellings = {word: [vocab.ids[char] for char in word] for word in check_lexicon(vocab, lexicon)}
-                    self._lexicon = LexiconSearch(
-                        spellings, len(vocab), vocab.blank_id, vocab.ids[vocab.word_delimiter_token], lm, alpha, beta
-                    )
-        except Exception as error:  # pyctcdecode and KenLM raise many kinds; all mean "cannot decode with this"
+                self._flashlight = self._flashlight_search(lm, alpha, beta, lexicon)
+        except DecoderStartError:
+            raise
+        except Exception as error:  # pyctcdecode, flashlight and KenLM raise many kinds; all mean "cannot decode"
             raise DecoderStartError(one_line(error)) from None
+
+    @property
+    def has_words(self) -> bool:
+        """Whether flashlight searches within words here (a lexicon, or the language model's)."""
+        return isinstance(self._flashlight, LexiconSearch)
+
+    def _flashlight_search(
+        self, lm: str | Path | None, alpha: float, beta: float, lexicon: tuple[str, ...] | None
+    ) -> LexiconSearch | LexiconFreeSearch | None:
+        vocab = self.vocab
+        if vocab.word_delimiter_token not in vocab.ids:
+            if lexicon is not None:
+                raise DecoderStartError("a lexicon needs a model with a word delimiter token")
+            self._no_flashlight = "flashlight's search needs a model with a word delimiter token"
+            return None
+        delimiter = vocab.ids[vocab.word_delimiter_token]
+        if lexicon is not None:
+            spellings = {word: [vocab.ids[char] for char in word] for word in check_lexicon(vocab, lexicon)}
+        elif lm is not None:
+            spellings = self._lm_spellings(lm)
+            if not spellings:
+                return None
+        else:
+            return LexiconFreeSearch(len(vocab), vocab.blank_id, delimiter)
+        return LexiconSearch(spellings, len(vocab), vocab.blank_id, delimiter, lm, alpha, beta)
+
+    def _lm_spellings(self, lm: str | Path) -> dict[str, list[int]]:
+        """The language model's words the model can write, each by its name in the model and spelt
+        in the model's letter case (a lower-case model of an upper-case alphabet is still read)."""
+        words = arpa_words(lm)
+        if words is None:
+            self._no_flashlight = (
+                f"flashlight's search needs the words of {Path(lm).name}, a KenLM binary file: give the model "
+                "a lexicon (lexicon.txt, --lexicon), or its language model as ARPA"
+            )
+            return {}
+        alphabet = letters(self.vocab)
+        spellings = {
+            word: [self.vocab.ids[char] for char in text]
+            for word, text in zip(words, in_alphabet_case(words, alphabet))
+            if text and set(text) <= alphabet
+        }
+        if not spellings:
+            self._no_flashlight = f"this model can write none of the words of {Path(lm).name}"
+        return spellings
+
+    def check(self, options: BeamOptions) -> None:
+        """SearchUnavailable, before any audio, if `options` ask for a search that cannot run here."""
+        if choose_search(options, self.has_words) != "flashlight":
+            return
+        if options.hotwords:
+            raise SearchUnavailable(
+                "hotwords need beam_search=pyctcdecode (or auto): flashlight's search has no hotwords"
+            )
+        if options.phrases is None and self._flashlight is None:
+            raise SearchUnavailable(self._no_flashlight)
 
     def decode(self, logits: np.ndarray, frame_seconds: float, options: BeamOptions = BeamOptions()) -> Decoded:
         """logits: (frames, vocab), finite. With `options.phrases`, a transcript no sequence of them
-        spells is never returned: if no path through the audio spells one, the text is empty. With a
-        lexicon, the search stays within its words unless hotwords or phrases are given."""
+        spells is never returned: if no path through the audio spells one, the text is empty. The
+        search is `choose_search`'s; SearchUnavailable if flashlight is asked for and cannot run."""
         log_probs = log_softmax(logits.astype(np.float32))
-        if self._lexicon is not None and options.phrases is None and not options.hotwords:
-            return self._decode_lexicon(log_probs, frame_seconds, options)
+        if choose_search(options, self.has_words) == "flashlight":
+            return self._decode_flashlight(log_probs, frame_seconds, options)
         if options.phrases is None:
             beams = self._decoder.decode_beams(
                 log_probs,
@@ -286,24 +384,41 @@ class BeamSearchDecoder:
             beams = self._decode_phrases(log_probs, options)
         beams = [beam for beam in beams if math.isfinite(beam[-1])]  # -inf: outside the phrases
         if not beams:
-            return Decoded("", [])
+            return Decoded("", [], search="pyctcdecode")
         text, _, word_frames, _, _ = beams[0]
         spans = [(word, start, end) for word, (start, end) in word_frames]
         return Decoded(
             text,
             span_words(self.vocab, spans, log_probs, frame_seconds),
             _alternatives(beams, options.alternatives or 0),
+            "pyctcdecode",
         )
 
-    def _decode_lexicon(self, log_probs: np.ndarray, frame_seconds: float, options: BeamOptions) -> Decoded:
+    def _decode_flashlight(self, log_probs: np.ndarray, frame_seconds: float, options: BeamOptions) -> Decoded:
+        """flashlight's search: within the phrases when given (each one a lexicon entry, scored by the
+        acoustic model alone, as pyctcdecode's phrase search), else the decoder's own. Words and their
+        times come from each beam's token path."""
+        self.check(options)
+        search = self._flashlight if options.phrases is None else self._phrase_search(options.phrases)
         beams = [
-            (path_words(self.vocab, path, log_probs, frame_seconds), score)
-            for path, score in self._lexicon.search(log_probs, options.width)
+            (path_words(self.vocab, beam.path, log_probs, frame_seconds)[: beam.words], beam.score)
+            for beam in search.search(log_probs, options.width)
         ]
         if not beams:
-            return Decoded("", [])
+            return Decoded("", [], search="flashlight")
         texts = [(" ".join(word.word for word in words), score) for words, score in beams]
-        return Decoded(texts[0][0], beams[0][0], _alternatives(texts, options.alternatives or 0))
+        return Decoded(texts[0][0], beams[0][0], _alternatives(texts, options.alternatives or 0), "flashlight")
+
+    def _phrase_search(self, phrases: tuple[str, ...]) -> LexiconSearch:
+        """A lexicon of the phrases, each spelt with the word delimiter between its words."""
+        if self.vocab.word_delimiter_token not in self.vocab.ids:
+            raise SearchUnavailable("flashlight's search needs a model with a word delimiter token")
+        delimiter = self.vocab.ids[self.vocab.word_delimiter_token]
+        spellings = {
+            phrase: [delimiter if char == " " else self.vocab.ids[char] for char in phrase]
+            for phrase in check_phrases(self.vocab, phrases)
+        }
+        return LexiconSearch(spellings, len(self.vocab), self.vocab.blank_id, delimiter, None, 0.0, 0.0)
 
     def _decode_phrases(self, log_probs: np.ndarray, options: BeamOptions) -> list[tuple]:
         """Beam search whose language model is the phrases (`PhraseGrammar`), over the tokens they

@@ -34,7 +34,7 @@ class DecodeOptions:
         default=None,
         metadata={
             "help": "greedy or beam; default: beam search when the model has a language model or a beam-search "
-            "option (beam width, hotwords, alternatives, phrases) is given, else greedy",
+            "option (beam width, hotwords, alternatives, phrases, beam search) is given, else greedy",
             "choices": DECODERS,
         },
     )
@@ -71,8 +71,9 @@ def choose_decoder(options: DecodeOptions, has_lm: bool) -> Decoder:
 
 
 class OptionError(ValueError):
-    """Options that cannot be used: out of range, beam-search options with greedy decoding, phrases
-    the model cannot write. `field` names the option; `unwritable`: phrases the model cannot spell."""
+    """Options that cannot be used: out of range, beam-search options with greedy decoding, hotwords
+    with flashlight's search, phrases the model cannot write. `field` names the option;
+    `unwritable`: phrases the model cannot spell."""
 
     def __init__(self, field_name: str, message: str, unwritable: bool = False):
         super().__init__(message)
@@ -82,7 +83,8 @@ class OptionError(ValueError):
 
 def check_options(options: DecodeOptions, vocab: CTCVocabulary, has_lm: bool) -> None:
     """What the fields' own limits cannot say, for this model: beam-search options with greedy
-    decoding (they would be ignored), and phrases it cannot write. OptionError if any."""
+    decoding (they would be ignored), hotwords with flashlight's search (it has none), and phrases
+    it cannot write. OptionError if any."""
     check_limits(options)
     if choose_decoder(options, has_lm) == "greedy":
         for name in ("hotwords", "alternatives", "phrases"):
@@ -92,6 +94,17 @@ def check_options(options: DecodeOptions, vocab: CTCVocabulary, has_lm: bool) ->
                     f"{name} need beam search; greedy decoding gives one transcript of any "
                     "words (leave decoder out, or set decoder=beam)",
                 )
+        if options.beam.beam_search != "auto":
+            raise OptionError(
+                "beam_search",
+                f"beam_search={options.beam.beam_search} needs beam search; greedy decoding runs none "
+                "(leave decoder out, or set decoder=beam)",
+            )
+    if options.beam.beam_search == "flashlight" and options.beam.hotwords:
+        raise OptionError(
+            "hotwords",
+            "hotwords need beam_search=pyctcdecode (or auto): flashlight's search has no hotwords",
+        )
     if options.beam.phrases is not None:
         try:
             check_phrases(vocab, options.beam.phrases)
@@ -231,7 +244,10 @@ def add_language_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="a file of the words beam search may write, one per line (default: a model folder's lexicon.txt)",
     )
     parser.add_argument(
-        "--no-lexicon", action="store_true", help="beam search over any spelling, not only the lexicon's words"
+        "--no-lexicon",
+        action="store_true",
+        help="no lexicon, not even the model folder's: beam search within the language model's words "
+        "(flashlight), or over any spelling with --beam-search pyctcdecode",
     )
     parser.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
     parser.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")

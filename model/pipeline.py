@@ -27,7 +27,17 @@ import numpy as np
 
 from .audio import AudioError, check_duration
 from .ctc import CTCVocabulary
-from .decoding import LM_ALPHA, LM_BETA, Alternative, BeamSearchDecoder, Decoded, Word, greedy_decode, letters
+from .decoding import (
+    LM_ALPHA,
+    LM_BETA,
+    Alternative,
+    BeamSearchDecoder,
+    Decoded,
+    Search,
+    Word,
+    greedy_decode,
+    letters,
+)
 from .options import DecodeOptions, Decoder
 from .phrases import in_alphabet_case
 from .recognizer import Recognizer
@@ -63,6 +73,7 @@ class Transcript:
     confidence: float = 0.0  # the weakest word's (0 with no word): see `Decoded.confidence`
     model: str = ""  # the model's name, where a caller serves several
     timings: Timings = field(default_factory=Timings)
+    beam_search: Search | None = None  # the beam search that ran (pyctcdecode or flashlight); None: greedy
 
     def to_dict(self) -> dict:
         """As the server answers: words and alternatives as objects, `alternatives` only when asked for."""
@@ -168,6 +179,7 @@ class Pipeline:
                     decoded.alternatives if asked else None,
                     round(decoded.confidence, 4),
                     self.name,
+                    beam_search=decoded.search,
                 )
             )
         return transcripts

@@ -23,7 +23,7 @@ from multiprocessing.connection import wait
 
 import numpy as np
 
-from model.decoding import Decoded, DecoderStartError
+from model.decoding import Decoded, DecoderStartError, SearchUnavailable
 from model.options import DecodeOptions
 from model.pipeline import Decoders
 
@@ -67,6 +67,8 @@ def _worker_main(connection, decoders: Decoders) -> None:
         logits, options = job
         try:
             connection.send(("ok", decoders.decode(logits, options)))
+        except SearchUnavailable as error:  # the request's fault (flashlight asked where it cannot run)
+            connection.send(("refused", str(error)))
         except Exception as error:
             connection.send(("error", f"{type(error).__name__}: {error}"))
 
@@ -161,6 +163,8 @@ class DecodeWorker:
         except (EOFError, OSError):
             self.process.join()
             raise _WorkerDied(f"the beam-search worker stopped (exit code {self.process.exitcode})") from None
+        if kind == "refused":
+            raise SearchUnavailable(value)
         if kind != "ok":
             raise RuntimeError(value)
         return value
@@ -219,7 +223,8 @@ class BeamSearch:
 
     async def decode(self, logits: np.ndarray, options: DecodeOptions) -> Decoded:
         """One utterance's (frames, vocab) logits, beam-searched in a worker with `options` (decoder
-        "beam"). DecoderUnavailable or SearchTooLong if it cannot be done."""
+        "beam"). DecoderUnavailable or SearchTooLong if it cannot be done now, SearchUnavailable if
+        the search asked for cannot run with this model."""
         worker = await self._acquire()
         search = asyncio.get_running_loop().run_in_executor(
             self._threads, worker.search, (logits, options), self.timeout

@@ -91,8 +91,8 @@ class Metrics:
         )
         self.decode_seconds = Histogram(
             "asr_decode_seconds",
-            "CTC decoding time per request",
-            ["model", "decoder"],
+            "CTC decoding time per request (search: the beam search that ran, empty for greedy)",
+            ["model", "decoder", "search"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -231,8 +231,8 @@ class ModelMetrics:
             metrics.stream_final_seconds.labels(protocol, name)
             metrics.audio_seconds.labels(endpoint, name)
 
-    def decode_seconds(self, decoder: str):
-        return self._decode_seconds.labels(self.name, decoder)
+    def decode_seconds(self, decoder: str, search: str | None = None):
+        return self._decode_seconds.labels(self.name, decoder, search or "")
 
     def audio_seconds(self, endpoint: str):
         return self._audio_seconds.labels(endpoint, self.name)

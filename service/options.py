@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, create_model, field_validator
 from model.options import DecodeOptions, OptionField, from_values, option_fields
 
 # The options a request may give; min_confidence is the server's (--min-confidence), not a request's.
-REQUEST_OPTIONS = ("decoder", "beam_width", "hotwords", "hotword_weight", "alternatives", "phrases")
+REQUEST_OPTIONS = ("decoder", "beam_width", "hotwords", "hotword_weight", "alternatives", "phrases", "beam_search")
 FIELDS = {spec.name: spec for spec in option_fields()}
 
 

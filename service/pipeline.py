@@ -16,7 +16,7 @@ from functools import partial
 
 import numpy as np
 
-from model.decoding import Decoded
+from model.decoding import Decoded, SearchUnavailable
 from model.lexicon import read_lexicon
 from model.onnx import OnnxRecognizer
 from model.options import DecodeOptions, OptionError, check_options, choose_decoder
@@ -140,6 +140,8 @@ class Pipeline:
             raise Busy("decoder_unavailable", f"{error}; retry shortly", retry_after=1) from None
         except SearchTooLong as error:
             raise TooCostly("beam_search_too_long", str(error)) from None
+        except SearchUnavailable as error:
+            raise InvalidOption("invalid_parameter", str(error), "beam_search") from None
 
     async def logits(self, samples: np.ndarray) -> tuple[np.ndarray, Timings]:
         """One utterance's stitched (frames, vocab) logits, as the steps infer them. Busy when the
@@ -170,7 +172,7 @@ class Pipeline:
         except UnusableLogits as error:
             raise UnusableAudio("unusable_audio", str(error)) from None
         result.timings.queue, result.timings.inference = timings.queue, timings.inference
-        self.metrics.decode_seconds(result.decoder).observe(result.timings.decode / 1000)
+        self.metrics.decode_seconds(result.decoder, result.beam_search).observe(result.timings.decode / 1000)
         if not request.word_timestamps:
             result.words = []
         return result

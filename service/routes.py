@@ -192,6 +192,9 @@ class TranscribeResponse(BaseModel):
     duration: float
     model: str
     decoder: str
+    beam_search: str | None = Field(
+        None, description="the beam search that ran: pyctcdecode or flashlight (absent with greedy decoding)"
+    )
     timings: TimingsOut
     alternatives: list[AlternativeOut] | None = Field(
         None, description="with `alternatives`: the n best transcripts, best first"

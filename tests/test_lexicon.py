@@ -32,13 +32,17 @@ DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 FRAME = 0.02
 
 
-def spelling(vocab: CTCVocabulary, text: str) -> np.ndarray:
+def spelling(vocab: CTCVocabulary, text: str, heard_too: str = "") -> np.ndarray:
     """Logits whose best path spells `text`: each character for two frames, then two blank frames, the
-    blank a close second throughout (as in real models)."""
+    blank a close second throughout (as in real models). The characters of `heard_too` are runners-up
+    throughout, below the blank: flashlight's search extends a beam by a frame's likeliest tokens only
+    (`model.lexicon.TOKENS_PER_FRAME`), as pyctcdecode skips unlikely ones."""
     frames = []
     for char in text:
         frames += [vocab.ids["|" if char == " " else char]] * 2 + [vocab.blank_id] * 2
     logits = np.full((len(frames), len(vocab)), -5.0, dtype=np.float32)
+    for char in heard_too:
+        logits[:, vocab.ids["|" if char == " " else char]] = -1.0
     logits[np.arange(len(frames)), frames] = 5.0
     logits[:, vocab.blank_id] = np.maximum(logits[:, vocab.blank_id], 0.0)
     return logits
@@ -58,7 +62,7 @@ def test_a_lexicon_search_writes_only_its_words(digits_lm):
     """A misspelling the acoustic model prefers ("fovur", "sevetwo") comes out as the lexicon's words,
     with and without a language model; the lexicon-free search keeps the misspelling."""
     vocab = CTCVocabulary.english()
-    logits = spelling(vocab, "fovur one sevetwo")
+    logits = spelling(vocab, "fovur one sevetwo", heard_too="n ")
     assert greedy_decode(vocab, logits, FRAME).text == "fovur one sevetwo"
     assert BeamSearchDecoder(vocab).decode(logits, FRAME).text == "fovur one sevetwo"
     for lm in (None, digits_lm):
@@ -81,11 +85,11 @@ def test_confidence_is_low_where_the_search_overrules_the_audio(digits_lm):
         assert decoded.text == "one two three"
         assert all(word.confidence > 0.9 for word in decoded.words)
         assert decoded.confidence == min(word.confidence for word in decoded.words)
-    forced = BeamSearchDecoder(vocab, digits_lm, lexicon=DIGITS).decode(spelling(vocab, "fxxr one"), FRAME)
+    forced = BeamSearchDecoder(vocab, digits_lm, lexicon=DIGITS).decode(spelling(vocab, "fxxr one", "ou"), FRAME)
     assert forced.text == "four one"
     assert forced.words[0].confidence < 0.75 < forced.words[1].confidence
     assert forced.confidence == forced.words[0].confidence
-    assert greedy_decode(vocab, spelling(vocab, "fxxr one"), FRAME).confidence > 0.9, "greedy: what it heard"
+    assert greedy_decode(vocab, spelling(vocab, "fxxr one", "ou"), FRAME).confidence > 0.9, "greedy: what it heard"
 
 
 def test_greedy_confidence_is_the_mean_best_token_probability():

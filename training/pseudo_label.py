@@ -87,7 +87,8 @@ def label(args, transcriber: Transcriber, real: list[Entry]) -> int:
     """`python -m training pseudo-label` once its options are checked and its model (`transcriber`)
     loaded: transcribe what the scores file lacks, then write the confident rows, after `real`, to --out."""
     scores = args.scores_out or args.out.with_name(args.out.stem + ".scores.jsonl")
-    beam = dataclasses.replace(BeamOptions(args.beam_width), alternatives=MAX_ALTERNATIVES)  # for `nbest`
+    searched = BeamOptions(args.beam_width, beam_search=args.beam_search)
+    beam = dataclasses.replace(searched, alternatives=MAX_ALTERNATIVES)  # for `nbest`
     task = PseudoLabelTask(
         str(Path(args.model).resolve()) if Path(args.model).exists() else args.model,
         transcriber.lm and str(Path(transcriber.lm).resolve()),

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 
 from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, DecoderStartError
+from model.options import option_fields
 
 
 def decode_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--beam-width", type=int, default=BEAM_WIDTH, help="beams kept (%(default)s)")
+    search = next(spec for spec in option_fields() if spec.name == "beam_search")  # the core's field, as generated
+    command.add_argument("--beam-search", default=search.default, choices=search.choices, help=search.help)
     command.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
     command.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")
 

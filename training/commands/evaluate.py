@@ -56,7 +56,12 @@ def run(args) -> int:
         raise ValueError("--min-confidence is a probability, 0 to 1")
     args.lm, lexicon = model_decoding(args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon)
     with load_transcriber(args, lexicon) as transcriber:
-        report = evaluate(transcriber, read_manifest(args.manifest), BeamOptions(args.beam_width), args.min_confidence)
+        report = evaluate(
+            transcriber,
+            read_manifest(args.manifest),
+            BeamOptions(args.beam_width, beam_search=args.beam_search),
+            args.min_confidence,
+        )
     details = report.pop("details")
     if args.details:
         args.details.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in details))
