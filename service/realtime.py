@@ -78,6 +78,13 @@ def refusal_event(refusal: Refusal) -> dict:
     )
 
 
+def counted(metrics: Metrics, error: dict) -> dict:
+    """An `error` event, counted as it goes out: as an event sent, and by its code."""
+    metrics.realtime_event("out", "error")
+    metrics.realtime_error(error["error"]["code"])
+    return error
+
+
 def _item_id() -> str:
     return "item_" + secrets.token_hex(12)
 
@@ -117,13 +124,7 @@ class RealtimeEvents(StreamEvents):
         event_id: str | None = None,
         kind: str = "invalid_request_error",
     ) -> None:
-        await self.websocket.send_json(self.counted(error_event(code, message, kind, param, event_id)))
-
-    def counted(self, error: dict) -> dict:
-        """An `error` event, counted in the metrics as it goes out."""
-        self.metrics.realtime_event("out", "error")
-        self.metrics.realtime_error(error["error"]["code"])
-        return error
+        await self.websocket.send_json(counted(self.metrics, error_event(code, message, kind, param, event_id)))
 
     def current_item(self) -> str:
         if self.item is None:
@@ -224,7 +225,10 @@ async def realtime(
     browser_keys = [name.removeprefix(BROWSER_KEY_PREFIX) for name in offered if name.startswith(BROWSER_KEY_PREFIX)]
     intent = websocket.query_params.get("intent", "transcription")
     requested = websocket.query_params.get("model")  # as HTTP's `model`: a served name or an alias
-    words = _counted_refusal(server.metrics)
+
+    def words(refusal: Refusal) -> dict:
+        return counted(server.metrics, refusal_event(refusal))
+
     if not (authorised or any(known_key(key, settings.api_keys) for key in browser_keys)):
         refusal = Refusal(1008, "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>")
     elif intent != "transcription":
@@ -253,17 +257,6 @@ async def realtime(
             return
     server.metrics.stream_closed("realtime", close_reason(refusal.close_code, refusal.code))
     await refuse(websocket, refusal, words)
-
-
-def _counted_refusal(metrics: Metrics):
-    """`refusal_event`, counting the error event in the metrics as it goes out."""
-
-    def words(refusal: Refusal) -> dict:
-        metrics.realtime_event("out", "error")
-        metrics.realtime_error(refusal.code)
-        return refusal_event(refusal)
-
-    return words
 
 
 async def _serve(
