@@ -11,13 +11,13 @@ import re
 import struct
 
 import pytest
+from test_finetune import QUIET, TINY, digits, metrics, training  # noqa: F401  (digits: a fixture)
 
 from training.config import FinetuneConfig, PretrainConfig
 from training.metrics import percent, rates_line
 from training.metrics_log import MetricsLog, scalars
 
 from conftest import needs_data
-from test_finetune import QUIET, TINY, digits, metrics, training  # noqa: F401  (digits: a fixture)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
