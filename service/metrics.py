@@ -16,6 +16,18 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 # A partial result is wanted within a few hundred milliseconds, a final within a second or two.
 STREAM_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
 
+# The streams' latency histograms, by kind: name and what each measures.
+STREAM_LATENCIES = {
+    "partial": (
+        "asr_stream_partial_latency_seconds",
+        "From the audio a partial result covers arriving to the partial being sent",
+    ),
+    "final": (
+        "asr_stream_final_latency_seconds",
+        "From a segment's end (a pause, a commit, the stream's end) to its final transcript being sent",
+    ),
+}
+
 # Label values, fixed sets so that clients cannot grow the series: anything else is "other".
 PROTOCOLS = {"stream": "/v1/stream", "realtime": "/v1/realtime"}  # protocol -> its endpoint
 CLOSE_REASONS = (
@@ -120,20 +132,10 @@ class Metrics:
             ["protocol", "reason"],
             registry=r,
         )
-        self.stream_partial_seconds = Histogram(
-            "asr_stream_partial_latency_seconds",
-            "From the audio a partial result covers arriving to the partial being sent",
-            ["protocol", "model"],
-            buckets=STREAM_BUCKETS,
-            registry=r,
-        )
-        self.stream_final_seconds = Histogram(
-            "asr_stream_final_latency_seconds",
-            "From a segment's end (a pause, a commit, the stream's end) to its final transcript being sent",
-            ["protocol", "model"],
-            buckets=STREAM_BUCKETS,
-            registry=r,
-        )
+        self.stream_latency = {  # by kind: "partial", "final"
+            kind: Histogram(name, documentation, ["protocol", "model"], buckets=STREAM_BUCKETS, registry=r)
+            for kind, (name, documentation) in STREAM_LATENCIES.items()
+        }
         self.realtime_events = Counter(
             "asr_realtime_events",
             "Realtime events by direction (in: from the "
@@ -194,10 +196,10 @@ class Metrics:
         self.audio_seconds.labels(PROTOCOLS[protocol], model).inc(seconds)
 
     def stream_partial(self, protocol: str, model: str, seconds: float) -> None:
-        self.stream_partial_seconds.labels(protocol, model).observe(seconds)
+        self.stream_latency["partial"].labels(protocol, model).observe(seconds)
 
     def stream_final(self, protocol: str, model: str, seconds: float) -> None:
-        self.stream_final_seconds.labels(protocol, model).observe(seconds)
+        self.stream_latency["final"].labels(protocol, model).observe(seconds)
 
     def realtime_event(self, direction: str, kind: object) -> None:
         """A realtime event received ("in") or sent ("out"); `kind` is its `type`, whatever the client sent."""
@@ -227,8 +229,8 @@ class ModelMetrics:
         self._decode_seconds = metrics.decode_seconds
         self._audio_seconds = metrics.audio_seconds
         for protocol, endpoint in PROTOCOLS.items():  # stream series too, at zero until the first stream
-            metrics.stream_partial_seconds.labels(protocol, name)
-            metrics.stream_final_seconds.labels(protocol, name)
+            for histogram in metrics.stream_latency.values():
+                histogram.labels(protocol, name)
             metrics.audio_seconds.labels(endpoint, name)
 
     def decode_seconds(self, decoder: str, search: str | None = None):

@@ -10,21 +10,27 @@ this server unchanged. It sends JSON events:
   at 8 kHz), resampled here to the model's rate;
 - `input_audio_buffer.commit` (end the turn now) and `input_audio_buffer.clear` (drop it).
 
-A session's `transcription.model` that names a served model chooses it; any other name (OpenAI's
-model names) leaves the model in use, at first the default one.
+Models are named as over HTTP (`Server.resolve`): a served model's name, or an alias of one
+(`--model-alias whisper-1=digits`); `model` in the connection URL chooses the session's first model
+(default: the server's), a session's `transcription.model` the model of the turns that follow. An
+unknown name gets OpenAI's `model_not_found`, as HTTP's 404: in the URL it refuses the session (close
+1007), in a session update it is an `error` event and the update is not applied.
 
 With `turn_detection` of type `server_vad` (the default) turns end at pauses of
 `silence_duration_ms`, found by the same voice-activity detector as /v1/stream's endpointing;
 with `null`, only at commits. The server answers `session.created`, `session.updated` (or
 `transcription_session.updated`), `input_audio_buffer.speech_started`, `.speech_stopped`,
-`.committed`, `.cleared`, `conversation.item.input_audio_transcription.delta` (the words partial
-results have settled), `.completed` (the turn's transcription: what /transcribe gives for the
-turn's audio) or `.failed`, and `error` events in OpenAI's shape. Mistakes in an event get an
-`error` and the session goes on; limits, keys and faults end it, as on /v1/stream.
+`.committed`, `.cleared`, `conversation.item.input_audio_transcription.delta` (the turn's
+transcript, once it is settled: never a guess that `completed` could contradict), `.completed` (the
+turn's transcription: what /transcribe gives for the turn's audio) or `.failed`, and `error` events
+in OpenAI's shape. Mistakes in an event get an `error` and the session goes on; limits, keys and
+faults end it, as on /v1/stream. Every event in and out, and every error by its code, is counted in
+/metrics.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import secrets
@@ -36,7 +42,8 @@ from model.streaming import SegmentEnd, Stream, StreamEvents
 
 from .dependencies import ServerDep, known_key, require_api_key
 from .errors import ServiceError, shorten
-from .http_errors import Refusal, http_status, refuse
+from .http_errors import Refusal, http_status, refusal_of, refuse
+from .metrics import Metrics, close_reason
 from .pipeline import Pipeline
 from .realtime_session import EventError, Session
 from .server import Server
@@ -71,6 +78,13 @@ def refusal_event(refusal: Refusal) -> dict:
     )
 
 
+def counted(metrics: Metrics, error: dict) -> dict:
+    """An `error` event, counted as it goes out: as an event sent, and by its code."""
+    metrics.realtime_event("out", "error")
+    metrics.realtime_error(error["error"]["code"])
+    return error
+
+
 def _item_id() -> str:
     return "item_" + secrets.token_hex(12)
 
@@ -87,32 +101,19 @@ def _logprobs(words: list[dict]) -> list[dict]:
     ]
 
 
-def settled_words(sent: list[str], partial: list[str]) -> list[str]:
-    """The words of a partial that follow those already sent, less its last word (which may still
-    grow). Partials cover the segment's last seconds only, so once the segment is longer, the
-    partial's start is matched against the end of what was sent (two words at least)."""
-    settled = partial[:-1]
-    if settled[: len(sent)] == sent:
-        return settled[len(sent) :]
-    for skip in (0, 1):  # the window's first word may be cut
-        for overlap in range(min(len(sent), len(settled) - skip), 1, -1):
-            if sent[-overlap:] == settled[skip : skip + overlap]:
-                return settled[skip + overlap :]
-    return []
-
-
 class RealtimeEvents(StreamEvents):
     """The engine's events as OpenAI's server events."""
 
-    def __init__(self, websocket: WebSocket, session: Session):
+    def __init__(self, websocket: WebSocket, session: Session, metrics: Metrics):
         self.websocket = websocket
         self.session = session
+        self.metrics = metrics  # every event sent is counted by its type, every error by its code
         self.item: str | None = None  # the turn being heard
         self.previous_item: str | None = None
-        self.sent_words: list[str] = []
         self.turn_start_ms = 0
 
     async def send(self, event: dict) -> None:
+        self.metrics.realtime_event("out", event["type"])
         await self.websocket.send_json({"type": event.pop("type"), "event_id": _event_id(), **event})
 
     async def error(
@@ -123,7 +124,7 @@ class RealtimeEvents(StreamEvents):
         event_id: str | None = None,
         kind: str = "invalid_request_error",
     ) -> None:
-        await self.websocket.send_json(error_event(code, message, kind, param, event_id))
+        await self.websocket.send_json(counted(self.metrics, error_event(code, message, kind, param, event_id)))
 
     def current_item(self) -> str:
         if self.item is None:
@@ -131,7 +132,7 @@ class RealtimeEvents(StreamEvents):
         return self.item
 
     def end_turn(self) -> None:
-        self.item, self.sent_words = None, []
+        self.item = None
 
     async def speech_started(self, at: float) -> None:
         padding = self.session.turn_detection.prefix_padding_ms if self.session.turn_detection else 0
@@ -139,22 +140,6 @@ class RealtimeEvents(StreamEvents):
         await self.send(
             {"type": "input_audio_buffer.speech_started", "audio_start_ms": start_ms, "item_id": self.current_item()}
         )
-
-    async def partial(self, text: str, words: list[dict]) -> None:
-        new = settled_words(self.sent_words, text.split())
-        if not new:
-            return
-        delta = (" " if self.sent_words else "") + " ".join(new)
-        self.sent_words += new
-        event = {
-            "type": "conversation.item.input_audio_transcription.delta",
-            "item_id": self.current_item(),
-            "content_index": 0,
-            "delta": delta,
-        }
-        if LOGPROBS in self.session.include:
-            event["logprobs"] = _logprobs(words[len(words) - len(new) - 1 : len(words) - 1])
-        await self.send(event)
 
     async def segment_ended(self, segment: SegmentEnd) -> bool:
         self.turn_start_ms = round(segment.end * 1000)
@@ -186,10 +171,24 @@ class RealtimeEvents(StreamEvents):
         confidence: float,
         alternatives: list[dict] | None = None,
     ) -> None:
+        # The delta is the transcript itself, sent once it is settled: a partial's words, however
+        # likely, may differ from the final's (a greedy guess over the turn's last seconds, "seve" for
+        # "seven"), and a delta cannot be taken back. So deltas, joined, are always `completed`'s text.
+        item = self.current_item()
+        if text:
+            delta = {
+                "type": "conversation.item.input_audio_transcription.delta",
+                "item_id": item,
+                "content_index": 0,
+                "delta": text,
+            }
+            if LOGPROBS in self.session.include:
+                delta["logprobs"] = _logprobs(words)
+            await self.send(delta)
         # `confidence` is this server's addition to OpenAI's event (as /transcribe's).
         event = {
             "type": "conversation.item.input_audio_transcription.completed",
-            "item_id": self.current_item(),
+            "item_id": item,
             "content_index": 0,
             "transcript": text,
             "confidence": confidence,
@@ -225,7 +224,11 @@ async def realtime(
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     browser_keys = [name.removeprefix(BROWSER_KEY_PREFIX) for name in offered if name.startswith(BROWSER_KEY_PREFIX)]
     intent = websocket.query_params.get("intent", "transcription")
-    pipeline = server.pipelines.get(server.model_name)
+    requested = websocket.query_params.get("model")  # as HTTP's `model`: a served name or an alias
+
+    def words(refusal: Refusal) -> dict:
+        return counted(server.metrics, refusal_event(refusal))
+
     if not (authorised or any(known_key(key, settings.api_keys) for key in browser_keys)):
         refusal = Refusal(1008, "invalid_api_key", "a valid API key is needed: Authorization: Bearer <key>")
     elif intent != "transcription":
@@ -234,24 +237,35 @@ async def realtime(
             "unsupported_intent",
             f"intent {intent!r} is not served here; this server holds transcription sessions: intent=transcription",
         )
-    elif pipeline is None:
-        refusal = Refusal(1013, "model_not_ready", "the model is not loaded yet; retry shortly", server_fault=True)
     else:
-        limits = SessionLimits(settings, server.stopping)
         try:
-            await serve_in_slot(
-                websocket, server, lambda: _serve(websocket, server, pipeline, limits), "session", refusal_event
-            )
-        finally:
-            limits.close()
-        return
-    await refuse(websocket, refusal, refusal_event)
+            pipeline = server.pipeline(requested)  # unknown: model_not_found, as HTTP's 404; not loaded: 1013
+        except ServiceError as error:
+            refusal = refusal_of(error)
+        else:
+            limits = SessionLimits(settings, server.stopping)
+            try:
+                await serve_in_slot(
+                    websocket,
+                    server,
+                    lambda: _serve(websocket, server, pipeline, requested or pipeline.name, limits),
+                    "realtime",
+                    words,
+                )
+            finally:
+                limits.close()
+            return
+    server.metrics.stream_closed("realtime", close_reason(refusal.close_code, refusal.code))
+    await refuse(websocket, refusal, words)
 
 
-async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limits: SessionLimits) -> Ending | None:
+async def _serve(
+    websocket: WebSocket, server: Server, pipeline: Pipeline, model: str, limits: SessionLimits
+) -> Ending | None:
+    """One session on `pipeline`, which `model` (the name the client chose, or the default's) names."""
     settings = server.settings
-    session = Session(pipeline.name)
-    events = RealtimeEvents(websocket, session)
+    session = Session(model)
+    events = RealtimeEvents(websocket, session, server.metrics)
     stream = Stream(
         events,
         PipelineRecognizer(pipeline, session.decode_options(), "realtime", server.metrics),
@@ -265,7 +279,7 @@ async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limit
             except Ending as ending:
                 await _wind_down(ending, events, stream, settings.shutdown_grace_seconds)
                 return ending
-            event_id = None
+            event_id, kind = None, None
             try:
                 if message.get("text") is None:
                     raise EventError(
@@ -278,6 +292,8 @@ async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limit
                     raise EventError("invalid_json", "the message is not JSON" if syntax else str(error)) from None
                 if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                     raise EventError("invalid_event", "an event is a JSON object with a type", "type")
+                kind = event["type"]
+                server.metrics.realtime_event("in", kind)  # counted before it is answered
                 event_id = event.get("event_id")  # echoed in an error: not a megabyte of it
                 event_id = event_id if isinstance(event_id, str) and len(event_id) <= 128 else None
                 finals = stream.finals
@@ -285,6 +301,8 @@ async def _serve(websocket: WebSocket, server: Server, pipeline: Pipeline, limit
                 if stream.finals != finals:  # the client waited for its transcript: that was not idleness
                     limits.heard_audio()
             except EventError as error:
+                if kind is None:  # not an event at all: counted as "other"
+                    server.metrics.realtime_event("in", None)
                 await events.error(error.code, error.message, error.param, event_id)
     finally:
         stream.cancel_partial()
@@ -305,20 +323,12 @@ async def _handle(
     kind = event["type"]
     if kind in ("session.update", "transcription_session.update"):
         beta = kind == "transcription_session.update"
-        session.update(event.get("session"), beta=beta)
-        pipeline = _chosen_model(session, server, stream.recognizer.pipeline)
-        options = session.decode_options()
+        before = copy.copy(session)  # an update refused is not applied, not even in part
         try:
-            pipeline.check_options(options)
-        except ServiceError as error:
-            raise EventError("invalid_value", error.message, "session") from None
-        try:
-            stream.reconfigure(
-                session.stream_options(server.settings.stream_max_seconds),
-                PipelineRecognizer(pipeline, options, "realtime", server.metrics),
-            )
-        except ValueError as error:
-            raise EventError("invalid_value", str(error), "session.audio.input.transcription.model") from None
+            _update(session, event.get("session"), beta, stream, server)
+        except EventError:
+            vars(session).update(vars(before))  # `update` replaces fields, never changes one in place
+            raise
         if beta:
             await events.send({"type": "transcription_session.updated", "session": session.describe_beta()})
         else:
@@ -352,13 +362,32 @@ async def _handle(
         raise EventError("unknown_event", f"unknown event type {shorten(kind)}", "type")
 
 
-def _chosen_model(session: Session, server: Server, current: Pipeline) -> Pipeline:
-    """The model a session's `transcription.model` names, if this server serves one of that name;
-    else (OpenAI's model names, say) the one in use."""
-    name = session.transcription.model
-    if name not in server.model_names:
+def _update(session: Session, fields: object, beta: bool, stream: Stream, server: Server) -> None:
+    """Apply a session update's `fields`, and the model and options they choose to the stream;
+    EventError if any is refused."""
+    session.update(fields, beta=beta)
+    where = "session.input_audio_transcription.model" if beta else "session.audio.input.transcription.model"
+    pipeline = _chosen_model(session.transcription.model, server, stream.recognizer.pipeline, where)
+    options = session.decode_options()
+    try:
+        pipeline.check_options(options)
+    except ServiceError as error:
+        raise EventError("invalid_value", error.message, "session") from None
+    try:
+        stream.reconfigure(
+            session.stream_options(server.settings.stream_max_seconds),
+            PipelineRecognizer(pipeline, options, "realtime", server.metrics),
+        )
+    except ValueError as error:
+        raise EventError("invalid_value", str(error), where) from None
+
+
+def _chosen_model(name: str | None, server: Server, current: Pipeline, where: str) -> Pipeline:
+    """The model `name` stands for, resolved as HTTP resolves `model` (a served name or an alias);
+    None: the one in use. An unknown name is OpenAI's `model_not_found`, as over HTTP."""
+    if name is None:
         return current
     try:
         return server.pipeline(name)
-    except ServiceError as error:  # not loaded yet
-        raise EventError(error.code, error.message, "session.audio.input.transcription.model") from None
+    except ServiceError as error:  # unknown (model_not_found), or not loaded yet (model_not_ready)
+        raise EventError(error.code, error.message, where) from None

@@ -89,12 +89,13 @@ class Session:
     def stream_options(self, max_stream_seconds: float) -> StreamOptions:
         """The engine's options: turns end at pauses (with server VAD), at commits, and at the
         engine's default segment length or the server's limit of audio per stream, the shorter;
-        each turn resampled on its own, so its transcript is the offline one of its audio."""
+        each turn resampled on its own, so its transcript is the offline one of its audio. No partial
+        results: deltas carry only settled text (the turn's final), so partials would go unused."""
         vad = self.turn_detection
         silence_ms = None if vad is None else vad.silence_duration_ms or VAD_DEFAULTS["silence_duration_ms"]
         return StreamOptions(
             sample_rate=self.rate,
-            interim_results=True,
+            interim_results=False,
             endpointing_ms=silence_ms,
             max_segment_seconds=min(StreamOptions.max_segment_seconds, max_stream_seconds),
             max_stream_seconds=max_stream_seconds,

@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from fastapi import WebSocket, WebSocketDisconnect
@@ -47,6 +47,8 @@ log = logging.getLogger("service")
 # could know (a message in flight, or queued behind a slow one) is transcribed with the rest.
 STOPPING_TAIL_SECONDS = 1.0
 MAX_JSON_DEPTH = 32  # a session's messages nest 4 levels at most
+Protocol = Literal["stream", "realtime"]  # /v1/stream, /v1/realtime: the metrics' `protocol` label
+NOUNS: dict[str, str] = {"stream": "stream", "realtime": "session"}  # what each protocol calls a session
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string: its brackets are not nesting
 _BRACKETS = np.zeros(256, dtype=np.int8)
 _BRACKETS[[ord("["), ord("{")]], _BRACKETS[[ord("]"), ord("}")]] = 1, -1
@@ -202,13 +204,13 @@ async def serve_in_slot(
     websocket: WebSocket,
     server: Server,
     serve: Callable[[], Awaitable[Ending | None]],
-    noun: str,
+    protocol: Protocol,
     words: Callable[[Refusal], dict] = stream_error,
 ) -> None:
     """Run `serve` in one of the server's `max_streams` slots (refused with 1013 when none is free),
     and end the session with whatever stopped it, told in the protocol's `words`. `serve` returns the
-    Ending it wound down on, if any; every session is counted under its close reason."""
-    protocol = "stream" if noun == "stream" else "realtime"
+    Ending it wound down on, if any; every session is counted under `protocol` and its close reason."""
+    noun = NOUNS[protocol]
     limit = server.settings.max_streams
     if server.streams >= limit:
         server.metrics.stream_closed(protocol, close_reason(1013, "too_many_streams"))

@@ -153,17 +153,36 @@ def test_sessions_of_both_protocols_are_counted_in_the_metrics(client):
 
     ended = metric(client, "asr_stream_sessions_total", protocol="realtime", reason="client_closed")
     heard = metric(client, "asr_audio_seconds_total", endpoint="/v1/realtime", model="digits")
+    before = client.get("/metrics").text
     audio24k = np.interp(np.arange(0, len(samples), rate / 24000), np.arange(len(samples)), samples).astype(np.int16)
     with client.websocket_connect("/v1/realtime?intent=transcription") as socket:
+        socket.send_text(json.dumps({"type": "input_audio_buffer.shout"}))
+        socket.send_text("not json")
         socket.send_text(
             json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(audio24k.tobytes()).decode()})
         )
         socket.send_text(json.dumps({"type": "input_audio_buffer.commit"}))
         while not json.loads(socket.receive_text())["type"].endswith("transcription.completed"):
             pass
+    after = client.get("/metrics").text
     assert metric(client, "asr_audio_seconds_total", endpoint="/v1/realtime", model="digits") == pytest.approx(
         heard + len(audio24k) / 24000, abs=1e-3
     )
+    counted = {  # (series, labels): how many this session added
+        ("asr_realtime_events_total", ("in", "input_audio_buffer.append")): 1,
+        ("asr_realtime_events_total", ("in", "input_audio_buffer.commit")): 1,
+        ("asr_realtime_events_total", ("in", "other")): 2,  # an unknown type, and a message that is no event
+        ("asr_realtime_events_total", ("out", "session.created")): 1,
+        ("asr_realtime_events_total", ("out", "error")): 2,
+        ("asr_realtime_events_total", ("out", "input_audio_buffer.committed")): 1,
+        ("asr_realtime_events_total", ("out", "conversation.item.input_audio_transcription.delta")): 1,
+        ("asr_realtime_events_total", ("out", "conversation.item.input_audio_transcription.completed")): 1,
+        ("asr_realtime_errors_total", ("unknown_event",)): 1,
+        ("asr_realtime_errors_total", ("invalid_json",)): 1,
+    }
+    for (series, values), added in counted.items():
+        labels = dict(zip(("direction", "type") if len(values) == 2 else ("code",), values))
+        assert metric_in(after, series, **labels) - metric_in(before, series, **labels) == added, (series, values)
     deadline = time.monotonic() + 30  # the session's handler ends just after the client's close
     while metric(client, "asr_stream_sessions_total", protocol="realtime", reason="client_closed") != ended + 1:
         assert time.monotonic() < deadline, "the realtime session was not counted as closed by its client"

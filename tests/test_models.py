@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import websockets
+from digit_strings import write_digit_strings
 
 from model.audio import load_audio
 from model.onnx import OnnxRecognizer
@@ -228,53 +229,141 @@ def test_the_stream_config_chooses_the_model(server):
     assert error["error"] == "model_not_found" and "digits" in error["message"] and code == 1007
 
 
+def realtime_update(**transcription_and_detection) -> str:
+    """A session.update of a 24 kHz PCM session; `turn_detection` and `transcription` as given."""
+    return json.dumps(
+        {
+            "type": "session.update",
+            "event_id": "update",
+            "session": {
+                "type": "transcription",
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}, **transcription_and_detection}},
+            },
+        }
+    )
+
+
+async def realtime_events(ws, until: str, count: int = 1) -> list[dict]:
+    """The session's events up to the `count`-th of type `until`."""
+    events = []
+    while sum(event["type"] == until for event in events) < count:
+        events.append(json.loads(await asyncio.wait_for(ws.recv(), 120)))
+    return events
+
+
+async def append_pcm(ws, pcm: np.ndarray) -> None:
+    for start in range(0, len(pcm), 2400):  # 100 ms per event
+        chunk = base64.b64encode(pcm[start : start + 2400].tobytes()).decode()
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+
+
+def realtime_url(server, query: str = "") -> str:
+    return server.url.replace("http", "ws") + "/v1/realtime?intent=transcription" + query
+
+
+def transcribe_24k(server, pcm: np.ndarray, **params) -> str:
+    return text_of(
+        httpx.post(
+            server.url + "/transcribe",
+            content=pcm.tobytes(),
+            timeout=120,
+            params={"sample_rate": 24000, "encoding": "pcm_s16le", **params},
+            headers={"content-type": "application/octet-stream"},
+        )
+    )
+
+
 def test_realtime_sessions_choose_a_served_model_by_name(server):
-    """transcription.model naming a served model chooses it; any other name (OpenAI's) leaves the
-    model in use."""
+    """transcription.model naming a served model chooses it for the turns that follow."""
     pcm = (np.clip(load_audio(SPEECH, 24000), -1, 1) * 32767).astype("<i2")
 
     async def turn(model: str) -> dict:
-        async with websockets.connect(server.url.replace("http", "ws") + "/v1/realtime?intent=transcription") as ws:
-            await ws.send(
-                json.dumps(
-                    {
-                        "type": "session.update",
-                        "session": {
-                            "type": "transcription",
-                            "audio": {
-                                "input": {
-                                    "format": {"type": "audio/pcm", "rate": 24000},
-                                    "turn_detection": None,
-                                    "transcription": {"model": model},
-                                }
-                            },
-                        },
-                    }
-                )
-            )
-            for start in range(0, len(pcm), 2400):
-                chunk = base64.b64encode(pcm[start : start + 2400].tobytes()).decode()
-                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        async with websockets.connect(realtime_url(server)) as ws:
+            await ws.send(realtime_update(turn_detection=None, transcription={"model": model}))
+            await append_pcm(ws, pcm)
             await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
-            async for message in ws:
-                event = json.loads(message)
-                assert event["type"] != "error", event
-                if event["type"] == "conversation.item.input_audio_transcription.completed":
-                    return event
+            events = await realtime_events(ws, "conversation.item.input_audio_transcription.completed")
+            assert not [event for event in events if event["type"] == "error"], events
+            return events[-1]
 
-    def transcribe(**params) -> str:
-        return text_of(
-            httpx.post(
-                server.url + "/transcribe",
-                content=pcm.tobytes(),
-                timeout=120,
-                params={"sample_rate": 24000, "encoding": "pcm_s16le", **params},
-                headers={"content-type": "application/octet-stream"},
-            )
-        )
+    assert asyncio.run(turn("tiny"))["transcript"] == transcribe_24k(server, pcm, model="tiny")
+    assert asyncio.run(turn("digits"))["transcript"] == transcribe_24k(server, pcm)
 
-    assert asyncio.run(turn("tiny"))["transcript"] == transcribe(model="tiny")
-    assert asyncio.run(turn("gpt-4o-transcribe"))["transcript"] == transcribe()
+
+def test_an_unknown_model_is_refused_alike_over_http_and_realtime(server):
+    """OpenAI's model names are served only as aliases (`--model-alias`): unknown, one is a 404
+    model_not_found over HTTP, and the same code and message over /v1/realtime: in the URL the
+    session is refused (close 1007); in a session update, an error event, the update is not applied
+    (not even its other fields), and the session goes on with the model the URL chose."""
+    name = "gpt-4o-transcribe"
+    http = post(server, EXAMPLE, "/v1/audio/transcriptions", model=name)
+    assert http.status_code == 404, http.text
+    expected = http.json()["error"]
+    assert expected["code"] == "model_not_found" and expected["param"] == "model"
+    pcm = (np.clip(load_audio(SPEECH, 24000), -1, 1) * 32767).astype("<i2")
+
+    async def scenario():
+        async with websockets.connect(realtime_url(server, f"&model={name}")) as ws:
+            refused = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 60)
+            close_code = ws.close_code
+        async with websockets.connect(realtime_url(server, "&model=tiny")) as ws:
+            created = (await realtime_events(ws, "session.created"))[-1]
+            await ws.send(realtime_update(turn_detection=None, transcription={"model": name}))
+            error = (await realtime_events(ws, "error"))[-1]
+            await ws.send(realtime_update(turn_detection=None))
+            updated = (await realtime_events(ws, "session.updated"))[-1]
+            await append_pcm(ws, pcm)
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            completed = (await realtime_events(ws, "conversation.item.input_audio_transcription.completed"))[-1]
+        return refused, close_code, created, error, updated, completed
+
+    refused, close_code, created, error, updated, completed = asyncio.run(scenario())
+    assert refused["type"] == "error" and close_code == 1007
+    assert (refused["error"]["code"], refused["error"]["message"]) == (expected["code"], expected["message"])
+    assert created["session"]["audio"]["input"]["transcription"]["model"] == "tiny", "the URL chose tiny"
+    assert (error["error"]["code"], error["error"]["message"]) == (expected["code"], expected["message"])
+    assert error["error"]["param"] == "session.audio.input.transcription.model"
+    assert error["error"]["event_id"] == "update"
+    session = updated["session"]["audio"]["input"]
+    assert session["transcription"]["model"] == "tiny" and session["turn_detection"] is None
+    assert completed["transcript"] == transcribe_24k(server, pcm, model="tiny")
+
+
+@needs_data("fsdd")
+def test_realtime_deltas_are_never_contradicted_by_the_completed_transcript(server, tmp_path):
+    """Spoken digit strings with pauses between them, turns ended by server VAD, on the digits model:
+    each item's deltas, joined, are a prefix of its completed transcript, word for word (settled
+    text only: no "seve" before "seven three nine")."""
+    strings = [load_audio(path, 24000) for path in write_digit_strings(tmp_path, count=3, digits=5)]
+    pause = np.zeros(24000, dtype=np.float32)
+    pcm = (np.clip(np.concatenate([part for spoken in strings for part in (spoken, pause)]), -1, 1) * 32767).astype(
+        "<i2"
+    )
+
+    async def session() -> list[dict]:
+        async with websockets.connect(realtime_url(server)) as ws:
+            await ws.send(realtime_update(turn_detection={"type": "server_vad", "silence_duration_ms": 500}))
+            await append_pcm(ws, pcm)
+            # Events are handled in order: once this update is answered, every turn before it is.
+            await ws.send(realtime_update())
+            return await realtime_events(ws, "session.updated", count=2)
+
+    events = asyncio.run(session())
+    completed = [event for event in events if event["type"].endswith("transcription.completed")]
+    assert len(completed) >= len(strings), [event["type"] for event in events]
+    assert any(event["transcript"] for event in completed)
+    for event in completed:
+        deltas = [
+            other["delta"]
+            for other in events[: events.index(event)]
+            if other["type"].endswith("transcription.delta") and other["item_id"] == event["item_id"]
+        ]
+        said = "".join(deltas).split()  # whole words: "thr" before "three six" is a contradiction too
+        assert event["transcript"].split()[: len(said)] == said, (deltas, event["transcript"])
+        assert set(event["transcript"].split()) <= set(DIGITS), event["transcript"]
+    assert not [event for event in events if event["type"].endswith("transcription.delta") and not event["delta"]]
 
 
 # -- n best ---------------------------------------------------------------------------------------------

@@ -32,7 +32,14 @@ def server(family, request, tmp_path_factory):
         pytest.skip("one model family is enough: the protocol does not depend on it")
     folder = request.getfixturevalue("exported_folder")
     with run_server(
-        folder, "--max-wait-ms", "10", "--model-name", "tiny", log_dir=tmp_path_factory.mktemp("logs")
+        folder,
+        "--max-wait-ms",
+        "10",
+        "--model-name",
+        "tiny",
+        "--model-alias",
+        "whisper-1=tiny",
+        log_dir=tmp_path_factory.mktemp("logs"),
     ) as running:
         yield running
 
@@ -57,19 +64,6 @@ def b64(samples: np.ndarray) -> str:
     return base64.b64encode(samples.tobytes()).decode()
 
 
-def test_deltas_carry_only_settled_words():
-    from service.realtime import settled_words
-
-    assert settled_words([], ["HE"]) == [], "a partial's last word may still change"
-    assert settled_words([], ["HE", "WAS", "NO"]) == ["HE", "WAS"]
-    assert settled_words(["HE", "WAS"], ["HE", "WAS", "NOT", "AN"]) == ["NOT"]
-    assert settled_words(["HE", "WAS"], ["HE", "WOS", "NOT", "AN"]) == [], "a revision is not sent again"
-    # Past the partials' window, its start is matched against the end of what was sent.
-    assert settled_words(["A", "B", "C", "D"], ["C", "D", "E", "F"]) == ["E"]
-    assert settled_words(["A", "B", "C", "D"], ["XC", "C", "D", "E", "F"]) == ["E"], "a cut first word"
-    assert settled_words(["A", "B", "C", "D"], ["D", "E", "F"]) == [], "one word is too little to match"
-
-
 def test_session_updates_set_the_engines_options():
     from service.realtime_session import Session
 
@@ -77,6 +71,7 @@ def test_session_updates_set_the_engines_options():
     options = session.stream_options(max_stream_seconds=20)
     assert (options.sample_rate, options.endpointing_ms, options.max_segment_seconds) == (24000, 500, 20)
     assert options.resample_per_segment, "each turn's transcript is the offline one of its audio"
+    assert not options.interim_results, "deltas come from finals: partials would go unused"
     session.update(
         {
             "audio": {
@@ -121,7 +116,7 @@ def test_openai_client_committed_turns_equal_transcribe(server):
                         "input": {
                             "format": {"type": "audio/pcm", "rate": RATE},
                             "turn_detection": None,
-                            "transcription": {"model": "any-name", "language": "en"},
+                            "transcription": {"model": "whisper-1", "language": "en"},
                         }
                     },
                 }
@@ -155,6 +150,10 @@ def test_openai_client_committed_turns_equal_transcribe(server):
         assert event.confidence == pytest.approx(weakest, abs=1e-4)
     items = {event.item_id for event in committed}
     assert all(event.item_id in items for event in events if event.type.endswith("transcription.delta"))
+    for event in completed:  # deltas carry settled text only: joined, they are the completed transcript
+        deltas = [e for e in events if e.type.endswith("transcription.delta") and e.item_id == event.item_id]
+        assert "".join(delta.delta for delta in deltas) == event.transcript
+        assert [logprob.token for delta in deltas for logprob in delta.logprobs] == event.transcript.split()
 
 
 def test_openai_client_server_vad_turns_equal_transcribe(server):
@@ -248,7 +247,8 @@ async def next_event(socket, kind: str) -> dict:
 
 def test_g711_and_the_beta_session_update(server):
     """transcription_session.update (the beta name) with G.711 u-law at 8 kHz; the transcript is
-    /transcribe's for the same decoded samples."""
+    /transcribe's for the same decoded samples. The model is named by an alias, in the URL and in
+    the update, as over HTTP."""
     samples = load_audio(RECORDINGS[0], 8000)
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, 8000, format="RAW", subtype="ULAW")
@@ -258,7 +258,7 @@ def test_g711_and_the_beta_session_update(server):
     )
 
     async def session():
-        async with await connect(server) as socket:
+        async with await connect(server, query="?intent=transcription&model=whisper-1") as socket:
             created = await next_event(socket, "session.created")
             await socket.send(
                 json.dumps(
@@ -288,6 +288,7 @@ def test_g711_and_the_beta_session_update(server):
     created, updated, completed = asyncio.run(session())
     assert created["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
     assert created["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    assert created["session"]["audio"]["input"]["transcription"]["model"] == "whisper-1"
     assert updated["session"]["input_audio_format"] == "g711_ulaw" and updated["session"]["turn_detection"] is None
     assert completed["transcript"] == transcribe_pcm(server, decoded.astype("<f4"), 8000, "pcm_f32le")
 

@@ -1,5 +1,5 @@
 """Command line: `python -m training manifest | lm | synth | connect | package | pseudo-label | evaluate |
-pretrain | finetune ...`; each command's parser and code are in `training.commands`."""
+pretrain | finetune | plot ...`; each command's parser and code are in `training.commands`."""
 
 from __future__ import annotations
 

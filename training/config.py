@@ -18,6 +18,8 @@ import yaml  # config files; JSON is YAML too
 from model.config import FeatureSettings, Wav2Vec2Config
 from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA
 
+from .metrics_log import require_tensorboard
+
 # The paper's architectures, and one small enough to train on a CPU in minutes.
 PRESETS: dict[str, dict[str, Any]] = {
     "base": {},  # Wav2Vec2Config's defaults are wav2vec 2.0 base
@@ -72,6 +74,9 @@ class TrainerConfig:
     precision: str = "auto"  # auto: bf16 on GPUs that have it, else fp16 on GPUs, fp32 on CPUs
     seed: int = 1
     log_every: int = 10
+    # Also write the metrics as TensorBoard event files in output_dir/tensorboard (needs the optional
+    # extra: pip install 'w2v-asr[tensorboard]'); metrics.jsonl is written either way.
+    tensorboard: bool = False
     save_every: int = 1000
     keep_checkpoints: int = 2
 
@@ -218,6 +223,8 @@ def load_config(kind: type, path: Path | None, overrides: list[str]):
             except (TypeError, ValueError):
                 raise ValueError(f"{item.name}: expected a number, got {values[item.name]!r}") from None
     config = kind(**values)
+    if config.tensorboard:  # fail now, not after loading data
+        require_tensorboard()
     if getattr(config, "objective", "wav2vec2") != "wav2vec2":  # wav2vec (1.0) and vq-wav2vec
         from .wav2vec1_pretrain import check_objective
 
@@ -225,6 +232,16 @@ def load_config(kind: type, path: Path | None, overrides: list[str]):
         return config
     feature_settings(config.features, model_config(config.model))  # fail now, not after loading data
     return config
+
+
+def config_keys(kind: type) -> str:
+    """The settings of the config dataclass `kind`, one a line with its type and default (as YAML
+    reads it: true, "", [0.1, 0.4, 0.5]), for a command's --help."""
+    lines = []
+    for item in dataclasses.fields(kind):
+        default = item.default_factory() if item.default is dataclasses.MISSING else item.default
+        lines.append(f"  {item.name}: {item.type} = {json.dumps(default)}")
+    return "\n".join(lines)
 
 
 def save_config(config, path: Path) -> None:

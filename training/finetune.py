@@ -38,7 +38,6 @@ from .config import SCHEDULE_SETTINGS, FinetuneConfig, save_config
 from .ctc_model import Example, audio_settings, build_model, ctc_loss, examples, load_start, vocabulary
 from .evaluate import CHUNK, hypotheses, score
 from .loop import (
-    MetricsLog,
     Processes,
     adamw,
     autocast,
@@ -53,6 +52,8 @@ from .loop import (
     warmup_then_linear_decay,
 )
 from .manifest import Entry, read_manifests
+from .metrics import percent, rates_line
+from .metrics_log import METRICS_FILE, MetricsLog
 
 
 def finetune(config: FinetuneConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
@@ -110,6 +111,7 @@ class _Run:
     gradient_norm: float = 0.0  # of the last update
 
     def close(self) -> None:
+        self.log.close()
         self.audio.close()
         self.evaluation_audio.close()
         if self.evaluator is not None:
@@ -154,7 +156,7 @@ def _finetune(config: FinetuneConfig, resume: Path | None, reschedule: bool, pro
                 progress.set_postfix(
                     loss=f"{record['loss']:.3f}",
                     audio_s_per_s=record["audio_seconds_per_second"],
-                    best_wer=f"{run.best['wer']:.4f}" if run.best else "-",
+                    best_wer=percent(run.best["wer"]) if run.best else "-",
                 )
             if run.evaluator is not None and (step % config.eval_every == 0 or step == config.max_steps):
                 _evaluate_and_keep(run, started, progress)
@@ -258,7 +260,7 @@ def _setup(config: FinetuneConfig, resume: Path | None, reschedule: bool, proces
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "training_config.json")
-    log = MetricsLog(output / "metrics.jsonl", processes.main)
+    log = MetricsLog(output / METRICS_FILE, processes.main, config.tensorboard)
     evaluator = None
     if evaluation:  # the model as it trains, transcribed as the CLI and the server transcribe
         evaluator = Transcriber(
@@ -350,9 +352,7 @@ def _evaluate_and_keep(run: _Run, started: float, progress: tqdm) -> None:
         (run.output / "best" / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
     run.log.write({**record, "best": run.best})
     progress.write(
-        f"step {step}: greedy WER {report['greedy']['wer']:.4f} CER {report['greedy']['cer']:.4f}"
-        + (f", beam WER {report['beam']['wer']:.4f}" if "beam" in report else "")
-        + f" (best {run.best['wer']:.4f} at step {run.best['step']})"
+        f"step {step}: {rates_line(report)} (best WER {percent(run.best['wer'])} at step {run.best['step']})"
     )
 
 

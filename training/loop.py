@@ -1,10 +1,9 @@
 """What every training command shares: processes (torchrun), precision, optimiser and schedule,
-checkpoints that resume exactly, and metrics (a JSONL file and a progress bar)."""
+checkpoints that resume exactly. A run's metrics are `training.metrics_log`'s."""
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import random
 import shutil
@@ -224,15 +223,3 @@ def prune_checkpoints(output_dir: Path, keep: int, protect: Path | None = None) 
     for folder in folders[:-keep] if keep > 0 else []:
         if folder != protect:
             shutil.rmtree(folder)
-
-
-class MetricsLog:
-    """One JSON object per logged step, appended (a resumed run continues the same file)."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")

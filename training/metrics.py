@@ -1,4 +1,5 @@
-"""Word and character error rates, on normalised text."""
+"""Word and character error rates, on normalised text: fractions in what programs read (JSON),
+percent in what people read (`percent`, `rates_line`)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,17 @@ def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float
         "deletions": words.deletions,
         "insertions": words.insertions,
     }
+
+
+def percent(rate: float) -> str:
+    """An error rate (a fraction) as people read it: 0.032667 -> "3.27%"."""
+    return f"{100 * rate:.2f}%"
+
+
+def rates_line(report: dict) -> str:
+    """An evaluation report's rates in one line: "greedy WER 3.27% CER 1.20%, beam WER 2.00% CER 0.90%"."""
+    return ", ".join(
+        f"{decoder} WER {percent(report[decoder]['wer'])} CER {percent(report[decoder]['cer'])}"
+        for decoder in ("greedy", "beam")
+        if decoder in report
+    )

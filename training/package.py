@@ -25,6 +25,7 @@ import yaml
 from safetensors import safe_open
 
 from .manifest import read_manifest
+from .metrics import percent
 
 CHECKPOINT_FILES = (
     "config.json",
@@ -127,8 +128,8 @@ def _card(template: str, record: dict) -> str:
     (millions, one decimal) filled in."""
     rows = ["| evaluation set | utterances | greedy WER | WER with the LM |", "|---|---:|---:|---:|"]
     for name, metrics in record["metrics"].items():
-        beam = f"{100 * metrics['beam']['wer']:.2f}%" if "beam" in metrics else "-"
-        rows.append(f"| {name} | {metrics['utterances']} | {100 * metrics['greedy']['wer']:.2f}% | {beam} |")
+        beam = percent(metrics["beam"]["wer"]) if "beam" in metrics else "-"
+        rows.append(f"| {name} | {metrics['utterances']} | {percent(metrics['greedy']['wer'])} | {beam} |")
     data = ["| manifest | utterances | hours |", "|---|---:|---:|"]
     data += [f"| {name} | {item['utterances']} | {item['hours']:.2f} |" for name, item in record["data"].items()]
     size = sum(record["files"].values()) / 1e6

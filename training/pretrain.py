@@ -18,7 +18,6 @@ from .audio_store import AudioStore
 from .batches import BatchStream
 from .config import PretrainConfig, feature_settings, model_config, save_config
 from .loop import (
-    MetricsLog,
     Processes,
     adamw,
     autocast,
@@ -32,6 +31,7 @@ from .loop import (
     warmup_then_linear_decay,
 )
 from .manifest import read_manifest
+from .metrics_log import METRICS_FILE, MetricsLog
 from .pretraining import PretrainingObjective, gumbel_temperature, scale_feature_encoder_gradients
 
 
@@ -111,7 +111,7 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "training_config.json")
-    log = MetricsLog(output / "metrics.jsonl", processes.main)
+    log = MetricsLog(output / METRICS_FILE, processes.main, config.tensorboard)
     progress = tqdm(total=config.max_steps, initial=step, disable=not processes.main, unit="step", dynamic_ncols=True)
     last = None
     audio_seconds, started = 0.0, time.perf_counter()
@@ -171,6 +171,7 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
                 save_trainer_state(last, step, optimiser, scheduler, batches, scaler, {"schedule": schedule})
                 prune_checkpoints(output, config.keep_checkpoints, protect=resume)
     progress.close()
+    log.close()
     audio.close()
     return last or resume
 

@@ -25,8 +25,9 @@ from model.pytorch.wav2vec1_fairseq import save_wav2vec1_checkpoint
 from .audio_store import AudioStore
 from .batches import BatchStream
 from .config import PretrainConfig, save_config
-from .loop import MetricsLog, adamw, prune_checkpoints, warmup_then_linear_decay
+from .loop import adamw, prune_checkpoints, warmup_then_linear_decay
 from .manifest import read_manifest
+from .metrics_log import METRICS_FILE, MetricsLog
 from .wav2vec1_objective import Wav2VecObjective
 
 OBJECTIVES = ("wav2vec", "vq-wav2vec")
@@ -103,7 +104,7 @@ def pretrain_wav2vec1(config: PretrainConfig, resume: Path | None = None) -> Pat
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     save_config(config, output / "training_config.json")
-    log = MetricsLog(output / "metrics.jsonl", True)
+    log = MetricsLog(output / METRICS_FILE, True, config.tensorboard)
     progress = tqdm(total=config.max_steps, unit="step", dynamic_ncols=True)
     step, last, audio_seconds, started = 0, None, 0.0, time.perf_counter()
     while step < config.max_steps:
@@ -146,6 +147,7 @@ def pretrain_wav2vec1(config: PretrainConfig, resume: Path | None = None) -> Pat
             save_wav2vec1_checkpoint(model, last / CHECKPOINT_FILE, {"num_updates": step})
             prune_checkpoints(output, config.keep_checkpoints)
     progress.close()
+    log.close()
     audio.close()
     return last
 

@@ -5,7 +5,7 @@ runs it. Each module imports its heavy parts (torch, the synthesizers) only when
 
 from __future__ import annotations
 
-from . import connect, evaluate, lm, manifest, package, pseudo_label, synth, train
+from . import connect, evaluate, lm, manifest, package, plot, pseudo_label, synth, train
 
 # In the order `--help` lists them.
-COMMANDS = (manifest, lm, synth, connect, package, pseudo_label, evaluate, train)
+COMMANDS = (manifest, lm, synth, connect, package, pseudo_label, evaluate, train, plot)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from model.decoding import MIN_CONFIDENCE, BeamOptions
@@ -48,6 +49,7 @@ def run(args) -> int:
 
     from ..evaluate import evaluate
     from ..manifest import read_manifest
+    from ..metrics import rates_line
 
     for flag, off in (("lm", "no_lm"), ("lexicon", "no_lexicon")):
         if getattr(args, flag) and getattr(args, off):
@@ -65,5 +67,6 @@ def run(args) -> int:
     details = report.pop("details")
     if args.details:
         args.details.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in details))
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))  # rates as fractions, for programs
+    print(f"{report['utterances']} utterances: {rates_line(report)}", file=sys.stderr)  # in percent, for people
     return 0

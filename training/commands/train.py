@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 RESCHEDULE = (
@@ -10,14 +11,36 @@ RESCHEDULE = (
 )
 
 
+def _keys_epilog(kind: type) -> str:
+    """The config keys of `kind` with their defaults, from the dataclass itself (never out of date)."""
+    from ..config import config_keys
+
+    return (
+        "config keys with their defaults (set them in the --config file, or as key=value overrides;\n"
+        "model.KEY sets a Wav2Vec2Config field over the model's preset):\n" + config_keys(kind)
+    )
+
+
 def add_parser(commands) -> None:
-    pretrain = commands.add_parser("pretrain", help="self-supervised pretraining on unlabeled audio")
+    from ..config import FinetuneConfig, PretrainConfig
+
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="self-supervised pretraining on unlabeled audio",
+        epilog=_keys_epilog(PretrainConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     pretrain.add_argument("--config", type=Path, help="YAML or JSON config (presets in training/configs/)")
     pretrain.add_argument("--resume", type=Path, help="a checkpoint folder of this run to continue from")
     pretrain.add_argument("--reschedule", action="store_true", help=RESCHEDULE)
     pretrain.add_argument("overrides", nargs="*", help="key=value settings over the config, e.g. max_steps=1000")
 
-    finetune = commands.add_parser("finetune", help="CTC fine-tuning (from a pretrained checkpoint or scratch)")
+    finetune = commands.add_parser(
+        "finetune",
+        help="CTC fine-tuning (from a pretrained checkpoint or scratch)",
+        epilog=_keys_epilog(FinetuneConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     finetune.add_argument("--config", type=Path, help="YAML or JSON config (examples in training/configs/)")
     finetune.add_argument("--resume", type=Path, help="a checkpoint folder of this run to continue from")
     finetune.add_argument("--reschedule", action="store_true", help=RESCHEDULE)
