@@ -32,7 +32,12 @@ def add_parser(commands) -> None:
         type=Path,
         help="the words beam search may write, one per line (default: a model folder's lexicon.txt)",
     )
-    evaluate.add_argument("--no-lexicon", action="store_true", help="beam search over any spelling")
+    evaluate.add_argument(
+        "--no-lexicon",
+        action="store_true",
+        help="no lexicon, not even the model folder's: beam search within the language model's words "
+        "(flashlight), or over any spelling with --beam-search pyctcdecode",
+    )
     evaluate.add_argument(
         "--min-confidence",
         type=float,
