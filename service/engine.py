@@ -51,12 +51,18 @@ def onnx_folder(reference: str, cache_dir: Path) -> Path:
     return cached
 
 
-def load_engine(settings: Settings, spec: ModelSpec) -> OnnxRecognizer:
-    """The graph to serve: the recognizer's own choice (for group-norm models the padding-exact graph,
-    so batching changes no result), or the one a TensorRT engine was built for. Without ONNX
-    Runtime's CPU memory arena: the memory a large request takes goes back when it is answered."""
+def load_engines(settings: Settings, spec: ModelSpec) -> list[OnnxRecognizer]:
+    """The sessions to serve a model with (`Settings.layout`: one single-thread session per core by
+    default), each on the graph to serve: the recognizer's own choice (for group-norm models the
+    padding-exact graph, so batching changes no result), or the one a TensorRT engine was built
+    for. Without ONNX Runtime's CPU memory arena: the memory a large request takes goes back when
+    it is answered. Each session holds its own weights (the digits model: ~6 MB each; a base
+    model: ~360 MB each, see docs/performance.md)."""
     folder = onnx_folder(spec.reference, settings.cache_dir)
     try:
-        return OnnxRecognizer(folder, provider=settings.provider, threads=settings.threads, memory_arena=False)
+        return [
+            OnnxRecognizer(folder, provider=settings.provider, threads=threads, memory_arena=False)
+            for threads in settings.layout.threads
+        ]
     except RuntimeUnavailable as error:
         raise ModelUnavailable(str(error)) from None
