@@ -1,17 +1,18 @@
-"""Batching across requests: a bounded queue, and one worker thread per inference session of a
-model, each running batches from that one queue.
+"""Batching across requests: a bounded queue, a dispatcher thread that gathers batches from it, and
+one worker thread per inference session of a model that runs them.
 
 `Batcher.infer` is the server's implementation of the pipeline's `infer` seam (`model.pipeline`).
-A worker takes what is queued at once and runs it: a lone request waits for nobody, and requests
-that queue while the sessions are busy form the next batch with no added wait. It waits for more
-only while requests are arriving faster than half a batch's inference time (`Arrivals`), and then
-about two of their gaps at a time, never past `max_wait_ms` after its first request arrived. A
-batch holds at most `max_batch_size` utterances (or chunks of long ones). What was gathered runs
-as the core plans batches (`model.windows.plan_batches`): in groups of similar length, so padding
-costs little, and each run holding at most `max_batch_samples` samples, padding included:
-inference memory grows with the samples of a run (a 40 s window takes ~0.3 GB), so that bound is
-what bounds the server's peak (per session). The event loop never blocks on inference, and a full
-queue is refused at once (the caller answers 503) instead of growing memory.
+While a session is free, the dispatcher takes what is queued at once and hands it to the free
+session of lowest index: a lone request waits for nobody, and requests that queue while the
+sessions are busy form the next batch with no added wait. It waits for more only while requests
+are arriving faster than half a batch's inference time (`Arrivals`), and then about two of their
+gaps at a time, never past `max_wait_ms` after its first request arrived. A batch holds at most
+`max_batch_size` utterances (or chunks of long ones). What was gathered runs as the core plans
+batches (`model.windows.plan_batches`): in groups of similar length, so padding costs little, and
+each run holding at most `max_batch_samples` samples, padding included: inference memory grows
+with the samples of a run (a 40 s window takes ~0.3 GB), so that bound is what bounds the
+server's peak (per session). The event loop never blocks on inference, and a full queue is
+refused at once (the caller answers 503) instead of growing memory.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Arrivals:
 
     def __init__(self, keep: int = 4):
         self._times: deque[float] = deque(maxlen=keep + 1)  # perf_counter seconds of the latest arrivals
-        self._lock = threading.Lock()  # recorded on the event loop's thread, read by the workers
+        self._lock = threading.Lock()  # recorded on the event loop's thread, read by the dispatcher
 
     def record(self, now: float) -> None:
         with self._lock:
@@ -77,8 +78,9 @@ class Arrivals:
 
 
 class Batcher:
-    """One model's queue and the workers that run it: one thread per engine (ONNX Runtime session),
-    all taking batches from the same queue, so every session works while there is work."""
+    """One model's queue and the threads that run it: a dispatcher that gathers batches, and one
+    worker per engine (ONNX Runtime session) that runs the batches handed to it, so every session
+    works while there is work."""
 
     def __init__(
         self,
@@ -102,7 +104,13 @@ class Batcher:
         # Seconds a batch takes, smoothed; until one ran, max_wait (gather within the bound).
         self._inference_seconds: float | None = None
         self.requests = 0  # admitted and not finished; only the event loop's thread changes it
-        self._threads = [
+        # One dispatcher gathers batches while a session is free and hands each to the free session
+        # of lowest index: a lone request always runs on session 0, whose weights are warm in the
+        # caches (alternating sessions made one client's requests ~1.5x slower).
+        self._idle = [True] * len(self.engines)
+        self._free = threading.Condition()
+        self._inboxes: list[queue.SimpleQueue[list[_Item] | None]] = [queue.SimpleQueue() for _ in self.engines]
+        self._threads = [threading.Thread(target=self._dispatch, name=f"batching-{name}", daemon=True)] + [
             threading.Thread(target=self._work, args=(index,), name=f"inference-{name}-{index}", daemon=True)
             for index in range(len(self.engines))
         ]
@@ -121,10 +129,11 @@ class Batcher:
             thread.start()
 
     def stop(self) -> None:
-        started = [thread for thread in self._threads if thread.ident is not None]
-        for _ in started:  # one stop mark per worker
-            self._queue.put(None)
-        for thread in started:
+        """Finish what is queued, then stop the dispatcher and every session's worker."""
+        if self._threads[0].ident is None:  # never started
+            return
+        self._queue.put(None)
+        for thread in self._threads:
             thread.join(timeout=30)
 
     async def infer(self, utterances: list[np.ndarray]) -> list[Inference]:
@@ -197,15 +206,37 @@ class Batcher:
             return 0.0
         return min(deadline - now, max(2 * gap, 0.0005))
 
+    def _dispatch(self) -> None:
+        while self._dispatch_next():
+            pass
+        for inbox in self._inboxes:
+            inbox.put(None)
+
+    def _dispatch_next(self) -> bool:
+        """Once a session is free, gather the next batch and hand it to the free session of lowest
+        index (False: stop). While every session is busy requests queue, to form the next batch."""
+        with self._free:
+            self._free.wait_for(lambda: any(self._idle))
+        batch = self._next_batch()
+        if batch is None:
+            return False
+        with self._free:  # only the dispatcher makes a session busy: one is still free
+            session = self._idle.index(True)
+            self._idle[session] = False
+        self._inboxes[session].put(batch)
+        return True
+
     def _work(self, session: int) -> None:
         while self._run_next(session):
-            pass
+            with self._free:
+                self._idle[session] = True
+                self._free.notify()
 
     def _run_next(self, session: int) -> bool:
-        """Run what is waiting on session `session` (False: stop). Its locals go when it returns:
-        the thread holds no request's audio (a window is a view of the whole recording) while it
-        waits for the next."""
-        batch = self._next_batch()
+        """Run the next batch handed to session `session` (False: stop). Its locals go when it
+        returns: the thread holds no request's audio (a window is a view of the whole recording)
+        while it waits for the next."""
+        batch = self._inboxes[session].get()
         if batch is None:
             return False
         batch = [item for item in batch if not item.future.cancelled()]

@@ -55,13 +55,19 @@ def load_engines(settings: Settings, spec: ModelSpec) -> list[OnnxRecognizer]:
     """The sessions to serve a model with (`Settings.layout`: one single-thread session per core by
     default), each on the graph to serve: the recognizer's own choice (for group-norm models the
     padding-exact graph, so batching changes no result), or the one a TensorRT engine was built
-    for. Without ONNX Runtime's CPU memory arena: the memory a large request takes goes back when
-    it is answered. Each session holds its own weights (the digits model: ~6 MB each; a base
-    model: ~360 MB each, see docs/performance.md)."""
+    for. ONNX Runtime's CPU memory arena keeps the working memory of runs up to
+    --inference-memory-seconds of audio, so that they map no fresh pages; a larger run gives its
+    back when it ends, so the memory a large request takes goes back when it is answered. Each
+    session holds its own weights (see docs/performance.md)."""
     folder = onnx_folder(spec.reference, settings.cache_dir)
     try:
         return [
-            OnnxRecognizer(folder, provider=settings.provider, threads=threads, memory_arena=False)
+            OnnxRecognizer(
+                folder,
+                provider=settings.provider,
+                threads=threads,
+                keep_memory_seconds=settings.inference_memory_seconds,
+            )
             for threads in settings.layout.threads
         ]
     except RuntimeUnavailable as error:

@@ -133,6 +133,14 @@ class Settings(BaseSettings):
         "default model takes ~7 MB per second in a run); "
         "a longer window runs alone",
     )
+    inference_memory_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="audio in an inference run (batch x seconds, padding included) up to which each session "
+        "keeps the run's working memory for the next (the default model: ~7 MB per second): larger runs "
+        "give theirs back when they end; 0: every run does (least memory, but each run then maps fresh "
+        "pages: up to 1.7x slower)",
+    )
     max_wait_ms: float = Field(
         10.0,
         ge=0,
