@@ -10,13 +10,15 @@ shipped digits model by default. Printed side by side, as Markdown:
 - the machine's limit: one process per usable core, each a single-thread session running
   utterances back to back (alone, and in batches of 8 as 16 waiting clients would allow: the
   better counts), summed;
-- the server (`python -m service`, on a free loopback port) at 1 client and 16 clients, for each
-  session layout asked (`--layouts`; default: the default 2 x 1 thread, and 1 session x every core),
-  and, with `--baseline DIR`, the server of another checkout (e.g. the code before this change).
+- the server (`python -m service`, on a free loopback port) at 1 client and 16 clients, with each
+  set of options asked (`--server`; default: its defaults, one single-thread session per core, and
+  `--sessions 1`, one session with every core), and, with `--baseline DIR`, the server of another
+  checkout with its defaults (e.g. the code before this change).
 
 Clients are threads with keep-alive connections posting WAV bodies to /transcribe. Each level
 runs `--seconds`; every contender takes its turn each round, so a slow spell of a busy machine
-falls on all alike; the median of the rounds is shown, with the load average at the start.
+falls on all alike; the median of the rounds is shown, with the 1-minute load averages seen at
+the levels' ends (other work on the machine).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import http.client
 import io
 import multiprocessing
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -157,9 +160,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each contender once a round")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL / "onnx", help="an exported model folder")
     parser.add_argument(
-        "--layouts",
-        default="default,1x0",
-        help="server session layouts, comma-separated: default, or SESSIONSxTHREADS (0: chosen)",
+        "--server",
+        action="append",
+        help="the options of a server to measure, e.g. '--sessions 1' (repeatable; default: '' (its "
+        "defaults) and '--sessions 1')",
     )
     parser.add_argument("--baseline", type=Path, help="another checkout whose server to measure too (its defaults)")
     args = parser.parse_args()
@@ -170,19 +174,10 @@ def main() -> None:
         f"{len(audio)} AN4 digit strings, {sum(len(s) for s in audio) / 16000:.0f} s of audio; "
         f"{cores} usable cores; model {args.model}\n"
     )
-    servers: list[tuple[str, list[str], Path]] = []
-    for layout in args.layouts.split(","):
-        if layout == "default":
-            servers.append(("server, default layout", [], ROOT))
-        else:
-            sessions, threads = layout.split("x")
-            servers.append(
-                (
-                    f"server, --sessions {sessions} --threads {threads}",
-                    ["--sessions", sessions, "--threads", threads],
-                    ROOT,
-                )
-            )
+    servers = [
+        (f"server {options}".strip() if options else "server, defaults", shlex.split(options), ROOT)
+        for options in (args.server if args.server is not None else ["", "--sessions 1"])
+    ]
     if args.baseline:
         servers.append((f"server of {args.baseline.name} (its defaults)", [], args.baseline.resolve()))
 
