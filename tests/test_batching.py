@@ -115,16 +115,14 @@ def test_two_sessions_share_one_queue_and_answer_as_one(digit_strings):
         return await asyncio.gather(*(batcher.infer([samples]) for samples in utterances))
 
     try:
-        started = time.perf_counter()
         results = asyncio.run(all_at_once())
-        elapsed = time.perf_counter() - started
     finally:
         batcher.stop()
     assert sum(size for size, _ in sizes) == len(utterances)
     assert max(size for size, _ in sizes) == 2, "requests that came together should share batches"
     assert all(batcher.batches), f"both sessions should run batches: {batcher.batches}"
     assert {session for _, session in sizes} == {0, 1}
-    assert elapsed < LONG_WAIT_MS / 1000  # gathering never waited out the bound
+    assert min(result.queue_ms for (result,) in results) < LONG_WAIT_MS / 2  # the first ran without waiting
     for samples, (result,) in zip(utterances, results):
         expected = alone.logits([samples])[0]
         assert result.logits.shape == expected.shape
