@@ -120,8 +120,8 @@ class Settings(BaseSettings):
         ge=0,
         description="onnxruntime sessions per model, each running batches from the model's one queue, so "
         "that every core works (default 0: on cpu one single-thread session per thread of --threads, "
-        "which on 2 cores served 1.6x what one 2-thread session did for one client, 2.4x for 16; on "
-        "cuda and tensorrt 1). Each holds its own copy of the weights",
+        "which on 2 cores served 1.6-2x what one 2-thread session did for one client, 1.4-2.4x for 16; "
+        "on cuda and tensorrt 1). Each holds its own copy of the weights",
     )
     # Batching across requests.
     max_batch_size: int = Field(8, ge=1, description="most utterances (or chunks of long audio) in one inference run")
