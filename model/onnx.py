@@ -32,7 +32,11 @@ class OnnxRecognizer(Recognizer):
     built for, else the graph a server runs: for group-norm models the padding-exact one
     (`model.batched.onnx`), so batching changes no result; else `model.onnx`. `memory_arena`:
     ONNX Runtime's CPU arena, which keeps the largest run's memory for good (a batch of eight 40 s
-    windows: 3.1 GB held, against a 0.2 GB peak without it); a long-running server turns it off.
+    windows: 3.1 GB held, against a 0.2 GB peak without it). `keep_memory_seconds` bounds that: a
+    run of more audio (batch x seconds, padding included) gives the arena's memory back when it
+    ends (ONNX Runtime's arena shrinkage), while smaller runs keep theirs for the next, which then
+    maps no fresh pages (without an arena, every run does: a batch of eight digit strings took
+    1.7x as long). A long-running server sets it.
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class OnnxRecognizer(Recognizer):
         model_file: str | None = None,
         memory_arena: bool = True,
         provider: Provider = "cpu",
+        keep_memory_seconds: float | None = None,
     ):
         self.folder = Path(folder)
         self.config = Wav2Vec2Config.from_json_file(self.folder / "config.json")
@@ -66,6 +71,12 @@ class OnnxRecognizer(Recognizer):
         options.intra_op_num_threads = threads  # 0: onnxruntime's default, one thread per core
         options.enable_cpu_mem_arena = memory_arena
         self.session = onnxruntime.InferenceSession(str(self.folder / model_file), options, providers=providers)
+        self._release = None  # the run options of a run that gives its memory back
+        self._keep_samples = None
+        if memory_arena and keep_memory_seconds is not None:
+            self._release = onnxruntime.RunOptions()
+            self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+            self._keep_samples = keep_memory_seconds * self.features.sampling_rate
         self.uses_attention_mask = "attention_mask" in {given.name for given in self.session.get_inputs()}
 
     def run(self, input_values: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
@@ -75,7 +86,8 @@ class OnnxRecognizer(Recognizer):
             feeds["attention_mask"] = (
                 attention_mask if attention_mask is not None else np.ones_like(input_values, dtype=np.int64)
             )
-        return self.session.run(["logits"], feeds)[0]
+        large = self._keep_samples is not None and input_values.size > self._keep_samples
+        return self.session.run(["logits"], feeds, self._release if large else None)[0]
 
     @property
     def padding_exact(self) -> bool:

@@ -147,6 +147,12 @@ class Metrics:
             "asr_realtime_errors", "Realtime error events sent, by their code", ["code"], registry=r
         )
         self.queue_depth = Gauge("asr_queue_depth", "Items waiting for inference", ["model"], registry=r)
+        self.session_batches = Counter(
+            "asr_session_batches",
+            "Inference batches run, by model and ONNX Runtime session (the --sessions of a model share its queue)",
+            ["model", "session"],
+            registry=r,
+        )
         self.queue_capacity = Gauge(
             "asr_queue_capacity",
             "Requests that may wait for or be in inference before 503 (the queue_capacity setting)",
@@ -209,15 +215,16 @@ class Metrics:
         """An `error` event sent; `code` is the server's own (invalid_value, unknown_event, ...)."""
         self.realtime_errors.labels(code if isinstance(code, str) and len(code) <= 64 else "other").inc()
 
-    def model(self, name: str) -> ModelMetrics:
-        return ModelMetrics(self, name)
+    def model(self, name: str, sessions: int = 1) -> ModelMetrics:
+        return ModelMetrics(self, name, sessions)
 
 
 class ModelMetrics:
     """One model's series (created now, so they show from the start, at zero)."""
 
-    def __init__(self, metrics: Metrics, name: str):
+    def __init__(self, metrics: Metrics, name: str, sessions: int = 1):
         self.name = name
+        self.session_batches = [metrics.session_batches.labels(name, str(index)) for index in range(sessions)]
         self.queue_seconds = metrics.queue_seconds.labels(name)
         self.inference_seconds = metrics.inference_seconds.labels(name)
         self.batch_size = metrics.batch_size.labels(name)
@@ -239,6 +246,7 @@ class ModelMetrics:
     def audio_seconds(self, endpoint: str):
         return self._audio_seconds.labels(endpoint, self.name)
 
-    def record_batch(self, size: int, seconds: float) -> None:
+    def record_batch(self, size: int, seconds: float, session: int = 0) -> None:
         self.batch_size.observe(size)
         self.inference_seconds.observe(seconds)
+        self.session_batches[session].inc()

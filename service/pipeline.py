@@ -33,19 +33,22 @@ from .settings import ModelSpec, Settings
 
 
 class Pipeline:
-    """One model: its engine, batching queue and beam-search workers, behind the core's steps."""
+    """One model: its engines (ONNX Runtime sessions, one batch loop each on one queue), batching
+    queue and beam-search workers, behind the core's steps."""
 
-    def __init__(self, settings: Settings, spec: ModelSpec, engine: OnnxRecognizer, metrics: Metrics):
+    def __init__(self, settings: Settings, spec: ModelSpec, engines: list[OnnxRecognizer], metrics: Metrics):
         self.settings = settings
         self.name = spec.name
         self.lm = spec.lm
-        self.engine = engine
-        self.metrics = metrics.model(spec.name)
+        self.engines = engines
+        self.engine = engines[0]  # what every session shares: vocabulary, frames, sample rate
+        engine = self.engine
+        self.metrics = metrics.model(spec.name, sessions=len(engines))
         self.rate = engine.sampling_rate
         windowing = Windowing(settings.chunk_seconds, settings.chunk_context_seconds)
         self.steps = Steps(engine, spec.lm is not None, windowing, settings.beam_width, spec.name)
         self.batcher = Batcher(
-            engine,
+            engines,
             settings.max_batch_size,
             settings.max_wait_ms,
             settings.queue_capacity,
@@ -67,7 +70,8 @@ class Pipeline:
         self.batcher.start()
         self.beam.start()
         warm = np.random.default_rng(0).standard_normal(self.rate).astype(np.float32) * 0.1
-        self.engine.logits([warm])  # the first run allocates and plans; do it before the first request
+        for engine in self.engines:  # the first run allocates and plans; do it before the first request
+            engine.logits([warm])
 
     def stop(self) -> None:
         self.batcher.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from model.decoding import one_line
 
-from .engine import load_engine
+from .engine import load_engines
 from .errors import Busy, UnknownModel, shorten
 from .metrics import Metrics
 from .pipeline import Pipeline
@@ -82,7 +82,7 @@ class Server:
             before = resident_bytes()
             pipeline = None
             try:
-                pipeline = Pipeline(self.settings, spec, load_engine(self.settings, spec), self.metrics)
+                pipeline = Pipeline(self.settings, spec, load_engines(self.settings, spec), self.metrics)
                 pipeline.start()
             except Exception as error:  # in the log; /ready says only that it failed: clients see no paths
                 self.failed, self.load_error = spec.name, f"model '{spec.name}' could not be loaded: {one_line(error)}"
@@ -112,10 +112,11 @@ class Server:
         lm = spec.lm.name if spec.lm is not None else "no language model"
         lexicon = f", lexicon {spec.lexicon.name}" if spec.lexicon is not None else ""
         log.info(
-            "model %s ready: %.0f MB in the server process (session, warmed up); beam search (%s%s): %d "
+            "model %s ready: %.0f MB in the server process (%s, warmed up); beam search (%s%s): %d "
             "worker process(es), %.0f MB in all",
             name,
             inference_bytes / 2**20,
+            self.settings.layout,
             lm,
             lexicon,
             len(workers),

@@ -18,6 +18,7 @@ from model.package import DEFAULT_MODEL, package_lexicon, package_lm
 from model.runtime import PROVIDERS, Provider
 from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
 
+from .cores import SessionLayout, session_layout
 from .options import setting
 
 DEFAULT_LANGUAGE = "en"  # what a model speaks unless --language says otherwise
@@ -108,7 +109,20 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(Path.home() / ".cache" / "w2v-asr", description="where non-ONNX models are exported to")
     provider: Provider = Field("cpu", description="onnxruntime execution provider: cpu, cuda or tensorrt")
-    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: one per core)")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="onnxruntime threads each model's inference uses in all, shared out among its sessions "
+        "(default 0: the cores this process may use, by its CPU affinity and container quota)",
+    )
+    sessions: int = Field(
+        0,
+        ge=0,
+        description="onnxruntime sessions per model, each running batches from the model's one queue, so "
+        "that every core works (default 0: on cpu one single-thread session per thread of --threads, "
+        "which on 2 cores served 1.6-2x what one 2-thread session did for one client, 1.4-2.4x for 16; "
+        "on cuda and tensorrt 1). Each holds its own copy of the weights",
+    )
     # Batching across requests.
     max_batch_size: int = Field(8, ge=1, description="most utterances (or chunks of long audio) in one inference run")
     max_batch_audio_seconds: float = Field(
@@ -119,7 +133,22 @@ class Settings(BaseSettings):
         "default model takes ~7 MB per second in a run); "
         "a longer window runs alone",
     )
-    max_wait_ms: float = Field(10.0, ge=0, description="how long a batch waits for more requests")
+    inference_memory_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="audio in an inference run (batch x seconds, padding included) up to which each session "
+        "keeps the run's working memory for the next (the default model: ~7 MB per second): larger runs "
+        "give theirs back when they end; 0: every run does (least memory, but each run then maps fresh "
+        "pages: up to 1.7x slower)",
+    )
+    max_wait_ms: float = Field(
+        10.0,
+        ge=0,
+        description="the longest a batch waits for more requests after its first arrived. A request "
+        "that finds the sessions idle and no others arriving runs at once; requests that queue while "
+        "the sessions are busy form the next batch without waiting; a batch waits only while "
+        "requests arrive faster than half a batch's inference time",
+    )
     queue_capacity: int = Field(64, ge=1, description="requests waiting for or in inference before 503 Retry-After")
     # Decoding.
     decode_workers: int = Field(1, ge=1, description="worker processes for beam search")
@@ -283,6 +312,11 @@ class Settings(BaseSettings):
     def default(self) -> ModelSpec:
         """The model that answers requests naming none."""
         return self._models[0]
+
+    @property
+    def layout(self) -> SessionLayout:
+        """Each model's inference sessions and their threads, from --sessions and --threads."""
+        return session_layout(self.provider, self.sessions, self.threads)
 
     @model_validator(mode="after")
     def _beam_width_within_limit(self):
