@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -130,8 +131,9 @@ class OptionField:
     in_beam: bool = False
 
 
-def option_fields() -> list[OptionField]:
-    """Every decoding option, `DecodeOptions`' own and its `beam` part's, in one flat list."""
+@functools.cache  # read on every request: resolving the type hints each time cost ~0.7 ms a call
+def option_fields() -> tuple[OptionField, ...]:
+    """Every decoding option, `DecodeOptions`' own and its `beam` part's, in one flat tuple."""
     found = []
     for owner, in_beam in ((DecodeOptions, False), (BeamOptions, True)):
         hints = typing.get_type_hints(owner)
@@ -164,7 +166,7 @@ def option_fields() -> list[OptionField]:
                     in_beam,
                 )
             )
-    return found
+    return tuple(found)
 
 
 def check_limits(options: DecodeOptions) -> None:
