@@ -78,12 +78,20 @@ def test_config_errors_name_the_setting(overrides, message):
 def test_kmeans_restart_moves_codewords_onto_frames_and_keeps_used_ones(combine_groups):
     torch.manual_seed(0)
     model = Wav2VecModel(
-        Wav2VecConfig(conv_feature_layers=[(16, 10, 5), (16, 8, 4)], vq_type="kmeans", vq_vars=8,
-                      combine_groups=combine_groups, conv_aggregator_layers=[(16, 2, 1)])
+        Wav2VecConfig(
+            conv_feature_layers=[(16, 10, 5), (16, 8, 4)],
+            vq_type="kmeans",
+            vq_vars=8,
+            combine_groups=combine_groups,
+            conv_aggregator_layers=[(16, 2, 1)],
+        )
     ).train()
     quantizer, audio = model.quantizer, loss_batch()
     frames = model.feature_extractor(audio).transpose(1, 2).detach()
-    assert quantizer.restart_codewords(frames, torch.Generator().manual_seed(0), everyone=True) == quantizer.codebook.shape[:2].numel()
+    assert (
+        quantizer.restart_codewords(frames, torch.Generator().manual_seed(0), everyone=True)
+        == quantizer.codebook.shape[:2].numel()
+    )
     with torch.no_grad():
         parts = quantizer.projection(frames.transpose(1, 2)).transpose(1, 2).reshape(-1, 2, 8)
         books = quantizer.codebook.transpose(0, 1).clone()  # (codebooks, codewords, d)

@@ -172,7 +172,7 @@ class KmeansQuantizer(nn.Module):
         """Training only: codewords no frame picked since the last restart (or all, `everyone`) move onto
         projected frames of `frames` (batch, frames, channels) drawn at random, so each starts where
         data is. Without it the codewords start near 0, the first few picked move towards the data and
-        from then on are nearest to every frame: the codebook collapses to one codeword per group.
+        from then on are nearest to every frame: the codebook collapses towards one codeword per group.
         Returns how many codewords moved; resets the usage count."""
         batch, steps, dim = frames.shape
         projected = self.projection(frames.transpose(1, 2)).transpose(1, 2)
@@ -184,7 +184,8 @@ class KmeansQuantizer(nn.Module):
                 rows = torch.randint(len(parts), (len(dead),), generator=generator)
                 # A shared codebook (combine_groups) draws from any group's part, else from its own group.
                 group = torch.randint(self.groups, (len(dead),), generator=generator) if self.combine_groups else book
-                self.codebook[dead.to(self.codebook.device), book] = parts[rows.to(parts.device), group].to(self.codebook)
+                drawn = parts[rows.to(parts.device), group.to(parts.device) if self.combine_groups else group]
+                self.codebook[dead.to(self.codebook.device), book] = drawn.to(self.codebook)
                 moved += len(dead)
         self.usage.zero_()
         return moved
