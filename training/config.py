@@ -89,6 +89,10 @@ class PretrainConfig(TrainerConfig):
     # fairseq's wav2vec options (task options included) and which ignore the wav2vec 2.0 settings below.
     objective: str = "wav2vec2"
     vq_loss_weight: float = 1.0  # vq-wav2vec: weight of the quantizer's penalty (fairseq's loss_weights)
+    # vq-wav2vec k-means, N > 0: the codebook starts on encoder frames of the first batch, and every N
+    # updates codewords unused since the last N are re-drawn from the current batch's frames (0: the
+    # reference's near-zero start, which collapses to one codeword per group in short runs).
+    kmeans_restart_every: int = 0
     # The objective (paper values).
     mask_prob: float = 0.65
     mask_length: int = 10

@@ -46,6 +46,11 @@ def wav2vec1_config(config: PretrainConfig) -> Wav2VecConfig:
     architecture = Wav2VecConfig(**config.model)
     if config.objective == "vq-wav2vec" and architecture.vq_type == "none":
         raise ValueError("objective vq-wav2vec needs a quantizer: set model.vq_type to gumbel or kmeans")
+    if config.kmeans_restart_every < 0 or (config.kmeans_restart_every and architecture.vq_type != "kmeans"):
+        raise ValueError(
+            f"kmeans_restart_every={config.kmeans_restart_every}: a number of updates >= 0, and only for "
+            f"model.vq_type kmeans (this model's is {architecture.vq_type!r}); remove it or set 0"
+        )
     if config.objective == "wav2vec" and architecture.vq_type != "none":
         raise ValueError(
             f"objective wav2vec trains without a quantizer, but model.vq_type is "
@@ -106,7 +111,7 @@ def pretrain_wav2vec1(config: PretrainConfig, resume: Path | None = None) -> Pat
     save_config(config, output / "training_config.json")
     log = MetricsLog(output / METRICS_FILE, True, config.tensorboard)
     progress = tqdm(total=config.max_steps, unit="step", dynamic_ncols=True)
-    step, last, audio_seconds, started = 0, None, 0.0, time.perf_counter()
+    step, last, audio_seconds, started, codewords_restarted = 0, None, 0.0, time.perf_counter(), 0
     while step < config.max_steps:
         if architecture.vq_type == "gumbel":
             model.quantizer.temperature = gumbel_temperature(architecture, step)
@@ -116,7 +121,11 @@ def pretrain_wav2vec1(config: PretrainConfig, resume: Path | None = None) -> Pat
         if architecture.normalize:
             crops = np.stack([normalize(samples) for samples in crops])
         audio_seconds += crops.size / rate
-        result = objective(torch.from_numpy(np.stack(crops)).to(device), generator)
+        samples = torch.from_numpy(np.stack(crops)).to(device)
+        restarted = _restart_codewords(model, config, step, samples)
+        if restarted is not None and step:
+            codewords_restarted += restarted
+        result = objective(samples, generator)
         result.loss.backward()
         gradient_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm))
         optimiser.step()
@@ -136,6 +145,8 @@ def pretrain_wav2vec1(config: PretrainConfig, resume: Path | None = None) -> Pat
                 "learning_rate": scheduler.get_last_lr()[0],
                 "audio_seconds_per_second": round(audio_seconds / (time.perf_counter() - started), 2),
             }
+            if config.kmeans_restart_every:
+                record["codewords_restarted"] = codewords_restarted  # since the start, the initial draw aside
             if architecture.vq_type == "gumbel":
                 record["gumbel_temperature"] = round(model.quantizer.temperature, 5)
             log.write(record)
@@ -150,6 +161,18 @@ def pretrain_wav2vec1(config: PretrainConfig, resume: Path | None = None) -> Pat
     log.close()
     audio.close()
     return last
+
+
+def _restart_codewords(model: Wav2VecModel, config: PretrainConfig, step: int, samples: torch.Tensor) -> int | None:
+    """k-means with `kmeans_restart_every`: the codebook onto the first batch's frames at step 0, then
+    unused codewords onto this batch's every N steps. Returns how many moved (None: not a restart step)."""
+    every = config.kmeans_restart_every
+    if model.config.vq_type != "kmeans" or every <= 0 or step % every:
+        return None
+    with torch.no_grad():
+        frames = model.feature_extractor(samples).transpose(1, 2)
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    return model.quantizer.restart_codewords(frames, generator, everyone=step == 0)
 
 
 def _equal_crops(utterances: list[np.ndarray], most: int, generator: np.random.Generator) -> np.ndarray:

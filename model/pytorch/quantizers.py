@@ -138,6 +138,9 @@ class KmeansQuantizer(nn.Module):
         # (codewords, codebooks, dim / groups), small random values as the reference starts from.
         self.codebook = nn.Parameter(0.01 * torch.randn(codewords, 1 if combine_groups else groups, dim // groups))
         self.projection = KmeansProjection(dim, groups)
+        # Training only, never saved: how often each codeword of each codebook was picked since the
+        # last `restart_codewords` (codewords, codebooks).
+        self.register_buffer("usage", torch.zeros(codewords, self.codebook.shape[1]), persistent=False)
 
     def forward(self, frames: torch.Tensor) -> Quantized:
         batch, steps, dim = frames.shape
@@ -155,8 +158,34 @@ class KmeansQuantizer(nn.Module):
         picked = picked.reshape(batch, steps, dim)
         vectors = projected + (picked - projected).detach()  # value: the codewords; gradient: the projection
         histogram = F.one_hot(codes, self.codewords).float().mean(dim=0)
+        if self.training:
+            with torch.no_grad():
+                self.usage += histogram.T if not self.combine_groups else histogram.sum(dim=0).unsqueeze(-1)
         # Codebook loss pulls codewords to frames; commitment (x gamma) pulls frames to their codewords.
         penalty = F.mse_loss(picked.float(), projected.detach().float()) + self.gamma * F.mse_loss(
             projected.float(), picked.detach().float()
         )
         return Quantized(vectors, codes.view(batch, steps, self.groups), perplexity(histogram), penalty)
+
+    @torch.no_grad()
+    def restart_codewords(self, frames: torch.Tensor, generator: torch.Generator, everyone: bool = False) -> int:
+        """Training only: codewords no frame picked since the last restart (or all, `everyone`) move onto
+        projected frames of `frames` (batch, frames, channels) drawn at random, so each starts where
+        data is. Without it the codewords start near 0, the first few picked move towards the data and
+        from then on are nearest to every frame: the codebook collapses towards one codeword per group.
+        Returns how many codewords moved; resets the usage count."""
+        batch, steps, dim = frames.shape
+        projected = self.projection(frames.transpose(1, 2)).transpose(1, 2)
+        parts = projected.reshape(batch * steps, self.groups, dim // self.groups)
+        moved = 0
+        for book in range(self.codebook.shape[1]):
+            dead = torch.arange(self.codewords) if everyone else torch.nonzero(self.usage[:, book] == 0).flatten()
+            if len(dead):
+                rows = torch.randint(len(parts), (len(dead),), generator=generator)
+                # A shared codebook (combine_groups) draws from any group's part, else from its own group.
+                group = torch.randint(self.groups, (len(dead),), generator=generator) if self.combine_groups else book
+                drawn = parts[rows.to(parts.device), group.to(parts.device) if self.combine_groups else group]
+                self.codebook[dead.to(self.codebook.device), book] = drawn.to(self.codebook)
+                moved += len(dead)
+        self.usage.zero_()
+        return moved
