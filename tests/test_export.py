@@ -118,6 +118,15 @@ def test_int8_quantizes_matrix_products_only(hf_ctc_folder, tmp_path, family, sp
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
     assert "QAttention" in ops, "the fused attention's q/k/v product is quantised too"
     assert "Conv" in ops and "ConvInteger" not in ops, "the feature encoder must stay in float"
+    # KEEP_FLOAT_MODULES: the first block's attention and the output layer stay float, the rest is int8
+    nodes = {node.name: node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert nodes["model.wav2vec2.encoder.layers.0.attention.fused"] == "Attention"
+    assert nodes["model.wav2vec2.encoder.layers.1.attention.fused"] == "QAttention"
+    graph = onnx.load(str(out / "model.onnx")).graph
+    (logits_producer,) = [node for node in graph.node if "logits" in node.output]
+    producers = {output: node for node in graph.node for output in node.output}
+    head = next(producers[name] for name in logits_producer.input if name in producers)
+    assert head.op_type == "MatMul", "the output layer's product stays float"
     summary = json.loads((out / "export.json").read_text())["verification"]["int8"]
     assert 0.9 <= summary["frame_agreement"] <= 1.0
     assert summary["transcripts"] == 5 + 4 + 2 * len(speech)  # lengths alone, a padded batch, real audio both ways
