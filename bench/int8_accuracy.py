@@ -5,10 +5,13 @@
 Greedy decoding of each utterance alone (no padding, so every variant sees the same input), with
 the model's vocabulary; WER and CER by training.metrics on the FSDD test split (its
 transcripts_test.tsv) and the digits-multi dev speakers (split as training/recipes/digits_multi.py
-does, same seed). Variants (export.exporter.quantize_int8): `dynamic` (what `python -m export onnx
---quantize int8` writes), `dynamic-per-channel`, and `static-per-channel` (activation ranges
+does, same seed). Variants (export.exporter.quantize_int8), each quantising every matrix product
+unless said: `dynamic` (one weight scale per matrix), `dynamic-per-channel`, `keep-float` (per
+channel, the feature projection, the first transformer block and the output layer left in float32:
+what `python -m export onnx --quantize int8` writes) and `static-per-channel` (activation ranges
 calibrated on FSDD *training* recordings, never the test ones). Only MatMul/Gemm are quantised:
-quantising wav2vec 2.0's convolutions costs it much accuracy. Prints a Markdown table; the
+quantising wav2vec 2.0's convolutions costs it much accuracy. Only `model.onnx` is evaluated (each
+utterance alone), so only it is quantised. Prints a Markdown table; the
 difference column is in WER points (percentage points) against fp32.
 """
 
@@ -25,13 +28,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.exporter import quantize_int8  # noqa: E402
+from export.exporter import KEEP_FLOAT_MODULES, quantize_int8  # noqa: E402
 from model.audio import load_audio, model_inputs  # noqa: E402
 from model.onnx import MODEL_FILE, OnnxRecognizer  # noqa: E402
 from training.manifest import Entry, build_manifest, read_manifest  # noqa: E402
 from training.metrics import error_rates  # noqa: E402
 
-VARIANTS = ("dynamic", "dynamic-per-channel", "static-per-channel")
+VARIANTS = ("dynamic", "dynamic-per-channel", "keep-float", "static-per-channel")
 CALIBRATION_UTTERANCES = 64  # FSDD training recordings whose activation ranges static quantisation takes
 
 
@@ -75,10 +78,10 @@ def transcribe(recognizer: OnnxRecognizer, audio: list[np.ndarray]) -> list[str]
 
 
 def variant_folder(source: Path, work: Path, variant: str, calibration: list[dict]) -> Path:
-    """A copy of the exported folder whose graphs are the variant (fp32: the originals)."""
+    """A copy of the exported folder whose model.onnx is the variant (fp32: the original)."""
     folder = work / variant
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.onnx", "tensorrt"))
-    for graph in source.glob("*.onnx"):
+    for graph in [source / MODEL_FILE]:
         if variant == "fp32":
             shutil.copy(graph, folder / graph.name)
         else:
@@ -96,7 +99,13 @@ def variant_folder(source: Path, work: Path, variant: str, calibration: list[dic
                     }
                     for feed in calibration
                 ]
-            quantize_int8(graph, folder / graph.name, per_channel="per-channel" in variant, calibration=feeds)
+            quantize_int8(
+                graph,
+                folder / graph.name,
+                per_channel=variant != "dynamic",
+                calibration=feeds,
+                keep_float=KEEP_FLOAT_MODULES if variant == "keep-float" else (),
+            )
     return folder
 
 

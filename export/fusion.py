@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .norm_folding import fold_instance_norm_affine
+
 MICROSOFT_DOMAIN = "com.microsoft"
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -171,12 +173,14 @@ def optimize_graph(path: Path, num_heads: int, conv_layers: list[tuple[int, int]
     """Fuse the attention blocks of the fp32 graph at `path` in place; returns how many were fused.
 
     A graph with an `attention_mask` input gets each row's frame count from it (conv_layers: the
-    feature encoder's (kernel, stride) pairs), so its fused attention keeps padded frames out.
+    feature encoder's (kernel, stride) pairs), so its fused attention keeps padded frames out. The
+    first conv layer's group-norm affine joins its InstanceNormalization (export.norm_folding).
     """
     model = onnx.load(str(path))
     inputs = {given.name for given in model.graph.input}
     lengths = append_frame_lengths(model.graph, conv_layers) if "attention_mask" in inputs else None
     fused = fuse_attention(model, num_heads, lengths)
+    fold_instance_norm_affine(model.graph)  # the first conv layer's norm, in the graphs that have one
     if lengths is not None and not fused:
         _remove_unused(model.graph)  # the frame counts, if nothing reads them
     large = model.ByteSize() > PROTOBUF_LIMIT

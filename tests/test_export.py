@@ -118,6 +118,20 @@ def test_int8_quantizes_matrix_products_only(hf_ctc_folder, tmp_path, family, sp
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
     assert "QAttention" in ops, "the fused attention's q/k/v product is quantised too"
     assert "Conv" in ops and "ConvInteger" not in ops, "the feature encoder must stay in float"
+    # KEEP_FLOAT_MODULES: the first block's attention and the output layer stay float, the rest is int8
+    graph = onnx.load(str(out / "model.onnx")).graph
+
+    def attention(layer: int) -> str:  # the quantiser renames the nodes it replaces
+        (kind,) = [
+            n.op_type for n in graph.node if n.name.startswith(f"model.wav2vec2.encoder.layers.{layer}.attention")
+        ]
+        return kind
+
+    assert attention(0) == "Attention" and attention(1) == "QAttention"
+    (logits_producer,) = [node for node in graph.node if "logits" in node.output]
+    producers = {output: node for node in graph.node for output in node.output}
+    head = next(producers[name] for name in logits_producer.input if name in producers)
+    assert head.op_type == "MatMul", "the output layer's product stays float"
     summary = json.loads((out / "export.json").read_text())["verification"]["int8"]
     assert 0.9 <= summary["frame_agreement"] <= 1.0
     assert summary["transcripts"] == 5 + 4 + 2 * len(speech)  # lengths alone, a padded batch, real audio both ways

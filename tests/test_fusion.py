@@ -9,11 +9,12 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from export.branching import exact_only_when_padded
 from export.exporter import export_fp32
 from export.fusion import append_frame_lengths, fuse_attention, optimize_graph
+from export.norm_folding import fold_instance_norm_affine
 from model.config import conv_output_length
 from model.onnx import OnnxRecognizer
 from model.pytorch.checkpoint import load_checkpoint
@@ -85,6 +86,34 @@ def test_fused_attention_matches_the_exported_operators(unfused, tmp_path):
         assert kinds.count("Attention") == config.num_hidden_layers and "Softmax" not in kinds
         (expected,), (got,) = session(source).run(None, feeds), session(fused).run(None, feeds)
         assert np.abs(expected - got).max() < 1e-4
+
+
+def test_first_layer_norm_affine_joins_instance_norm(unfused, tmp_path):
+    """The group norm's gamma and beta move into InstanceNormalization: no Mul/Add pass, same logits."""
+    _, plain, _ = unfused
+    model = onnx.load(str(plain))
+    if "InstanceNormalization" not in {node.op_type for node in model.graph.node}:
+        pytest.skip("the layer-norm family has no group norm")
+    # A fresh model's gamma is 1 and beta 0; give them values so that a lost affine would show.
+    generator = np.random.default_rng(3)
+    for tensor in model.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        if array.ndim == 2 and array.shape[1] == 1:
+            varied = (1 + generator.standard_normal(array.shape)).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(varied, tensor.name))
+    source = tmp_path / "affine.onnx"
+    onnx.save(model, str(source))
+    assert fold_instance_norm_affine(model.graph) == 1
+    onnx.checker.check_model(model)
+    folded = tmp_path / "folded.onnx"
+    onnx.save(model, str(folded))
+    kinds = [node.op_type for node in model.graph.node]
+    norm = kinds.index("InstanceNormalization")
+    assert kinds[norm + 1] == "Gelu" and "Mul" not in kinds[: norm + 1]
+    values, _ = padded_batch([16000, 16000], seed=4)
+    (expected,), (got,) = (session(path).run(None, {"input_values": values}) for path in (source, folded))
+    assert np.abs(expected - got).max() < 1e-4
+    assert fold_instance_norm_affine(model.graph) == 0, "a folded graph has nothing left to fold"
 
 
 def test_fusion_refuses_a_graph_without_attention_projections(tmp_path):
