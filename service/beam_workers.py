@@ -127,9 +127,8 @@ class DecodeWorker:
         with self.lock:
             try:
                 return self._search_once(job, timeout, timeout)
-            except _WorkerDied as died:
+            except _WorkerDied as died:  # the second try starts its replacement (`_search_once`)
                 log.warning("%s; searching again on its replacement", died)
-                self._replace()
             try:
                 return self._search_once(job, max(0.0, deadline - time.monotonic()), timeout)
             except _WorkerDied as died:
