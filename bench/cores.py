@@ -44,9 +44,9 @@ from server_process import ROOT, serving
 sys.path.insert(0, str(ROOT))
 
 from model.audio import load_audio  # noqa: E402
+from model.cpu import usable_cores  # noqa: E402
 from model.onnx import OnnxRecognizer  # noqa: E402
 from model.package import DEFAULT_MODEL  # noqa: E402
-from service.cores import usable_cores  # noqa: E402
 
 DIGITS = ROOT.parent / "shared" / "data" / "digits-multi"
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .audio import model_inputs
 from .config import FeatureSettings, Wav2Vec2Config
+from .cpu import usable_cores
 from .ctc import CTCVocabulary
 from .recognizer import Recognizer
 from .runtime import MANIFEST_FILE, Provider, execution_providers, read_manifest
@@ -27,6 +28,7 @@ __all__ = ["BATCHED_MODEL_FILE", "MANIFEST_FILE", "MODEL_FILE", "OnnxRecognizer"
 class OnnxRecognizer(Recognizer):
     """An exported CTC model: audio batches in, per-utterance logits out.
 
+    `threads`: ONNX Runtime's intra-op threads (0: one per core this process may use, `model.cpu`).
     `provider` (cpu, cuda, tensorrt: `model.runtime`) chooses ONNX Runtime's execution providers,
     unless `providers` lists them itself. `model_file` defaults to the graph a TensorRT engine was
     built for, else the graph a server runs: for group-norm models the padding-exact one
@@ -68,7 +70,8 @@ class OnnxRecognizer(Recognizer):
                 "running an exported model needs onnxruntime: pip install '.[serve]' (or '.[export]')"
             ) from None
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: onnxruntime's default, one thread per core
+        # 0: one per core this process may use (onnxruntime's own default ignores affinity and quotas: model.cpu)
+        options.intra_op_num_threads = threads or usable_cores()
         options.enable_cpu_mem_arena = memory_arena
         self.session = onnxruntime.InferenceSession(str(self.folder / model_file), options, providers=providers)
         self._release = None  # the run options of a run that gives its memory back

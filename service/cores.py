@@ -5,43 +5,14 @@ One session keeps about one core busy on the short inputs a server sees (a secon
 few milliseconds of work in many small parallel sections), while independent single-thread
 sessions scale with the cores: so by default a model gets one single-thread session per core,
 each running batches from the model's one queue (`service.batching`). The cores counted are the
-ones this process may use: its CPU affinity, and a container's CPU quota (cgroup v2 `cpu.max`,
-or v1's `cpu.cfs_quota_us`), which a Kubernetes limit sets without changing the affinity.
+ones this process may use (`model.cpu.usable_cores`: its CPU affinity, and a container's CPU quota).
 """
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-CGROUP = Path("/sys/fs/cgroup")
-
-
-def usable_cores() -> int:
-    """The CPUs this process may keep busy: its affinity, bounded by a container's CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 1
-    quota = _cpu_quota()
-    return max(1, min(cores, math.ceil(quota))) if quota else max(1, cores)
-
-
-def _cpu_quota() -> float | None:
-    """The container's CPU limit in cores, or None when it has none (or /sys cannot say)."""
-    try:
-        quota, period = (CGROUP / "cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000" or "200000 100000"
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int((CGROUP / "cpu" / "cpu.cfs_quota_us").read_text())  # cgroup v1: -1 when unlimited
-        period = int((CGROUP / "cpu" / "cpu.cfs_period_us").read_text())
-        return quota / period if quota > 0 and period > 0 else None
-    except (OSError, ValueError):
-        return None
+from model.cpu import usable_cores
 
 
 @dataclass(frozen=True)

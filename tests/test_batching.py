@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from model.audio import load_audio
+from model.cpu import usable_cores
 from model.onnx import OnnxRecognizer
 from model.package import DEFAULT_MODEL
 from service.batching import Arrivals, Batcher
-from service.cores import session_layout, usable_cores
+from service.cores import session_layout
 
 from conftest import DATA, metric_in, require_data, run_server
 

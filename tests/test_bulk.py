@@ -339,3 +339,30 @@ def test_the_bulk_path_imports_neither_torch_nor_ray():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=ENV)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+PINNED = """
+import os, sys
+os.sched_setaffinity(0, {int(sys.argv[1])})  # before any library starts a thread
+import numpy as np
+from model.onnx import OnnxRecognizer
+recognizer = OnnxRecognizer(sys.argv[2])  # threads 0: as many as the cores it may use
+recognizer.logits([np.random.default_rng(0).standard_normal(32000).astype(np.float32)])
+print(sorted({cpu for task in os.listdir('/proc/self/task') for cpu in os.sched_getaffinity(int(task))}))
+"""
+
+
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda _: ())(0)) < 2, reason="needs two CPUs to pin to one")
+def test_a_process_pinned_to_one_core_keeps_its_inference_there():
+    """A worker given one core (taskset, a cpuset) must not spread its inference threads over the
+    machine: ONNX Runtime's own default pins a thread to every core of the machine."""
+    cpu = min(os.sched_getaffinity(0))  # its default puts its second thread on the next core
+    result = subprocess.run(
+        [sys.executable, "-c", PINNED, str(cpu), str(REPO / "models" / "digits" / "onnx")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=HANG_SECONDS,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == [cpu]

@@ -17,19 +17,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from ..cpu import usable_cores
 from .inputs import Item
 from .task import Task, work
 
 MAX_ATTEMPTS = 3  # an input whose worker died this many times is reported as an error, not retried again
 IN_FLIGHT_PER_WORKER = 2  # inputs queued per worker: enough to keep it busy, few to resend if it dies
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a container's or taskset's limit, not the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
