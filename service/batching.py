@@ -13,6 +13,10 @@ each run holding at most `max_batch_samples` samples, padding included: inferenc
 with the samples of a run (a 40 s window takes ~0.3 GB), so that bound is what bounds the
 server's peak (per session). The event loop never blocks on inference, and a full queue is
 refused at once (the caller answers 503) instead of growing memory.
+
+A model may also have a wide session (`wide`: one with every core's thread). A batch that is all
+the work there is — every session idle, nothing else queued — runs on it, and the other sessions
+wait with it (they share its cores): one client gets every core, while many get a session each.
 """
 
 from __future__ import annotations
@@ -91,14 +95,17 @@ class Batcher:
         on_batch=None,
         name: str = "model",
         max_batch_samples: int | None = None,
+        wide: OnnxRecognizer | None = None,
     ):
         self.engines = list(engines) if isinstance(engines, Sequence) else [engines]
+        self.wide = wide  # runs a batch that is all the work there is; session index len(engines)
         self.max_batch_size = max_batch_size
         self.max_batch_samples = max_batch_samples  # None: no bound; a longer utterance runs alone
         self.max_wait = max_wait_ms / 1000
         self.capacity = capacity
         self.on_batch = on_batch  # called with (batch size, inference seconds, session index) after each batch
-        self.batches = [0] * len(self.engines)  # batches each session ran (each worker writes its own)
+        self._runners = self.engines + ([wide] if wide is not None else [])
+        self.batches = [0] * len(self._runners)  # batches each session ran, the wide one last (each writes its own)
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._arrivals = Arrivals()
         # Seconds a batch takes, smoothed; until one ran, max_wait (gather within the bound).
@@ -109,10 +116,10 @@ class Batcher:
         # caches (alternating sessions made one client's requests ~1.5x slower).
         self._idle = [True] * len(self.engines)
         self._free = threading.Condition()
-        self._inboxes: list[queue.SimpleQueue[list[_Item] | None]] = [queue.SimpleQueue() for _ in self.engines]
+        self._inboxes: list[queue.SimpleQueue[list[_Item] | None]] = [queue.SimpleQueue() for _ in self._runners]
         self._threads = [threading.Thread(target=self._dispatch, name=f"batching-{name}", daemon=True)] + [
             threading.Thread(target=self._work, args=(index,), name=f"inference-{name}-{index}", daemon=True)
-            for index in range(len(self.engines))
+            for index in range(len(self._runners))
         ]
 
     @property
@@ -221,15 +228,22 @@ class Batcher:
         if batch is None:
             return False
         with self._free:  # only the dispatcher makes a session busy: one is still free
-            session = self._idle.index(True)
-            self._idle[session] = False
+            if self.wide is not None and all(self._idle) and self._queue.empty():
+                session = len(self.engines)  # all the work there is: every core runs it
+                self._idle = [False] * len(self.engines)
+            else:
+                session = self._idle.index(True)
+                self._idle[session] = False
         self._inboxes[session].put(batch)
         return True
 
     def _work(self, session: int) -> None:
         while self._run_next(session):
             with self._free:
-                self._idle[session] = True
+                if session == len(self.engines):  # the wide session: the cores it held are free again
+                    self._idle = [True] * len(self.engines)
+                else:
+                    self._idle[session] = True
                 self._free.notify()
 
     def _run_next(self, session: int) -> bool:
@@ -247,7 +261,7 @@ class Batcher:
     def _run(self, batch: list[_Item], session: int) -> None:
         started = time.perf_counter()
         try:
-            logits = self.engines[session].logits([item.samples for item in batch])
+            logits = self._runners[session].logits([item.samples for item in batch])
         except Exception as error:  # a failed batch fails its requests, never the worker
             for item in batch:
                 item.loop.call_soon_threadsafe(_settle, item.future, None, error)

@@ -51,24 +51,26 @@ def onnx_folder(reference: str, cache_dir: Path) -> Path:
     return cached
 
 
-def load_engines(settings: Settings, spec: ModelSpec) -> list[OnnxRecognizer]:
+def load_engines(settings: Settings, spec: ModelSpec) -> tuple[list[OnnxRecognizer], OnnxRecognizer | None]:
     """The sessions to serve a model with (`Settings.layout`: one single-thread session per core by
-    default), each on the graph to serve: the recognizer's own choice (for group-norm models the
-    padding-exact graph, so batching changes no result), or the one a TensorRT engine was built
-    for. ONNX Runtime's CPU memory arena keeps the working memory of runs up to
-    --inference-memory-seconds of audio, so that they map no fresh pages; a larger run gives its
-    back when it ends, so the memory a large request takes goes back when it is answered. Each
-    session holds its own weights (see docs/performance.md)."""
+    default) and its wide session for lone requests (None without one), each on the graph to serve:
+    the recognizer's own choice (for group-norm models the padding-exact graph, so batching changes
+    no result), or the one a TensorRT engine was built for. ONNX Runtime's CPU memory arena keeps
+    the working memory of runs up to --inference-memory-seconds of audio, so that they map no fresh
+    pages; a larger run gives its back when it ends, so the memory a large request takes goes back
+    when it is answered. Each session holds its own weights (see docs/performance.md)."""
     folder = onnx_folder(spec.reference, settings.cache_dir)
+    layout = settings.layout
     try:
-        return [
+        engines = [
             OnnxRecognizer(
                 folder,
                 provider=settings.provider,
                 threads=threads,
                 keep_memory_seconds=settings.inference_memory_seconds,
             )
-            for threads in settings.layout.threads
+            for threads in (*layout.threads, *([layout.wide] if layout.wide else []))
         ]
     except RuntimeUnavailable as error:
         raise ModelUnavailable(str(error)) from None
+    return engines[: layout.sessions], (engines[layout.sessions] if layout.wide else None)

@@ -149,7 +149,8 @@ class Metrics:
         self.queue_depth = Gauge("asr_queue_depth", "Items waiting for inference", ["model"], registry=r)
         self.session_batches = Counter(
             "asr_session_batches",
-            "Inference batches run, by model and ONNX Runtime session (the --sessions of a model share its queue)",
+            "Inference batches run, by model and ONNX Runtime session (the --sessions of a model share its queue; "
+            '"wide": the session with every core, for lone requests)',
             ["model", "session"],
             registry=r,
         )
@@ -215,16 +216,17 @@ class Metrics:
         """An `error` event sent; `code` is the server's own (invalid_value, unknown_event, ...)."""
         self.realtime_errors.labels(code if isinstance(code, str) and len(code) <= 64 else "other").inc()
 
-    def model(self, name: str, sessions: int = 1) -> ModelMetrics:
-        return ModelMetrics(self, name, sessions)
+    def model(self, name: str, sessions: int = 1, wide: bool = False) -> ModelMetrics:
+        return ModelMetrics(self, name, sessions, wide)
 
 
 class ModelMetrics:
     """One model's series (created now, so they show from the start, at zero)."""
 
-    def __init__(self, metrics: Metrics, name: str, sessions: int = 1):
+    def __init__(self, metrics: Metrics, name: str, sessions: int = 1, wide: bool = False):
         self.name = name
-        self.session_batches = [metrics.session_batches.labels(name, str(index)) for index in range(sessions)]
+        labels = [str(index) for index in range(sessions)] + (["wide"] if wide else [])  # the batcher's session order
+        self.session_batches = [metrics.session_batches.labels(name, label) for label in labels]
         self.queue_seconds = metrics.queue_seconds.labels(name)
         self.inference_seconds = metrics.inference_seconds.labels(name)
         self.batch_size = metrics.batch_size.labels(name)

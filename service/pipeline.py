@@ -36,14 +36,22 @@ class Pipeline:
     """One model: its engines (ONNX Runtime sessions, one batch loop each on one queue), batching
     queue and beam-search workers, behind the core's steps."""
 
-    def __init__(self, settings: Settings, spec: ModelSpec, engines: list[OnnxRecognizer], metrics: Metrics):
+    def __init__(
+        self,
+        settings: Settings,
+        spec: ModelSpec,
+        engines: list[OnnxRecognizer],
+        metrics: Metrics,
+        wide: OnnxRecognizer | None = None,
+    ):
         self.settings = settings
         self.name = spec.name
         self.lm = spec.lm
         self.engines = engines
+        self.wide = wide  # the session with every core, for lone requests (service.batching)
         self.engine = engines[0]  # what every session shares: vocabulary, frames, sample rate
         engine = self.engine
-        self.metrics = metrics.model(spec.name, sessions=len(engines))
+        self.metrics = metrics.model(spec.name, sessions=len(engines), wide=wide is not None)
         self.rate = engine.sampling_rate
         windowing = Windowing(settings.chunk_seconds, settings.chunk_context_seconds)
         self.steps = Steps(engine, spec.lm is not None, windowing, settings.beam_width, spec.name)
@@ -55,6 +63,7 @@ class Pipeline:
             on_batch=self.metrics.record_batch,
             name=spec.name,
             max_batch_samples=int(settings.max_batch_audio_seconds * self.rate),
+            wide=wide,
         )
         lexicon = read_lexicon(spec.lexicon) if spec.lexicon is not None else None
         self.decoders = Decoders(engine.vocab, engine.frame_seconds, spec.lm, spec.lm_alpha, spec.lm_beta, lexicon)
@@ -70,7 +79,7 @@ class Pipeline:
         self.batcher.start()
         self.beam.start()
         warm = np.random.default_rng(0).standard_normal(self.rate).astype(np.float32) * 0.1
-        for engine in self.engines:  # the first run allocates and plans; do it before the first request
+        for engine in (*self.engines, *([self.wide] if self.wide else [])):  # the first run allocates and plans
             engine.logits([warm])
 
     def stop(self) -> None:

@@ -82,7 +82,8 @@ class Server:
             before = resident_bytes()
             pipeline = None
             try:
-                pipeline = Pipeline(self.settings, spec, load_engines(self.settings, spec), self.metrics)
+                engines, wide = load_engines(self.settings, spec)
+                pipeline = Pipeline(self.settings, spec, engines, self.metrics, wide)
                 pipeline.start()
             except Exception as error:  # in the log; /ready says only that it failed: clients see no paths
                 self.failed, self.load_error = spec.name, f"model '{spec.name}' could not be loaded: {one_line(error)}"

@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         "which on 2 cores served 1.6-2x what one 2-thread session did for one client, 1.4-2.4x for 16; "
         "on cuda and tensorrt 1). Each holds its own copy of the weights",
     )
+    wide_session: bool = Field(
+        True,
+        description="on cpu with several sessions, one more session with every thread of --threads, which "
+        "runs a batch when it is all the work there is (the other sessions then wait for it): one client "
+        "gets every core, many get a session each. It holds its own copy of the weights (the default model "
+        "~6 MB, a base-sized one ~480 MB): --no-wide-session saves them",
+    )
     # Batching across requests.
     max_batch_size: int = Field(8, ge=1, description="most utterances (or chunks of long audio) in one inference run")
     max_batch_audio_seconds: float = Field(
@@ -316,7 +323,7 @@ class Settings(BaseSettings):
     @property
     def layout(self) -> SessionLayout:
         """Each model's inference sessions and their threads, from --sessions and --threads."""
-        return session_layout(self.provider, self.sessions, self.threads)
+        return session_layout(self.provider, self.sessions, self.threads, wide=self.wide_session)
 
     @model_validator(mode="after")
     def _beam_width_within_limit(self):

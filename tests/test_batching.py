@@ -53,8 +53,16 @@ def test_session_layout_shares_the_threads_out():
     assert session_layout("cpu", 2, 5).threads == (3, 2)
     assert session_layout("cpu", 4, 2).threads == (1, 1, 1, 1)  # at least one thread each
     assert session_layout("cuda", 0, 0, cores=8).threads == (8,)  # one session feeds a GPU
-    assert str(session_layout("cpu", 2, 5)) == "2 sessions x 3/2 threads"
-    assert str(session_layout("cpu", 0, 0, cores=2)) == "2 sessions x 1 thread"
+    assert str(session_layout("cpu", 2, 5)) == "2 sessions x 3/2 threads + 1 x 5 threads for lone requests"
+    assert str(session_layout("cpu", 0, 0, cores=2, wide=False)) == "2 sessions x 1 thread"
+    # A wide session with every thread for lone requests: on cpu, where a session has fewer than all.
+    assert session_layout("cpu", 0, 0, cores=2).wide == 2
+    assert str(session_layout("cpu", 0, 0, cores=2)) == "2 sessions x 1 thread + 1 x 2 threads for lone requests"
+    assert session_layout("cpu", 2, 6).wide == 6
+    assert session_layout("cpu", 1, 0, cores=2).wide == 0  # its one session has every core already
+    assert session_layout("cpu", 0, 0, cores=1).wide == 0
+    assert session_layout("cuda", 0, 0, cores=8).wide == 0
+    assert session_layout("cpu", 0, 0, cores=2, wide=False).wide == 0
     assert 1 <= usable_cores() <= len(__import__("os").sched_getaffinity(0))
 
 
@@ -130,6 +138,39 @@ def test_two_sessions_share_one_queue_and_answer_as_one(digit_strings):
         assert np.abs(result.logits - expected).max() < 1e-4
 
 
+def test_the_wide_session_runs_what_comes_alone_and_the_others_run_a_crowd(digit_strings):
+    """With a wide session, one request after another runs on it (every core for one client), while
+    requests that come together run on the single-thread sessions; every answer is the utterance's
+    own logits."""
+    reference = engine()
+    sessions: list[int] = []
+    batcher = Batcher(
+        [engine(), engine()],
+        max_batch_size=2,
+        max_wait_ms=0,
+        capacity=64,
+        on_batch=lambda size, _, session: sessions.append(session),
+        wide=engine(threads=2),
+    )
+    batcher.start()
+    utterances = [samples for _, samples in digit_strings]
+
+    async def alone_then_together():
+        alone = [(await batcher.infer([samples]))[0] for samples in utterances[:4]]
+        together = await asyncio.gather(*(batcher.infer([samples]) for samples in utterances))
+        return alone, [result for (result,) in together]
+
+    try:
+        alone, together = asyncio.run(alone_then_together())
+    finally:
+        batcher.stop()
+    assert sessions[:4] == [2, 2, 2, 2], "a request that comes alone should run on the wide session"
+    assert {0, 1} <= set(sessions[4:]), f"requests that come together should run on both sessions: {sessions}"
+    assert batcher.batches[2] < 4 + len(utterances) / 2, "the crowd should mostly run on the single-thread sessions"
+    for samples, result in zip(utterances[:4] + utterances, alone + together):
+        assert np.abs(result.logits - reference.logits([samples])[0]).max() < 1e-4
+
+
 def test_a_long_request_keeps_every_session_busy(digit_strings):
     """A request of many chunks enters the queue a batch per session at a time: both sessions run it,
     and the chunks come back in order."""
@@ -182,13 +223,21 @@ def transcribe(server, path: str) -> tuple[dict, float]:
     return response.json(), time.perf_counter() - started
 
 
-def test_server_answers_a_lone_request_without_waiting(two_session_server, digit_strings):
+def wide_batches(server) -> float:
+    return metric_in(
+        httpx.get(server.url + "/metrics").text, "asr_session_batches_total", model="digits", session="wide"
+    )
+
+
+def test_server_answers_a_lone_request_without_waiting_on_every_core(two_session_server, digit_strings):
+    before = wide_batches(two_session_server)
     for path, _ in digit_strings[:4]:
         body, seconds = transcribe(two_session_server, path)
         assert body["timings"]["queue"] < LONG_WAIT_MS / 2
         assert seconds < LONG_WAIT_MS / 2 / 1000, f"a lone request took {seconds:.2f} s"
+    assert wide_batches(two_session_server) == before + 4, "a lone request should run on the 2-thread session"
     log = two_session_server.log.read_text()
-    assert "model digits ready" in log and "(2 sessions x 1 thread, warmed up)" in log
+    assert "model digits ready" in log and "(2 sessions x 1 thread + 1 x 2 threads for lone requests, warmed up)" in log
 
 
 def test_server_batches_concurrent_requests_on_both_sessions(two_session_server, digit_strings):
