@@ -141,6 +141,11 @@ def test_verbose_json_holds_no_placeholders(server):
     assert [word.word for word in verbose.words] == ["seven"]
     only_words = post(server, response_format="verbose_json", **{"timestamp_granularities[]": "word"}).json()
     assert "segments" not in only_words and only_words["words"][0]["word"] == "seven"
+    # Which search made it, as /transcribe says (this server's additions, like `confidence`).
+    native = post(server, "/transcribe").json()
+    assert (only_words["decoder"], only_words.get("beam_search")) == (native["decoder"], native.get("beam_search"))
+    greedy = post(server, response_format="verbose_json", decoder="greedy").json()
+    assert greedy["decoder"] == "greedy" and "beam_search" not in greedy
 
 
 def test_language_and_granularities_are_checked_as_openai_does(server):
