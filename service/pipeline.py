@@ -57,7 +57,7 @@ class Pipeline:
         self.steps = Steps(engine, spec.lm is not None, windowing, settings.beam_width, spec.name)
         self.batcher = Batcher(
             engines,
-            settings.max_batch_size,
+            settings.batch_size,
             settings.max_wait_ms,
             settings.queue_capacity,
             on_batch=self.metrics.record_batch,

@@ -109,6 +109,8 @@ def server(exported_folder, lm, tmp_path_factory):
         exported_folder,
         "--lm",
         str(lm),
+        "--max-batch-size",
+        "8",  # batches on the CPU too (not the cpu default): concurrent requests must still answer as alone
         "--max-wait-ms",
         "30",
         "--max-audio-seconds",
@@ -566,7 +568,7 @@ def test_missing_model_and_bad_options_are_one_line_errors(tmp_path):
 
     # Without --model the server starts on the default model; a bad option still stops it at once.
     result = subprocess.run(
-        [sys.executable, "-m", "service", "--max-batch-size", "0"],
+        [sys.executable, "-m", "service", "--max-batch-size", "-1"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -575,7 +577,7 @@ def test_missing_model_and_bad_options_are_one_line_errors(tmp_path):
     )
     assert (
         result.returncode == 2
-        and result.stderr.strip() == "error: --max-batch-size: Input should be greater than or equal to 1"
+        and result.stderr.strip() == "error: --max-batch-size: Input should be greater than or equal to 0"
     )
     result = subprocess.run(
         [sys.executable, "-m", "service", "--model", str(tmp_path / "none")],
