@@ -62,12 +62,14 @@ class StreamOptions:
 class Heard:
     """What a recognizer made of a window or a segment. `words`: dicts with `word`, `start` and
     `end` (seconds from the window's or segment's first sample) and `confidence`; `alternatives`:
-    the n best transcripts when they were asked for, else None."""
+    the n best transcripts when they were asked for, else None; `search`: how it was decoded
+    (`decoder`, and `beam_search` after a beam search), as a transcription response names it."""
 
     text: str
     words: list[dict] = field(default_factory=list)
     confidence: float = 0.0
     alternatives: list[dict] | None = None
+    search: dict[str, str] = field(default_factory=dict)
 
 
 class SegmentFailed(Exception):
@@ -130,9 +132,10 @@ class StreamEvents:
         end: float,
         confidence: float,
         alternatives: list[dict] | None = None,
+        search: dict[str, str] | None = None,
     ) -> None:
-        """The segment's transcription (words' times from the stream's start), its confidence, and
-        its n best transcripts if they were asked for."""
+        """The segment's transcription (words' times from the stream's start), its confidence, its
+        n best transcripts if they were asked for, and how it was decoded (`Heard.search`)."""
 
     async def failed(self, error: Exception) -> None:
         """The segment could not be transcribed (`error`: the recognizer's own); by default that ends the stream."""
@@ -362,7 +365,7 @@ class Stream:
             }
             for word in heard.words
         ]
-        await self.events.final(heard.text, words, offset, end, heard.confidence, heard.alternatives)
+        await self.events.final(heard.text, words, offset, end, heard.confidence, heard.alternatives, heard.search)
         self.finals += 1
 
     def discard_segment(self) -> None:

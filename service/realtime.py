@@ -170,6 +170,7 @@ class RealtimeEvents(StreamEvents):
         end: float,
         confidence: float,
         alternatives: list[dict] | None = None,
+        search: dict[str, str] | None = None,
     ) -> None:
         # The delta is the transcript itself, sent once it is settled: a partial's words, however
         # likely, may differ from the final's (a greedy guess over the turn's last seconds, "seve" for

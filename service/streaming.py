@@ -110,10 +110,12 @@ class StreamMessages(StreamEvents):
         end: float,
         confidence: float,
         alternatives: list[dict] | None = None,
+        search: dict[str, str] | None = None,
     ) -> None:
         message = {"type": "final", "text": text, "confidence": confidence, "words": words, "start": start, "end": end}
         if alternatives is not None:
             message["alternatives"] = alternatives
+        message.update(search or {})  # decoder, beam_search: as /transcribe names them
         await self.websocket.send_json(message)
 
 

@@ -226,8 +226,11 @@ def test_the_stream_config_chooses_the_model(server):
         headers={"content-type": "application/octet-stream"},
     )
     assert final["text"] == text_of(offline)
+    assert final["decoder"] == offline.json()["decoder"] == "greedy" and "beam_search" not in final
     (final,) = asyncio.run(stream_finals(server, {}, EXAMPLE))
     assert final["text"] == "four one five zero two", "no model named: the default"
+    offline = post(server, EXAMPLE).json()  # its default decoding too, named alike
+    assert (final["decoder"], final["beam_search"]) == (offline["decoder"], offline["beam_search"])
     error, code = asyncio.run(stream_refusal(server, {"model": "nope"}))
     assert error["error"] == "model_not_found" and "digits" in error["message"] and code == 1007
 

@@ -80,7 +80,7 @@ class Recorded(StreamEvents):
         self.log.append(("segment_ended", segment))
         return True
 
-    async def final(self, text, words, start, end, confidence, alternatives=None) -> None:
+    async def final(self, text, words, start, end, confidence, alternatives=None, search=None) -> None:
         self.log.append(("final", {"text": text, "words": words, "start": start, "end": end, "confidence": confidence}))
 
     async def failed(self, error: Exception) -> None:
