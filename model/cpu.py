@@ -3,9 +3,9 @@ container's CPU quota (cgroup v2 `cpu.max`, or v1's `cpu.cfs_quota_us`), which a
 sets without changing the affinity.
 
 ONNX Runtime's own default (intra-op threads 0) counts the machine's cores and pins one thread to
-each, outside the process's affinity: under `taskset -c 0` it still runs on two cores, and in a
-2-CPU container on a 64-core host it starts 64 threads. Every session here is given a count from
-`usable_cores()` instead.
+each, outside the process's affinity: under `taskset -c 0` it still ran on two cores here, and in a
+container limited to 2 CPUs on a large host it starts a thread for each of the host's cores. Every
+session here is given a count from `usable_cores()` instead.
 """
 
 from __future__ import annotations
