@@ -61,16 +61,13 @@ def load_engines(settings: Settings, spec: ModelSpec) -> tuple[list[OnnxRecogniz
     when it is answered. Each session holds its own weights (see docs/performance.md)."""
     folder = onnx_folder(spec.reference, settings.cache_dir)
     layout = settings.layout
+
+    def session(threads: int) -> OnnxRecognizer:
+        return OnnxRecognizer(
+            folder, provider=settings.provider, threads=threads, keep_memory_seconds=settings.inference_memory_seconds
+        )
+
     try:
-        engines = [
-            OnnxRecognizer(
-                folder,
-                provider=settings.provider,
-                threads=threads,
-                keep_memory_seconds=settings.inference_memory_seconds,
-            )
-            for threads in (*layout.threads, *([layout.wide] if layout.wide else []))
-        ]
+        return [session(threads) for threads in layout.threads], (session(layout.wide) if layout.wide else None)
     except RuntimeUnavailable as error:
         raise ModelUnavailable(str(error)) from None
-    return engines[: layout.sessions], (engines[layout.sessions] if layout.wide else None)
