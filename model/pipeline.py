@@ -75,6 +75,10 @@ class Transcript:
     timings: Timings = field(default_factory=Timings)
     beam_search: Search | None = None  # the beam search that ran (pyctcdecode or flashlight); None: greedy
 
+    def decoding_fields(self) -> dict[str, str]:
+        """How it was decoded, as every response names it: `decoder`, and `beam_search` after a beam search."""
+        return {"decoder": self.decoder, **({"beam_search": self.beam_search} if self.beam_search is not None else {})}
+
     def to_dict(self) -> dict:
         """As the server answers: words and alternatives as objects, `alternatives` only when asked for."""
         body = asdict(self)

@@ -128,10 +128,8 @@ def openai_response(response_format: str, granularities: list[str], language: st
         "duration": result.duration,
         "text": result.text,
         "confidence": result.confidence,
-        "decoder": result.decoder,
+        **result.decoding_fields(),
     }
-    if result.beam_search is not None:
-        body["beam_search"] = result.beam_search
     if "segment" in wanted:
         body["segments"] = [
             {

@@ -181,7 +181,7 @@ class PipelineRecognizer:
                 return Heard("", [], 0.0, [] if self.options.alternatives else None)
             raise SegmentFailed(error) from None
         body = result.to_dict()  # words and alternatives as the wire has them
-        search = {name: body[name] for name in ("decoder", "beam_search") if body.get(name) is not None}
+        search = result.decoding_fields()
         return Heard(body["text"], body["words"], body["confidence"], body.get("alternatives"), search)
 
 

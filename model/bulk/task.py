@@ -111,10 +111,8 @@ def transcript_fields(result: Transcript, word_timestamps: bool = False, alterna
         "text": result.text,
         "confidence": round(result.confidence, 4),
         "duration": result.duration,
-        "decoder": result.decoder,
+        **result.decoding_fields(),  # the decoder, and which beam search ran (pyctcdecode or flashlight)
     }
-    if result.beam_search is not None:
-        fields["beam_search"] = result.beam_search  # which beam search ran: pyctcdecode or flashlight
     if word_timestamps:
         fields["words"] = [asdict(word) for word in result.words]
     if alternatives:
