@@ -436,6 +436,20 @@ def test_digits_multi_split_is_speaker_disjoint_and_keeps_spoken_oh(tmp_path):
         "nine",
         "oh",
     }
+    # Leave speakers out: group 0 of 5 is the split above, and the five groups' dev sets hold every
+    # recording once, each group's speakers disjoint from its training set.
+    held_out = []
+    for fold in range(5):
+        folder = tmp_path / f"fold-{fold}"
+        command = [sys.executable, str(script), "split", str(DATA / "digits-multi"), str(folder), "--fold", str(fold)]
+        fold_result = subprocess.run([*command, "--folds", "5"], capture_output=True, text=True, timeout=HANG_SECONDS)
+        assert fold_result.returncode == 0, fold_result.stderr
+        fold_train, fold_dev = read_manifest(folder / "train.jsonl"), read_manifest(folder / "dev.jsonl")
+        assert not {speaker[e.audio.resolve()] for e in fold_train} & {speaker[e.audio.resolve()] for e in fold_dev}
+        assert len(fold_train) + len(fold_dev) == len(speaker)
+        held_out += [entry.audio.resolve() for entry in fold_dev]
+    assert read_manifest(tmp_path / "fold-0" / "dev.jsonl") == dev
+    assert sorted(held_out) == sorted(speaker)
     noise = subprocess.run(
         [sys.executable, str(script), "noise", str(tmp_path / "noise"), "--count", "12"],
         capture_output=True,
@@ -447,3 +461,37 @@ def test_digits_multi_split_is_speaker_disjoint_and_keeps_spoken_oh(tmp_path):
     assert len(clips) == 12 and all(clip.text == "" for clip in clips)
     levels = [np.sqrt(np.mean(soundfile.read(clip.audio)[0] ** 2)) for clip in clips]
     assert all(0 < level < 0.5 for level in levels) and max(levels) > 10 * min(levels)
+
+
+def test_folds_table_counts_every_held_out_word_once(tmp_path):
+    """The leave-speakers-out table sums errors and words over the folds (a fold with few words weighs
+    little), per source and for all sources together."""
+    counts = {  # fold -> source -> (words, errors with the LM)
+        0: {"an4": (100, 5), "speechcommands": (20, 2), "audiomnist": (10, 0)},
+        1: {"an4": (50, 10), "speechcommands": (30, 0), "audiomnist": (10, 1)},
+    }
+    for fold, sources in counts.items():
+        (tmp_path / f"fold-{fold}" / "eval").mkdir(parents=True)
+        for source, (words, errors) in sources.items():
+            result = {
+                "utterances": words // 5,
+                "greedy": {"words": words, "substitutions": errors + 1, "deletions": 0, "insertions": 0},
+                "beam": {"words": words, "substitutions": errors, "deletions": 0, "insertions": 0},
+            }
+            (tmp_path / f"fold-{fold}" / "eval" / f"{source}.json").write_text(json.dumps(result))
+    script = REPO / "training" / "recipes" / "digits_multi.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "folds-table", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_SECONDS,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in result.stdout.splitlines() if "|" in line}
+    assert [cell.strip() for cell in rows["AN4 connected strings"]] == ["30", "150", "11.33%", "10.00%"]
+    assert [cell.strip() for cell in rows["all sources"]] == ["44", "220", "10.91%", "8.18%"]
+    assert "fold by fold: 5.38%, 12.22%" in result.stdout
+    empty = subprocess.run(
+        [sys.executable, str(script), "folds-table", str(tmp_path / "none")], capture_output=True, text=True
+    )
+    assert empty.returncode != 0 and "digits-multi-folds.sh" in empty.stderr

@@ -26,12 +26,7 @@ run="$work${fold:+/loso-$fold}"  # what is this run's own: connected strings, LM
 mkdir -p "$run/eval"
 log="$run/commands.txt"
 : > "$log"  # every command that makes the model goes into its provenance, also those done on an earlier run
-step() {  # OUTPUT COMMAND...: run COMMAND unless OUTPUT exists
-    local output=$1
-    shift
-    echo "$*" >> "$log"
-    if [ -e "$output" ]; then echo "have $output"; else "$@"; fi
-}
+source training/recipes/steps.sh  # step, train
 
 # 1. Data: FSDD's official split with a dev set carved from training (recording 5 of each digit and
 #    speaker); connected strings of one speaker's recordings; synthetic strings from every English voice.
@@ -97,16 +92,6 @@ step "$run/digits.arpa" "$python" -m training lm --manifest "$fsdd/train.jsonl" 
 #    The first stage is the FSDD recipe as it was before its 4-layer, moving-average version (kept here
 #    by the settings after vocab=english): started from that version instead, the second stage ended
 #    far worse (connected FSDD test strings 53.6% greedy / 23.1% with the LM, against 16.2% / 1.3%).
-train() {  # OUTPUT_DIR CONFIG SETTINGS...: resumes an interrupted run from its last checkpoint
-    local output=$1 config=$2
-    shift 2
-    echo "$python -m training finetune --config $config $* output_dir=$output" >> "$log"
-    [ -e "$output/done" ] && return
-    local last
-    last=$(ls -d "$output"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
-    "$python" -m training finetune --config "$config" "$@" "output_dir=$output" ${last:+--resume "$last"}
-    touch "$output/done"
-}
 train "$run/isolated" training/configs/fsdd-scratch.yaml vocab=english \
     model.num_hidden_layers=3 mask_time_prob=0.1 "augment.speed=[0.9, 1.1]" ema_decay=0 max_steps=4000 \
     "train_manifest=$fsdd/train.jsonl" "eval_manifest=$fsdd/dev.jsonl"

@@ -1,10 +1,16 @@
 """Data for the digits recipe beyond FSDD (run by digits-model.sh):
 
-python training/recipes/digits_multi.py split DIGITS_MULTI OUT [--dev-fraction 0.2] [--seed 7]
+python training/recipes/digits_multi.py split DIGITS_MULTI OUT [--dev-fraction 0.2] [--seed 7] [--fold I --folds K]
     digits-multi (real recordings of many speakers) split by speaker: OUT/train.jsonl, OUT/dev.jsonl
     (whole speakers, about dev-fraction of each source's), OUT/dev-SOURCE.jsonl and
     OUT/train-words.jsonl (the isolated words of the training speakers, to join into strings). The
     transcripts are the spoken form: AN4's "oh" stays "oh" (manifest.tsv writes it "zero").
+    --fold I --folds K (leave speakers out, training/recipes/digits-multi-folds.sh): the dev set is
+    the I-th of K groups of whole speakers; group 0 is the dev set above, and the other speakers of
+    each source are dealt into groups 1 to K-1.
+python training/recipes/digits_multi.py folds-table FOLDS_FOLDER
+    the leave-speakers-out results (FOLDS_FOLDER/fold-*/eval/*.json) as a Markdown table: each source's
+    words and errors summed over the folds, so every speaker counts once.
 python training/recipes/digits_multi.py noise OUT [--count 600] [--seed 8]
     OUT/manifest.jsonl: clips with nothing to transcribe (an empty text): coloured noise, mains hum,
     clicks, and music-like tones, 0.5-6 s at random levels.
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import sys
 from collections import defaultdict
@@ -30,7 +37,7 @@ from training.manifest import Entry, write_manifest  # noqa: E402
 RATE = 16000
 
 
-def split(data: Path, out: Path, dev_fraction: float, seed: int) -> None:
+def split(data: Path, out: Path, dev_fraction: float, seed: int, fold: int = 0, folds: int = 1) -> None:
     with open(data / "manifest.tsv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     with open(data / "provenance.tsv", newline="", encoding="utf-8") as handle:
@@ -42,10 +49,14 @@ def split(data: Path, out: Path, dev_fraction: float, seed: int) -> None:
     for row in rows:
         speakers[row["source"]].add(row["speaker"])
     generator = random.Random(seed)
-    dev_speakers = set()
-    for _source, names in sorted(speakers.items()):
-        names = sorted(names)
-        dev_speakers.update(generator.sample(names, max(2, round(dev_fraction * len(names)))))
+    groups: dict[str, list[list[str]]] = {}  # each source's speakers in `folds` groups; group 0 is the dev set
+    for source, names in sorted(speakers.items()):
+        groups[source] = [generator.sample(sorted(names), max(2, round(dev_fraction * len(names))))]
+    for source, names in sorted(speakers.items()):  # a second pass, so that group 0 stays what it was alone
+        rest = sorted(names - set(groups[source][0]))
+        generator.shuffle(rest)
+        groups[source] += [rest[group :: folds - 1] for group in range(folds - 1)]
+    dev_speakers = {name for source_groups in groups.values() for name in source_groups[fold]}
     sets: dict[str, list[Entry]] = defaultdict(list)
     for row in rows:
         path = (data / row["audio"]).resolve()
@@ -102,6 +113,38 @@ def _tones(length: int, generator: np.random.Generator) -> np.ndarray:
     return samples
 
 
+SOURCES = {"an4": "AN4 connected strings", "speechcommands": "Speech Commands words", "audiomnist": "AudioMNIST words"}
+
+
+def folds_table(folder: Path) -> None:
+    """Each source's errors and words summed over the folds (every speaker once), greedy and with the LM."""
+    totals: dict[str, dict[str, list[int]]] = {}  # source -> decoder -> [utterances, words, errors]
+    fold_wers: list[float] = []  # each fold's WER with the LM over all its sources
+    for fold in sorted(folder.glob("fold-*/eval"), key=lambda path: int(path.parent.name.split("-")[1])):
+        fold_words = fold_errors = 0
+        for source in SOURCES:
+            result = json.loads((fold / f"{source}.json").read_text())
+            for decoder in ("greedy", "beam"):
+                counts = result[decoder]
+                errors = counts["substitutions"] + counts["deletions"] + counts["insertions"]
+                for key in (source, "all"):
+                    row = totals.setdefault(key, {}).setdefault(decoder, [0, 0, 0])
+                    row[0] += result["utterances"]
+                    row[1] += counts["words"]
+                    row[2] += errors
+                if decoder == "beam":
+                    fold_words, fold_errors = fold_words + counts["words"], fold_errors + errors
+        fold_wers.append(fold_errors / fold_words)
+    if not fold_wers:
+        raise SystemExit(f"no results in {folder}/fold-*/eval (training/recipes/digits-multi-folds.sh makes them)")
+    print(f"| held-out speakers ({len(fold_wers)} folds) | utterances | words | greedy WER | WER with the LM |")
+    print("|---|---:|---:|---:|---:|")
+    for key, label in [*SOURCES.items(), ("all", "all sources")]:
+        (utterances, words, greedy), (_, _, beam) = totals[key]["greedy"], totals[key]["beam"]
+        print(f"| {label} | {utterances} | {words} | {greedy / words:.2%} | {beam / words:.2%} |")
+    print(f"\nWER with the LM, fold by fold: {', '.join(f'{wer:.2%}' for wer in fold_wers)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,13 +153,20 @@ def main() -> int:
     split_parser.add_argument("out", type=Path)
     split_parser.add_argument("--dev-fraction", type=float, default=0.2)
     split_parser.add_argument("--seed", type=int, default=7)
+    split_parser.add_argument("--fold", type=int, default=0, help="which group of speakers is the dev set")
+    split_parser.add_argument("--folds", type=int, default=1, help="groups of speakers (1: dev and train only)")
+    commands.add_parser("folds-table").add_argument("folder", type=Path)
     noise_parser = commands.add_parser("noise")
     noise_parser.add_argument("out", type=Path)
     noise_parser.add_argument("--count", type=int, default=600)
     noise_parser.add_argument("--seed", type=int, default=8)
     args = parser.parse_args()
     if args.command == "split":
-        split(args.data, args.out, args.dev_fraction, args.seed)
+        if not 0 <= args.fold < max(args.folds, 1):
+            parser.error(f"--fold {args.fold} is not one of the {args.folds} folds (0 to {args.folds - 1})")
+        split(args.data, args.out, args.dev_fraction, args.seed, args.fold, args.folds)
+    elif args.command == "folds-table":
+        folds_table(args.folder)
     else:
         noise(args.out, args.count, args.seed)
     return 0
