@@ -9,6 +9,10 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from the repository
+
+from training.metrics_log import read_records  # noqa: E402
+
 ROWS = {
     "full": "all training labels (2640)",
     "10pct": "10% of the labels (270)",
@@ -34,7 +38,7 @@ def main() -> None:
     for row in sorted(folder.glob("*/test.json"), key=lambda path: group(path.parent.name)):
         name = row.parent.name
         result = json.loads(row.read_text())
-        records = [json.loads(line) for line in (row.parent / "metrics.jsonl").read_text().splitlines()]
+        records = read_records(row.parent)
         evaluations = [record for record in records if "eval" in record]
         best = evaluations[-1]["best"]["step"] if evaluations else "-"
         minutes = records[-1]["wall_seconds"] / 60

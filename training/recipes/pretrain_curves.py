@@ -10,8 +10,12 @@ Chance accuracy is about 1 / (1 + num_negatives); the contrastive loss starts ne
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from the repository
+
+from training.metrics_log import read_records  # noqa: E402
 
 
 def windows(records: list[dict], size: int) -> list[tuple[int, dict[str, float]]]:
@@ -34,10 +38,10 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=100, help="updates per row (%(default)s)")
     args = parser.parse_args()
     for run in args.runs:
-        if not (run / "metrics.jsonl").is_file():
+        try:
+            records = [record for record in read_records(run) if "accuracy" in record]
+        except ValueError:  # not a run folder (a glob's other matches)
             continue
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        records = [record for record in records if "accuracy" in record]
         if not records:
             continue
         speed = records[-1].get("audio_seconds_per_second", float("nan"))

@@ -2,7 +2,12 @@
 then every (alpha, beta) pair decodes them with the default search (within the lexicon when given).
 
   python training/recipes/tune_lm.py --model MODEL --manifest DEV.jsonl --lm LM [--lexicon FILE]
-      [--alpha 0.3 0.5 ...] [--beta 0 0.5 ...]
+      [--alpha 0.3 0.5 ...] [--beta 0 0.5 ...] [--empty CLIPS.jsonl]
+
+Leave-speakers-out folds (training/recipes/digits-multi-folds.sh): give --model and --manifest once per
+fold, in the same order, and each fold's held-out speakers are transcribed by the fold's own model.
+--empty: clips with nothing to say (noise, say), transcribed by the first model; the words written on
+them are counted apart, since a larger word bonus buys dropped words back with invented ones.
 
 Prints one line per pair, best first: WER, substitutions, deletions, insertions.
 """
@@ -14,6 +19,8 @@ import itertools
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from the repository
 
 from model.decoding import BeamSearchDecoder  # noqa: E402
@@ -23,30 +30,46 @@ from training.manifest import read_manifests  # noqa: E402
 from training.metrics import error_rates  # noqa: E402
 
 
+def logits_of(model: str, manifests: str, labelled: bool) -> tuple[object, list[np.ndarray], list[str]]:
+    """The recognizer, and the logits and transcripts of the manifests' entries (with a transcript if
+    `labelled`, else those without)."""
+    recognizer = load_recognizer(model)
+    entries = [entry for entry in read_manifests(manifests) if bool(entry.text) == labelled]
+    return recognizer, recognizer.logits([recognizer.read(entry.audio) for entry in entries]), [e.text for e in entries]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--manifest", required=True, help="labelled manifests, comma-separated")
+    parser.add_argument("--model", required=True, action="append", help="once, or once per --manifest")
+    parser.add_argument("--manifest", required=True, action="append", help="labelled manifests, comma-separated")
     parser.add_argument("--lm", required=True, type=Path)
     parser.add_argument("--lexicon", type=Path)
     parser.add_argument("--alpha", type=float, nargs="+", default=[0.2, 0.35, 0.5, 0.75, 1.0, 1.5])
     parser.add_argument("--beta", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0, 3.0])
+    parser.add_argument("--empty", help="manifests of clips with nothing to say, comma-separated")
     args = parser.parse_args()
-    recognizer = load_recognizer(args.model)
-    entries = [entry for entry in read_manifests(args.manifest) if entry.text]
-    logits = recognizer.logits([recognizer.read(entry.audio) for entry in entries])
+    if len(args.model) not in (1, len(args.manifest)):
+        parser.error(f"{len(args.model)} --model for {len(args.manifest)} --manifest: give one, or one per manifest")
+    models = args.model * len(args.manifest) if len(args.model) == 1 else args.model
+    logits: list[np.ndarray] = []
+    references: list[str] = []
+    for model, manifests in zip(models, args.manifest):
+        recognizer, fold_logits, texts = logits_of(model, manifests, labelled=True)
+        logits += fold_logits
+        references += texts
+    empty = logits_of(args.model[0], args.empty, labelled=False)[1] if args.empty else []
     lexicon = read_lexicon(args.lexicon) if args.lexicon else None
-    references = [entry.text for entry in entries]
     results = []
     for alpha, beta in itertools.product(args.alpha, args.beta):
         search = BeamSearchDecoder(recognizer.vocab, args.lm, alpha, beta, lexicon)
         texts = [search.decode(item, recognizer.frame_seconds).text for item in logits]
-        rates = error_rates(references, texts)
-        results.append((rates["wer"], alpha, beta, rates))
-    for wer, alpha, beta, rates in sorted(results, key=lambda row: row[0]):
+        invented = sum(len(search.decode(item, recognizer.frame_seconds).text.split()) for item in empty)
+        results.append((error_rates(references, texts), alpha, beta, invented))
+    for rates, alpha, beta, invented in sorted(results, key=lambda row: row[0]["wer"]):
         print(
-            f"alpha {alpha:<5} beta {beta:<5} WER {100 * wer:6.2f}%  S {rates['substitutions']:3d} "
+            f"alpha {alpha:<5} beta {beta:<5} WER {100 * rates['wer']:6.2f}%  S {rates['substitutions']:3d} "
             f"D {rates['deletions']:3d} I {rates['insertions']:3d}  ({rates['words']} words)"
+            + (f"  {invented} words on {len(empty)} empty clips" if args.empty else "")
         )
     return 0
 
