@@ -3,6 +3,7 @@ and the real speech in ../shared/data."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import json
@@ -163,6 +164,19 @@ def exported_folder(hf_ctc_folder, tmp_path_factory, family) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fp32 overall" in result.stdout
     return out
+
+
+def infer_all_at_once(batcher, utterances: list) -> list:
+    """Every utterance as its own request to a started `service.batching.Batcher`, all at once; each
+    request's results, in order. The batcher is stopped afterwards."""
+
+    async def all_at_once():
+        return await asyncio.gather(*(batcher.infer([samples]) for samples in utterances))
+
+    try:
+        return asyncio.run(all_at_once())
+    finally:
+        batcher.stop()
 
 
 def write_arpa(sentences: list[str], path: Path) -> Path:

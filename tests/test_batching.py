@@ -23,7 +23,7 @@ from model.package import DEFAULT_MODEL
 from service.batching import Arrivals, Batcher
 from service.cores import session_layout
 
-from conftest import DATA, metric_in, require_data, run_server
+from conftest import DATA, infer_all_at_once, metric_in, require_data, run_server
 
 ONNX = DEFAULT_MODEL / "onnx"
 LONG_WAIT_MS = 2000  # a bound no lone request may come near
@@ -119,14 +119,7 @@ def test_two_sessions_share_one_queue_and_answer_as_one(digit_strings):
     )
     batcher.start()
     utterances = [samples for _, samples in digit_strings] * 2
-
-    async def all_at_once():
-        return await asyncio.gather(*(batcher.infer([samples]) for samples in utterances))
-
-    try:
-        results = asyncio.run(all_at_once())
-    finally:
-        batcher.stop()
+    results = infer_all_at_once(batcher, utterances)
     assert sum(size for size, _ in sizes) == len(utterances)
     assert max(size for size, _ in sizes) == 2, "requests that came together should share batches"
     assert all(batcher.batches), f"both sessions should run batches: {batcher.batches}"

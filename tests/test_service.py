@@ -22,7 +22,7 @@ from model.onnx import BATCHED_MODEL_FILE, MODEL_FILE, OnnxRecognizer
 from model.windows import plan_windows, stitch
 from service.batching import Batcher
 
-from conftest import DATA, REALSPEECH, metric_in, missing_data, needs_data, run_server
+from conftest import DATA, REALSPEECH, infer_all_at_once, metric_in, missing_data, needs_data, run_server
 
 # -- the engine: batching equality and long-audio windows, without HTTP ------------------------------
 
@@ -56,14 +56,7 @@ def test_batcher_gathers_concurrent_requests(exported_folder):
     batcher.start()
     generator = np.random.default_rng(4)
     utterances = [0.1 * generator.standard_normal(16000 + 1000 * i).astype(np.float32) for i in range(6)]
-
-    async def all_at_once():
-        return await asyncio.gather(*(batcher.infer([samples]) for samples in utterances))
-
-    try:
-        results = asyncio.run(all_at_once())
-    finally:
-        batcher.stop()
+    results = infer_all_at_once(batcher, utterances)
     assert sorted(sizes, reverse=True)[0] == 4 and sum(sizes) == 6
     for samples, (result,) in zip(utterances, results):
         assert np.abs(result.logits - engine.logits([samples])[0]).max() < 1e-4
