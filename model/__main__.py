@@ -88,12 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             folder = load_checkpoint(args.model, args.dictionary).save(args.out)
             print(f"saved {folder}")
             return 0
-        lm, lexicon = model_decoding(args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon)
+        lm, lexicon, lm_alpha, lm_beta = model_decoding(
+            args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon, args.lm_alpha, args.lm_beta
+        )
         # Many files run the model's ONNX export where it has one, as the server does (see model.bulk.task).
         recognizer = (
             bulk.task.load_bulk_recognizer(args.model, loader=load_recognizer) if many else load_recognizer(args.model)
         )
-        transcriber = Transcriber(recognizer, lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
+        transcriber = Transcriber(recognizer, lm, lm_alpha, lm_beta, lexicon=lexicon)
         check_options(options, transcriber.recognizer.vocab, lm is not None)  # OptionError: a ValueError
         if choose_decoder(options, lm is not None) == "beam":
             # A language model KenLM refuses, or a search that cannot run, fails here, once, not on every file.

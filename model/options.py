@@ -251,5 +251,13 @@ def add_language_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="no lexicon, not even the model folder's: beam search within the language model's words "
         "(flashlight), or over any spelling with --beam-search pyctcdecode",
     )
-    parser.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
-    parser.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")
+    parser.add_argument(
+        "--lm-alpha",
+        type=float,
+        help=f"language model weight (default: a model folder's lm.json with its lm.arpa, else {LM_ALPHA})",
+    )
+    parser.add_argument(
+        "--lm-beta",
+        type=float,
+        help=f"word insertion bonus (default: a model folder's lm.json with its lm.arpa, else {LM_BETA})",
+    )

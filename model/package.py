@@ -1,12 +1,15 @@
 """Model folders that ship (`python -m training package` writes them): the PyTorch checkpoint in
-`checkpoint/`, its ONNX export in `onnx/`, the language model beam search uses with it in `lm.arpa`,
-the words it knows in `lexicon.txt` (one per line: beam search stays within them), the model card and
-provenance beside them. Anything that takes a model takes such a folder whole:
+`checkpoint/`, its ONNX export in `onnx/`, the language model beam search uses with it in `lm.arpa`
+(and in `lm.json` the weight and word bonus tuned for it: `{"alpha": 0.5, "beta": 1.0}`), the words it
+knows in `lexicon.txt` (one per line: beam search stays within them), the model card and provenance
+beside them. Anything that takes a model takes such a folder whole:
 the CLI and training load its checkpoint, the server runs its export with its LM. Imports no torch.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 # The default model: spoken English digit strings, trained by training/recipes/digits-model.sh.
@@ -37,3 +40,19 @@ def package_lexicon(path: Path) -> Path | None:
     """The lexicon of a model folder that ships, if it has one (`model.lexicon.read_lexicon` reads it)."""
     lexicon = path / "lexicon.txt"
     return lexicon if is_package(path) and lexicon.is_file() else None
+
+
+def package_lm_weights(path: Path) -> tuple[float, float] | None:
+    """(alpha, beta): the language model weight and word bonus a model folder that ships gives its
+    lm.arpa (`lm.json`), if it gives them; ValueError saying what is wrong with an unreadable lm.json."""
+    file = path / "lm.json"
+    if not (is_package(path) and file.is_file()):
+        return None
+    try:
+        weights = json.loads(file.read_text(encoding="utf-8"))
+        alpha, beta = float(weights["alpha"]), float(weights["beta"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f'{file} should be {{"alpha": NUMBER, "beta": NUMBER}}: {error!r}') from None
+    if not (math.isfinite(alpha) and math.isfinite(beta)):
+        raise ValueError(f"{file}: alpha and beta must be finite numbers")
+    return alpha, beta

@@ -11,6 +11,7 @@ word times whichever way it comes. Imports no torch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,12 +19,29 @@ from .audio import AudioSource
 from .decoding import LM_ALPHA, LM_BETA, BeamSearchDecoder, Decoded
 from .lexicon import read_lexicon
 from .options import DecodeOptions, Decoder, choose_decoder
-from .package import package_lexicon, package_lm
+from .package import package_lexicon, package_lm, package_lm_weights
 from .pipeline import Decoders, Pipeline, Transcript, UnusableLogits, Windowing, check_finite, run
 from .recognizer import Recognizer
 from .windows import plan_batches
 
-__all__ = ["DecodeOptions", "Transcriber", "Transcript", "UnusableLogits", "Windowing", "model_decoding"]
+__all__ = [
+    "DecodeOptions",
+    "ModelDecoding",
+    "Transcriber",
+    "Transcript",
+    "UnusableLogits",
+    "Windowing",
+    "model_decoding",
+]
+
+
+class ModelDecoding(NamedTuple):
+    """What a model's beam search is built with (`model_decoding`)."""
+
+    lm: str | Path | None
+    lexicon: tuple[str, ...] | None
+    lm_alpha: float
+    lm_beta: float
 
 
 def model_decoding(
@@ -32,13 +50,24 @@ def model_decoding(
     no_lm: bool = False,
     lexicon: str | Path | None = None,
     no_lexicon: bool = False,
-) -> tuple[str | Path | None, tuple[str, ...] | None]:
-    """The language model and lexicon words to decode `model` with: those given, else a model folder's
-    own (lm.arpa, lexicon.txt), unless turned off. LexiconError (a ValueError) if the lexicon is unreadable."""
+    lm_alpha: float | None = None,
+    lm_beta: float | None = None,
+) -> ModelDecoding:
+    """The language model, lexicon words and LM weights to decode `model` with: those given, else a model
+    folder's own (lm.arpa, lexicon.txt, and lm.json's weights while its lm.arpa is the LM), unless
+    turned off; weights neither given nor in the folder are LM_ALPHA and LM_BETA. ValueError if the
+    lexicon or lm.json is unreadable (LexiconError is one)."""
     folder = Path(model).expanduser()
-    lm = None if no_lm else lm or package_lm(folder)
+    own = None if no_lm or lm else package_lm(folder)
+    lm = None if no_lm else lm or own
     lexicon = None if no_lexicon else lexicon or package_lexicon(folder)
-    return lm, read_lexicon(lexicon) if lexicon else None
+    alpha, beta = (own and package_lm_weights(folder)) or (LM_ALPHA, LM_BETA)
+    return ModelDecoding(
+        lm,
+        read_lexicon(lexicon) if lexicon else None,
+        alpha if lm_alpha is None else lm_alpha,
+        beta if lm_beta is None else lm_beta,
+    )
 
 
 class Transcriber:

@@ -14,7 +14,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, MAX_BEAM_WIDTH
-from model.package import DEFAULT_MODEL, package_lexicon, package_lm
+from model.package import DEFAULT_MODEL, package_lexicon, package_lm, package_lm_weights
 from model.runtime import PROVIDERS, Provider
 from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
 
@@ -192,12 +192,12 @@ class Settings(BaseSettings):
     lm_alpha: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=f"[NAME=]VALUE, repeatable (env: comma-separated): the language model weight of model NAME; a "
-        f"bare VALUE: every model's (default {LM_ALPHA})",
+        f"bare VALUE: every model's (default: the model folder's lm.json with its lm.arpa, else {LM_ALPHA})",
     )
     lm_beta: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=f"[NAME=]VALUE, repeatable (env: comma-separated): the word insertion bonus of model NAME; a "
-        f"bare VALUE: every model's (default {LM_BETA})",
+        f"bare VALUE: every model's (default: the model folder's lm.json with its lm.arpa, else {LM_BETA})",
     )
     min_confidence: float = setting(
         "min_confidence",
@@ -285,8 +285,13 @@ class Settings(BaseSettings):
             raise ValueError(f"--default-model {default}: no model is named so (models: {', '.join(names)})")
         lms = _per_model(self.lm, "--lm", "language models", names, default)
         lexicons = _per_model(self.lexicon, "--lexicon", "lexicons", names, default)
-        alphas = _weights(self.lm_alpha, "--lm-alpha", names, LM_ALPHA)
-        betas = _weights(self.lm_beta, "--lm-beta", names, LM_BETA)
+        # A model folder's lm.json holds the weights tuned for its lm.arpa: they come with it, not with another LM.
+        weights = {
+            name: (name not in lms and package_lm_weights(Path(reference).expanduser())) or (LM_ALPHA, LM_BETA)
+            for name, reference in specs
+        }
+        alphas = _weights(self.lm_alpha, "--lm-alpha", names, {name: alpha for name, (alpha, _) in weights.items()})
+        betas = _weights(self.lm_beta, "--lm-beta", names, {name: beta for name, (_, beta) in weights.items()})
         self._models = []
         for name, reference in specs:
             folder = Path(reference).expanduser()
@@ -377,9 +382,9 @@ def _per_model(entries: list[str], flag: str, what: str, names: list[str], defau
     return chosen
 
 
-def _weights(entries: list[str], flag: str, names: list[str], default: float) -> dict[str, float]:
+def _weights(entries: list[str], flag: str, names: list[str], defaults: dict[str, float]) -> dict[str, float]:
     """[NAME=]VALUE entries -> model name -> value: a bare VALUE is every model's, NAME=VALUE one
-    model's (whichever order they come in)."""
+    model's (whichever order they come in); a model given neither has its value in `defaults`."""
     every: float | None = None
     chosen: dict[str, float] = {}
     for entry in entries:
@@ -398,8 +403,7 @@ def _weights(entries: list[str], flag: str, names: list[str], default: float) ->
         if name in chosen:
             raise ValueError(f"{flag}: two values for model '{name}'")
         chosen[name] = value
-    fallback = default if every is None else every
-    return {name: chosen.get(name, fallback) for name in names}
+    return {name: chosen.get(name, defaults[name] if every is None else every) for name in names}
 
 
 def _aliases(entries: list[str], names: list[str]) -> dict[str, str]:

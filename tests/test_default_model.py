@@ -23,7 +23,7 @@ from model.package import DEFAULT_MODEL
 from service.settings import Settings
 from training.manifest import read_transcripts
 
-from conftest import DATA, REALSPEECH, REPO, needs_data, run_server
+from conftest import DATA, HANG_SECONDS, REALSPEECH, REPO, needs_data, run_server
 
 FSDD = DATA / "fsdd"
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -268,3 +268,44 @@ def test_the_cli_evaluation_and_the_server_give_the_same_transcripts(default_ser
                 (w["word"], w["start"], w["end"], w["low_confidence"]) for w in item["words"]
             ], (decoder, path.name)
             assert served["confidence"] == pytest.approx(item["confidence"], abs=1e-3)
+
+
+def test_a_model_folders_lm_weights_come_with_its_lm(tmp_path):
+    """lm.json beside a folder's lm.arpa sets the LM weights the CLI, evaluation and the server decode
+    with by default (a word penalty that leaves one word of the example's five, here); flags override
+    it, and another LM does not take it. An unreadable lm.json is refused, saying so."""
+    folder = tmp_path / "digits"
+    shutil.copytree(DEFAULT_MODEL, folder)
+    (folder / "lm.json").write_text(json.dumps({"alpha": 0.5, "beta": -40}))
+
+    def cli(*flags: str) -> str:
+        command = [sys.executable, "-m", "model", "transcribe", "--model", str(folder), *flags, str(EXAMPLE)]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=HANG_SECONDS)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split("\t")[1].strip()
+
+    assert cli() == "four"
+    assert cli("--lm-beta", "1") == cli("--lm", str(folder / "lm.arpa")) == "four one five zero two"
+    manifest, details = tmp_path / "audio.jsonl", tmp_path / "details.jsonl"
+    manifest.write_text(json.dumps({"audio": str(EXAMPLE), "duration": 1.0, "text": "four one five zero two"}) + "\n")
+    command = ["--model", str(folder), "--manifest", str(manifest), "--details", str(details)]
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "training", "evaluate", *command], capture_output=True, text=True, cwd=REPO
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(details.read_text())["beam"] == "four"
+    with run_server(folder, log_dir=tmp_path) as server:
+        with open(EXAMPLE, "rb") as audio:
+            assert httpx.post(server.url + "/transcribe", files={"file": audio}).json()["text"] == "four"
+
+    (folder / "lm.json").write_text('{"alpha": 0.5}')
+    refused = subprocess.run(
+        [sys.executable, "-m", "model", "transcribe", "--model", str(folder), str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=HANG_SECONDS,
+    )
+    assert refused.returncode != 0 and "lm.json" in refused.stderr and "Traceback" not in refused.stderr
+    with pytest.raises(ValueError, match="lm.json"):
+        Settings(model=[str(folder)])

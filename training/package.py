@@ -3,6 +3,7 @@
     OUT/checkpoint/      the PyTorch checkpoint (Hugging Face layout): the CLI and fine-tuning load it
     OUT/onnx/            its ONNX export: the server runs it
     OUT/lm.arpa          the language model beam search uses with it (optional)
+    OUT/lm.json          the LM weight and word bonus tuned for lm.arpa, {"alpha": A, "beta": B} (optional)
     OUT/lexicon.txt      the words it knows, one per line: beam search stays within them (optional)
     OUT/provenance.json  commit, configuration, data manifests (hash, size), commands, metrics, file sizes
     OUT/README.md        the model card: what it is for, how it was made, how well it does, its limits
@@ -48,9 +49,11 @@ def package(
     commands: Path | None,
     card: Path,
     lexicon: tuple[str, ...] | None = None,
+    lm_weights: tuple[float, float] | None = None,
 ) -> dict:
     """Write the folder `out` (replacing what it held); returns the provenance record. `lexicon`: the
-    words to write to lexicon.txt (read before `out` is replaced, so it may come from there)."""
+    words to write to lexicon.txt (read before `out` is replaced, so it may come from there);
+    `lm_weights`: (alpha, beta) for lm.json."""
     source = _source(out)  # before `out` changes: the folder being written is no source of itself
     if out.exists():
         shutil.rmtree(out)
@@ -61,6 +64,9 @@ def package(
     shutil.copytree(onnx, out / "onnx")
     if lm is not None:
         shutil.copy2(lm, out / "lm.arpa")
+    if lm_weights is not None:
+        alpha, beta = lm_weights
+        (out / "lm.json").write_text(json.dumps({"alpha": alpha, "beta": beta}) + "\n", encoding="utf-8")
     if lexicon is not None:
         (out / "lexicon.txt").write_text("".join(word + "\n" for word in lexicon), encoding="utf-8")
     record = {

@@ -12,8 +12,12 @@ def decode_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--beam-width", type=int, default=BEAM_WIDTH, help="beams kept (%(default)s)")
     search = next(spec for spec in option_fields() if spec.name == "beam_search")  # the core's field, as generated
     command.add_argument("--beam-search", default=search.default, choices=search.choices, help=search.help)
-    command.add_argument("--lm-alpha", type=float, default=LM_ALPHA, help="language model weight (%(default)s)")
-    command.add_argument("--lm-beta", type=float, default=LM_BETA, help="word insertion bonus (%(default)s)")
+    command.add_argument(
+        "--lm-alpha", type=float, help=f"language model weight (default: {LM_ALPHA}, or a model folder's)"
+    )
+    command.add_argument(
+        "--lm-beta", type=float, help=f"word insertion bonus (default: {LM_BETA}, or a model folder's)"
+    )
 
 
 def load_transcriber(args, lexicon: tuple[str, ...] | None = None):
@@ -25,7 +29,9 @@ def load_transcriber(args, lexicon: tuple[str, ...] | None = None):
     if args.beam_width < 1:
         raise ValueError("--beam-width must be at least 1")
     try:
-        transcriber = Transcriber(load_recognizer(args.model), args.lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
+        alpha = LM_ALPHA if args.lm_alpha is None else args.lm_alpha
+        beta = LM_BETA if args.lm_beta is None else args.lm_beta
+        transcriber = Transcriber(load_recognizer(args.model), args.lm, alpha, beta, lexicon=lexicon)
         if args.lm is not None:
             transcriber.beam_search()  # load the language model now: a bad one fails before any audio is read
     except (ModelNotFoundError, ImportError) as error:  # a CheckpointError is a ValueError already

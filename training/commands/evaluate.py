@@ -61,7 +61,9 @@ def run(args) -> int:
             raise ValueError(f"--{flag} and --{off.replace('_', '-')} contradict each other")
     if not 0 <= args.min_confidence <= 1:
         raise ValueError("--min-confidence is a probability, 0 to 1")
-    args.lm, lexicon = model_decoding(args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon)
+    args.lm, lexicon, args.lm_alpha, args.lm_beta = model_decoding(
+        args.model, args.lm, args.no_lm, args.lexicon, args.no_lexicon, args.lm_alpha, args.lm_beta
+    )
     with load_transcriber(args, lexicon) as transcriber:
         report = evaluate(
             transcriber,

@@ -14,6 +14,14 @@ def add_parser(commands) -> None:
     pack.add_argument("--onnx", type=Path, required=True, help="its export (python -m export onnx)")
     pack.add_argument("--lm", type=Path, help="the language model beam search uses with it (ARPA)")
     pack.add_argument(
+        "--lm-weights",
+        type=float,
+        nargs=2,
+        metavar=("ALPHA", "BETA"),
+        help="the LM weight and word bonus tuned for --lm (training/recipes/tune_lm.py): written as lm.json, "
+        "the folder's defaults wherever it is served or run",
+    )
+    pack.add_argument(
         "--lexicon",
         type=Path,
         help="a file of the words the model knows, one per line (e.g. the folder's own lexicon.txt, "
@@ -61,6 +69,8 @@ def run(args) -> int:
         if not folder.is_dir():
             raise ValueError(f"{flag} {folder}: not a folder")
     lexicon = _lexicon_words(args.lexicon, args.checkpoint) if args.lexicon else None
+    if args.lm_weights and not args.lm:
+        raise ValueError("--lm-weights are the weights of --lm: give both")
     record = package(
         args.out,
         args.checkpoint,
@@ -72,6 +82,7 @@ def run(args) -> int:
         args.commands,
         args.card,
         lexicon,
+        tuple(args.lm_weights) if args.lm_weights else None,
     )
     print(f"{args.out}: {len(record['files'])} files, {sum(record['files'].values()) / 1e6:.1f} MB")
     return 0
