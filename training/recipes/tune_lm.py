@@ -6,8 +6,10 @@ then every (alpha, beta) pair decodes them with the default search (within the l
 
 Leave-speakers-out folds (training/recipes/digits-multi-folds.sh): give --model and --manifest once per
 fold, in the same order, and each fold's held-out speakers are transcribed by the fold's own model.
---empty: clips with nothing to say (noise, say), transcribed by the first model; the words written on
-them are counted apart, since a larger word bonus buys dropped words back with invented ones.
+--empty: clips the model should write nothing for, or nothing it is sure of (noise, speech that is not
+digits; their transcripts are ignored), transcribed by the first model: the words written on them
+and the share left empty or below --min-confidence, since a larger word bonus buys dropped words
+back with invented ones.
 
 Prints one line per pair, best first: WER, substitutions, deletions, insertions.
 """
@@ -23,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from the repository
 
-from model.decoding import BeamSearchDecoder  # noqa: E402
+from model.decoding import MIN_CONFIDENCE, BeamSearchDecoder  # noqa: E402
 from model.lexicon import read_lexicon  # noqa: E402
 from model.loading import load_recognizer  # noqa: E402
 from training.manifest import read_manifests  # noqa: E402
@@ -31,10 +33,10 @@ from training.metrics import error_rates  # noqa: E402
 
 
 def logits_of(model: str, manifests: str, labelled: bool) -> tuple[object, list[np.ndarray], list[str]]:
-    """The recognizer, and the logits and transcripts of the manifests' entries (with a transcript if
-    `labelled`, else those without)."""
+    """The recognizer, and the logits and transcripts of the manifests' entries (only those with a
+    transcript if `labelled`)."""
     recognizer = load_recognizer(model)
-    entries = [entry for entry in read_manifests(manifests) if bool(entry.text) == labelled]
+    entries = [entry for entry in read_manifests(manifests) if entry.text or not labelled]
     return recognizer, recognizer.logits([recognizer.read(entry.audio) for entry in entries]), [e.text for e in entries]
 
 
@@ -47,6 +49,7 @@ def main() -> int:
     parser.add_argument("--alpha", type=float, nargs="+", default=[0.2, 0.35, 0.5, 0.75, 1.0, 1.5])
     parser.add_argument("--beta", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0, 3.0])
     parser.add_argument("--empty", help="manifests of clips with nothing to say, comma-separated")
+    parser.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, help="for --empty (%(default)s)")
     args = parser.parse_args()
     if len(args.model) not in (1, len(args.manifest)):
         parser.error(f"{len(args.model)} --model for {len(args.manifest)} --manifest: give one, or one per manifest")
@@ -63,13 +66,15 @@ def main() -> int:
     for alpha, beta in itertools.product(args.alpha, args.beta):
         search = BeamSearchDecoder(recognizer.vocab, args.lm, alpha, beta, lexicon)
         texts = [search.decode(item, recognizer.frame_seconds).text for item in logits]
-        invented = sum(len(search.decode(item, recognizer.frame_seconds).text.split()) for item in empty)
-        results.append((error_rates(references, texts), alpha, beta, invented))
-    for rates, alpha, beta, invented in sorted(results, key=lambda row: row[0]["wer"]):
+        on_empty = [search.decode(item, recognizer.frame_seconds) for item in empty]
+        invented = sum(len(decoded.words) for decoded in on_empty)
+        unsure = sum(not decoded.words or decoded.confidence < args.min_confidence for decoded in on_empty)
+        results.append((error_rates(references, texts), alpha, beta, invented, unsure))
+    for rates, alpha, beta, invented, unsure in sorted(results, key=lambda row: row[0]["wer"]):
         print(
             f"alpha {alpha:<5} beta {beta:<5} WER {100 * rates['wer']:6.2f}%  S {rates['substitutions']:3d} "
             f"D {rates['deletions']:3d} I {rates['insertions']:3d}  ({rates['words']} words)"
-            + (f"  {invented} words on {len(empty)} empty clips" if args.empty else "")
+            + (f"  empty clips: {invented} words, {unsure} of {len(empty)} empty or unsure" if args.empty else "")
         )
     return 0
 
