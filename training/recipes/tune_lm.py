@@ -4,8 +4,9 @@ then every (alpha, beta) pair decodes them with the default search (within the l
   python training/recipes/tune_lm.py --model MODEL --manifest DEV.jsonl --lm LM [--lexicon FILE]
       [--alpha 0.3 0.5 ...] [--beta 0 0.5 ...] [--empty CLIPS.jsonl]
 
-Leave-speakers-out folds (training/recipes/digits-multi-folds.sh): give --model and --manifest once per
-fold, in the same order, and each fold's held-out speakers are transcribed by the fold's own model.
+Leave-speakers-out folds (training/recipes/digits-multi-folds.sh): give --model, --manifest and --lm once
+per fold, in the same order, and each fold's held-out speakers are decoded with the fold's own model
+and LM.
 --empty: clips the model should write nothing for, or nothing it is sure of (noise, speech that is not
 digits; their transcripts are ignored), transcribed by the first model: the words written on them
 and the share left empty or below --min-confidence, since a larger word bonus buys dropped words
@@ -44,29 +45,35 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, action="append", help="once, or once per --manifest")
     parser.add_argument("--manifest", required=True, action="append", help="labelled manifests, comma-separated")
-    parser.add_argument("--lm", required=True, type=Path)
+    parser.add_argument("--lm", required=True, type=Path, action="append", help="once, or once per --manifest")
     parser.add_argument("--lexicon", type=Path)
     parser.add_argument("--alpha", type=float, nargs="+", default=[0.2, 0.35, 0.5, 0.75, 1.0, 1.5])
     parser.add_argument("--beta", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0, 3.0])
     parser.add_argument("--empty", help="manifests of clips with nothing to say, comma-separated")
     parser.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, help="for --empty (%(default)s)")
     args = parser.parse_args()
-    if len(args.model) not in (1, len(args.manifest)):
-        parser.error(f"{len(args.model)} --model for {len(args.manifest)} --manifest: give one, or one per manifest")
-    models = args.model * len(args.manifest) if len(args.model) == 1 else args.model
-    logits: list[np.ndarray] = []
+    folds = len(args.manifest)
+    for flag, given in (("--model", args.model), ("--lm", args.lm)):
+        if len(given) not in (1, folds):
+            parser.error(f"{len(given)} {flag} for {folds} --manifest: give one, or one per manifest")
+    models, lms = (given * folds if len(given) == 1 else given for given in (args.model, args.lm))
+    logits: list[list[np.ndarray]] = []  # each fold's
     references: list[str] = []
     for model, manifests in zip(models, args.manifest):
         recognizer, fold_logits, texts = logits_of(model, manifests, labelled=True)
-        logits += fold_logits
+        logits.append(fold_logits)
         references += texts
     empty = logits_of(args.model[0], args.empty, labelled=False)[1] if args.empty else []
     lexicon = read_lexicon(args.lexicon) if args.lexicon else None
     results = []
     for alpha, beta in itertools.product(args.alpha, args.beta):
-        search = BeamSearchDecoder(recognizer.vocab, args.lm, alpha, beta, lexicon)
-        texts = [search.decode(item, recognizer.frame_seconds).text for item in logits]
-        on_empty = [search.decode(item, recognizer.frame_seconds) for item in empty]
+        searches = [BeamSearchDecoder(recognizer.vocab, lm, alpha, beta, lexicon) for lm in lms]
+        texts = [
+            searches[fold].decode(item, recognizer.frame_seconds).text
+            for fold, fold_logits in enumerate(logits)
+            for item in fold_logits
+        ]
+        on_empty = [searches[0].decode(item, recognizer.frame_seconds) for item in empty]
         invented = sum(len(decoded.words) for decoded in on_empty)
         unsure = sum(not decoded.words or decoded.confidence < args.min_confidence for decoded in on_empty)
         results.append((error_rates(references, texts), alpha, beta, invented, unsure))
