@@ -1,6 +1,7 @@
 """Model folders that ship (`python -m training package` writes them): the PyTorch checkpoint in
 `checkpoint/`, its ONNX export in `onnx/`, the language model beam search uses with it in `lm.arpa`
-(and in `lm.json` the weight and word bonus tuned for it: `{"alpha": 0.5, "beta": 1.0}`), the words it
+(and in `lm.json` the weight and word bonus tuned for it, `{"alpha": 0.5, "beta": 1.0}`: they go
+with that file, not with another LM), the words it
 knows in `lexicon.txt` (one per line: beam search stays within them), the model card and provenance
 beside them. Anything that takes a model takes such a folder whole:
 the CLI and training load its checkpoint, the server runs its export with its LM. Imports no torch.
@@ -56,3 +57,12 @@ def package_lm_weights(path: Path) -> tuple[float, float] | None:
     if not (math.isfinite(alpha) and math.isfinite(beta)):
         raise ValueError(f"{file}: alpha and beta must be finite numbers")
     return alpha, beta
+
+
+def tuned_lm_weights(path: Path, lm: str | Path | None) -> tuple[float, float] | None:
+    """The weights a model folder that ships gives `lm` (`package_lm_weights`) when `lm` is that
+    folder's own lm.arpa, given or found; None for any other language model."""
+    own = package_lm(path)
+    if lm is None or own is None or Path(lm).expanduser().resolve() != own.resolve():
+        return None
+    return package_lm_weights(path)

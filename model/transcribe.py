@@ -19,7 +19,7 @@ from .audio import AudioSource
 from .decoding import LM_ALPHA, LM_BETA, BeamSearchDecoder, Decoded
 from .lexicon import read_lexicon
 from .options import DecodeOptions, Decoder, choose_decoder
-from .package import package_lexicon, package_lm, package_lm_weights
+from .package import package_lexicon, package_lm, tuned_lm_weights
 from .pipeline import Decoders, Pipeline, Transcript, UnusableLogits, Windowing, check_finite, run
 from .recognizer import Recognizer
 from .windows import plan_batches
@@ -54,14 +54,13 @@ def model_decoding(
     lm_beta: float | None = None,
 ) -> ModelDecoding:
     """The language model, lexicon words and LM weights to decode `model` with: those given, else a model
-    folder's own (lm.arpa, lexicon.txt, and lm.json's weights while its lm.arpa is the LM), unless
+    folder's own (lm.arpa, lexicon.txt, and lm.json's weights whenever its lm.arpa is the LM), unless
     turned off; weights neither given nor in the folder are LM_ALPHA and LM_BETA. ValueError if the
     lexicon or lm.json is unreadable (LexiconError is one)."""
     folder = Path(model).expanduser()
-    own = None if no_lm or lm else package_lm(folder)
-    lm = None if no_lm else lm or own
+    lm = None if no_lm else lm or package_lm(folder)
     lexicon = None if no_lexicon else lexicon or package_lexicon(folder)
-    alpha, beta = (own and package_lm_weights(folder)) or (LM_ALPHA, LM_BETA)
+    alpha, beta = tuned_lm_weights(folder, lm) or (LM_ALPHA, LM_BETA)
     return ModelDecoding(
         lm,
         read_lexicon(lexicon) if lexicon else None,

@@ -14,7 +14,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, MAX_BEAM_WIDTH
-from model.package import DEFAULT_MODEL, package_lexicon, package_lm, package_lm_weights
+from model.package import DEFAULT_MODEL, package_lexicon, package_lm, tuned_lm_weights
 from model.runtime import PROVIDERS, Provider
 from model.windows import CHUNK_SECONDS, CONTEXT_SECONDS
 
@@ -286,10 +286,11 @@ class Settings(BaseSettings):
         lms = _per_model(self.lm, "--lm", "language models", names, default)
         lexicons = _per_model(self.lexicon, "--lexicon", "lexicons", names, default)
         # A model folder's lm.json holds the weights tuned for its lm.arpa: they come with it, not with another LM.
-        weights = {
-            name: (name not in lms and package_lm_weights(Path(reference).expanduser())) or (LM_ALPHA, LM_BETA)
-            for name, reference in specs
-        }
+        weights = {}
+        for name, reference in specs:
+            folder = Path(reference).expanduser()
+            lm = lms[name] if name in lms else package_lm(folder)
+            weights[name] = tuned_lm_weights(folder, lm) or (LM_ALPHA, LM_BETA)
         alphas = _weights(self.lm_alpha, "--lm-alpha", names, {name: alpha for name, (alpha, _) in weights.items()})
         betas = _weights(self.lm_beta, "--lm-beta", names, {name: beta for name, (_, beta) in weights.items()})
         self._models = []

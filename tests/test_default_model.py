@@ -18,7 +18,7 @@ import websockets
 
 from model.audio import load_audio
 from model.ctc import normalize_text
-from model.decoding import MIN_CONFIDENCE
+from model.decoding import LM_BETA, MIN_CONFIDENCE
 from model.package import DEFAULT_MODEL
 from service.settings import Settings
 from training.manifest import read_transcripts
@@ -272,8 +272,8 @@ def test_the_cli_evaluation_and_the_server_give_the_same_transcripts(default_ser
 
 def test_a_model_folders_lm_weights_come_with_its_lm(tmp_path):
     """lm.json beside a folder's lm.arpa sets the LM weights the CLI, evaluation and the server decode
-    with by default (a word penalty that leaves one word of the example's five, here); flags override
-    it, and another LM does not take it. An unreadable lm.json is refused, saying so."""
+    with it (a word penalty that leaves one word of the example's five, here); flags override them,
+    and another LM does not take them. An unreadable lm.json is refused, saying so."""
     folder = tmp_path / "digits"
     shutil.copytree(DEFAULT_MODEL, folder)
     (folder / "lm.json").write_text(json.dumps({"alpha": 0.5, "beta": -40}))
@@ -284,8 +284,9 @@ def test_a_model_folders_lm_weights_come_with_its_lm(tmp_path):
         assert result.returncode == 0, result.stderr
         return result.stdout.split("\t")[1].strip()
 
-    assert cli() == "four"
-    assert cli("--lm-beta", "1") == cli("--lm", str(folder / "lm.arpa")) == "four one five zero two"
+    assert cli() == cli("--lm", str(folder / "lm.arpa")) == "four"
+    other = shutil.copy(folder / "lm.arpa", tmp_path / "other.arpa")  # the same n-grams, not the same file
+    assert cli("--lm-beta", "1") == cli("--lm", str(other)) == "four one five zero two"
     manifest, details = tmp_path / "audio.jsonl", tmp_path / "details.jsonl"
     manifest.write_text(json.dumps({"audio": str(EXAMPLE), "duration": 1.0, "text": "four one five zero two"}) + "\n")
     command = ["--model", str(folder), "--manifest", str(manifest), "--details", str(details)]
@@ -297,6 +298,9 @@ def test_a_model_folders_lm_weights_come_with_its_lm(tmp_path):
     with run_server(folder, log_dir=tmp_path) as server:
         with open(EXAMPLE, "rb") as audio:
             assert httpx.post(server.url + "/transcribe", files={"file": audio}).json()["text"] == "four"
+    (served,) = Settings(model=[str(folder)], lm=[str(folder / "lm.arpa")]).models
+    (beside_another,) = Settings(model=[str(folder)], lm=[str(other)]).models
+    assert (served.lm_alpha, served.lm_beta, beside_another.lm_beta) == (0.5, -40, LM_BETA)
 
     (folder / "lm.json").write_text('{"alpha": 0.5}')
     refused = subprocess.run(
