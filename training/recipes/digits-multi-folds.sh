@@ -11,7 +11,10 @@
 # What differs from the shipped third stage, so that five folds fit in about 75 min on 2 cores: STEPS
 # (1250) updates instead of 2500, and each fold keeps its last checkpoint (the dev set that picks the
 # shipped model's is a held-out group here). Fold 0 against the shipped model shows what that costs.
-# Then `python training/recipes/digits_multi.py folds-table runs/digits/multi-folds` prints the table.
+# Each fold is decoded with the LM weights of the model folder (MODEL, models/digits: its lm.json), as the
+# server decodes it. Then `python training/recipes/digits_multi.py folds-table runs/digits/multi-folds`
+# prints the table, and `python training/recipes/tune_lm.py` with each fold's --model, --manifest and --lm
+# tries other weights on the same held-out speakers (how the recipe's were chosen).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 data=${1:-../shared/data}
@@ -19,6 +22,9 @@ work=${2:-runs/digits}
 python=${PYTHON:-python}
 folds=${FOLDS:-5}
 steps=${STEPS:-1250}
+weights=$("$python" -c "import json, sys; w = json.load(open(sys.argv[1])); print(w['alpha'], w['beta'])" \
+    "${MODEL:-models/digits}/lm.json")
+read -r alpha beta <<< "$weights"
 [ -e "$work/train/done" ] || { echo "no second stage in $work/train: run make digits-model first" >&2; exit 2; }
 source training/recipes/steps.sh  # step, train
 printf '%s\n' zero one two three four five six seven eight nine oh > "$work/multi-folds-lexicon.txt"
@@ -43,7 +49,8 @@ for fold in $(seq 0 $((folds - 1))); do
         "eval_every=$steps"
     for source in an4 speechcommands audiomnist; do
         step "$run/eval/$source.json" bash -c "$python -m training evaluate --model $run/general/checkpoint-$steps \
-            --manifest $run/dev-$source.jsonl --lm $run/digits.arpa --lexicon $work/multi-folds-lexicon.txt \
+            --manifest $run/dev-$source.jsonl --lm $run/digits.arpa --lm-alpha $alpha --lm-beta $beta \
+            --lexicon $work/multi-folds-lexicon.txt \
             > $run/eval/$source.json.part && mv $run/eval/$source.json.part $run/eval/$source.json"
     done
 done
