@@ -74,6 +74,7 @@ def test_the_shipped_model_folder_is_complete_and_small():
     (served,) = Settings().models
     assert served.lm == DEFAULT_MODEL / "lm.arpa" and served.name == "digits"
     assert served.lexicon == DEFAULT_MODEL / "lexicon.txt"
+    assert (served.lm_alpha, served.lm_beta) == (0.2, 6.0), "the weights tuned on speakers left out (lm.json)"
 
 
 @needs_data("fsdd")
