@@ -65,6 +65,6 @@ test: test-fast lint
 digits-model: setup-dev
 	PYTHON=$(BIN)/python bash training/recipes/digits-model.sh
 
-# Its leave-speakers-out estimate on digits-multi's 194 speakers (about 75 min on 2 cores, after digits-model).
+# Its leave-speakers-out estimate on digits-multi's 194 speakers (about 70 min on 2 cores, after digits-model).
 digits-folds: setup-dev
 	PYTHON=$(BIN)/python bash training/recipes/digits-multi-folds.sh

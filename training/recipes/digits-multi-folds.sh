@@ -8,7 +8,7 @@
 # transcripts in the LM) and the group is transcribed with the LM within the model's words, as the
 # server does. The first two stages never see digits-multi, so every fold starts from the recipe's
 # second stage (make digits-model first: its work folder, runs/digits, must hold it).
-# What differs from the shipped third stage, so that five folds fit in about 75 min on 2 cores: STEPS
+# What differs from the shipped third stage, so that five folds fit in about 70 min on 2 cores: STEPS
 # (1250) updates instead of 2500, and each fold keeps its last checkpoint (the dev set that picks the
 # shipped model's is a held-out group here). Fold 0 against the shipped model shows what that costs.
 # Each fold is decoded with the LM weights of the model folder (MODEL, models/digits: its lm.json), as the
