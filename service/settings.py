@@ -283,29 +283,25 @@ class Settings(BaseSettings):
         default = self.default_model or names[0]
         if default not in names:
             raise ValueError(f"--default-model {default}: no model is named so (models: {', '.join(names)})")
-        lms = _per_model(self.lm, "--lm", "language models", names, default)
+        given_lms = _per_model(self.lm, "--lm", "language models", names, default)
         lexicons = _per_model(self.lexicon, "--lexicon", "lexicons", names, default)
+        folders = {name: Path(reference).expanduser() for name, reference in specs}
+        lms = {name: given_lms[name] if name in given_lms else package_lm(folder) for name, folder in folders.items()}
         # A model folder's lm.json holds the weights tuned for its lm.arpa: they come with it, not with another LM.
-        weights = {}
-        for name, reference in specs:
-            folder = Path(reference).expanduser()
-            lm = lms[name] if name in lms else package_lm(folder)
-            weights[name] = tuned_lm_weights(folder, lm) or (LM_ALPHA, LM_BETA)
+        weights = {name: tuned_lm_weights(folder, lms[name]) or (LM_ALPHA, LM_BETA) for name, folder in folders.items()}
         alphas = _weights(self.lm_alpha, "--lm-alpha", names, {name: alpha for name, (alpha, _) in weights.items()})
         betas = _weights(self.lm_beta, "--lm-beta", names, {name: beta for name, (_, beta) in weights.items()})
-        self._models = []
-        for name, reference in specs:
-            folder = Path(reference).expanduser()
-            self._models.append(
-                ModelSpec(
-                    name,
-                    reference,
-                    lms[name] if name in lms else package_lm(folder),
-                    lexicons[name] if name in lexicons else package_lexicon(folder),
-                    alphas[name],
-                    betas[name],
-                )
+        self._models = [
+            ModelSpec(
+                name,
+                reference,
+                lms[name],
+                lexicons[name] if name in lexicons else package_lexicon(folders[name]),
+                alphas[name],
+                betas[name],
             )
+            for name, reference in specs
+        ]
         self._models.sort(key=lambda spec: spec.name != default)  # the default first, the others in order
         self._aliases = _aliases(self.model_alias, names)
         self._languages = {
