@@ -26,7 +26,7 @@ run="$work${fold:+/loso-$fold}"  # what is this run's own: connected strings, LM
 mkdir -p "$run/eval"
 log="$run/commands.txt"
 : > "$log"  # every command that makes the model goes into its provenance, also those done on an earlier run
-source training/recipes/steps.sh  # step, train
+source training/recipes/steps.sh  # step, step_into, train
 
 # 1. Data: FSDD's official split with a dev set carved from training (recording 5 of each digit and
 #    speaker); connected strings of one speaker's recordings; synthetic strings from every English voice.
@@ -115,12 +115,8 @@ train "$run/general" training/configs/digits-multi.yaml "init=$run/train/best" \
 #    decodes by default) and the ONNX export, checked against PyTorch.
 printf '%s\n' zero one two three four five six seven eight nine oh > "$run/lexicon.txt"
 evaluate() {  # NAME MANIFEST
-    echo "$python -m training evaluate --model $run/general/best --manifest $2 --lm $run/digits.arpa" \
-        "--lm-alpha ${lm_weights[0]} --lm-beta ${lm_weights[1]} --lexicon $run/lexicon.txt > $run/eval/$1.json" >> "$log"
-    [ -e "$run/eval/$1.json" ] && return
-    "$python" -m training evaluate --model "$run/general/best" --manifest "$2" --lm "$run/digits.arpa" \
-        --lm-alpha "${lm_weights[0]}" --lm-beta "${lm_weights[1]}" --lexicon "$run/lexicon.txt" > "$run/eval/$1.json.part"
-    mv "$run/eval/$1.json.part" "$run/eval/$1.json"
+    step_into "$run/eval/$1.json" "$python" -m training evaluate --model "$run/general/best" --manifest "$2" \
+        --lm "$run/digits.arpa" --lm-alpha "${lm_weights[0]}" --lm-beta "${lm_weights[1]}" --lexicon "$run/lexicon.txt"
 }
 evaluate fsdd-test "$fsdd/test.jsonl"
 evaluate connected-test "$run/connected-test/manifest.jsonl"

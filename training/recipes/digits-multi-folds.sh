@@ -26,7 +26,7 @@ weights=$("$python" -c "import json, sys; w = json.load(open(sys.argv[1])); prin
     "${MODEL:-models/digits}/lm.json")
 read -r alpha beta <<< "$weights"
 [ -e "$work/train/done" ] || { echo "no second stage in $work/train: run make digits-model first" >&2; exit 2; }
-source training/recipes/steps.sh  # step, train
+source training/recipes/steps.sh  # step, step_into, train
 printf '%s\n' zero one two three four five six seven eight nine oh > "$work/multi-folds-lexicon.txt"
 for fold in $(seq 0 $((folds - 1))); do
     run="$work/multi-folds/fold-$fold"
@@ -48,10 +48,9 @@ for fold in $(seq 0 $((folds - 1))); do
         "eval_manifest=$work/connected-dev/manifest.jsonl" "lm=$run/digits.arpa" "max_steps=$steps" \
         "eval_every=$steps"
     for source in an4 speechcommands audiomnist; do
-        step "$run/eval/$source.json" bash -c "$python -m training evaluate --model $run/general/checkpoint-$steps \
-            --manifest $run/dev-$source.jsonl --lm $run/digits.arpa --lm-alpha $alpha --lm-beta $beta \
-            --lexicon $work/multi-folds-lexicon.txt \
-            > $run/eval/$source.json.part && mv $run/eval/$source.json.part $run/eval/$source.json"
+        step_into "$run/eval/$source.json" "$python" -m training evaluate --model "$run/general/checkpoint-$steps" \
+            --manifest "$run/dev-$source.jsonl" --lm "$run/digits.arpa" --lm-alpha "$alpha" --lm-beta "$beta" \
+            --lexicon "$work/multi-folds-lexicon.txt"
     done
 done
 "$python" training/recipes/digits_multi.py folds-table "$work/multi-folds"

@@ -8,6 +8,14 @@ step() {  # OUTPUT COMMAND...: run COMMAND unless OUTPUT exists
     if [ -e "$output" ]; then echo "have $output"; else "$@"; fi
 }
 
+step_into() {  # OUTPUT COMMAND...: as step, COMMAND's standard output becoming OUTPUT only once it is whole
+    local output=$1
+    shift
+    echo "$* > $output" >> "$log"
+    if [ -e "$output" ]; then echo "have $output"; return; fi
+    "$@" > "$output.part" && mv "$output.part" "$output"
+}
+
 train() {  # OUTPUT_DIR CONFIG SETTINGS...: resumes an interrupted run from its last checkpoint
     local output=$1 config=$2
     shift 2

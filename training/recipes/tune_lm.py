@@ -33,12 +33,10 @@ from training.manifest import read_manifests  # noqa: E402
 from training.metrics import error_rates  # noqa: E402
 
 
-def logits_of(model: str, manifests: str, labelled: bool) -> tuple[object, list[np.ndarray], list[str]]:
-    """The recognizer, and the logits and transcripts of the manifests' entries (only those with a
-    transcript if `labelled`)."""
-    recognizer = load_recognizer(model)
+def logits_of(recognizer, manifests: str, labelled: bool) -> tuple[list[np.ndarray], list[str]]:
+    """The logits and transcripts of the manifests' entries (only those with a transcript if `labelled`)."""
     entries = [entry for entry in read_manifests(manifests) if entry.text or not labelled]
-    return recognizer, recognizer.logits([recognizer.read(entry.audio) for entry in entries]), [e.text for e in entries]
+    return recognizer.logits([recognizer.read(entry.audio) for entry in entries]), [entry.text for entry in entries]
 
 
 def main() -> int:
@@ -57,13 +55,15 @@ def main() -> int:
         if len(given) not in (1, folds):
             parser.error(f"{len(given)} {flag} for {folds} --manifest: give one, or one per manifest")
     models, lms = (given * folds if len(given) == 1 else given for given in (args.model, args.lm))
+    recognizers = {model: load_recognizer(model) for model in args.model}  # each loaded once
     logits: list[list[np.ndarray]] = []  # each fold's
     references: list[str] = []
     for model, manifests in zip(models, args.manifest):
-        recognizer, fold_logits, texts = logits_of(model, manifests, labelled=True)
+        fold_logits, texts = logits_of(recognizers[model], manifests, labelled=True)
         logits.append(fold_logits)
         references += texts
-    empty = logits_of(args.model[0], args.empty, labelled=False)[1] if args.empty else []
+    recognizer = recognizers[args.model[0]]
+    empty = logits_of(recognizer, args.empty, labelled=False)[0] if args.empty else []
     lexicon = read_lexicon(args.lexicon) if args.lexicon else None
     results = []
     for alpha, beta in itertools.product(args.alpha, args.beta):
