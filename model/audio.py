@@ -42,6 +42,15 @@ class AudioInfo:
     frames: int
     channels: int
     rate: int  # Hz
+    container: str = ""  # as soundfile names it: WAV, FLAC, OGG, MP3...
+    subtype: str = ""  # the samples' encoding: PCM_16, FLOAT, MPEG_LAYER_III, VORBIS... (FLAC's: PCM_16...)
+
+    @property
+    def uncompressed(self) -> bool:
+        """Samples stored as they are (linear PCM, floats, or 8-bit u-law/A-law): the header's
+        frames follow from the file's size, and decoding costs little per second."""
+        stored = self.subtype.startswith("PCM_") or self.subtype in ("FLOAT", "DOUBLE", "ULAW", "ALAW")
+        return stored and self.container != "FLAC"  # FLAC names the PCM it decodes to
 
 
 def _open(source: AudioSource) -> soundfile.SoundFile:
@@ -63,7 +72,7 @@ def _open(source: AudioSource) -> soundfile.SoundFile:
 def audio_info(source: AudioSource) -> AudioInfo:
     """Frames, channels and rate from the header: what decoding would cost, known before paying it."""
     with _open(source) as audio:
-        return AudioInfo(audio.frames, audio.channels, audio.samplerate)
+        return AudioInfo(audio.frames, audio.channels, audio.samplerate, audio.format, audio.subtype)
 
 
 def _mono_blocks(audio: soundfile.SoundFile, what: str):

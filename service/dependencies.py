@@ -17,14 +17,14 @@ from .server import Server
 from .settings import Settings
 
 
-def get_server(connection: HTTPConnection) -> Server:
+async def get_server(connection: HTTPConnection) -> Server:
     return connection.app.state.server
 
 
 ServerDep = Annotated[Server, Depends(get_server)]
 
 
-def get_settings(server: ServerDep) -> Settings:
+async def get_settings(server: ServerDep) -> Settings:
     return server.settings
 
 

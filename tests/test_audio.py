@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import numpy as np
@@ -128,3 +129,48 @@ def test_normalize_matches_transformers_feature_extractor(real_files):
     samples = load_audio(real_files["wav-22k"], 16000)
     expected = Wav2Vec2FeatureExtractor(do_normalize=True)(samples, sampling_rate=16000).input_values[0]
     np.testing.assert_allclose(normalize(samples), expected, atol=1e-6)
+
+
+def test_uploads_decode_alike_on_the_event_loop_and_in_a_thread(real_files):
+    """The server decodes a few seconds of WAV or raw PCM on its event loop and the rest in a
+    thread (`service.audio_input`): the same samples and the same refusals either way."""
+    from service.audio_input import decode_upload, decode_upload_async, inspect_upload
+    from service.errors import ServiceError
+
+    speech, rate = soundfile.read(real_files["wav-16k"], dtype="float32")
+    short, long = speech[: 2 * rate], np.tile(speech, int(6 * rate / len(speech)) + 1)
+    adpcm = io.BytesIO()
+    soundfile.write(adpcm, short, rate, format="WAV", subtype="IMA_ADPCM")
+    uploads = {
+        "short wav": (wav_bytes(short, rate), None, None, True),
+        "long wav": (wav_bytes(long, rate), None, None, False),
+        "1.5 s of 48 kHz stereo": (wav_bytes(np.stack([long[:72000], long[:72000]], 1), 48000), None, None, False),
+        "raw pcm": ((short * 32767).astype("<i2").tobytes(), rate, "pcm_s16le", True),
+        "wav of ADPCM": (adpcm.getvalue(), None, None, False),
+        "mp3": (open(real_files["mp3-48k"], "rb").read(), None, None, False),
+        "ogg": (open(real_files["ogg-22k"], "rb").read(), None, None, False),
+    }
+    for name, (data, sample_rate, encoding, quick) in uploads.items():
+        assert inspect_upload(data, 600, 2**30, sample_rate, encoding).quick is quick, name
+        expected = decode_upload(data, 16000, 600, 2**30, sample_rate, encoding)
+        got = asyncio.run(decode_upload_async(data, 16000, 600, 2**30, sample_rate, encoding))
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+
+    refused = {
+        "a truncated header": (b"RIFF\x24\x00\x00\x00WAVEfmt ", None, None),
+        "no samples": (wav_bytes(np.zeros(0, dtype=np.float32)), None, None),
+        "not finite": (wav_bytes(np.array([0.1, np.nan] * 300, dtype=np.float32), subtype="FLOAT"), None, None),
+        "too long": (wav_bytes(long, rate), None, None),
+        "raw pcm at no rate": (b"\x00\x01" * 100, None, "pcm_s16le"),
+        "raw pcm, half a sample": (b"\x00\x01" * 100 + b"\x00", rate, "pcm_s16le"),
+    }
+    for name, (data, sample_rate, encoding) in refused.items():
+        with pytest.raises(ServiceError) as thread:
+            decode_upload(data, 16000, 5, 2**30, sample_rate, encoding)
+        with pytest.raises(ServiceError) as loop:
+            asyncio.run(decode_upload_async(data, 16000, 5, 2**30, sample_rate, encoding))
+        assert (type(loop.value), loop.value.code, loop.value.message) == (
+            type(thread.value),
+            thread.value.code,
+            thread.value.message,
+        ), name
