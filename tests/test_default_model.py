@@ -272,9 +272,9 @@ def test_the_cli_evaluation_and_the_server_give_the_same_transcripts(default_ser
 
 
 def test_a_model_folders_lm_weights_come_with_its_lm(tmp_path):
-    """lm.json beside a folder's lm.arpa sets the LM weights the CLI, evaluation and the server decode
-    with it (a word penalty that leaves one word of the example's five, here); flags override them,
-    and another LM does not take them. An unreadable lm.json is refused, saying so."""
+    """lm.json beside a folder's lm.arpa sets the LM weights the CLI, evaluation, pseudo-labelling
+    and the server decode with it (a word penalty that leaves one word of the example's five,
+    here); flags override them, and another LM does not take them. An unreadable lm.json is refused, saying so."""
     folder = tmp_path / "digits"
     shutil.copytree(DEFAULT_MODEL, folder)
     (folder / "lm.json").write_text(json.dumps({"alpha": 0.5, "beta": -40}))
@@ -296,6 +296,22 @@ def test_a_model_folders_lm_weights_come_with_its_lm(tmp_path):
     )
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(details.read_text())["beam"] == "four"
+
+    def pseudo_label(lm) -> str:
+        scores = tmp_path / f"scores-{lm.name}.jsonl"
+        command = ["--model", str(folder), "--manifest", str(manifest), "--lm", str(lm), "--min-confidence", "0"]
+        labelled = subprocess.run(
+            [sys.executable, "-m", "training", "pseudo-label", *command, "--out", str(tmp_path / "out.jsonl")]
+            + ["--scores-out", str(scores)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        assert labelled.returncode == 0, labelled.stderr
+        return json.loads(scores.read_text())["text"]
+
+    assert pseudo_label(folder / "lm.arpa") == "four"
+    assert pseudo_label(other) == "four one five zero two"
     with run_server(folder, log_dir=tmp_path) as server:
         with open(EXAMPLE, "rb") as audio:
             assert httpx.post(server.url + "/transcribe", files={"file": audio}).json()["text"] == "four"
