@@ -2,10 +2,10 @@
 
 The header is read first (`inspect_upload`), so audio that is too long, or would decode to too
 much data (a small compressed file can hold hours of 384 kHz stereo), is refused before any
-decoding. `decode_upload_async` reads a WAV file's header or raw PCM's size on the event loop and decodes a
-few seconds of uncompressed audio there too, where that costs less than handing it to a worker
-thread would; anything longer, and every other format (compressed ones' headers may only estimate
-their length), goes to a worker thread, so decoding and resampling never hold up the loop.
+decoding. `decode_upload_async` does a few seconds of plain WAV or raw PCM on the event loop,
+header and samples, where that costs less than handing it to a worker thread would; anything
+longer, and every other format (compressed ones' headers may only estimate their length, and a
+WAV's chunks may be many), goes to a worker thread, so decoding never holds up the loop.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ DECODED_SAMPLE_BYTES = 4  # float32
 # a worker thread's round trip costs ~0.3 ms and, under load, competes with the loop for the
 # interpreter.
 QUICK_SAMPLES = 80_000
-
-
-WAV_MAGIC = (b"RIFF", b"RF64")  # how a WAV file begins: its header is a few fixed fields
+# A WAV file's sample data must begin within this many chunks for its header to be read on the event
+# loop: libsndfile walks every chunk before the samples (a file of 20,000 empty chunks took 15 ms).
+QUICK_CHUNKS = 8
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,9 @@ async def decode_upload_async(
     sample_rate: int | None = None,
     encoding: str | None = None,
 ) -> np.ndarray:
-    """`decode_upload` on the event loop where it is quick (`Upload.quick`), else in a worker thread."""
-    if encoding is None and data[:4] not in WAV_MAGIC:
+    """`decode_upload` on the event loop where it is quick (raw PCM or `plain_wav`, and `Upload.quick`),
+    else in a worker thread."""
+    if encoding is None and not plain_wav(data):
         return await asyncio.to_thread(
             decode_upload, data, target_rate, max_seconds, max_decoded_bytes, sample_rate, encoding
         )
@@ -80,6 +81,22 @@ async def decode_upload_async(
     if upload.quick:
         return decode_inspected(upload, target_rate, max_seconds)
     return await asyncio.to_thread(decode_inspected, upload, target_rate, max_seconds)
+
+
+def plain_wav(data: bytes) -> bool:
+    """A WAV file (RIFF or RF64) whose sample data begins within its first QUICK_CHUNKS chunks, so that
+    reading its header costs next to nothing. Checks only where the chunks lie: soundfile reads them."""
+    if data[:4] not in (b"RIFF", b"RF64") or data[8:12] != b"WAVE":
+        return False
+    position = 12
+    for _ in range(QUICK_CHUNKS):
+        if position + 8 > len(data):
+            return False
+        if data[position : position + 4] == b"data":
+            return True
+        size = int.from_bytes(data[position + 4 : position + 8], "little")
+        position += 8 + size + size % 2  # chunks are padded to an even length
+    return False
 
 
 def inspect_upload(

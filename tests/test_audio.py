@@ -134,7 +134,7 @@ def test_normalize_matches_transformers_feature_extractor(real_files):
 def test_uploads_decode_alike_on_the_event_loop_and_in_a_thread(real_files):
     """The server decodes a few seconds of WAV or raw PCM on its event loop and the rest in a
     thread (`service.audio_input`): the same samples and the same refusals either way."""
-    from service.audio_input import decode_upload, decode_upload_async, inspect_upload
+    from service.audio_input import decode_upload, decode_upload_async, inspect_upload, plain_wav
     from service.errors import ServiceError
 
     speech, rate = soundfile.read(real_files["wav-16k"], dtype="float32")
@@ -150,6 +150,12 @@ def test_uploads_decode_alike_on_the_event_loop_and_in_a_thread(real_files):
         "mp3": (open(real_files["mp3-48k"], "rb").read(), None, None, False),
         "ogg": (open(real_files["ogg-22k"], "rb").read(), None, None, False),
     }
+    header, samples = uploads["short wav"][0][:36], uploads["short wav"][0][36:]  # RIFF, fmt | data
+    chunks = b"".join(b"junk" + (2).to_bytes(4, "little") + b"\0\0" for _ in range(20))
+    uploads["wav, data after 20 chunks"] = (header + chunks + samples, None, None, True)
+    assert plain_wav(uploads["short wav"][0]) and plain_wav(uploads["long wav"][0])
+    assert not plain_wav(uploads["wav, data after 20 chunks"][0]), "its header is read in a worker thread"
+    assert not plain_wav(uploads["mp3"][0]) and not plain_wav(b"RIFF")
     for name, (data, sample_rate, encoding, quick) in uploads.items():
         assert inspect_upload(data, 600, 2**30, sample_rate, encoding).quick is quick, name
         expected = decode_upload(data, 16000, 600, 2**30, sample_rate, encoding)
