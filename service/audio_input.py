@@ -2,7 +2,7 @@
 
 The header is read first (`inspect_upload`), so audio that is too long, or would decode to too
 much data (a small compressed file can hold hours of 384 kHz stereo), is refused before any
-decoding. `decode_upload_async` does a few seconds of plain WAV or raw PCM on the event loop,
+decoding. `decode_upload` does a few seconds of plain WAV or raw PCM on the event loop,
 header and samples, where that costs less than handing it to a worker thread would; anything
 longer, and every other format (compressed ones' headers may only estimate their length, and a
 WAV's chunks may be many), goes to a worker thread, so decoding never holds up the loop.
@@ -49,7 +49,7 @@ class Upload:
         return self.uncompressed and self.samples <= QUICK_SAMPLES
 
 
-def decode_upload(
+async def decode_upload(
     data: bytes,
     target_rate: int,
     max_seconds: float,
@@ -57,27 +57,16 @@ def decode_upload(
     sample_rate: int | None = None,
     encoding: str | None = None,
 ) -> np.ndarray:
-    """Encoded audio (any container soundfile reads), or raw PCM when `encoding` is given."""
-    return decode_inspected(
-        inspect_upload(data, max_seconds, max_decoded_bytes, sample_rate, encoding), target_rate, max_seconds
-    )
+    """Encoded audio (any container soundfile reads), or raw PCM when `encoding` is given, at
+    `target_rate`: on the event loop where that is quick (raw PCM or a `plain_wav`, and
+    `Upload.quick`), else in a worker thread."""
 
+    def inspect() -> Upload:
+        return inspect_upload(data, max_seconds, max_decoded_bytes, sample_rate, encoding)
 
-async def decode_upload_async(
-    data: bytes,
-    target_rate: int,
-    max_seconds: float,
-    max_decoded_bytes: int,
-    sample_rate: int | None = None,
-    encoding: str | None = None,
-) -> np.ndarray:
-    """`decode_upload` on the event loop where it is quick (raw PCM or `plain_wav`, and `Upload.quick`),
-    else in a worker thread."""
     if encoding is None and not plain_wav(data):
-        return await asyncio.to_thread(
-            decode_upload, data, target_rate, max_seconds, max_decoded_bytes, sample_rate, encoding
-        )
-    upload = inspect_upload(data, max_seconds, max_decoded_bytes, sample_rate, encoding)
+        return await asyncio.to_thread(lambda: decode_inspected(inspect(), target_rate, max_seconds))
+    upload = inspect()
     if upload.quick:
         return decode_inspected(upload, target_rate, max_seconds)
     return await asyncio.to_thread(decode_inspected, upload, target_rate, max_seconds)

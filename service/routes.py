@@ -22,7 +22,7 @@ from pydantic.json_schema import SkipJsonSchema
 from model.audio import PCM_ENCODINGS
 from model.pipeline import Transcript
 
-from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode_upload_async
+from .audio_input import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode_upload
 from .dependencies import ServerDep, require_api_key
 from .openai_format import check_granularities, check_language, openai_response
 from .options import DecodeRequest
@@ -342,7 +342,7 @@ async def _transcribe(
     )
     pipeline.check_options(options)  # every option is checked before the audio costs anything
     check(params, pipeline)
-    samples = await decode_upload_async(
+    samples = await decode_upload(
         audio,
         pipeline.rate,
         settings.max_audio_seconds,

@@ -134,7 +134,7 @@ def test_normalize_matches_transformers_feature_extractor(real_files):
 def test_uploads_decode_alike_on_the_event_loop_and_in_a_thread(real_files):
     """The server decodes a few seconds of WAV or raw PCM on its event loop and the rest in a
     thread (`service.audio_input`): the same samples and the same refusals either way."""
-    from service.audio_input import decode_upload, decode_upload_async, inspect_upload, plain_wav
+    from service.audio_input import decode_inspected, decode_upload, inspect_upload, plain_wav
     from service.errors import ServiceError
 
     speech, rate = soundfile.read(real_files["wav-16k"], dtype="float32")
@@ -158,8 +158,8 @@ def test_uploads_decode_alike_on_the_event_loop_and_in_a_thread(real_files):
     assert not plain_wav(uploads["mp3"][0]) and not plain_wav(b"RIFF")
     for name, (data, sample_rate, encoding, quick) in uploads.items():
         assert inspect_upload(data, 600, 2**30, sample_rate, encoding).quick is quick, name
-        expected = decode_upload(data, 16000, 600, 2**30, sample_rate, encoding)
-        got = asyncio.run(decode_upload_async(data, 16000, 600, 2**30, sample_rate, encoding))
+        expected = decode_inspected(inspect_upload(data, 600, 2**30, sample_rate, encoding), 16000, 600)
+        got = asyncio.run(decode_upload(data, 16000, 600, 2**30, sample_rate, encoding))
         np.testing.assert_array_equal(got, expected, err_msg=name)
 
     refused = {
@@ -172,9 +172,9 @@ def test_uploads_decode_alike_on_the_event_loop_and_in_a_thread(real_files):
     }
     for name, (data, sample_rate, encoding) in refused.items():
         with pytest.raises(ServiceError) as thread:
-            decode_upload(data, 16000, 5, 2**30, sample_rate, encoding)
+            decode_inspected(inspect_upload(data, 5, 2**30, sample_rate, encoding), 16000, 5)
         with pytest.raises(ServiceError) as loop:
-            asyncio.run(decode_upload_async(data, 16000, 5, 2**30, sample_rate, encoding))
+            asyncio.run(decode_upload(data, 16000, 5, 2**30, sample_rate, encoding))
         assert (type(loop.value), loop.value.code, loop.value.message) == (
             type(thread.value),
             thread.value.code,
