@@ -31,7 +31,7 @@ from .metrics import Metrics
 from .options import DecodeRequest
 from .settings import ModelSpec, Settings
 
-QUICK_GREEDY_SECONDS = 5.0  # greedy decoding of this much audio runs on the event loop (~0.4 ms)
+QUICK_GREEDY_SECONDS = 5.0  # greedy decoding of up to this much audio runs on the event loop (<= ~0.35 ms)
 
 
 class Pipeline:
@@ -145,8 +145,8 @@ class Pipeline:
         return [result.logits for result in results]
 
     async def decode_step(self, logits: np.ndarray, options: DecodeOptions) -> Decoded:
-        """The `decode` seam: greedy on the event loop for a few seconds of audio (~0.2 ms, less
-        than a worker thread's round trip), else in a thread (an hour of audio is 180,000 frames
+        """The `decode` seam: greedy on the event loop for a few seconds of audio (0.2 ms for 2.5 s,
+        less than a worker thread's round trip), else in a thread (an hour of audio is 180,000 frames
         to walk); beam search in a worker process. Busy when no worker can take the search now."""
         if options.decoder == "greedy":
             if len(logits) * self.engine.frame_seconds <= QUICK_GREEDY_SECONDS:
