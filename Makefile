@@ -60,8 +60,8 @@ test: test-fast lint
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not fast" --durations=15
 
-# The shipped default model, models/digits/, remade from ../shared/data by our own commands (about
-# 2 h 20 min on 2 cores; needs espeak-ng, flite and Festival for the synthetic voices).
+# The shipped default model, models/digits/, remade from ../shared/data by our own commands (1 h 41 min
+# on 2 idle cores; needs espeak-ng, flite and Festival for the synthetic voices).
 digits-model: setup-dev
 	PYTHON=$(BIN)/python bash training/recipes/digits-model.sh
 
