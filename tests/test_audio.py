@@ -157,8 +157,9 @@ def test_uploads_decode_alike_on_the_event_loop_and_in_a_thread(real_files):
     assert not plain_wav(uploads["wav, data after 20 chunks"][0]), "its header is read in a worker thread"
     assert not plain_wav(uploads["mp3"][0]) and not plain_wav(b"RIFF")
     for name, (data, sample_rate, encoding, quick) in uploads.items():
-        assert inspect_upload(data, 600, 2**30, sample_rate, encoding).quick is quick, name
-        expected = decode_inspected(inspect_upload(data, 600, 2**30, sample_rate, encoding), 16000, 600)
+        upload = inspect_upload(data, 600, 2**30, sample_rate, encoding)
+        assert upload.quick is quick, name
+        expected = decode_inspected(upload, 16000, 600)
         got = asyncio.run(decode_upload(data, 16000, 600, 2**30, sample_rate, encoding))
         np.testing.assert_array_equal(got, expected, err_msg=name)
 

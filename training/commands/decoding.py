@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from model.decoding import BEAM_WIDTH, LM_ALPHA, LM_BETA, DecoderStartError
 from model.options import option_fields
@@ -23,20 +22,17 @@ def decode_options(command: argparse.ArgumentParser) -> None:
 
 def load_transcriber(args, lexicon: tuple[str, ...] | None = None):
     """The model of `--model` with the decoders of `--lm`, `--lm-alpha` and `--lm-beta` (and `lexicon`'s
-    words). Weights not given are the model folder's (lm.json) when `--lm` is its own lm.arpa, as
-    everywhere else, else LM_ALPHA and LM_BETA."""
+    words); the weights as the command resolved them with `model.transcribe.model_decoding` (a model
+    folder's lm.json when `--lm` is its own lm.arpa)."""
     from model.hub import ModelNotFoundError
     from model.loading import load_recognizer
-    from model.package import tuned_lm_weights
     from model.transcribe import Transcriber
 
     if args.beam_width < 1:
         raise ValueError("--beam-width must be at least 1")
     try:
-        tuned_alpha, tuned_beta = tuned_lm_weights(Path(args.model).expanduser(), args.lm) or (LM_ALPHA, LM_BETA)
-        alpha = tuned_alpha if args.lm_alpha is None else args.lm_alpha
-        beta = tuned_beta if args.lm_beta is None else args.lm_beta
-        transcriber = Transcriber(load_recognizer(args.model), args.lm, alpha, beta, lexicon=lexicon)
+        recognizer = load_recognizer(args.model)
+        transcriber = Transcriber(recognizer, args.lm, args.lm_alpha, args.lm_beta, lexicon=lexicon)
         if args.lm is not None:
             transcriber.beam_search()  # load the language model now: a bad one fails before any audio is read
     except (ModelNotFoundError, ImportError) as error:  # a CheckpointError is a ValueError already

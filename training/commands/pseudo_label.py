@@ -44,6 +44,8 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    from model.transcribe import model_decoding
+
     from ..manifest import read_manifest
     from ..pseudo_label import label
 
@@ -55,5 +57,9 @@ def run(args) -> int:
     if not entries:
         raise ValueError(f"{args.manifest}: no audio listed")
     real = [entry for entry in read_manifest(args.labelled) if entry.text] if args.labelled else []
+    # The LM only when given (else greedy), no lexicon; its weights as every command resolves them.
+    _, _, args.lm_alpha, args.lm_beta = model_decoding(
+        args.model, args.lm, no_lm=args.lm is None, no_lexicon=True, lm_alpha=args.lm_alpha, lm_beta=args.lm_beta
+    )
     with load_transcriber(args) as transcriber:  # the model and LM checked once, before any worker starts
         return label(args, transcriber, real)
