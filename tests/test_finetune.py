@@ -207,6 +207,11 @@ def test_finetune_resumes_exactly(digits, tmp_path):
     assert [m["frozen"] for m in got] == [True, True, False, False, False, False]
     for a, b in zip(expected, got):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    # Each start is on record with the commit it ran at, which a model folder's provenance carries on.
+    starts = json.loads((tmp_path / "split" / "sources.json").read_text())
+    assert [start["step"] for start in starts] == [0, 3]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert {start["commit"] for start in starts} == {head or "unknown"}
 
 
 def test_the_moving_average_is_what_is_kept_and_it_resumes_exactly(digits, tmp_path):

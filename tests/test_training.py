@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from model.loading import load_recognizer
 from model.transcribe import Transcriber
 from training.manifest import read_manifest
 from training.metrics import error_rates, normalize_text
+from training.provenance import record_start
 
 from conftest import DATA, HANG_SECONDS, REPO, needs_data, normalised_words, write_arpa
 
@@ -293,12 +295,16 @@ def test_package_writes_a_model_folder_with_its_provenance_and_card(tmp_path):
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"utterances": 1, "greedy": {"wer": 0.25}, "beam": {"wer": 0.0}}))
     out = tmp_path / "digits"
+    # A training run's best checkpoint, with the record of the run's starts that training writes beside it.
+    shutil.copytree(DEFAULT_MODEL / "checkpoint", tmp_path / "run" / "best")
+    record_start(tmp_path / "run", 0)
+    record_start(tmp_path / "run", 400)
     result = training(
         "package",
         "--out",
         str(out),
         "--checkpoint",
-        str(DEFAULT_MODEL / "checkpoint"),
+        str(tmp_path / "run" / "best"),
         "--onnx",
         str(DEFAULT_MODEL / "onnx"),
         "--lm",
@@ -320,6 +326,8 @@ def test_package_writes_a_model_folder_with_its_provenance_and_card(tmp_path):
     weights = load_file(DEFAULT_MODEL / "checkpoint" / "model.safetensors")
     assert provenance["parameters"] == sum(tensor.size for tensor in weights.values())
     assert provenance["data"]["example"]["utterances"] == 1
+    assert [start["step"] for start in provenance["training_sources"]] == [0, 400]
+    assert provenance["training_sources"][0]["commit"] == provenance["commit"], "trained and packaged here"
     card = (out / "README.md").read_text()
     assert f"({provenance['parameters'] / 1e6:.1f} M parameters," in card
     assert "| the example | 1 | 25.00% | 0.00% |" in card

@@ -54,6 +54,7 @@ from .loop import (
 from .manifest import Entry, read_manifests
 from .metrics import percent, rates_line
 from .metrics_log import METRICS_FILE, MetricsLog
+from .provenance import record_start
 
 
 def finetune(config: FinetuneConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
@@ -260,6 +261,7 @@ def _setup(config: FinetuneConfig, resume: Path | None, reschedule: bool, proces
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "training_config.json")
+        record_start(output, step)
     log = MetricsLog(output / METRICS_FILE, processes.main, config.tensorboard)
     evaluator = None
     if evaluation:  # the model as it trains, transcribed as the CLI and the server transcribe

@@ -5,7 +5,8 @@
     OUT/lm.arpa          the language model beam search uses with it (optional)
     OUT/lm.json          the LM weight and word bonus tuned for lm.arpa, {"alpha": A, "beta": B} (optional)
     OUT/lexicon.txt      the words it knows, one per line: beam search stays within them (optional)
-    OUT/provenance.json  commit, configuration, data manifests (hash, size), commands, metrics, file sizes
+    OUT/provenance.json  commits (packaging's, each training start's), configuration, data manifests (hash,
+                         size), commands, metrics, file sizes
     OUT/README.md        the model card: what it is for, how it was made, how well it does, its limits
 
 `python -m service --model OUT` and `python -m model transcribe --model OUT` take the folder whole
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from safetensors import safe_open
 
 from .manifest import read_manifest
 from .metrics import percent
+from .provenance import read_starts, source
 
 CHECKPOINT_FILES = (
     "config.json",
@@ -54,7 +55,7 @@ def package(
     """Write the folder `out` (replacing what it held); returns the provenance record. `lexicon`: the
     words to write to lexicon.txt (read before `out` is replaced, so it may come from there);
     `lm_weights`: (alpha, beta) for lm.json."""
-    source = _source(out)  # before `out` changes: the folder being written is no source of itself
+    made_by = source(out)  # before `out` changes: the folder being written is no source of itself
     if out.exists():
         shutil.rmtree(out)
     (out / "checkpoint").mkdir(parents=True)
@@ -71,11 +72,13 @@ def package(
         (out / "lexicon.txt").write_text("".join(word + "\n" for word in lexicon), encoding="utf-8")
     record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **source,
+        **made_by,
         "config_file": config.as_posix(),
         "config": yaml.safe_load(config.read_text(encoding="utf-8")),
         # The settings the run used in the end: the config with the command line's overrides.
         "training_config": _json_or_none(checkpoint.parent / "training_config.json"),
+        # The commit each start of the training run was at (None: a run from before runs recorded it).
+        "training_sources": read_starts(checkpoint.parent),
         "data": {name: _describe(path) for name, path in manifests.items()},
         "commands": commands.read_text(encoding="utf-8").splitlines() if commands else [],
         "metrics": {name: json.loads(path.read_text(encoding="utf-8")) for name, path in results.items()},
@@ -107,26 +110,6 @@ def _parameters(weights: Path) -> int:
 
 def _json_or_none(path: Path):
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _source(out: Path) -> dict:
-    """The commit, and whether tracked files differ from it (None outside a git checkout), leaving out
-    `out` itself: rewriting a model folder that is in the repository is the output, not a change to
-    what made it."""
-    top = _git("rev-parse", "--show-toplevel")
-    if top == "unknown":
-        return {"commit": "unknown", "uncommitted_changes": None}
-    try:
-        leave_out = [f":(top,exclude){out.resolve().relative_to(Path(top).resolve()).as_posix()}"]
-    except ValueError:  # written outside the checkout
-        leave_out = []
-    changes = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", *leave_out)
-    return {"commit": _git("rev-parse", "HEAD"), "uncommitted_changes": bool(changes)}
-
-
-def _git(*args: str) -> str:
-    result = subprocess.run(["git", *args], capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
 def _card(template: str, record: dict) -> str:

@@ -33,6 +33,7 @@ from .loop import (
 from .manifest import read_manifest
 from .metrics_log import METRICS_FILE, MetricsLog
 from .pretraining import PretrainingObjective, gumbel_temperature, scale_feature_encoder_gradients
+from .provenance import record_start
 
 
 def pretrain(config: PretrainConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
@@ -111,6 +112,7 @@ def _pretrain(config: PretrainConfig, resume: Path | None, reschedule: bool, pro
     if processes.main:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "training_config.json")
+        record_start(output, step)
     log = MetricsLog(output / METRICS_FILE, processes.main, config.tensorboard)
     progress = tqdm(total=config.max_steps, initial=step, disable=not processes.main, unit="step", dynamic_ncols=True)
     last = None

@@ -28,6 +28,7 @@ from .config import PretrainConfig, save_config
 from .loop import adamw, prune_checkpoints, warmup_then_linear_decay
 from .manifest import read_manifest
 from .metrics_log import METRICS_FILE, MetricsLog
+from .provenance import record_start
 from .wav2vec1_objective import Wav2VecObjective
 
 OBJECTIVES = ("wav2vec", "vq-wav2vec")
@@ -109,6 +110,7 @@ def pretrain_wav2vec1(config: PretrainConfig, resume: Path | None = None) -> Pat
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     save_config(config, output / "training_config.json")
+    record_start(output, 0)
     log = MetricsLog(output / METRICS_FILE, True, config.tensorboard)
     progress = tqdm(total=config.max_steps, unit="step", dynamic_ncols=True)
     step, last, audio_seconds, started, codewords_restarted = 0, None, 0.0, time.perf_counter(), 0
