@@ -33,10 +33,9 @@ def source(leave_out: Path | None = None) -> dict:
 
 def record_start(output: Path, step: int) -> None:
     """Append this start of the training run in `output` (at update `step`: 0, or where it resumed)."""
-    path = output / SOURCES_FILE
-    starts = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    starts = read_starts(output) or []
     starts.append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "step": step, **source()})
-    path.write_text(json.dumps(starts, indent=2) + "\n", encoding="utf-8")
+    (output / SOURCES_FILE).write_text(json.dumps(starts, indent=2) + "\n", encoding="utf-8")
 
 
 def read_starts(output: Path) -> list | None:
