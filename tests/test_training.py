@@ -503,3 +503,38 @@ def test_folds_table_counts_every_held_out_word_once(tmp_path):
         [sys.executable, str(script), "folds-table", str(tmp_path / "none")], capture_output=True, text=True
     )
     assert empty.returncode != 0 and "digits-multi-folds.sh" in empty.stderr
+
+
+def test_noisy_copies_keep_transcripts_and_put_noise_at_the_asked_level(tmp_path):
+    """`digits_multi.py noisy` (the noisy-microphone evaluation): each recording with noise before, under
+    and after it, SNR_DB below the recording's level, the transcript unchanged; babble from a folder."""
+    rate, generator = 16000, np.random.default_rng(0)
+    entries = []
+    for index in range(4):
+        tone = 0.3 * np.sin(2 * np.pi * (200 + 50 * index) * np.arange(rate) / rate)
+        soundfile.write(tmp_path / f"voice{index}.wav", tone.astype(np.float32), rate)
+        entries.append({"audio": str(tmp_path / f"voice{index}.wav"), "duration": 1.0, "text": f"one {index}"})
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    (tmp_path / "talkers").mkdir()
+    soundfile.write(tmp_path / "talkers" / "a.flac", generator.uniform(-0.1, 0.1, 2 * rate).astype(np.float32), rate)
+    script = REPO / "training" / "recipes" / "digits_multi.py"
+
+    def noisy(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(script), "noisy", str(tmp_path / "in.jsonl"), str(tmp_path / "out"), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=HANG_SECONDS)
+
+    result = noisy("--snr", "10", "--babble", str(tmp_path / "talkers"))
+    assert result.returncode == 0, result.stderr
+    copies = read_manifest(tmp_path / "out" / "manifest.jsonl")
+    assert [copy.text for copy in copies] == [entry["text"] for entry in entries]
+    for copy in copies:
+        samples, copy_rate = soundfile.read(copy.audio)
+        assert (
+            copy_rate == rate and 2.0 <= len(samples) / rate <= 4.0 and copy.duration == round(len(samples) / rate, 3)
+        )
+        lead = samples[: rate // 2]  # before the speech: the noise alone
+        snr = 20 * np.log10(0.3 / np.sqrt(2) / np.sqrt(np.mean(lead**2)))
+        assert 7 < snr < 13, snr  # 10 dB, give or take one draw of half a second of noise
+    for bad in (["--snr", "10", "--kinds", "rain"], ["--snr", "10", "--babble", str(tmp_path / "out" / "none")]):
+        failed = noisy(*bad)
+        assert failed.returncode != 0 and ("rain" in failed.stderr or "no wav" in failed.stderr), failed.stderr

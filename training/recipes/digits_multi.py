@@ -14,6 +14,15 @@ python training/recipes/digits_multi.py folds-table FOLDS_FOLDER
 python training/recipes/digits_multi.py noise OUT [--count 600] [--seed 8]
     OUT/manifest.jsonl: clips with nothing to transcribe (an empty text): coloured noise, mains hum,
     clicks, and music-like tones, 0.5-6 s at random levels.
+python training/recipes/digits_multi.py noisy MANIFEST OUT --snr DB [--kinds white,pink,hum,babble]
+        [--babble FOLDER] [--seed 11]
+    OUT/manifest.jsonl: MANIFEST's recordings as a noisy microphone would give them: 0.5-1.5 s of
+    the microphone's noise before and after the speech, and the same noise under it, DB below the
+    recording's own level (its RMS over the whole recording), one kind per recording in turn. Babble
+    is 3-6 voices at once from --babble FOLDER's audio files (speech without digits, say; 16 files
+    drawn), else from the manifest's other recordings (talkers saying digits: words a model may
+    rightly hear). The transcripts stay: every word written beyond them is one the noise made up
+    (`training evaluate` counts them as insertions).
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ import soundfile  # writes the noise clips
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from the repository
 
+from model.audio import load_audio  # noqa: E402
 from training.augment import make_noise  # noqa: E402
-from training.manifest import Entry, write_manifest  # noqa: E402
+from training.manifest import Entry, read_manifest, write_manifest  # noqa: E402
 
 RATE = 16000
 
@@ -99,6 +109,34 @@ def noise(out: Path, count: int, seed: int) -> None:
     print(f"{out / 'manifest.jsonl'}: {len(entries)} clips with nothing to transcribe")
 
 
+def noisy(manifest: Path, out: Path, snr_db: float, kinds: list[str], seed: int, babble: Path | None) -> None:
+    generator = np.random.default_rng(seed)
+    entries = read_manifest(manifest)
+    voices = [load_audio(entry.audio, RATE) for entry in entries]
+    talkers = None  # babble's voices when they come from elsewhere
+    if babble is not None:
+        files = sorted(path for path in babble.rglob("*") if path.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
+        if not files:
+            raise SystemExit(f"--babble {babble}: no wav, flac, mp3 or ogg files in it")
+        talkers = [load_audio(path, RATE) for path in generator.permutation(files)[:16]]
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    noisy_entries = []
+    for index, (entry, voice) in enumerate(zip(entries, voices)):
+        kind = kinds[index % len(kinds)]
+        others = talkers or [other for number, other in enumerate(voices) if number != index]
+        before, after = (int(generator.uniform(0.5, 1.5) * RATE) for _ in range(2))
+        speech = np.concatenate([np.zeros(before), voice, np.zeros(after)])
+        level = np.sqrt(np.mean(np.square(voice, dtype=np.float64))) * 10 ** (-snr_db / 20)
+        samples = np.clip(speech + level * make_noise(kind, len(speech), RATE, generator, others), -1, 1)
+        target = out / "audio" / f"{index:06d}.wav"
+        soundfile.write(target, samples.astype(np.float32), RATE, subtype="PCM_16")
+        noisy_entries.append(Entry(target, round(len(samples) / RATE, 3), entry.text))
+    write_manifest(noisy_entries, out / "manifest.jsonl")
+    print(
+        f"{out / 'manifest.jsonl'}: {len(noisy_entries)} recordings with {', '.join(kinds)} noise at {snr_db:g} dB SNR"
+    )
+
+
 def _tones(length: int, generator: np.random.Generator) -> np.ndarray:
     """Notes of random pitch and length, each with a few harmonics: something like music."""
     samples = np.zeros(length)
@@ -160,6 +198,13 @@ def main() -> int:
     noise_parser.add_argument("out", type=Path)
     noise_parser.add_argument("--count", type=int, default=600)
     noise_parser.add_argument("--seed", type=int, default=8)
+    noisy_parser = commands.add_parser("noisy")
+    noisy_parser.add_argument("manifest", type=Path)
+    noisy_parser.add_argument("out", type=Path)
+    noisy_parser.add_argument("--snr", type=float, required=True, help="dB below the recording's level")
+    noisy_parser.add_argument("--kinds", default="white,pink,hum,babble", help="comma-separated, taken in turn")
+    noisy_parser.add_argument("--babble", type=Path, help="a folder of speech to make babble of")
+    noisy_parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
     if args.command == "split":
         if not 0 <= args.fold < max(args.folds, 1):
@@ -167,6 +212,12 @@ def main() -> int:
         split(args.data, args.out, args.dev_fraction, args.seed, args.fold, args.folds)
     elif args.command == "folds-table":
         folds_table(args.folder)
+    elif args.command == "noisy":
+        kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
+        unknown = sorted(set(kinds) - {"white", "pink", "brown", "hum", "babble"})
+        if not kinds or unknown:
+            parser.error(f"--kinds: use white, pink, brown, hum or babble (not {', '.join(unknown) or 'nothing'})")
+        noisy(args.manifest, args.out, args.snr, kinds, args.seed, args.babble)
     else:
         noise(args.out, args.count, args.seed)
     return 0
