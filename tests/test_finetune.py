@@ -355,6 +355,10 @@ def test_finetune_refuses_bad_settings(digits, tmp_path):
     assert phases.returncode == 1 and "lr_phases" in phases.stderr
     not_a_model = training("finetune", f"train_manifest={digits}", f"init={tmp_path}")
     assert not_a_model.returncode == 1 and "config.json" in not_a_model.stderr
+    talk = training(
+        "finetune", f"train_manifest={digits}", "freeze_feature_encoder=false", "augment.noise_kinds=[talk]"
+    )
+    assert talk.returncode == 1 and "give talk_manifest" in talk.stderr
 
 
 def test_pseudo_labels_keep_confident_transcripts(overfit, digits, tmp_path):
@@ -706,6 +710,8 @@ def test_the_digits_recipe_stages_run_with_an_english_vocabulary(digits, tmp_pat
         f"init={first / 'best'}",
         f"output_dir={second}",
         *common,
+        f"talk_manifest={digits}",  # talk noise too (here made of digits: it only has to run)
+        "augment.noise_kinds=[pink, talk]",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     english = CTCVocabulary.english()
@@ -883,6 +889,24 @@ def test_augmentation_changes_speed_and_adds_noise_reproducibly():
     ):
         with pytest.raises(ValueError, match=message):
             Augmentation.from_dict(bad)
+
+
+def test_talk_is_made_of_the_talkers_at_the_noise_snr():
+    """Talk noise: the given speech (here a 1 kHz tone), at noise_snr_db (not babble's range); without
+    talkers, pink noise."""
+    from training.augment import Augmentation
+
+    rate = 16000
+    generator = np.random.default_rng(3)
+    samples = (0.1 * generator.standard_normal(rate)).astype(np.float32)
+    tone = np.sin(2 * np.pi * 1000 * np.arange(rate // 2) / rate).astype(np.float32)
+    talk = Augmentation.from_dict({"noise_snr_db": [10, 10], "noise_kinds": ["talk"], "babble_snr_db": [40, 40]})
+    added = talk(samples, rate, np.random.default_rng(0), [], [tone]) - samples
+    snr = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) / np.mean(added.astype(np.float64) ** 2))
+    assert 9.5 < snr < 10.5
+    assert _band_energy(added, 950, 1050) > 0.9 * _band_energy(added, 0, 8000), "the talker's tone"
+    pink = talk(samples, rate, np.random.default_rng(0)) - samples
+    assert _band_energy(pink, 950, 1050) < 0.1 * _band_energy(pink, 0, 8000)
 
 
 def _band_energy(samples: np.ndarray, low: float, high: float) -> float:

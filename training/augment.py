@@ -20,7 +20,10 @@ generator (so a resumed run replays it exactly). Applied in this order, each one
   pink (1/f, like a fan or rain), brown (1/f^2, like traffic or wind), hum (mains at 50 or 60 Hz with
   harmonics, over faint pink noise) or babble (other utterances of the batch, overlapped: voices in
   the background, which the model must not transcribe), whose SNR is drawn from babble_snr_db instead
-  (default 15-40 dB: background voices as loud as the speaker's would contradict the transcript).
+  (default 15-40 dB: background voices as loud as the speaker's would contradict the transcript), or
+  talk: babble made of `talkers`, speech without the model's words (people talking English around
+  someone saying digits), at noise_snr_db like the steady kinds, since it never says a word of the
+  transcript's vocabulary (finetune's talk_manifest gives the talkers).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import soxr
 
 RANGES = ("speed", "volume_db", "noise_snr_db", "band_hz", "pad_seconds", "reverb_seconds", "babble_snr_db")
 PROBABILITIES = ("resample_prob", "band_prob", "noise_prob", "pad_prob", "reverb_prob")
-NOISE_KINDS = ("white", "pink", "brown", "hum", "babble")
+NOISE_KINDS = ("white", "pink", "brown", "hum", "babble", "talk")
 
 
 @dataclass
@@ -117,9 +120,15 @@ class Augmentation:
         )
 
     def __call__(
-        self, samples: np.ndarray, rate: int, generator: np.random.Generator, others: list[np.ndarray] = ()
+        self,
+        samples: np.ndarray,
+        rate: int,
+        generator: np.random.Generator,
+        others: list[np.ndarray] = (),
+        talkers: list[np.ndarray] = (),
     ) -> np.ndarray:
-        """`others`: utterances that babble may be made of (without them, babble is pink noise)."""
+        """`others`: utterances that babble may be made of; `talkers`: speech that talk is made of
+        (without them, either is pink noise)."""
         # Every draw happens whether or not it is used, so one setting's change does not shift the others'.
         factor = generator.uniform(*self.speed)
         resample, through = generator.random() < self.resample_prob, generator.choice(self.resample_rates or (rate,))
@@ -151,7 +160,7 @@ class Augmentation:
             samples = np.clip(samples * 10 ** (gain_db / 20), -1.0, 1.0)
         if noisy and snr is not None and power > 0:
             gain = 10 ** (gain_db / 20)  # the noise reaches the microphone with the voice
-            noise = make_noise(kind, len(samples), rate, generator, others)
+            noise = make_noise(kind, len(samples), rate, generator, talkers if kind == "talk" else others)
             snr = babble_snr if kind == "babble" else snr
             samples = samples + noise * np.sqrt(power * gain * gain / 10 ** (snr / 10))
         return np.asarray(samples, dtype=np.float32)
@@ -172,8 +181,8 @@ def reverberate(samples: np.ndarray, rate: int, rt60: float, generator: np.rando
 def make_noise(
     kind: str, length: int, rate: int, generator: np.random.Generator, others: list[np.ndarray] = ()
 ) -> np.ndarray:
-    """`length` samples of noise of unit power."""
-    if kind == "babble" and others:
+    """`length` samples of noise of unit power; babble and talk are made of `others`."""
+    if kind in ("babble", "talk") and others:
         noise = np.zeros(length)
         for _ in range(int(generator.integers(3, 7))):  # a few voices at once, each from a random point
             voice = others[int(generator.integers(len(others)))]
@@ -190,7 +199,9 @@ def make_noise(
         )
         noise = noise + 0.3 * _coloured(length, 1.0, generator)
     else:
-        noise = _coloured(length, {"white": 0.0, "pink": 1.0, "brown": 2.0, "babble": 1.0}[kind], generator)
+        noise = _coloured(
+            length, {"white": 0.0, "pink": 1.0, "brown": 2.0, "babble": 1.0, "talk": 1.0}[kind], generator
+        )
     return noise / max(np.sqrt(np.mean(np.square(noise))), 1e-12)
 
 

@@ -137,6 +137,10 @@ class FinetuneConfig(TrainerConfig):
     mask_channel_min_masks: int = 0
     # Augmentation of the training audio (training/augment.py): e.g. {speed: [0.9, 1.1], noise_snr_db: [10, 40]}.
     augment: dict[str, Any] = field(default_factory=dict)
+    # Speech without the model's words (e.g. English sentences, for a digits model) that augment's "talk"
+    # noise is made of: up to 256 of its utterances, drawn with the run's seed (one manifest, or several
+    # comma-separated).
+    talk_manifest: str = ""
     # Optimisation: AdamW. lr_schedule "tri_stage" (the paper's: warm-up / hold / exponential decay as
     # fractions of max_steps, lr_phases) or "linear" (warmup_steps of linear warm-up, then linear decay to 0).
     learning_rate: float = 5e-5

@@ -10,6 +10,7 @@ weights; the numbered checkpoints hold the trained weights (and the average, for
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from contextlib import nullcontext
@@ -23,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from model.audio import load_audio
 from model.config import FeatureSettings, Wav2Vec2Config
 from model.ctc import CTCVocabulary
 from model.decoding import BeamOptions
@@ -55,6 +57,8 @@ from .manifest import Entry, read_manifests
 from .metrics import percent, rates_line
 from .metrics_log import METRICS_FILE, MetricsLog
 from .provenance import record_start
+
+TALKERS = 256  # utterances of talk_manifest kept in memory (~25 MB for 3 s sentences at 16 kHz)
 
 
 def finetune(config: FinetuneConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
@@ -96,6 +100,7 @@ class _Run:
     averaged: AveragedModel | None
     kept: Wav2Vec2ForCTC  # the weights evaluated and kept as `best`: the trained ones or their average
     augment: Augmentation
+    talkers: list[np.ndarray]  # what augment's talk noise is made of
     audio: AudioStore
     evaluation: list[Entry]
     evaluation_audio: AudioStore
@@ -284,6 +289,7 @@ def _setup(config: FinetuneConfig, resume: Path | None, reschedule: bool, proces
         averaged,
         kept,
         augment,
+        _talkers(config, rate),
         audio,
         evaluation,
         evaluation_audio,
@@ -313,7 +319,11 @@ def _update(run: _Run, frozen: bool) -> tuple[float, int]:
             spoken = [run.train[i].targets for i in indices]
             samples = [
                 run.augment(
-                    utterance, rate, generator, [other for j, other in enumerate(samples) if j != k and spoken[j]]
+                    utterance,
+                    rate,
+                    generator,
+                    [other for j, other in enumerate(samples) if j != k and spoken[j]],
+                    run.talkers,
                 )
                 for k, utterance in enumerate(samples)
             ]
@@ -377,7 +387,21 @@ def learning_rate_factor(schedule: dict):
     )
 
 
+def _talkers(config: FinetuneConfig, rate: int) -> list[np.ndarray]:
+    """Up to TALKERS utterances of `talk_manifest`, drawn with the run's seed (so a resumed run draws
+    the same)."""
+    if not config.talk_manifest:
+        return []
+    entries = read_manifests(config.talk_manifest)
+    return [
+        load_audio(entry.audio, rate)
+        for entry in random.Random(config.seed).sample(entries, min(TALKERS, len(entries)))
+    ]
+
+
 def _check(config: FinetuneConfig, resumed: bool) -> None:
+    if "talk" in (config.augment.get("noise_kinds") or ()) and not config.talk_manifest:
+        raise ValueError("augment.noise_kinds has talk: give talk_manifest, the speech it is made of")
     if not config.init and config.freeze_feature_encoder and not resumed:
         raise ValueError(
             "training from scratch with a frozen feature encoder would leave it random: "
