@@ -58,7 +58,7 @@ from .metrics import percent, rates_line
 from .metrics_log import METRICS_FILE, MetricsLog
 from .provenance import record_start
 
-TALKERS = 256  # utterances of talk_manifest kept in memory (~25 MB for 3 s sentences at 16 kHz)
+TALKERS = 256  # utterances of talk_manifest kept in memory (~50 MB of float32 for 3 s sentences at 16 kHz)
 
 
 def finetune(config: FinetuneConfig, resume: Path | None = None, reschedule: bool = False) -> Path:
