@@ -41,10 +41,11 @@ import soundfile  # writes the noise clips
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from the repository
 
 from model.audio import load_audio  # noqa: E402
-from training.augment import make_noise  # noqa: E402
-from training.manifest import Entry, read_manifest, write_manifest  # noqa: E402
+from training.augment import NOISE_KINDS, make_noise  # noqa: E402
+from training.manifest import AUDIO_SUFFIXES, Entry, read_manifest, write_manifest  # noqa: E402
 
 RATE = 16000
+NOISY_KINDS = [kind for kind in NOISE_KINDS if kind != "talk"]  # noisy's babble is its talk
 
 
 def split(data: Path, out: Path, dev_fraction: float, seed: int, fold: int = 0, folds: int = 1) -> None:
@@ -115,7 +116,7 @@ def noisy(manifest: Path, out: Path, snr_db: float, kinds: list[str], seed: int,
     voices = [load_audio(entry.audio, RATE) for entry in entries]
     talkers = None  # babble's voices when they come from elsewhere
     if babble is not None:
-        files = sorted(path for path in babble.rglob("*") if path.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
+        files = sorted(path for path in babble.rglob("*") if path.suffix.lower() in AUDIO_SUFFIXES)
         if not files:
             raise SystemExit(f"--babble {babble}: no wav, flac, mp3 or ogg files in it")
         talkers = [load_audio(path, RATE) for path in generator.permutation(files)[:16]]
@@ -214,9 +215,9 @@ def main() -> int:
         folds_table(args.folder)
     elif args.command == "noisy":
         kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
-        unknown = sorted(set(kinds) - {"white", "pink", "brown", "hum", "babble"})
+        unknown = sorted(set(kinds) - set(NOISY_KINDS))
         if not kinds or unknown:
-            parser.error(f"--kinds: use white, pink, brown, hum or babble (not {', '.join(unknown) or 'nothing'})")
+            parser.error(f"--kinds: use {', '.join(NOISY_KINDS)} (not {', '.join(unknown) or 'nothing'})")
         noisy(args.manifest, args.out, args.snr, kinds, args.seed, args.babble)
     else:
         noise(args.out, args.count, args.seed)
