@@ -168,6 +168,38 @@ def test_checkpoints_load_in_transformers_with_identical_logits(overfit, digits)
     assert Wav2Vec2ForCTC.from_pretrained(overfit / "checkpoint-500") is not None
 
 
+def test_checkpoints_are_picked_by_beam_search_within_the_lexicon(overfit, digits, tmp_path):
+    """`lexicon` restricts the training-time beam search as a model folder's lexicon.txt restricts the
+    server's: the same trained model, one update on, scores near zero within its eight words and fails
+    every utterance but "zero" within a lexicon of that word alone."""
+    lm = tmp_path / "digits.arpa"
+    made = training("lm", "--manifest", str(digits), "--out", str(lm))
+    assert made.returncode == 0, made.stderr[-3000:]
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven"]
+    beam = {}
+    for name, lexicon in (("all", words), ("zero", ["zero"])):
+        (tmp_path / f"{name}.txt").write_text("\n".join(lexicon) + "\n")
+        result = training(
+            "finetune",
+            f"init={overfit / 'best'}",
+            f"train_manifest={digits}",
+            f"eval_manifest={digits}",
+            f"output_dir={tmp_path / name}",
+            *QUIET,
+            "learning_rate=1e-6",
+            "max_steps=1",
+            "eval_every=1",
+            f"lm={lm}",
+            f"lexicon={tmp_path / f'{name}.txt'}",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        beam[name] = json.loads((tmp_path / name / "best" / "eval.json").read_text())["eval"]["beam"]
+    assert beam["all"]["wer"] <= 0.125, beam
+    assert beam["zero"]["wer"] >= 7 / 8 and beam["zero"]["substitutions"] + beam["zero"]["deletions"] >= 7, beam
+    refused = training("finetune", f"train_manifest={digits}", "freeze_feature_encoder=false", f"lexicon={lm}")
+    assert refused.returncode == 1 and "give lm too" in refused.stderr
+
+
 def test_finetune_resumes_exactly(digits, tmp_path):
     common = [
         f"train_manifest={digits}",

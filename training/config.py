@@ -162,9 +162,12 @@ class FinetuneConfig(TrainerConfig):
     batch_by_length: bool = True  # batches of similar lengths (little padding); false: drawn at random
     length_pool: int = 0  # batch_by_length false: sort each pool of this many random utterances by length (0: don't)
     max_sample_seconds: float = 30.0  # longer utterances are left out
-    # Evaluation: WER/CER greedy, and with beam search when an LM is given (then its WER picks the best).
+    # Evaluation: WER/CER greedy, and with beam search when an LM is given (then its WER picks the best),
+    # within `lexicon`'s words if given (a file, one word per line, as a model folder's lexicon.txt): give
+    # the LM, weights and lexicon the model will ship with, and checkpoints are picked as the server decodes.
     eval_every: int = 1000
     lm: str = ""
+    lexicon: str = ""
     beam_width: int = BEAM_WIDTH
     lm_alpha: float = LM_ALPHA
     lm_beta: float = LM_BETA

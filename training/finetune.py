@@ -28,6 +28,7 @@ from model.audio import load_audio
 from model.config import FeatureSettings, Wav2Vec2Config
 from model.ctc import CTCVocabulary
 from model.decoding import BeamOptions
+from model.lexicon import read_lexicon
 from model.pytorch.checkpoint import Checkpoint
 from model.pytorch.recognizer import TorchRecognizer
 from model.pytorch.wav2vec2 import Wav2Vec2ForCTC
@@ -275,6 +276,7 @@ def _setup(config: FinetuneConfig, resume: Path | None, reschedule: bool, proces
             Path(config.lm) if config.lm else None,
             config.lm_alpha,
             config.lm_beta,
+            lexicon=read_lexicon(config.lexicon) if config.lexicon else None,
         )
     return _Run(
         config,
@@ -400,6 +402,8 @@ def _talkers(config: FinetuneConfig, rate: int) -> list[np.ndarray]:
 
 
 def _check(config: FinetuneConfig, resumed: bool) -> None:
+    if config.lexicon and not config.lm:
+        raise ValueError("lexicon restricts beam search with an LM: give lm too")
     if "talk" in (config.augment.get("noise_kinds") or ()) and not config.talk_manifest:
         raise ValueError("augment.noise_kinds has talk: give talk_manifest, the speech it is made of")
     if not config.init and config.freeze_feature_encoder and not resumed:
