@@ -16,6 +16,8 @@ import soxr  # high-quality resampler, fast and torch-free
 
 from .config import FeatureSettings
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what load_audio decodes, as file name endings
+
 
 class AudioError(ValueError):
     """Audio that cannot be used: unreadable, empty, too short or not finite."""

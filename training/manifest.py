@@ -17,7 +17,7 @@ from pathlib import Path
 
 import soundfile  # reads durations from file headers, without decoding the audio
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+from model.audio import AUDIO_SUFFIXES
 
 
 @dataclass

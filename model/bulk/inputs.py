@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what the audio reader decodes, as file name endings
+from ..audio import AUDIO_SUFFIXES
 
 
 @dataclass(frozen=True)
