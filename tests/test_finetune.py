@@ -941,6 +941,40 @@ def test_talk_is_made_of_the_talkers_at_the_noise_snr():
     assert _band_energy(pink, 950, 1050) < 0.1 * _band_energy(pink, 0, 8000)
 
 
+def test_microphone_response_shapes_the_spectrum_at_the_same_level():
+    """mic_db: gains at points from 100 Hz to the Nyquist frequency (here -10 dB rising to +10 dB), the
+    RMS level kept; only drawn when mic_prob is above 0, so other settings draw as they did."""
+    from training.augment import MIC_POINTS, Augmentation, microphone
+
+    rate = 16000
+    time = np.arange(rate) / rate
+    tones = (0.1 * np.sin(2 * np.pi * 150 * time) + 0.1 * np.sin(2 * np.pi * 6000 * time)).astype(np.float32)
+    rising = microphone(tones, rate, np.linspace(-10, 10, MIC_POINTS))
+    assert len(rising) == len(tones) and rising.dtype == np.float32
+    assert (
+        abs(np.sqrt(np.mean(rising.astype(np.float64) ** 2)) / np.sqrt(np.mean(tones.astype(np.float64) ** 2)) - 1)
+        < 1e-3
+    )
+    before = _band_energy(tones, 5900, 6100) / _band_energy(tones, 100, 200)
+    after = _band_energy(rising, 5900, 6100) / _band_energy(rising, 100, 200)
+    assert 10 * np.log10(after / before) > 15, "high tone raised against the low one by most of 20 dB"
+    assert np.allclose(microphone(tones, rate, np.zeros(MIC_POINTS)), tones, atol=1e-5), "flat: unchanged"
+
+    noisy = {"noise_snr_db": [20, 20], "noise_kinds": ["white"]}
+    plain = Augmentation.from_dict(noisy)(tones, rate, np.random.default_rng(4))
+    assert np.array_equal(
+        plain, Augmentation.from_dict({**noisy, "mic_prob": 0})(tones, rate, np.random.default_rng(4))
+    )
+    mic = Augmentation.from_dict({**noisy, "mic_prob": 1, "mic_db": [-12, 12]})
+    assert mic.active and Augmentation.from_dict({"mic_prob": 1}).active
+    shaped = mic(tones, rate, np.random.default_rng(4))
+    assert np.array_equal(shaped, mic(tones, rate, np.random.default_rng(4))), "reproducible"
+    assert not np.allclose(shaped, plain, atol=1e-3)
+    for bad, message in (({"mic_db": [10, -10]}, "a range"), ({"mic_prob": 1.5}, "a probability")):
+        with pytest.raises(ValueError, match=message):
+            Augmentation.from_dict(bad)
+
+
 def _band_energy(samples: np.ndarray, low: float, high: float) -> float:
     spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
     frequencies = np.fft.rfftfreq(len(samples), 1 / 16000)

@@ -24,6 +24,10 @@ generator (so a resumed run replays it exactly). Applied in this order, each one
   talk: babble made of `talkers`, speech without the model's words (people talking English around
   someone saying digits), at noise_snr_db like the steady kinds, since it never says a word of the
   transcript's vocabulary (finetune's talk_manifest gives the talkers).
+- mic_db: with probability mic_prob, a microphone's frequency response, applied last (to the noise too,
+  as a microphone hears it): a smooth gain curve through random gains drawn from [low, high] dB at
+  points spaced evenly in log frequency from 100 Hz to the Nyquist frequency, the level kept. Drawn only
+  when mic_prob is above 0, so that configurations without it draw exactly as before.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import soxr
 
-RANGES = ("speed", "volume_db", "noise_snr_db", "band_hz", "pad_seconds", "reverb_seconds", "babble_snr_db")
-PROBABILITIES = ("resample_prob", "band_prob", "noise_prob", "pad_prob", "reverb_prob")
+RANGES = ("speed", "volume_db", "noise_snr_db", "band_hz", "pad_seconds", "reverb_seconds", "babble_snr_db", "mic_db")
+PROBABILITIES = ("resample_prob", "band_prob", "noise_prob", "pad_prob", "reverb_prob", "mic_prob")
+MIC_POINTS = 6  # gains drawn per response: 1.3 octaves apart at 16 kHz
 NOISE_KINDS = ("white", "pink", "brown", "hum", "babble", "talk")
 
 
@@ -54,6 +59,8 @@ class Augmentation:
     pad_prob: float = 0.0
     reverb_seconds: tuple[float, float] = (0.2, 0.8)
     reverb_prob: float = 0.0
+    mic_db: tuple[float, float] = (-10.0, 10.0)
+    mic_prob: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict) -> Augmentation:
@@ -117,6 +124,7 @@ class Augmentation:
             or (self.noise_snr_db is not None and self.noise_prob > 0)
             or (self.pad_seconds is not None and self.pad_prob > 0)
             or self.reverb_prob > 0
+            or self.mic_prob > 0
         )
 
     def __call__(
@@ -163,6 +171,8 @@ class Augmentation:
             noise = make_noise(kind, len(samples), rate, generator, talkers if kind == "talk" else others)
             snr = babble_snr if kind == "babble" else snr
             samples = samples + noise * np.sqrt(power * gain * gain / 10 ** (snr / 10))
+        if self.mic_prob > 0 and generator.random() < self.mic_prob:
+            samples = microphone(samples, rate, generator.uniform(*self.mic_db, size=MIC_POINTS))
         return np.asarray(samples, dtype=np.float32)
 
 
@@ -176,6 +186,21 @@ def reverberate(samples: np.ndarray, rate: int, rt60: float, generator: np.rando
     wet = np.fft.irfft(np.fft.rfft(samples, size) * np.fft.rfft(response, size), size)[: len(samples)]
     level = np.sqrt(np.mean(np.square(samples, dtype=np.float64)) / max(np.mean(np.square(wet)), 1e-20))
     return (wet * level).astype(np.float32)
+
+
+def microphone(samples: np.ndarray, rate: int, gains_db: np.ndarray) -> np.ndarray:
+    """`samples` through a frequency response that passes through `gains_db` at points spaced evenly in
+    log frequency from 100 Hz to rate / 2 (linear in log frequency between them, flat beyond), at the
+    same RMS level and length."""
+    if len(samples) < 2:
+        return samples
+    size = _fast_size(len(samples))
+    frequencies = np.fft.rfftfreq(size, 1 / rate)
+    points = np.geomspace(100.0, rate / 2, len(gains_db))
+    curve = np.interp(np.log(np.maximum(frequencies, 1.0)), np.log(points), gains_db)
+    shaped = np.fft.irfft(np.fft.rfft(samples, size) * 10 ** (curve / 20), size)[: len(samples)]
+    level = np.sqrt(np.mean(np.square(samples, dtype=np.float64)) / max(np.mean(np.square(shaped)), 1e-20))
+    return (shaped * level).astype(np.float32)
 
 
 def make_noise(
