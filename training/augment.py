@@ -184,8 +184,7 @@ def reverberate(samples: np.ndarray, rate: int, rt60: float, generator: np.rando
     response[0] = 1.0  # the direct path
     size = _fast_size(len(samples) + length - 1)
     wet = np.fft.irfft(np.fft.rfft(samples, size) * np.fft.rfft(response, size), size)[: len(samples)]
-    level = np.sqrt(np.mean(np.square(samples, dtype=np.float64)) / max(np.mean(np.square(wet)), 1e-20))
-    return (wet * level).astype(np.float32)
+    return _at_level_of(wet, samples)
 
 
 def microphone(samples: np.ndarray, rate: int, gains_db: np.ndarray) -> np.ndarray:
@@ -199,8 +198,13 @@ def microphone(samples: np.ndarray, rate: int, gains_db: np.ndarray) -> np.ndarr
     points = np.geomspace(100.0, rate / 2, len(gains_db))
     curve = np.interp(np.log(np.maximum(frequencies, 1.0)), np.log(points), gains_db)
     shaped = np.fft.irfft(np.fft.rfft(samples, size) * 10 ** (curve / 20), size)[: len(samples)]
-    level = np.sqrt(np.mean(np.square(samples, dtype=np.float64)) / max(np.mean(np.square(shaped)), 1e-20))
-    return (shaped * level).astype(np.float32)
+    return _at_level_of(shaped, samples)
+
+
+def _at_level_of(processed: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """`processed` scaled to the RMS level of `original`, as float32."""
+    level = np.sqrt(np.mean(np.square(original, dtype=np.float64)) / max(np.mean(np.square(processed)), 1e-20))
+    return (processed * level).astype(np.float32)
 
 
 def make_noise(
